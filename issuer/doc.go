@@ -1,0 +1,12 @@
+// Package issuer owns the signing backends of the CA: a Signer signs leaf
+// certificates, and KeyPair is the local backend, an intermediate CA
+// certificate with its private key, loaded from a kubernetes.io/tls Secret or
+// from files. It also generates CA material (anchors and intermediates) for
+// installs that bring none, and for tests.
+//
+// A KeyPair is validated when it is made (Parse) and against the trust
+// bundle before it is used (Verify); it never changes afterwards, so hot
+// reload is an atomic swap of one pointer, done by the caller.
+//
+// issuer imports rotation/bundle; it must not import proxy/ or ca/.
+package issuer
