@@ -1,0 +1,11 @@
+// Package authn owns caller authentication for the CA: it proves who a
+// workload is by asking the Kubernetes API server to review its
+// service-account token (TokenReview, always naming the CA's audience) and
+// maps the result to a SPIFFE ID with package identity.
+//
+// Positive reviews are cached briefly, keyed by the token's SHA-256 (the
+// token itself is never stored or logged), bounded in size, and never past
+// the token's own expiry. Identical reviews in flight are made once.
+//
+// It imports ca/identity; it must not import proxy/.
+package authn

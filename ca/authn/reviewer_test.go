@@ -1,0 +1,167 @@
+package authn_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/meshid/meshid/ca/authn"
+)
+
+const audience = "identity.meshid.dev"
+
+// jwt returns a token-shaped string whose payload has the given exp.
+func jwt(sub string, exp time.Time) string {
+	payload := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"sub":%q,"exp":%d}`, sub, exp.Unix()))
+	return "eyJhbGciOiJSUzI1NiJ9." + payload + ".c2ln"
+}
+
+// apiServer answers TokenReviews from a table of token -> status.
+type apiServer struct {
+	statuses map[string]authenticationv1.TokenReviewStatus
+	calls    atomic.Int32
+	fail     error
+	lastAud  []string
+}
+
+func (s *apiServer) client() *fake.Clientset {
+	c := fake.NewClientset()
+	c.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		s.calls.Add(1)
+		if s.fail != nil {
+			return true, nil, s.fail
+		}
+		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview)
+		s.lastAud = tr.Spec.Audiences
+		tr.Status = s.statuses[tr.Spec.Token]
+		return true, tr, nil
+	})
+	return c
+}
+
+func ok(username string, extra map[string]authenticationv1.ExtraValue) authenticationv1.TokenReviewStatus {
+	return authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{audience}, User: authenticationv1.UserInfo{Username: username, Extra: extra}}
+}
+
+func newReviewer(t *testing.T, s *apiServer, ttl time.Duration, now *time.Time) *authn.Reviewer {
+	t.Helper()
+	r, err := authn.New(authn.Config{
+		Client: s.client(), TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
+		Audience: audience, CacheTTL: ttl, CacheSize: 2, Now: func() time.Time { return *now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestReview(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	web := jwt("web", now.Add(time.Hour))
+	s := &apiServer{statuses: map[string]authenticationv1.TokenReviewStatus{
+		web:        ok("system:serviceaccount:a:web", map[string]authenticationv1.ExtraValue{"authentication.kubernetes.io/pod-name": {"web-0"}}),
+		"user":     ok("alice", nil),
+		"dropped":  {Authenticated: true, User: authenticationv1.UserInfo{Username: "system:serviceaccount:a:web"}},
+		"rejected": {Authenticated: false, Error: "invalid bearer token"},
+	}}
+	r := newReviewer(t, s, time.Minute, &now)
+
+	tests := []struct {
+		name   string
+		token  string
+		want   string
+		reason authn.Reason
+	}{
+		{name: "service account", token: web, want: "spiffe://cluster.local/ns/a/sa/web"},
+		{name: "user", token: "user", reason: authn.NotServiceAccount},
+		{name: "audience not confirmed", token: "dropped", reason: authn.AudienceDropped},
+		{name: "rejected", token: "rejected", reason: authn.Rejected},
+		{name: "empty", token: "", reason: authn.Missing},
+		{name: "huge", token: string(make([]byte, authn.MaxTokenSize+1)), reason: authn.Malformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, _, err := r.Review(context.Background(), tt.token)
+			if tt.reason != "" {
+				if got := authn.ReasonOf(err); got != tt.reason {
+					t.Fatalf("reason %q (%v), want %q", got, err, tt.reason)
+				}
+				return
+			}
+			if err != nil || res.ID.String() != tt.want {
+				t.Fatalf("Review = %v, %v; want %s", res.ID, err, tt.want)
+			}
+			if res.Pod != "web-0" {
+				t.Errorf("pod %q, want web-0", res.Pod)
+			}
+		})
+	}
+	if len(s.lastAud) != 1 || s.lastAud[0] != audience {
+		t.Fatalf("review sent audiences %q, want [%s]", s.lastAud, audience)
+	}
+}
+
+func TestReviewCache(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	long := jwt("long", now.Add(time.Hour))
+	short := jwt("short", now.Add(10*time.Second))
+	noExp := "not.a-jwt"
+	s := &apiServer{statuses: map[string]authenticationv1.TokenReviewStatus{
+		long:  ok("system:serviceaccount:a:long", nil),
+		short: ok("system:serviceaccount:a:short", nil),
+		noExp: ok("system:serviceaccount:a:noexp", nil),
+	}}
+	r := newReviewer(t, s, time.Minute, &now)
+	review := func(token string) bool {
+		t.Helper()
+		_, cached, err := r.Review(context.Background(), token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cached
+	}
+
+	if review(long) || !review(long) {
+		t.Fatal("second review of the same token was not cached")
+	}
+	if review(noExp) || review(noExp) {
+		t.Fatal("a token without a readable exp was cached")
+	}
+	if review(short) || !review(short) {
+		t.Fatal("short token not cached")
+	}
+	now = now.Add(11 * time.Second) // past short's exp, inside the TTL
+	if review(short) {
+		t.Fatal("a review was reused after the token expired")
+	}
+	now = now.Add(time.Minute) // past the TTL
+	if review(long) {
+		t.Fatal("a review was reused after the cache TTL")
+	}
+	if n := r.CacheLen(); n > 2 {
+		t.Fatalf("cache holds %d entries, bound is 2", n)
+	}
+}
+
+func TestReviewUnavailable(t *testing.T) {
+	now := time.Now()
+	s := &apiServer{fail: errors.New("connection refused")}
+	r := newReviewer(t, s, time.Minute, &now)
+	_, _, err := r.Review(context.Background(), jwt("x", now.Add(time.Hour)))
+	if authn.ReasonOf(err) != authn.Unavailable {
+		t.Fatalf("got %v, want Unavailable", err)
+	}
+	if s.calls.Load() != 1 {
+		t.Fatalf("%d review calls; the reviewer must not retry on its own (or without the audience)", s.calls.Load())
+	}
+}

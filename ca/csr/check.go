@@ -1,0 +1,99 @@
+package csr
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/asn1"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// MaxSize is the largest DER request Check parses, in bytes. A request with
+// an RSA-4096 key and one SAN is under 2 KiB.
+const MaxSize = 8 << 10
+
+// RSA key sizes the CA accepts, in bits.
+const (
+	MinRSABits = 2048
+	MaxRSABits = 8192
+)
+
+var oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
+
+// Check parses a DER PKCS#10 request and returns its public key when the
+// request may be signed for id. It refuses, with an *Error:
+//   - more than MaxSize bytes, or bytes that do not parse;
+//   - a signature that does not verify with the request's own key;
+//   - keys other than ECDSA P-256/P-384, Ed25519 and RSA 2048-8192 bits;
+//   - a basicConstraints extension asking for CA:TRUE;
+//   - a URI SAN other than id, or any DNS, IP or email SAN.
+func Check(der []byte, id spiffeid.ID) (crypto.PublicKey, error) {
+	if len(der) > MaxSize {
+		return nil, refuse(Malformed, "request is %d bytes, more than the %d-byte limit", len(der), MaxSize)
+	}
+	req, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, refuse(Malformed, "request does not parse as DER PKCS#10: %v", err)
+	}
+	if err := req.CheckSignature(); err != nil {
+		return nil, refuse(BadSignature, "request signature does not verify with its own public key: %v", err)
+	}
+	if err := checkKey(req.PublicKey); err != nil {
+		return nil, err
+	}
+	for _, ext := range req.Extensions {
+		if !ext.Id.Equal(oidBasicConstraints) {
+			continue
+		}
+		var bc struct {
+			IsCA bool `asn1:"optional"`
+		}
+		if _, err := asn1.Unmarshal(ext.Value, &bc); err != nil {
+			return nil, refuse(Malformed, "basicConstraints extension does not parse: %v", err)
+		}
+		if bc.IsCA {
+			return nil, refuse(CARequested, "request asks for a CA certificate (basicConstraints CA:TRUE); workloads get leaf certificates only")
+		}
+	}
+	for _, u := range req.URIs {
+		if u.String() != id.String() {
+			return nil, refuse(NameMismatch, "request names %q but the token proves %s; leave the SAN out or ask for exactly that ID", u.String(), id)
+		}
+	}
+	var other []string
+	if len(req.DNSNames) > 0 {
+		other = append(other, "DNS "+strings.Join(req.DNSNames, ","))
+	}
+	for _, ip := range req.IPAddresses {
+		other = append(other, "IP "+ip.String())
+	}
+	if len(req.EmailAddresses) > 0 {
+		other = append(other, "email "+strings.Join(req.EmailAddresses, ","))
+	}
+	if len(other) > 0 {
+		return nil, refuse(NameMismatch, "request names %s; workload certificates carry only the SPIFFE ID %s", strings.Join(other, "; "), id)
+	}
+	return req.PublicKey, nil
+}
+
+func checkKey(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return refuse(WeakKey, "ECDSA curve %s is not accepted; use P-256 or P-384", k.Curve.Params().Name)
+		}
+	case ed25519.PublicKey:
+	case *rsa.PublicKey:
+		if bits := k.N.BitLen(); bits < MinRSABits || bits > MaxRSABits {
+			return refuse(WeakKey, "RSA key of %d bits is not accepted; use %d to %d bits, or ECDSA P-256", bits, MinRSABits, MaxRSABits)
+		}
+	default:
+		return refuse(WeakKey, "key type %T is not accepted; use ECDSA P-256", pub)
+	}
+	return nil
+}

@@ -1,0 +1,8 @@
+// Package csr owns the checks a certificate signing request must pass before
+// the CA signs anything for it: a valid self-signature, an accepted key type
+// and size, no request to be a CA, and no name other than the identity the
+// caller proved. Nothing in the CSR is copied into a certificate: the CA
+// builds leaves from its own template and only takes the public key.
+//
+// It imports nothing from meshid.
+package csr

@@ -1,0 +1,111 @@
+package ca
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meshid/meshid/ca/trust"
+)
+
+// Metrics are the CA's Prometheus metrics, on a registry of their own.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	issued      prometheus.Counter
+	refused     *prometheus.CounterVec
+	latency     prometheus.Histogram
+	reloads     *prometheus.CounterVec
+	cacheHits   prometheus.Counter
+	bundleWatch prometheus.Gauge
+}
+
+// NewMetrics registers the CA's metrics, and gauges read from store, on a
+// new registry.
+func NewMetrics(store *trust.Store) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		issued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_ca_certificates_issued_total",
+			Help: "Workload certificates issued.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_ca_certificates_refused_total",
+			Help: "Certify requests refused, by reason.",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshid_ca_certify_duration_seconds",
+			Help:    "Time to answer a Certify request, refusals included.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_ca_reloads_total",
+			Help: "Updates of the issuer or trust bundle, by what was updated (issuer, bundle) and result (ok, unchanged, refused).",
+		}, []string{"material", "result"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_ca_token_review_cache_hits_total",
+			Help: "Certify requests whose token review came from the cache.",
+		}),
+		bundleWatch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshid_ca_bundle_watchers",
+			Help: "Open WatchBundle streams.",
+		}),
+	}
+	for _, r := range []string{"ok", "unchanged", "refused"} {
+		m.reloads.WithLabelValues("issuer", r)
+		m.reloads.WithLabelValues("bundle", r)
+	}
+	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.cacheHits, m.bundleWatch,
+		&trustCollector{store: store},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// reload counts one update of material ("issuer" or "bundle").
+func (m *Metrics) reload(material string, changed bool, err error) {
+	result := "ok"
+	switch {
+	case err != nil:
+		result = "refused"
+	case !changed:
+		result = "unchanged"
+	}
+	m.reloads.WithLabelValues(material, result).Inc()
+}
+
+var (
+	issuerExpiryDesc = prometheus.NewDesc("meshid_ca_issuer_expiry_timestamp_seconds",
+		"NotAfter of the issuer in use, as a Unix time.", []string{"fingerprint", "subject"}, nil)
+	anchorExpiryDesc = prometheus.NewDesc("meshid_ca_anchor_expiry_timestamp_seconds",
+		"NotAfter of each trust anchor in the bundle, as a Unix time.", []string{"fingerprint", "subject"}, nil)
+	bundleInfoDesc = prometheus.NewDesc("meshid_ca_bundle_info",
+		"The trust bundle in use (value 1), labelled by its SHA-256.", []string{"sha256"}, nil)
+)
+
+// trustCollector reports expiry gauges from the current trust state, so a
+// replaced anchor or issuer never leaves a stale series behind.
+type trustCollector struct{ store *trust.Store }
+
+func (c *trustCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- issuerExpiryDesc
+	ch <- anchorExpiryDesc
+	ch <- bundleInfoDesc
+}
+
+func (c *trustCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.store.Load()
+	if st.Issuer != nil {
+		ch <- prometheus.MustNewConstMetric(issuerExpiryDesc, prometheus.GaugeValue,
+			float64(st.Issuer.Cert.NotAfter.Unix()), st.Issuer.Fingerprint(), st.Issuer.Cert.Subject.String())
+	}
+	if st.Bundle != nil {
+		ch <- prometheus.MustNewConstMetric(bundleInfoDesc, prometheus.GaugeValue, 1, st.Bundle.SHA256())
+		for _, a := range st.Bundle.Anchors() {
+			sum := sha256.Sum256(a.Raw)
+			ch <- prometheus.MustNewConstMetric(anchorExpiryDesc, prometheus.GaugeValue,
+				float64(a.NotAfter.Unix()), hex.EncodeToString(sum[:]), a.Subject.String())
+		}
+	}
+}

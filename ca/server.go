@@ -1,0 +1,236 @@
+package ca
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/ca/authn"
+	"github.com/meshid/meshid/ca/csr"
+	"github.com/meshid/meshid/ca/trust"
+	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/rotation"
+)
+
+// Defaults for ServerConfig.
+const (
+	DefaultLeafTTL  = 24 * time.Hour
+	DefaultBackdate = 5 * time.Minute
+)
+
+// Authenticator proves who holds a token; *authn.Reviewer is one.
+type Authenticator interface {
+	// Review returns the token's identity and whether the answer was cached.
+	// Errors are *authn.Error.
+	Review(ctx context.Context, token string) (authn.Result, bool, error)
+}
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// TrustDomain names the bundle the server publishes. Required.
+	TrustDomain spiffeid.TrustDomain
+	// Authenticator reviews tokens. Required.
+	Authenticator Authenticator
+	// Trust holds the issuer and bundle. Required.
+	Trust *trust.Store
+	// Metrics records requests; nil means a new, unexported set.
+	Metrics *Metrics
+	// LeafTTL is the lifetime of a leaf; 0 means DefaultLeafTTL. Leaves
+	// never outlive the issuer.
+	LeafTTL time.Duration
+	// Backdate is how far before now a leaf's NotBefore is set, so peers
+	// with slow clocks accept it; 0 means DefaultBackdate.
+	Backdate time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// Jitter returns a random number in [0, 1) that spreads renew_after;
+	// nil means math/rand/v2.
+	Jitter func() float64
+	// Log receives the audit line of every issued certificate and refusals;
+	// nil discards.
+	Log *slog.Logger
+}
+
+// Server implements the Identity gRPC service.
+type Server struct {
+	identityv1.UnimplementedIdentityServer
+	cfg ServerConfig
+}
+
+// NewServer returns a Server, or an error if cfg is incomplete.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	switch {
+	case cfg.TrustDomain.IsZero():
+		return nil, errors.New("ca: ServerConfig.TrustDomain is required")
+	case cfg.Authenticator == nil:
+		return nil, errors.New("ca: ServerConfig.Authenticator is required")
+	case cfg.Trust == nil:
+		return nil, errors.New("ca: ServerConfig.Trust is required")
+	case cfg.LeafTTL < 0 || cfg.Backdate < 0:
+		return nil, errors.New("ca: LeafTTL and Backdate must not be negative")
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(cfg.Trust)
+	}
+	if cfg.LeafTTL == 0 {
+		cfg.LeafTTL = DefaultLeafTTL
+	}
+	if cfg.Backdate == 0 {
+		cfg.Backdate = DefaultBackdate
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = rand.Float64
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg}, nil
+}
+
+// Certify implements identityv1.IdentityServer.
+func (s *Server) Certify(ctx context.Context, req *identityv1.CertifyRequest) (*identityv1.CertifyResponse, error) {
+	start := time.Now()
+	defer func() { s.cfg.Metrics.latency.Observe(time.Since(start).Seconds()) }()
+
+	resp, reason, err := s.certify(ctx, req)
+	if err != nil {
+		s.cfg.Metrics.refused.WithLabelValues(reason).Inc()
+		s.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "certify refused", slog.String("reason", reason), slog.String("error", status.Convert(err).Message()))
+		return nil, err
+	}
+	s.cfg.Metrics.issued.Inc()
+	return resp, nil
+}
+
+// certify does the work of Certify; on error it returns the metric reason.
+func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*identityv1.CertifyResponse, string, error) {
+	if n := len(req.GetCsr()); n > csr.MaxSize {
+		return nil, string(csr.Malformed), status.Errorf(codes.InvalidArgument, "csr is %d bytes, more than the %d-byte limit", n, csr.MaxSize)
+	}
+	who, cached, err := s.cfg.Authenticator.Review(ctx, req.GetToken())
+	if err != nil {
+		reason := authn.ReasonOf(err)
+		return nil, string(reason), status.Error(authnCode(reason), err.Error())
+	}
+	if cached {
+		s.cfg.Metrics.cacheHits.Inc()
+	}
+	pub, err := csr.Check(req.GetCsr(), who.ID)
+	if err != nil {
+		var e *csr.Error
+		if !errors.As(err, &e) {
+			return nil, "internal", status.Error(codes.Internal, err.Error())
+		}
+		return nil, string(e.Reason), status.Error(csrCode(e.Reason), err.Error())
+	}
+
+	now := s.cfg.Now()
+	st := s.cfg.Trust.Load()
+	if st.Issuer == nil || st.Bundle == nil {
+		return nil, "no_issuer", status.Error(codes.Unavailable, "the CA has not loaded its issuer and trust bundle yet; retry shortly")
+	}
+	if err := st.Issuer.Verify(st.Bundle, now); err != nil {
+		return nil, "issuer_invalid", status.Errorf(codes.FailedPrecondition, "the CA's issuer cannot sign now: %v; the operator must install a valid issuer", err)
+	}
+	tmpl, err := leafTemplate(leafParams{ID: who.ID, Now: now, TTL: s.cfg.LeafTTL, Backdate: s.cfg.Backdate})
+	if err != nil {
+		return nil, "internal", status.Error(codes.Internal, err.Error())
+	}
+	out, err := st.Issuer.Sign(ctx, issuer.LeafParams{Template: tmpl, PublicKey: pub})
+	if err != nil {
+		return nil, "sign_failed", status.Errorf(codes.Internal, "signing failed: %v", err)
+	}
+	renew := rotation.RenewAt(now, out.NotAfter, s.cfg.Jitter())
+
+	attrs := []slog.Attr{
+		slog.String("spiffe_id", who.ID.String()),
+		slog.String("serial", out.Serial.Text(16)),
+		slog.Time("not_after", out.NotAfter),
+		slog.Time("renew_after", renew),
+		slog.String("issuer", out.IssuerFingerprint),
+	}
+	if who.Pod != "" {
+		attrs = append(attrs, slog.String("pod", who.ServiceAccount.Namespace+"/"+who.Pod), slog.String("pod_uid", who.PodUID))
+	}
+	s.cfg.Log.LogAttrs(ctx, slog.LevelInfo, "certificate issued", attrs...)
+
+	resp := &identityv1.CertifyResponse{
+		Leaf:       out.Leaf.Raw,
+		ValidUntil: timestamppb.New(out.NotAfter),
+		RenewAfter: timestamppb.New(renew),
+		SpiffeId:   who.ID.String(),
+	}
+	for _, c := range out.Intermediates {
+		resp.Intermediates = append(resp.Intermediates, c.Raw)
+	}
+	return resp, "", nil
+}
+
+func authnCode(r authn.Reason) codes.Code {
+	switch r {
+	case authn.Unavailable:
+		return codes.Unavailable
+	case authn.NotServiceAccount:
+		return codes.PermissionDenied
+	case authn.Malformed:
+		return codes.InvalidArgument
+	case authn.Missing, authn.Rejected, authn.AudienceDropped:
+		return codes.Unauthenticated
+	}
+	return codes.Unauthenticated
+}
+
+func csrCode(r csr.Reason) codes.Code {
+	switch r {
+	case csr.CARequested, csr.NameMismatch:
+		return codes.PermissionDenied
+	}
+	return codes.InvalidArgument
+}
+
+// GetBundle implements identityv1.IdentityServer.
+func (s *Server) GetBundle(context.Context, *identityv1.GetBundleRequest) (*identityv1.Bundle, error) {
+	b := s.cfg.Trust.Load().Bundle
+	if b == nil {
+		return nil, status.Error(codes.Unavailable, "the CA has not loaded a trust bundle yet; retry shortly")
+	}
+	return s.bundleMessage(b.PEM(), b.SHA256()), nil
+}
+
+// WatchBundle implements identityv1.IdentityServer.
+func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1.Identity_WatchBundleServer) error {
+	s.cfg.Metrics.bundleWatch.Inc()
+	defer s.cfg.Metrics.bundleWatch.Dec()
+	ctx := stream.Context()
+	sent := ""
+	for {
+		changed := s.cfg.Trust.Changed()
+		if b := s.cfg.Trust.Load().Bundle; b != nil && b.SHA256() != sent {
+			if err := stream.Send(s.bundleMessage(b.PEM(), b.SHA256())); err != nil {
+				return fmt.Errorf("ca: send bundle: %w", err)
+			}
+			sent = b.SHA256()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func (s *Server) bundleMessage(pem []byte, sum string) *identityv1.Bundle {
+	return &identityv1.Bundle{TrustDomain: s.cfg.TrustDomain.Name(), Pem: pem, Sha256: sum}
+}

@@ -1,0 +1,324 @@
+package ca
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/ca/authn"
+	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/ca/source"
+	"github.com/meshid/meshid/ca/trust"
+)
+
+// Keys of the objects and files trust material is read from.
+const (
+	KeyIssuerCert = corev1.TLSCertKey       // tls.crt: issuer certificate, then its chain
+	KeyIssuerKey  = corev1.TLSPrivateKeyKey // tls.key: issuer private key
+	KeyBundle     = "ca-bundle.crt"         // the trust bundle ConfigMap's key
+)
+
+// MaxMessageSize bounds a request to the CA, in bytes: a CSR and a token
+// with room to spare. Larger requests are refused before they are parsed.
+const MaxMessageSize = 64 << 10
+
+// Config configures a Service: one meshid-ca process.
+type Config struct {
+	// TrustDomain of the identities issued. Required.
+	TrustDomain spiffeid.TrustDomain
+	// Audience service-account tokens must be issued for. Required.
+	Audience string
+	// LeafTTL, Backdate: see ServerConfig.
+	LeafTTL, Backdate time.Duration
+	// TokenCacheTTL is how long a positive token review is reused; 0 means
+	// no cache.
+	TokenCacheTTL time.Duration
+
+	// Client talks to the API server (TokenReview, and the Secret and
+	// ConfigMap when named). Required.
+	Client kubernetes.Interface
+	// Namespace holds IssuerSecret and BundleConfigMap, and is the CA's own.
+	Namespace string
+	// ServiceAccount is the CA's own; its SPIFFE ID is in the CA's serving
+	// certificate. Required.
+	ServiceAccount string
+	// IssuerSecret names a kubernetes.io/tls Secret holding the issuer;
+	// exclusive with IssuerCertFile and IssuerKeyFile.
+	IssuerSecret string
+	// IssuerCertFile and IssuerKeyFile hold the issuer as PEM files.
+	IssuerCertFile, IssuerKeyFile string
+	// BundleConfigMap names a ConfigMap whose ca-bundle.crt holds the trust
+	// bundle; exclusive with BundleFile.
+	BundleConfigMap string
+	// BundleFile holds the trust bundle as a PEM file.
+	BundleFile string
+	// FilePollInterval is how often files are re-read; 0 means
+	// source.DefaultPollInterval.
+	FilePollInterval time.Duration
+
+	// Listen is the gRPC address. Required.
+	Listen string
+	// AdminListen serves /metrics, /ready and /live; empty means none.
+	AdminListen string
+	// DNSNames go into the serving certificate beside the SPIFFE ID.
+	DNSNames []string
+
+	// Log receives everything the CA logs; nil discards.
+	Log *slog.Logger
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the first problem with c, in terms of the flags.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.TrustDomain.IsZero() {
+		errs = append(errs, errors.New("a trust domain is required (--trust-domain)"))
+	}
+	if c.Audience == "" {
+		errs = append(errs, errors.New("an audience is required (--audience)"))
+	}
+	if c.Client == nil {
+		errs = append(errs, errors.New("a Kubernetes client is required (--kubeconfig, or run in a pod)"))
+	}
+	if c.Namespace == "" {
+		errs = append(errs, errors.New("a namespace is required (--namespace)"))
+	}
+	if c.ServiceAccount == "" {
+		errs = append(errs, errors.New("the CA's own service account is required (--service-account)"))
+	}
+	files := c.IssuerCertFile != "" || c.IssuerKeyFile != ""
+	switch {
+	case c.IssuerSecret != "" && files:
+		errs = append(errs, errors.New("name the issuer once: --issuer-secret or --issuer-cert-file/--issuer-key-file, not both"))
+	case c.IssuerSecret == "" && !files:
+		errs = append(errs, errors.New("an issuer is required: --issuer-secret NAME, or --issuer-cert-file and --issuer-key-file"))
+	case files && (c.IssuerCertFile == "" || c.IssuerKeyFile == ""):
+		errs = append(errs, errors.New("--issuer-cert-file and --issuer-key-file go together"))
+	}
+	switch {
+	case c.BundleConfigMap != "" && c.BundleFile != "":
+		errs = append(errs, errors.New("name the trust bundle once: --trust-bundle or --trust-bundle-file, not both"))
+	case c.BundleConfigMap == "" && c.BundleFile == "":
+		errs = append(errs, errors.New("a trust bundle is required: --trust-bundle NAME or --trust-bundle-file PATH"))
+	}
+	if c.Listen == "" {
+		errs = append(errs, errors.New("a gRPC address is required (--listen)"))
+	}
+	if c.LeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 {
+		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Service is one meshid-ca: the Identity server, its trust sources and its
+// admin endpoint.
+type Service struct {
+	cfg     Config
+	store   *trust.Store
+	metrics *Metrics
+	server  *Server
+	serving *servingCert
+}
+
+// New returns a Service, or an error if cfg is invalid.
+func New(cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.LeafTTL == 0 {
+		cfg.LeafTTL = DefaultLeafTTL
+	}
+	if cfg.Backdate == 0 {
+		cfg.Backdate = DefaultBackdate
+	}
+	ownID, err := identity.ServiceAccount{Namespace: cfg.Namespace, Name: cfg.ServiceAccount}.ID(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("ca: the CA's own identity: %w", err)
+	}
+	reviewer, err := authn.New(authn.Config{
+		Client: cfg.Client, TrustDomain: cfg.TrustDomain, Audience: cfg.Audience,
+		CacheTTL: cfg.TokenCacheTTL, Now: cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	store := trust.NewStore(trust.Config{Now: cfg.Now, Log: cfg.Log})
+	metrics := NewMetrics(store)
+	server, err := NewServer(ServerConfig{
+		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
+		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Now: cfg.Now, Log: cfg.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Service{
+		cfg: cfg, store: store, metrics: metrics, server: server,
+		serving: &servingCert{
+			id: ownID, dnsNames: cfg.DNSNames, ttl: min(cfg.LeafTTL, DefaultLeafTTL), backdate: cfg.Backdate,
+			store: store, now: cfg.Now,
+		},
+	}, nil
+}
+
+// Run serves until ctx ends, then stops gracefully and returns nil. It
+// returns an error if a listener cannot be opened.
+func (s *Service) Run(ctx context.Context) error {
+	grpcLis, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("ca: listen %s: %w", s.cfg.Listen, err)
+	}
+	var adminLis net.Listener
+	if s.cfg.AdminListen != "" {
+		if adminLis, err = net.Listen("tcp", s.cfg.AdminListen); err != nil {
+			grpcLis.Close()
+			return fmt.Errorf("ca: listen %s: %w", s.cfg.AdminListen, err)
+		}
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	s.watchSources(ctx, g)
+
+	grpcServer := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(&tls.Config{
+			MinVersion:     tls.VersionTLS13,
+			GetCertificate: s.serving.GetCertificate,
+		})),
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	identityv1.RegisterIdentityServer(grpcServer, s.server)
+	g.Go(func() error {
+		s.cfg.Log.Info("serving the identity API", "address", grpcLis.Addr().String(), "spiffe_id", s.serving.id.String())
+		if err := grpcServer.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("ca: grpc: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		stopped := make(chan struct{})
+		go func() { grpcServer.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			grpcServer.Stop()
+		}
+		return nil
+	})
+	if adminLis != nil {
+		admin := &http.Server{Handler: s.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			s.cfg.Log.Info("serving admin endpoints", "address", adminLis.Addr().String())
+			if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("ca: admin: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return admin.Shutdown(shutdown)
+		})
+	}
+	return g.Wait()
+}
+
+func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
+	var rec record.EventRecorder
+	if s.cfg.IssuerSecret != "" || s.cfg.BundleConfigMap != "" {
+		b := record.NewBroadcaster(record.WithContext(ctx))
+		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: s.cfg.Client.CoreV1().Events(s.cfg.Namespace)})
+		rec = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "meshid-ca"})
+		g.Go(func() error { <-ctx.Done(); b.Shutdown(); return nil })
+	}
+	issuerSink := func(data map[string][]byte) (bool, error) {
+		changed, err := s.setIssuer(data)
+		s.metrics.reload("issuer", changed, err)
+		return changed, err
+	}
+	bundleSink := func(data map[string][]byte) (bool, error) {
+		changed, err := s.setBundle(data)
+		s.metrics.reload("bundle", changed, err)
+		return changed, err
+	}
+	obj := func(name string, m source.Material) source.Object {
+		return source.Object{Client: s.cfg.Client, Namespace: s.cfg.Namespace, Name: name, Material: m, Recorder: rec, Log: s.cfg.Log}
+	}
+	files := func(m source.Material, paths map[string]string) source.Files {
+		return source.Files{Paths: paths, Material: m, Interval: s.cfg.FilePollInterval, Log: s.cfg.Log}
+	}
+	// The bundle first, so the first issuer has something to chain to.
+	if s.cfg.BundleConfigMap != "" {
+		g.Go(func() error { return source.WatchConfigMap(ctx, obj(s.cfg.BundleConfigMap, source.Bundle), bundleSink) })
+	} else {
+		g.Go(func() error {
+			return source.WatchFiles(ctx, files(source.Bundle, map[string]string{KeyBundle: s.cfg.BundleFile}), bundleSink)
+		})
+	}
+	if s.cfg.IssuerSecret != "" {
+		g.Go(func() error { return source.WatchSecret(ctx, obj(s.cfg.IssuerSecret, source.Issuer), issuerSink) })
+	} else {
+		g.Go(func() error {
+			return source.WatchFiles(ctx, files(source.Issuer, map[string]string{KeyIssuerCert: s.cfg.IssuerCertFile, KeyIssuerKey: s.cfg.IssuerKeyFile}), issuerSink)
+		})
+	}
+}
+
+func (s *Service) setIssuer(data map[string][]byte) (bool, error) {
+	cert, key := data[KeyIssuerCert], data[KeyIssuerKey]
+	if len(cert) == 0 || len(key) == 0 {
+		return false, fmt.Errorf("issuer: both %s and %s are required (a kubernetes.io/tls Secret holds them)", KeyIssuerCert, KeyIssuerKey)
+	}
+	return s.store.SetIssuer(cert, key)
+}
+
+func (s *Service) setBundle(data map[string][]byte) (bool, error) {
+	pem, ok := data[KeyBundle]
+	if !ok {
+		return false, fmt.Errorf("bundle: key %s is missing (the ConfigMap must hold the PEM anchors under it)", KeyBundle)
+	}
+	return s.store.SetBundle(pem)
+}
+
+// AdminHandler serves /metrics, /ready and /live.
+func (s *Service) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{Registry: s.metrics.Registry}))
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.store.Load().Check(s.cfg.Now()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}

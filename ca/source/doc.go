@@ -1,0 +1,9 @@
+// Package source owns where the CA's trust material comes from: a named
+// Secret or ConfigMap watched through the Kubernetes API (list and watch of
+// that one name only, so RBAC can be limited to it), or files polled for
+// changes. Each update is handed to a Sink; a refusal is logged and recorded
+// as a Kubernetes Warning Event on the object, and the Sink keeps the last
+// good material in force.
+//
+// It knows nothing of what the material means; it must not import proxy/.
+package source

@@ -1,0 +1,13 @@
+// Package trust owns the CA's trust state: the trust bundle and the issuer
+// it signs with, swapped together as one immutable snapshot.
+//
+// Updates arrive from Secrets, ConfigMaps or files in any order. A bundle is
+// taken when it parses; an issuer only when it is a CA inside its validity
+// that chains to the current bundle. A refused update changes nothing and
+// the last good state stays in force. An issuer that does not yet chain (the
+// new anchor has not arrived) is kept as pending and taken as soon as a
+// bundle arrives that it chains to, so the order of updates during an anchor
+// rotation does not matter.
+//
+// trust imports issuer/ and rotation/bundle; it must not import proxy/.
+package trust

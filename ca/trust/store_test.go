@@ -1,0 +1,105 @@
+package trust_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/meshid/meshid/ca/trust"
+	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/rotation/bundle"
+)
+
+func mustCA(t *testing.T, parent *issuer.KeyPair, name string, nb time.Time, ttl time.Duration) *issuer.KeyPair {
+	t.Helper()
+	p := issuer.CAParams{CommonName: name, NotBefore: nb, TTL: ttl}
+	var kp *issuer.KeyPair
+	var err error
+	if parent == nil {
+		kp, err = issuer.NewAnchor(p)
+	} else {
+		kp, err = parent.NewIntermediate(p)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+func pems(t *testing.T, kp *issuer.KeyPair) ([]byte, []byte) {
+	t.Helper()
+	key, err := kp.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp.CertPEM(), key
+}
+
+func TestStore(t *testing.T) {
+	now := time.Now()
+	oldAnchor := mustCA(t, nil, "old anchor", now.Add(-time.Hour), 365*24*time.Hour)
+	newAnchor := mustCA(t, nil, "new anchor", now.Add(-time.Hour), 365*24*time.Hour)
+	oldIssuer := mustCA(t, oldAnchor, "old issuer", now.Add(-time.Hour), 48*time.Hour)
+	newIssuer := mustCA(t, newAnchor, "new issuer", now.Add(-time.Hour), 48*time.Hour)
+	expiredIssuer := mustCA(t, oldAnchor, "expired issuer", now.Add(-72*time.Hour), 48*time.Hour)
+
+	s := trust.NewStore(trust.Config{Now: func() time.Time { return now }})
+	if err := s.Load().Check(now); err == nil {
+		t.Fatal("an empty store says it can issue")
+	}
+	if _, err := s.SetBundle(oldAnchor.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := pems(t, oldIssuer)
+	changed := s.Changed()
+	if ok, err := s.SetIssuer(cert, key); !ok || err != nil {
+		t.Fatalf("SetIssuer(old issuer) = %v, %v", ok, err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed was not closed by a new issuer")
+	}
+	if err := s.Load().Check(now); err != nil {
+		t.Fatal(err)
+	}
+	good := s.Load()
+
+	refused := []struct {
+		name      string
+		cert, key []byte
+	}{
+		{name: "garbage", cert: []byte("garbage"), key: []byte("garbage")},
+		{name: "key of another issuer", cert: cert, key: func() []byte { _, k := pems(t, newIssuer); return k }()},
+		{name: "expired", cert: expiredIssuer.CertPEM(), key: func() []byte { _, k := pems(t, expiredIssuer); return k }()},
+		{name: "anchor as leaf-only chain: unknown anchor", cert: newIssuer.CertPEM(), key: func() []byte { _, k := pems(t, newIssuer); return k }()},
+	}
+	for _, tt := range refused {
+		if ok, err := s.SetIssuer(tt.cert, tt.key); ok || err == nil {
+			t.Errorf("%s: SetIssuer = %v, %v; want refused", tt.name, ok, err)
+		}
+		if s.Load() != good {
+			t.Fatalf("%s: a refused issuer changed the state", tt.name)
+		}
+	}
+	if _, err := s.SetBundle([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")); err == nil {
+		t.Fatal("a malformed bundle was accepted")
+	}
+	if s.Load() != good {
+		t.Fatal("a refused bundle changed the state")
+	}
+
+	// The new issuer was kept as pending: adding its anchor takes both.
+	both, err := bundle.New(oldAnchor.Cert, newAnchor.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetBundle(both.PEM()); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Load().Issuer; got.Fingerprint() != newIssuer.Fingerprint() {
+		t.Fatalf("issuer %s after the bundle gained its anchor, want the pending new issuer", got.Cert.Subject)
+	}
+	if err := s.Load().Check(now); err != nil {
+		t.Fatal(err)
+	}
+}
