@@ -87,7 +87,8 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Validate reports the first problem with c, in terms of the flags.
+// Validate reports every problem with c, in terms of the flags. It does not
+// look at Client, which New requires.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.TrustDomain.IsZero() {
@@ -95,9 +96,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Audience == "" {
 		errs = append(errs, errors.New("an audience is required (--audience)"))
-	}
-	if c.Client == nil {
-		errs = append(errs, errors.New("a Kubernetes client is required (--kubeconfig, or run in a pod)"))
 	}
 	if c.Namespace == "" {
 		errs = append(errs, errors.New("a namespace is required (--namespace)"))
@@ -143,6 +141,9 @@ type Service struct {
 func New(cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
+	}
+	if cfg.Client == nil {
+		return nil, errors.New("ca: a Kubernetes client is required (--kubeconfig, or run in a pod)")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

@@ -1,0 +1,8 @@
+// Command meshid-ca is the meshid identity service. See `meshid-ca --help`.
+package main
+
+import "github.com/meshid/meshid/cmd/internal/cli"
+
+func main() {
+	cli.Main(newRootCommand(run))
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/cmd/internal/cli"
+)
+
+// options are meshid-ca's flags.
+type options struct {
+	kubeconfig      string
+	namespace       string
+	serviceAccount  string
+	issuerSecret    string
+	issuerCertFile  string
+	issuerKeyFile   string
+	trustBundle     string
+	trustBundleFile string
+	filePoll        time.Duration
+	trustDomain     string
+	audience        string
+	leafTTL         time.Duration
+	backdate        time.Duration
+	tokenCacheTTL   time.Duration
+	listen          string
+	adminListen     string
+	dnsNames        []string
+	log             cli.LogOptions
+}
+
+// config checks the options and turns them into a ca.Config, less the
+// Kubernetes client and logger that run adds.
+func (o *options) config() (ca.Config, error) {
+	td, err := spiffeid.TrustDomainFromString(o.trustDomain)
+	if err != nil {
+		return ca.Config{}, cli.Usagef("--trust-domain %q: %v", o.trustDomain, err)
+	}
+	dns := o.dnsNames
+	if len(dns) == 0 {
+		dns = []string{"meshid-ca", "meshid-ca." + o.namespace, "meshid-ca." + o.namespace + ".svc", "localhost"}
+	}
+	cfg := ca.Config{
+		TrustDomain: td, Audience: o.audience, LeafTTL: o.leafTTL, Backdate: o.backdate, TokenCacheTTL: o.tokenCacheTTL,
+		Namespace: o.namespace, ServiceAccount: o.serviceAccount,
+		IssuerSecret: o.issuerSecret, IssuerCertFile: o.issuerCertFile, IssuerKeyFile: o.issuerKeyFile,
+		BundleConfigMap: o.trustBundle, BundleFile: o.trustBundleFile, FilePollInterval: o.filePoll,
+		Listen: o.listen, AdminListen: o.adminListen, DNSNames: dns,
+	}
+	if err := cfg.Validate(); err != nil {
+		return ca.Config{}, &cli.UsageError{Err: err}
+	}
+	return cfg, nil
+}
+
+func newRootCommand(run func(ctx context.Context, o *options, cmd *cobra.Command) error) *cobra.Command {
+	o := &options{}
+	cmd := &cobra.Command{
+		Use:   "meshid-ca",
+		Short: "Issue short-lived SPIFFE certificates to Kubernetes service accounts",
+		Long: strings.TrimSpace(`
+meshid-ca is the meshid identity service. A workload sends it a CSR and its
+projected service-account token; meshid-ca reviews the token with the
+Kubernetes TokenReview API (for --audience only), maps
+system:serviceaccount:NS:SA to spiffe://TRUST_DOMAIN/ns/NS/sa/SA, checks the
+CSR and signs a leaf with the issuer (an intermediate CA) that lives in
+--issuer-secret. It publishes the trust bundle from --trust-bundle and streams
+its changes. Both are watched: a new issuer or bundle is used without a
+restart once it verifies, and a bad one is refused, reported as an Event and a
+metric, and the last good one stays in force.
+
+The gRPC API listens on --listen over TLS 1.3, with a certificate for the CA's
+own identity (spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT) signed by
+the issuer, so clients verify it with the trust bundle. /metrics, /ready and
+/live are on --admin-listen.
+
+` + cli.ExitCodes),
+		Example: `  # In a pod (in-cluster config), with cert-manager managing the issuer Secret:
+  meshid-ca --namespace meshid --issuer-secret meshid-issuer --trust-bundle meshid-trust-bundle
+
+  # On a workstation against a local API server, with the issuer in files:
+  meshid-ca --kubeconfig ~/.kube/config --namespace meshid \
+    --issuer-cert-file issuer.crt --issuer-key-file issuer.key --trust-bundle-file anchors.pem`,
+		Args: cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			_, err := o.config()
+			return err
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), o, cmd)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means the pod's in-cluster config")
+	fs.StringVar(&o.namespace, "namespace", "meshid", "namespace of the CA, its issuer Secret and trust bundle ConfigMap")
+	fs.StringVar(&o.serviceAccount, "service-account", "meshid-ca", "the CA's own service account; names the identity in its serving certificate")
+	fs.StringVar(&o.issuerSecret, "issuer-secret", "", "kubernetes.io/tls Secret holding the issuer: tls.crt (issuer first, then its chain), tls.key, optional ca.crt")
+	fs.StringVar(&o.issuerCertFile, "issuer-cert-file", "", "issuer certificate chain as a PEM file (instead of --issuer-secret)")
+	fs.StringVar(&o.issuerKeyFile, "issuer-key-file", "", "issuer private key as a PEM file (instead of --issuer-secret); keep it mode 0600")
+	fs.StringVar(&o.trustBundle, "trust-bundle", "", "ConfigMap whose key ca-bundle.crt holds the trust anchors as PEM")
+	fs.StringVar(&o.trustBundleFile, "trust-bundle-file", "", "trust anchors as a PEM file (instead of --trust-bundle)")
+	fs.DurationVar(&o.filePoll, "file-poll-interval", 10*time.Second, "how often the issuer and bundle files are re-read for changes")
+	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the identities issued")
+	fs.StringVar(&o.audience, "audience", "identity.meshid.dev", "audience every service-account token must be issued for")
+	fs.DurationVar(&o.leafTTL, "leaf-ttl", ca.DefaultLeafTTL, "lifetime of a workload certificate (capped at the issuer's expiry)")
+	fs.DurationVar(&o.backdate, "backdate", ca.DefaultBackdate, "how far NotBefore is set in the past, for peers whose clocks are behind")
+	fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", 10*time.Second, "how long a successful token review is reused (never past the token's expiry); 0 disables the cache")
+	fs.StringVar(&o.listen, "listen", ":8443", "address of the gRPC identity API")
+	fs.StringVar(&o.adminListen, "admin-listen", ":9090", "address of /metrics, /ready and /live; empty disables them")
+	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names for the serving certificate (default meshid-ca, meshid-ca.NAMESPACE, meshid-ca.NAMESPACE.svc, localhost)")
+	o.log.AddFlags(fs)
+	cli.Setup(cmd)
+	return cmd
+}
+
+// run starts the CA and serves until ctx ends.
+func run(ctx context.Context, o *options, cmd *cobra.Command) error {
+	log, err := o.log.Logger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	cfg, err := o.config()
+	if err != nil {
+		return err
+	}
+	if cfg.Client, err = cli.KubeClient(o.kubeconfig, "meshid-ca"); err != nil {
+		return err
+	}
+	cfg.Log = log
+	svc, err := ca.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := svc.Run(ctx); err != nil {
+		return fmt.Errorf("meshid-ca: %w", err)
+	}
+	log.Info("meshid-ca stopped")
+	return nil
+}

@@ -1,0 +1,76 @@
+package rotation
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/rotation/bundle"
+)
+
+// Issued is a certificate the CA issued, with its private key and the time
+// the CA asked the holder to renew it.
+type Issued struct {
+	SVID       *x509svid.SVID
+	RenewAfter time.Time
+}
+
+// Certify asks the CA for a certificate for the identity token proves. It
+// generates a fresh ECDSA P-256 key, which never leaves the process, and
+// checks that what comes back is an X.509-SVID for that key.
+func Certify(ctx context.Context, c identityv1.IdentityClient, token string) (*Issued, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: generate key: %w", err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: create CSR: %w", err)
+	}
+	resp, err := c.Certify(ctx, &identityv1.CertifyRequest{Csr: csr, Token: token})
+	if err != nil {
+		return nil, fmt.Errorf("rotation: certify: %w", err)
+	}
+	der := append([][]byte{resp.GetLeaf()}, resp.GetIntermediates()...)
+	var raw []byte
+	for _, d := range der {
+		raw = append(raw, d...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w", err)
+	}
+	svid, err := x509svid.ParseRaw(raw, keyDER)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: the CA's answer is not an X.509-SVID for our key: %w", err)
+	}
+	return &Issued{SVID: svid, RenewAfter: resp.GetRenewAfter().AsTime()}, nil
+}
+
+// DialCA opens a gRPC connection to the CA at target over TLS 1.3, verifying
+// that the CA presents an X.509-SVID for caID that chains to anchors.
+func DialCA(target string, anchors *bundle.Bundle, caID spiffeid.ID) (*grpc.ClientConn, error) {
+	if anchors == nil {
+		return nil, errors.New("rotation: DialCA needs a trust bundle")
+	}
+	cfg := tlsconfig.TLSClientConfig(anchors.X509Bundle(caID.TrustDomain()), tlsconfig.AuthorizeID(caID))
+	cfg.MinVersion = tls.VersionTLS13
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		return nil, fmt.Errorf("rotation: dial CA %s: %w", target, err)
+	}
+	return conn, nil
+}
