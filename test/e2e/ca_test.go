@@ -1,0 +1,235 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/rotation/bundle"
+)
+
+const audience = "identity.meshid.dev"
+
+var trustDomain = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+// caProcess is a meshid-ca process with its own namespace, anchor, issuer
+// Secret and trust bundle ConfigMap.
+type caProcess struct {
+	ns      string
+	anchor  *issuer.KeyPair
+	issuer  *issuer.KeyPair
+	addr    string
+	admin   string
+	logPath string
+	client  identityv1.IdentityClient
+	bundle  *bundle.Bundle
+}
+
+func newAnchor(t *testing.T, name string) *issuer.KeyPair {
+	t.Helper()
+	kp, err := issuer.NewAnchor(issuer.CAParams{CommonName: name, TTL: 365 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+func newIssuer(t *testing.T, anchor *issuer.KeyPair, name string) *issuer.KeyPair {
+	t.Helper()
+	kp, err := anchor.NewIntermediate(issuer.CAParams{CommonName: name, TTL: 48 * time.Hour, MaxPathLenZero: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+func issuerSecret(t *testing.T, kp *issuer.KeyPair) *corev1.Secret {
+	t.Helper()
+	key, err := kp.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshid-issuer"},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{"tls.crt": kp.CertPEM(), "tls.key": key},
+	}
+}
+
+func bundleConfigMap(pem []byte) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshid-trust-bundle"},
+		Data:       map[string]string{"ca-bundle.crt": string(pem)},
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startCA starts meshid-ca in a new namespace and waits until it is ready.
+func startCA(t *testing.T, extraArgs ...string) *caProcess {
+	t.Helper()
+	e := need(t)
+	ctx := context.Background()
+	p := &caProcess{ns: namespace(t, "meshid")}
+	p.anchor = newAnchor(t, "e2e anchor")
+	p.issuer = newIssuer(t, p.anchor, "e2e issuer")
+	if _, err := e.client.CoreV1().Secrets(p.ns).Create(ctx, issuerSecret(t, p.issuer), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.CoreV1().ConfigMaps(p.ns).Create(ctx, bundleConfigMap(p.anchor.CertPEM()), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.addr, p.admin = freeAddr(t), freeAddr(t)
+	p.logPath = filepath.Join(t.TempDir(), "meshid-ca.log")
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{
+		"--kubeconfig", e.cluster.Kubeconfig, "--namespace", p.ns,
+		"--issuer-secret", "meshid-issuer", "--trust-bundle", "meshid-trust-bundle",
+		"--listen", p.addr, "--admin-listen", p.admin,
+	}, extraArgs...)
+	cmd := exec.Command(filepath.Join(e.bin, "meshid-ca"), args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); logFile.Close() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("meshid-ca did not stop cleanly on SIGTERM: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Error("meshid-ca did not stop within 15 s of SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("meshid-ca log:\n%s", p.logs(t))
+		}
+	})
+	if err := waitHTTP(fmt.Sprintf("http://%s/ready", p.admin), exited, 30*time.Second); err != nil {
+		t.Fatalf("meshid-ca not ready: %v\n%s", err, p.logs(t))
+	}
+	p.bundle, err = bundle.Parse(p.anchor.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := rotation.DialCA(p.addr, p.bundle, p.id(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	p.client = identityv1.NewIdentityClient(conn)
+	return p
+}
+
+// id is the CA's own SPIFFE ID.
+func (p *caProcess) id(t *testing.T) spiffeid.ID {
+	return spiffeid.RequireFromSegments(trustDomain, "ns", p.ns, "sa", "meshid-ca")
+}
+
+func (p *caProcess) logs(t *testing.T) string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		t.Logf("read CA log: %v", err)
+	}
+	return string(b)
+}
+
+// metric returns the value of the sample whose line starts with series,
+// e.g. `meshid_ca_certificates_refused_total{reason="csr_name_mismatch"}`,
+// or 0 when there is none.
+func (p *caProcess) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// waitHTTP polls url until it answers 200, the process exits, or timeout.
+func waitHTTP(url string, exited <-chan error, timeout time.Duration) error {
+	deadline := time.After(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	last := "no answer"
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("process exited: %v", err)
+		case <-deadline:
+			return fmt.Errorf("%s after %s (last: %s)", url, timeout, last)
+		case <-tick.C:
+		}
+	}
+}
+
+// eventually polls cond until it returns nil or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.After(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("after %s: %v", timeout, err)
+		case <-tick.C:
+		}
+	}
+}
