@@ -274,7 +274,6 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 	files := func(m source.Material, paths map[string]string) source.Files {
 		return source.Files{Paths: paths, Material: m, Interval: s.cfg.FilePollInterval, Log: s.cfg.Log}
 	}
-	// The bundle first, so the first issuer has something to chain to.
 	if s.cfg.BundleConfigMap != "" {
 		g.Go(func() error { return source.WatchConfigMap(ctx, obj(s.cfg.BundleConfigMap, source.Bundle), bundleSink) })
 	} else {
@@ -282,12 +281,31 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 			return source.WatchFiles(ctx, files(source.Bundle, map[string]string{KeyBundle: s.cfg.BundleFile}), bundleSink)
 		})
 	}
-	if s.cfg.IssuerSecret != "" {
-		g.Go(func() error { return source.WatchSecret(ctx, obj(s.cfg.IssuerSecret, source.Issuer), issuerSink) })
-	} else {
-		g.Go(func() error {
-			return source.WatchFiles(ctx, files(source.Issuer, map[string]string{KeyIssuerCert: s.cfg.IssuerCertFile, KeyIssuerKey: s.cfg.IssuerKeyFile}), issuerSink)
-		})
+	// The issuer waits for the first bundle: there is nothing to verify it
+	// against before, and refusing it for that would be a false alarm.
+	g.Go(func() error {
+		if !s.waitBundle(ctx) {
+			return nil
+		}
+		if s.cfg.IssuerSecret != "" {
+			return source.WatchSecret(ctx, obj(s.cfg.IssuerSecret, source.Issuer), issuerSink)
+		}
+		return source.WatchFiles(ctx, files(source.Issuer, map[string]string{KeyIssuerCert: s.cfg.IssuerCertFile, KeyIssuerKey: s.cfg.IssuerKeyFile}), issuerSink)
+	})
+}
+
+// waitBundle waits until a trust bundle is loaded; false if ctx ended first.
+func (s *Service) waitBundle(ctx context.Context) bool {
+	for {
+		changed := s.store.Changed()
+		if s.store.Load().Bundle != nil {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-changed:
+		}
 	}
 }
 

@@ -31,6 +31,11 @@ import (
 // with go-spiffe and with openssl.
 func TestCertify(t *testing.T) {
 	ca := startCA(t)
+	// A normal start is not an incident: no Warning Events.
+	evs, err := need(t).client.CoreV1().Events(ca.ns).List(context.Background(), metav1.ListOptions{FieldSelector: "type=Warning"})
+	if err != nil || len(evs.Items) > 0 {
+		t.Fatalf("Warning Events after a normal start: %v %v", evs.Items, err)
+	}
 	ns := namespace(t, "shop")
 	for _, sa := range []string{"web", "db"} {
 		t.Run(sa, func(t *testing.T) {
