@@ -66,7 +66,13 @@ func DialCA(target string, anchors *bundle.Bundle, caID spiffeid.ID) (*grpc.Clie
 	if anchors == nil {
 		return nil, errors.New("rotation: DialCA needs a trust bundle")
 	}
-	cfg := tlsconfig.TLSClientConfig(anchors.X509Bundle(caID.TrustDomain()), tlsconfig.AuthorizeID(caID))
+	authorize := func(got spiffeid.ID, _ [][]*x509.Certificate) error {
+		if got != caID {
+			return fmt.Errorf("rotation: the CA at %s presented %s, but %s was expected", target, got, caID)
+		}
+		return nil
+	}
+	cfg := tlsconfig.TLSClientConfig(anchors.X509Bundle(caID.TrustDomain()), authorize)
 	cfg.MinVersion = tls.VersionTLS13
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {

@@ -47,7 +47,7 @@ func report(log *slog.Logger, rec record.EventRecorder, obj runtime.Object, m Ma
 			rec.Eventf(obj, corev1.EventTypeWarning, m.refused(), "meshid-ca refused this %s and keeps the last good one in force: %v", m, err)
 		}
 	case changed:
-		log.Info("loaded "+string(m), "source", from)
+		log.Debug("loaded "+string(m), "source", from)
 		if rec != nil && obj != nil {
 			rec.Eventf(obj, corev1.EventTypeNormal, m.loaded(), "meshid-ca loaded this %s", m)
 		}
