@@ -134,7 +134,7 @@ func TestReviewCache(t *testing.T) {
 	if review(long) || !review(long) {
 		t.Fatal("second review of the same token was not cached")
 	}
-	if review(noExp) || review(noExp) {
+	if first, second := review(noExp), review(noExp); first || second {
 		t.Fatal("a token without a readable exp was cached")
 	}
 	if review(short) || !review(short) {

@@ -93,7 +93,7 @@ func checkLeaf(t *testing.T, leaf *x509.Certificate, ca *caProcess) {
 		t.Errorf("serial %s is not random enough", leaf.SerialNumber)
 	case !leaf.NotBefore.Before(time.Now().Add(-time.Minute)):
 		t.Errorf("NotBefore %s is not backdated", leaf.NotBefore)
-	case leaf.NotAfter.Sub(time.Now()) > 24*time.Hour+time.Minute || leaf.NotAfter.Sub(time.Now()) < 23*time.Hour:
+	case time.Until(leaf.NotAfter) > 24*time.Hour+time.Minute || time.Until(leaf.NotAfter) < 23*time.Hour:
 		t.Errorf("NotAfter %s is not about 24 h away", leaf.NotAfter)
 	case leaf.NotAfter.After(ca.issuer.Cert.NotAfter):
 		t.Error("leaf outlives its issuer")
