@@ -42,10 +42,19 @@ func Parse(data []byte) (*Bundle, error) {
 		rest = data
 	)
 	for n := 1; ; n++ {
+		// pem.Decode silently skips text before a block; a bundle must not
+		// hide anything, so only whitespace may stand between blocks.
+		rest = bytes.TrimLeft(rest, " \t\r\n")
+		if len(rest) == 0 {
+			break
+		}
+		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
+			return nil, fmt.Errorf("%w: text that is not a PEM block where block %d should start (%q)", ErrInvalid, n, truncate(rest, 20))
+		}
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
-			break
+			return nil, fmt.Errorf("%w: block %d is not valid PEM (check its BEGIN/END lines and base64)", ErrInvalid, n)
 		}
 		if block.Type != "CERTIFICATE" {
 			return nil, fmt.Errorf("%w: block %d is %q, want CERTIFICATE (a bundle never holds keys)", ErrInvalid, n, block.Type)
@@ -63,9 +72,6 @@ func Parse(data []byte) (*Bundle, error) {
 		seen[string(cert.Raw)] = true
 		b.anchors = append(b.anchors, cert)
 	}
-	if len(bytes.TrimSpace(rest)) > 0 {
-		return nil, fmt.Errorf("%w: text after the last PEM block is not a certificate (%d bytes)", ErrInvalid, len(bytes.TrimSpace(rest)))
-	}
 	if len(b.anchors) == 0 {
 		return nil, fmt.Errorf("%w: no PEM CERTIFICATE block found", ErrInvalid)
 	}
@@ -78,6 +84,13 @@ func Parse(data []byte) (*Bundle, error) {
 // New builds a Bundle from already parsed anchors, with the checks of Parse.
 func New(anchors ...*x509.Certificate) (*Bundle, error) {
 	return Parse(Encode(anchors))
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
 }
 
 func checkAnchor(cert *x509.Certificate) error {

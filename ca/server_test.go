@@ -1,0 +1,173 @@
+package ca_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/ca"
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/ca/authn"
+	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/ca/trust"
+	"github.com/meshid/meshid/issuer"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+// tokens is an Authenticator that knows a fixed set of tokens.
+type tokens map[string]string // token -> "ns/sa", or an authn.Reason
+
+func (tk tokens) Review(_ context.Context, token string) (authn.Result, bool, error) {
+	v, ok := tk[token]
+	if !ok {
+		return authn.Result{}, false, &authn.Error{Reason: authn.Rejected, Detail: "unknown token"}
+	}
+	switch r := authn.Reason(v); r {
+	case authn.Unavailable, authn.NotServiceAccount:
+		return authn.Result{}, false, &authn.Error{Reason: r, Detail: string(r)}
+	}
+	ns, name, _ := strings.Cut(v, "/")
+	sa := identity.ServiceAccount{Namespace: ns, Name: name}
+	id, err := sa.ID(td)
+	return authn.Result{ID: id, ServiceAccount: sa}, false, err
+}
+
+type fixture struct {
+	now    time.Time
+	store  *trust.Store
+	server *ca.Server
+	anchor *issuer.KeyPair
+	issuer *issuer.KeyPair
+}
+
+func newFixture(t *testing.T, issuerTTL time.Duration) *fixture {
+	t.Helper()
+	f := &fixture{now: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
+	var err error
+	f.anchor, err = issuer.NewAnchor(issuer.CAParams{CommonName: "anchor", NotBefore: f.now.Add(-time.Hour), TTL: 365 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.issuer, err = f.anchor.NewIntermediate(issuer.CAParams{CommonName: "issuer", NotBefore: f.now.Add(-time.Hour), TTL: issuerTTL + time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.store = trust.NewStore(trust.Config{Now: func() time.Time { return f.now }})
+	f.server, err = ca.NewServer(ca.ServerConfig{
+		TrustDomain:   td,
+		Authenticator: tokens{"web": "shop/web", "down": string(authn.Unavailable), "user": string(authn.NotServiceAccount)},
+		Trust:         f.store,
+		Now:           func() time.Time { return f.now },
+		Jitter:        func() float64 { return 0.5 },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) load(t *testing.T) {
+	t.Helper()
+	if _, err := f.store.SetBundle(f.anchor.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := f.issuer.KeyPEM()
+	if _, err := f.store.SetIssuer(f.issuer.CertPEM(), key); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func csr(t *testing.T) []byte {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func TestCertifyLeaf(t *testing.T) {
+	f := newFixture(t, 48*time.Hour)
+	f.load(t)
+	resp, err := f.server.Certify(context.Background(), &identityv1.CertifyRequest{Csr: csr(t), Token: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(resp.GetLeaf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetSpiffeId(); got != "spiffe://cluster.local/ns/shop/sa/web" || leaf.URIs[0].String() != got {
+		t.Fatalf("SPIFFE ID %s / %s", got, leaf.URIs[0])
+	}
+	if want := f.now.Add(-ca.DefaultBackdate); !leaf.NotBefore.Equal(want) {
+		t.Errorf("NotBefore %s, want %s (backdated)", leaf.NotBefore, want)
+	}
+	if want := f.now.Add(ca.DefaultLeafTTL); !leaf.NotAfter.Equal(want) {
+		t.Errorf("NotAfter %s, want %s", leaf.NotAfter, want)
+	}
+	if want := f.now.Add(time.Duration(0.6 * float64(ca.DefaultLeafTTL))); !resp.GetRenewAfter().AsTime().Equal(want) {
+		t.Errorf("renew_after %s, want %s (60 %% of the lifetime at jitter 0.5)", resp.GetRenewAfter().AsTime(), want)
+	}
+	if len(resp.GetIntermediates()) != 1 {
+		t.Fatalf("%d intermediates, want the issuer only", len(resp.GetIntermediates()))
+	}
+}
+
+func TestCertifyCapsAtIssuerExpiry(t *testing.T) {
+	f := newFixture(t, 3*time.Hour) // the issuer has 3 h left
+	f.load(t)
+	resp, err := f.server.Certify(context.Background(), &identityv1.CertifyRequest{Csr: csr(t), Token: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetValidUntil().AsTime(); !got.Equal(f.issuer.Cert.NotAfter) {
+		t.Fatalf("valid_until %s, want the issuer's NotAfter %s", got, f.issuer.Cert.NotAfter)
+	}
+}
+
+func TestCertifyErrors(t *testing.T) {
+	f := newFixture(t, 48*time.Hour)
+	ctx := context.Background()
+	certify := func(token string, der []byte) codes.Code {
+		_, err := f.server.Certify(ctx, &identityv1.CertifyRequest{Csr: der, Token: token})
+		return status.Code(err)
+	}
+	if got := certify("web", csr(t)); got != codes.Unavailable {
+		t.Fatalf("before any issuer: %s, want Unavailable", got)
+	}
+	f.load(t)
+	tests := []struct {
+		name  string
+		token string
+		csr   []byte
+		want  codes.Code
+	}{
+		{name: "unknown token", token: "nope", csr: csr(t), want: codes.Unauthenticated},
+		{name: "api server down", token: "down", csr: csr(t), want: codes.Unavailable},
+		{name: "not a service account", token: "user", csr: csr(t), want: codes.PermissionDenied},
+		{name: "oversized csr", token: "web", csr: make([]byte, 9<<10), want: codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := certify(tt.token, tt.csr); got != tt.want {
+				t.Fatalf("code %s, want %s", got, tt.want)
+			}
+		})
+	}
+	f.now = f.issuer.Cert.NotAfter.Add(time.Minute) // the issuer has expired
+	if got := certify("web", csr(t)); got != codes.FailedPrecondition {
+		t.Fatalf("with an expired issuer: %s, want FailedPrecondition", got)
+	}
+}
