@@ -87,7 +87,7 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
   # On a workstation against a local API server, with the issuer in files:
   meshid-ca --kubeconfig ~/.kube/config --namespace meshid \
     --issuer-cert-file issuer.crt --issuer-key-file issuer.key --trust-bundle-file anchors.pem`,
-		Args: cobra.NoArgs,
+		Args: cli.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
 			_, err := o.config()
 			return err

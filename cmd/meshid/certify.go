@@ -85,7 +85,7 @@ the chain and the expiry; with --out-dir it writes svid.pem, svid.key (mode
 0600) and bundle.pem there.`),
 		Example: `  kubectl -n shop create token checkout --audience identity.meshid.dev > token
   meshid certify --ca 127.0.0.1:8443 --token-file token --trust-bundle-file anchors.pem`,
-		Args:    cobra.NoArgs,
+		Args:    cli.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error { return o.validate() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd.Context(), o, cmd.OutOrStdout())

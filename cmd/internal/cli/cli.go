@@ -98,3 +98,11 @@ func (o *LogOptions) Logger(w io.Writer) (*slog.Logger, error) {
 	}
 	return nil, Usagef("--log-format %q: use json or text", o.Format)
 }
+
+// NoArgs is cobra.NoArgs as a usage error.
+func NoArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return Usagef("%s takes no arguments, got %q (see %s --help)", cmd.CommandPath(), args, cmd.CommandPath())
+	}
+	return nil
+}

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshid/meshid/cmd/internal/cli"
+)
+
+func TestFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		message string
+	}{
+		{name: "secret and bundle", args: []string{"--issuer-secret", "i", "--trust-bundle", "b"}, code: cli.ExitOK},
+		{name: "files", args: []string{"--issuer-cert-file", "c", "--issuer-key-file", "k", "--trust-bundle-file", "b"}, code: cli.ExitOK},
+		{name: "no issuer", args: []string{"--trust-bundle", "b"}, code: cli.ExitUsage, message: "an issuer is required"},
+		{name: "issuer twice", args: []string{"--issuer-secret", "i", "--issuer-cert-file", "c", "--issuer-key-file", "k", "--trust-bundle", "b"}, code: cli.ExitUsage, message: "not both"},
+		{name: "cert without key", args: []string{"--issuer-cert-file", "c", "--trust-bundle", "b"}, code: cli.ExitUsage, message: "go together"},
+		{name: "no bundle", args: []string{"--issuer-secret", "i"}, code: cli.ExitUsage, message: "a trust bundle is required"},
+		{name: "bad trust domain", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--trust-domain", "Not Valid"}, code: cli.ExitUsage, message: "--trust-domain"},
+		{name: "unknown flag", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--bogus"}, code: cli.ExitUsage, message: "unknown flag"},
+		{name: "positional argument", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "extra"}, code: cli.ExitUsage, message: "takes no arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ran *options
+			cmd := newRootCommand(func(_ context.Context, o *options, _ *cobra.Command) error { ran = o; return nil })
+			var stderr bytes.Buffer
+			cmd.SetArgs(tt.args)
+			cmd.SetOut(&stderr)
+			cmd.SetErr(&stderr)
+			code := cli.Code(&stderr, cmd.ExecuteContext(context.Background()))
+			if code != tt.code || !strings.Contains(stderr.String(), tt.message) {
+				t.Fatalf("exit %d with %q; want %d containing %q", code, stderr.String(), tt.code, tt.message)
+			}
+			if (code == cli.ExitOK) != (ran != nil) {
+				t.Fatalf("run called: %v, exit %d", ran != nil, code)
+			}
+		})
+	}
+}
