@@ -70,6 +70,15 @@ generate-check: generate ## fail if the generated code differs from what is comm
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz: ## run every fuzzer for FUZZTIME each (default 30s); crashers land in testdata/fuzz
+	@for target in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for fn in $$(grep -h '^func Fuzz' $$target/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$target $$fn"; $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$target || exit 1; \
+	  done; \
+	done
+
 .PHONY: clean
 clean: ## remove build output
 	rm -rf $(BIN)

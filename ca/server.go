@@ -141,7 +141,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	if st.Issuer == nil || st.Bundle == nil {
 		return nil, "no_issuer", status.Error(codes.Unavailable, "the CA has not loaded its issuer and trust bundle yet; retry shortly")
 	}
-	if err := st.Issuer.Verify(st.Bundle, now); err != nil {
+	if err := st.Check(now); err != nil {
 		return nil, "issuer_invalid", status.Errorf(codes.FailedPrecondition, "the CA's issuer cannot sign now: %v; the operator must install a valid issuer", err)
 	}
 	tmpl, err := leafTemplate(leafParams{ID: who.ID, Now: now, TTL: s.cfg.LeafTTL, Backdate: s.cfg.Backdate})

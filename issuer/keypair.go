@@ -104,14 +104,23 @@ func isSelfSigned(c *x509.Certificate) bool {
 // Fingerprint returns the hex SHA-256 of the issuing certificate.
 func (kp *KeyPair) Fingerprint() string { return kp.fingerprint }
 
-// Verify checks that the issuing certificate is inside its validity at now
-// and chains to an anchor of b through kp.Chain.
-func (kp *KeyPair) Verify(b *bundle.Bundle, now time.Time) error {
+// CheckValidity checks that the issuing certificate is inside its validity
+// at now.
+func (kp *KeyPair) CheckValidity(now time.Time) error {
 	switch {
 	case now.Before(kp.Cert.NotBefore):
 		return fmt.Errorf("%w: %s is not valid before %s", ErrInvalid, kp.Cert.Subject, kp.Cert.NotBefore.UTC().Format(time.RFC3339))
 	case now.After(kp.Cert.NotAfter):
 		return fmt.Errorf("%w: %s expired at %s", ErrInvalid, kp.Cert.Subject, kp.Cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Verify checks that the issuing certificate is inside its validity at now
+// and chains to an anchor of b through kp.Chain.
+func (kp *KeyPair) Verify(b *bundle.Bundle, now time.Time) error {
+	if err := kp.CheckValidity(now); err != nil {
+		return err
 	}
 	if b == nil {
 		return fmt.Errorf("%w: no trust bundle is loaded to verify it against", ErrInvalid)

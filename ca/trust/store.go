@@ -17,6 +17,11 @@ import (
 type State struct {
 	Bundle *bundle.Bundle
 	Issuer *issuer.KeyPair
+
+	// chainErr is why Issuer does not chain to Bundle, checked once when
+	// the state is made: the state never changes, and a chain verification
+	// per request would cost more than the signature.
+	chainErr error
 }
 
 // Check reports whether the state can issue certificates at now: a bundle and
@@ -28,7 +33,10 @@ func (s *State) Check(now time.Time) error {
 	case s.Issuer == nil:
 		return errors.New("trust: no issuer loaded yet")
 	}
-	return s.Issuer.Verify(s.Bundle, now)
+	if err := s.Issuer.CheckValidity(now); err != nil {
+		return err
+	}
+	return s.chainErr
 }
 
 // Config configures a Store.
@@ -93,12 +101,10 @@ func (s *Store) SetBundle(pemData []byte) (bool, error) {
 		next.Issuer, s.pending = s.pending, nil
 		s.log.Info("pending issuer now chains to the trust bundle; using it", "issuer", next.Issuer.Fingerprint(), "bundle_sha256", b.SHA256())
 	}
-	if next.Issuer != nil {
-		if err := next.Issuer.Verify(b, now); err != nil {
-			s.log.Warn("the current issuer does not chain to the new trust bundle; certificates it signs will not verify until a matching issuer arrives", "issuer", next.Issuer.Fingerprint(), "error", err)
-		}
-	}
 	s.swap(next)
+	if next.chainErr != nil {
+		s.log.Warn("the current issuer does not chain to the new trust bundle; certificates it signs will not verify until a matching issuer arrives", "issuer", next.Issuer.Fingerprint(), "error", next.chainErr)
+	}
 	s.log.Info("trust bundle loaded", "bundle_sha256", b.SHA256(), "anchors", len(b.Anchors()), "not_after", b.Expiry())
 	return true, nil
 }
@@ -136,6 +142,9 @@ func (s *Store) SetIssuer(certPEM, keyPEM []byte) (bool, error) {
 
 // swap installs next and wakes the followers. s.mu must be held.
 func (s *Store) swap(next *State) {
+	if next.Issuer != nil && next.Bundle != nil {
+		next.chainErr = next.Issuer.Verify(next.Bundle, s.now())
+	}
 	s.state.Store(next)
 	close(s.changed)
 	s.changed = make(chan struct{})
