@@ -1,13 +1,11 @@
 package ca
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/meshid/meshid/ca/trust"
+	"github.com/meshid/meshid/rotation/bundle"
 )
 
 // Metrics are the CA's Prometheus metrics, on a registry of their own.
@@ -18,6 +16,7 @@ type Metrics struct {
 	refused     *prometheus.CounterVec
 	latency     prometheus.Histogram
 	reloads     *prometheus.CounterVec
+	refusedNow  *prometheus.GaugeVec
 	cacheHits   prometheus.Counter
 	bundleWatch prometheus.Gauge
 }
@@ -44,6 +43,10 @@ func NewMetrics(store *trust.Store) *Metrics {
 			Name: "meshid_ca_reloads_total",
 			Help: "Updates of the issuer or trust bundle, by what was updated (issuer, bundle) and result (ok, unchanged, refused).",
 		}, []string{"material", "result"}),
+		refusedNow: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshid_ca_update_refused",
+			Help: "1 while the latest update of the issuer or bundle was refused (the last good one is in force), else 0.",
+		}, []string{"material"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshid_ca_token_review_cache_hits_total",
 			Help: "Certify requests whose token review came from the cache.",
@@ -57,7 +60,9 @@ func NewMetrics(store *trust.Store) *Metrics {
 		m.reloads.WithLabelValues("issuer", r)
 		m.reloads.WithLabelValues("bundle", r)
 	}
-	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.cacheHits, m.bundleWatch,
+	m.refusedNow.WithLabelValues("issuer")
+	m.refusedNow.WithLabelValues("bundle")
+	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.refusedNow, m.cacheHits, m.bundleWatch,
 		&trustCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -65,14 +70,15 @@ func NewMetrics(store *trust.Store) *Metrics {
 
 // reload counts one update of material ("issuer" or "bundle").
 func (m *Metrics) reload(material string, changed bool, err error) {
-	result := "ok"
+	result, refused := "ok", 0.0
 	switch {
 	case err != nil:
-		result = "refused"
+		result, refused = "refused", 1
 	case !changed:
 		result = "unchanged"
 	}
 	m.reloads.WithLabelValues(material, result).Inc()
+	m.refusedNow.WithLabelValues(material).Set(refused)
 }
 
 var (
@@ -103,9 +109,8 @@ func (c *trustCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.Bundle != nil {
 		ch <- prometheus.MustNewConstMetric(bundleInfoDesc, prometheus.GaugeValue, 1, st.Bundle.SHA256())
 		for _, a := range st.Bundle.Anchors() {
-			sum := sha256.Sum256(a.Raw)
 			ch <- prometheus.MustNewConstMetric(anchorExpiryDesc, prometheus.GaugeValue,
-				float64(a.NotAfter.Unix()), hex.EncodeToString(sum[:]), a.Subject.String())
+				float64(a.NotAfter.Unix()), bundle.Fingerprint(a), a.Subject.String())
 		}
 	}
 }

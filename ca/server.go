@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -58,12 +60,18 @@ type ServerConfig struct {
 	// Log receives the audit line of every issued certificate and refusals;
 	// nil discards.
 	Log *slog.Logger
+	// Reserved are identities Certify never issues, such as the CA's own:
+	// its holder would receive every workload's token.
+	Reserved []spiffeid.ID
 }
 
 // Server implements the Identity gRPC service.
 type Server struct {
 	identityv1.UnimplementedIdentityServer
 	cfg ServerConfig
+
+	closeOnce sync.Once
+	closed    chan struct{}
 }
 
 // NewServer returns a Server, or an error if cfg is incomplete.
@@ -96,7 +104,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg}, nil
+	return &Server{cfg: cfg, closed: make(chan struct{})}, nil
+}
+
+// Close ends every WatchBundle stream, so a graceful stop does not wait for
+// clients to hang up. It is idempotent.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.closed) })
 }
 
 // Certify implements identityv1.IdentityServer.
@@ -107,7 +121,12 @@ func (s *Server) Certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	resp, reason, err := s.certify(ctx, req)
 	if err != nil {
 		s.cfg.Metrics.refused.WithLabelValues(reason).Inc()
-		s.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "certify refused", slog.String("reason", reason), slog.String("error", status.Convert(err).Message()))
+		msg := status.Convert(err).Message()
+		var ae *authn.Error
+		if errors.As(err, &ae) {
+			msg = ae.LogValue()
+		}
+		s.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "certify refused", slog.String("reason", reason), slog.String("code", status.Code(err).String()), slog.String("error", msg))
 		return nil, err
 	}
 	s.cfg.Metrics.issued.Inc()
@@ -122,7 +141,13 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	who, cached, err := s.cfg.Authenticator.Review(ctx, req.GetToken())
 	if err != nil {
 		reason := authn.ReasonOf(err)
-		return nil, string(reason), status.Error(authnCode(reason), err.Error())
+		if reason == "" {
+			return nil, "internal", status.Error(codes.Internal, "ca: token review failed")
+		}
+		return nil, string(reason), &refusal{status: status.New(authnCode(reason), err.Error()), cause: err}
+	}
+	if slices.Contains(s.cfg.Reserved, who.ID) {
+		return nil, "reserved_identity", status.Errorf(codes.PermissionDenied, "%s is reserved for meshid itself and is never issued to a workload", who.ID)
 	}
 	if cached {
 		s.cfg.Metrics.cacheHits.Inc()
@@ -142,7 +167,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 		return nil, "no_issuer", status.Error(codes.Unavailable, "the CA has not loaded its issuer and trust bundle yet; retry shortly")
 	}
 	if err := st.Check(now); err != nil {
-		return nil, "issuer_invalid", status.Errorf(codes.FailedPrecondition, "the CA's issuer cannot sign now: %v; the operator must install a valid issuer", err)
+		return nil, "issuer_invalid", status.Errorf(codes.Unavailable, "this CA's issuer cannot sign now (%v); try another replica, and the operator must install a valid issuer", err)
 	}
 	tmpl, err := leafTemplate(leafParams{ID: who.ID, Now: now, TTL: s.cfg.LeafTTL, Backdate: s.cfg.Backdate})
 	if err != nil {
@@ -186,8 +211,10 @@ func authnCode(r authn.Reason) codes.Code {
 		return codes.PermissionDenied
 	case authn.Malformed:
 		return codes.InvalidArgument
-	case authn.Missing, authn.Rejected, authn.AudienceDropped:
-		return codes.Unauthenticated
+	case authn.Canceled:
+		return codes.Canceled
+	case authn.AudienceDropped:
+		return codes.Internal
 	}
 	return codes.Unauthenticated
 }
@@ -226,10 +253,23 @@ func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.closed:
+			return status.Error(codes.Unavailable, "the CA is shutting down; reconnect to another replica")
 		case <-changed:
 		}
 	}
 }
+
+// refusal is a gRPC status that keeps its cause, so the CA can log what it
+// does not tell the caller.
+type refusal struct {
+	status *status.Status
+	cause  error
+}
+
+func (r *refusal) Error() string              { return r.status.Err().Error() }
+func (r *refusal) GRPCStatus() *status.Status { return r.status }
+func (r *refusal) Unwrap() error              { return r.cause }
 
 func (s *Server) bundleMessage(pem []byte, sum string) *identityv1.Bundle {
 	return &identityv1.Bundle{TrustDomain: s.cfg.TrustDomain.Name(), Pem: pem, Sha256: sum}

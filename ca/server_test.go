@@ -65,7 +65,8 @@ func newFixture(t *testing.T, issuerTTL time.Duration) *fixture {
 	f.store = trust.NewStore(trust.Config{Now: func() time.Time { return f.now }})
 	f.server, err = ca.NewServer(ca.ServerConfig{
 		TrustDomain:   td,
-		Authenticator: tokens{"web": "shop/web", "down": string(authn.Unavailable), "user": string(authn.NotServiceAccount)},
+		Authenticator: tokens{"web": "shop/web", "ca": "meshid/meshid-ca", "down": string(authn.Unavailable), "user": string(authn.NotServiceAccount)},
+		Reserved:      []spiffeid.ID{spiffeid.RequireFromString("spiffe://cluster.local/ns/meshid/sa/meshid-ca")},
 		Trust:         f.store,
 		Now:           func() time.Time { return f.now },
 		Jitter:        func() float64 { return 0.5 },
@@ -158,6 +159,7 @@ func TestCertifyErrors(t *testing.T) {
 		{name: "api server down", token: "down", csr: csr(t), want: codes.Unavailable},
 		{name: "not a service account", token: "user", csr: csr(t), want: codes.PermissionDenied},
 		{name: "oversized csr", token: "web", csr: make([]byte, 9<<10), want: codes.InvalidArgument},
+		{name: "the CA's own identity", token: "ca", csr: csr(t), want: codes.PermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,8 +169,8 @@ func TestCertifyErrors(t *testing.T) {
 		})
 	}
 	f.now = f.issuer.Cert.NotAfter.Add(time.Minute) // the issuer has expired
-	if got := certify("web", csr(t)); got != codes.FailedPrecondition {
-		t.Fatalf("with an expired issuer: %s, want FailedPrecondition", got)
+	if got := certify("web", csr(t)); got != codes.Unavailable {
+		t.Fatalf("with an expired issuer: %s, want Unavailable (another replica may have a good one)", got)
 	}
 }
 

@@ -36,6 +36,9 @@ const (
 	KeyBundle     = "ca-bundle.crt"         // the trust bundle ConfigMap's key
 )
 
+// retryInterval is how often a held-back issuer is tried again.
+const retryInterval = 10 * time.Second
+
 // MaxMessageSize bounds a request to the CA, in bytes: a CSR and a token
 // with room to spare. Larger requests are refused before they are parsed.
 const MaxMessageSize = 64 << 10
@@ -121,8 +124,8 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		errs = append(errs, errors.New("a gRPC address is required (--listen)"))
 	}
-	if c.LeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 {
-		errs = append(errs, errors.New("durations must not be negative"))
+	if c.LeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 {
+		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval)"))
 	}
 	return errors.Join(errs...)
 }
@@ -173,6 +176,7 @@ func New(cfg Config) (*Service, error) {
 	server, err := NewServer(ServerConfig{
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
 		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Now: cfg.Now, Log: cfg.Log,
+		Reserved: []spiffeid.ID{ownID},
 	})
 	if err != nil {
 		return nil, err
@@ -222,6 +226,7 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		<-ctx.Done()
+		s.server.Close()
 		stopped := make(chan struct{})
 		go func() { grpcServer.GracefulStop(); close(stopped) }()
 		select {
@@ -244,7 +249,10 @@ func (s *Service) Run(ctx context.Context) error {
 			<-ctx.Done()
 			shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			return admin.Shutdown(shutdown)
+			if err := admin.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("ca: admin: %w", err)
+			}
+			return nil
 		})
 	}
 	return g.Wait()
@@ -281,6 +289,21 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 			return source.WatchFiles(ctx, files(source.Bundle, map[string]string{KeyBundle: s.cfg.BundleFile}), bundleSink)
 		})
 	}
+	// A held-back issuer that was not valid yet is tried again.
+	g.Go(func() error {
+		tick := time.NewTicker(retryInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+			if changed, err := s.store.Retry(); changed || err != nil {
+				s.metrics.reload("issuer", changed, err)
+			}
+		}
+	})
 	// The issuer waits for the first bundle: there is nothing to verify it
 	// against before, and refusing it for that would be a false alarm.
 	g.Go(func() error {

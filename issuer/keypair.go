@@ -8,10 +8,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -22,6 +20,16 @@ import (
 // ErrInvalid is wrapped by every error Parse and Verify return: the material
 // must not be used.
 var ErrInvalid = errors.New("issuer: invalid issuer")
+
+// Verify also wraps one of these, so callers can tell a wait from a fault.
+var (
+	// ErrUntrusted: the issuer does not chain to an anchor of the bundle.
+	ErrUntrusted = errors.New("does not chain to the trust bundle")
+	// ErrNotYetValid: the issuer's NotBefore is in the future.
+	ErrNotYetValid = errors.New("not valid yet")
+	// ErrExpired: the issuer's NotAfter has passed.
+	ErrExpired = errors.New("expired")
+)
 
 // KeyPair is a CA certificate with its private key: the local Signer.
 // It is immutable once made.
@@ -35,6 +43,7 @@ type KeyPair struct {
 	Key crypto.Signer
 
 	fingerprint string
+	notAfter    time.Time // the earliest NotAfter of Cert and Chain
 }
 
 // Parse reads a PEM certificate chain (the issuing certificate first, as in
@@ -78,11 +87,8 @@ func keyPairError(err error) error {
 }
 
 func newKeyPair(cert *x509.Certificate, chain []*x509.Certificate, key crypto.Signer) (*KeyPair, error) {
-	if !cert.BasicConstraintsValid || !cert.IsCA {
-		return nil, fmt.Errorf("%w: %s is not a CA certificate (basicConstraints CA:TRUE is missing)", ErrInvalid, cert.Subject)
-	}
-	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, fmt.Errorf("%w: %s may not sign certificates (keyCertSign is missing from its key usage)", ErrInvalid, cert.Subject)
+	if err := bundle.CheckCA(cert); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, cert.Subject, err)
 	}
 	switch key.Public().(type) {
 	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
@@ -93,13 +99,28 @@ func newKeyPair(cert *x509.Certificate, chain []*x509.Certificate, key crypto.Si
 	for len(chain) > 0 && isSelfSigned(chain[len(chain)-1]) {
 		chain = chain[:len(chain)-1]
 	}
-	sum := sha256.Sum256(cert.Raw)
-	return &KeyPair{Cert: cert, Chain: chain, Key: key, fingerprint: hex.EncodeToString(sum[:])}, nil
+	notAfter := cert.NotAfter
+	for _, c := range chain {
+		if c.NotAfter.Before(notAfter) {
+			notAfter = c.NotAfter
+		}
+	}
+	return &KeyPair{Cert: cert, Chain: chain, Key: key, fingerprint: bundle.Fingerprint(cert), notAfter: notAfter}, nil
 }
 
 func isSelfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
+
+// Certificates returns Cert followed by Chain: what leaves ship after
+// themselves.
+func (kp *KeyPair) Certificates() []*x509.Certificate {
+	return append([]*x509.Certificate{kp.Cert}, kp.Chain...)
+}
+
+// NotAfter returns the earliest NotAfter of Cert and Chain: no leaf it
+// signs outlives it.
+func (kp *KeyPair) NotAfter() time.Time { return kp.notAfter }
 
 // Fingerprint returns the hex SHA-256 of the issuing certificate.
 func (kp *KeyPair) Fingerprint() string { return kp.fingerprint }
@@ -109,9 +130,9 @@ func (kp *KeyPair) Fingerprint() string { return kp.fingerprint }
 func (kp *KeyPair) CheckValidity(now time.Time) error {
 	switch {
 	case now.Before(kp.Cert.NotBefore):
-		return fmt.Errorf("%w: %s is not valid before %s", ErrInvalid, kp.Cert.Subject, kp.Cert.NotBefore.UTC().Format(time.RFC3339))
-	case now.After(kp.Cert.NotAfter):
-		return fmt.Errorf("%w: %s expired at %s", ErrInvalid, kp.Cert.Subject, kp.Cert.NotAfter.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: %s is %w: it starts at %s (check the clocks)", ErrInvalid, kp.Cert.Subject, ErrNotYetValid, kp.Cert.NotBefore.UTC().Format(time.RFC3339))
+	case now.After(kp.notAfter):
+		return fmt.Errorf("%w: %s has %w: its chain ends at %s", ErrInvalid, kp.Cert.Subject, ErrExpired, kp.notAfter.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -129,14 +150,18 @@ func (kp *KeyPair) Verify(b *bundle.Bundle, now time.Time) error {
 	for _, c := range kp.Chain {
 		inter.AddCert(c)
 	}
-	_, err := kp.Cert.Verify(x509.VerifyOptions{
-		Roots:         b.Pool(),
-		Intermediates: inter,
-		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	})
-	if err != nil {
-		return fmt.Errorf("%w: %s does not chain to an anchor of trust bundle %.12s: %w", ErrInvalid, kp.Cert.Subject, b.SHA256(), err)
+	// Leaves are used for both server and client auth: the chain must allow
+	// each (crypto/x509 accepts a chain that allows any one listed usage).
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		_, err := kp.Cert.Verify(x509.VerifyOptions{
+			Roots:         b.Pool(),
+			Intermediates: inter,
+			CurrentTime:   now,
+			KeyUsages:     []x509.ExtKeyUsage{usage},
+		})
+		if err != nil {
+			return fmt.Errorf("%w: %s %w %.12s: %w", ErrInvalid, kp.Cert.Subject, ErrUntrusted, b.SHA256(), err)
+		}
 	}
 	return nil
 }
@@ -147,11 +172,11 @@ func (kp *KeyPair) Sign(_ context.Context, p LeafParams) (*Issued, error) {
 		return nil, errors.New("issuer: Sign needs a template and a public key")
 	}
 	tmpl := *p.Template
-	if tmpl.NotAfter.After(kp.Cert.NotAfter) {
-		tmpl.NotAfter = kp.Cert.NotAfter
+	if tmpl.NotAfter.After(kp.notAfter) {
+		tmpl.NotAfter = kp.notAfter
 	}
 	if !tmpl.NotAfter.After(tmpl.NotBefore) {
-		return nil, fmt.Errorf("issuer: %s expires at %s, too soon to sign a leaf", kp.Cert.Subject, kp.Cert.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("issuer: %s (or its chain) expires at %s, too soon to sign a leaf", kp.Cert.Subject, kp.notAfter.UTC().Format(time.RFC3339))
 	}
 	der, err := x509.CreateCertificate(rand.Reader, &tmpl, kp.Cert, p.PublicKey, kp.Key)
 	if err != nil {
@@ -163,7 +188,7 @@ func (kp *KeyPair) Sign(_ context.Context, p LeafParams) (*Issued, error) {
 	}
 	return &Issued{
 		Leaf:              leaf,
-		Intermediates:     append([]*x509.Certificate{kp.Cert}, kp.Chain...),
+		Intermediates:     kp.Certificates(),
 		Serial:            leaf.SerialNumber,
 		NotAfter:          leaf.NotAfter,
 		IssuerFingerprint: kp.fingerprint,

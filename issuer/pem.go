@@ -11,7 +11,7 @@ import (
 // CertPEM returns the issuing certificate and its chain as PEM, issuing
 // certificate first: the tls.crt of a kubernetes.io/tls Secret.
 func (kp *KeyPair) CertPEM() []byte {
-	return bundle.Encode(append([]*x509.Certificate{kp.Cert}, kp.Chain...))
+	return bundle.Encode(kp.Certificates())
 }
 
 // KeyPEM returns the private key as a PKCS#8 PEM block: the tls.key of a

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -57,7 +58,16 @@ func Certify(ctx context.Context, c identityv1.IdentityClient, token string) (*I
 	if err != nil {
 		return nil, fmt.Errorf("rotation: the CA's answer is not an X.509-SVID for our key: %w", err)
 	}
-	return &Issued{SVID: svid, RenewAfter: resp.GetRenewAfter().AsTime()}, nil
+	if resp.GetSpiffeId() != svid.ID.String() {
+		return nil, fmt.Errorf("rotation: the CA said %q but the certificate names %s", resp.GetSpiffeId(), svid.ID)
+	}
+	// A missing or nonsensical renew_after must not cause a renewal loop.
+	now, notAfter := time.Now(), svid.Certificates[0].NotAfter
+	renew := resp.GetRenewAfter().AsTime()
+	if resp.GetRenewAfter() == nil || renew.Before(now) || renew.After(notAfter) {
+		renew = RenewAt(now, notAfter, mrand.Float64())
+	}
+	return &Issued{SVID: svid, RenewAfter: renew}, nil
 }
 
 // DialCA opens a gRPC connection to the CA at target over TLS 1.3, verifying

@@ -21,6 +21,8 @@ const (
 	AudienceDropped Reason = "token_audience_unconfirmed"
 	// Unavailable: the API server could not be asked; retry later.
 	Unavailable Reason = "token_review_unavailable"
+	// Canceled: the caller went away first.
+	Canceled Reason = "canceled"
 	// Missing: no token was sent.
 	Missing Reason = "token_missing"
 	// Malformed: the token is larger than the limit.
@@ -30,12 +32,28 @@ const (
 // Error is a refused or unreviewable token.
 type Error struct {
 	Reason Reason
-	// Detail says what happened, for a person. It never holds the token.
+	// Detail says what happened, for the caller. It never holds the token,
+	// nor anything about the CA's own configuration.
 	Detail string
-	err    error
+	// Internal adds what the operator of the CA should know; it is logged,
+	// never sent to the caller.
+	Internal string
+	err      error
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("authn: %s", e.Detail) }
+
+// LogValue is what the CA logs: Detail, Internal and the cause.
+func (e *Error) LogValue() string {
+	msg := e.Error()
+	if e.Internal != "" {
+		msg += "; " + e.Internal
+	}
+	if e.err != nil {
+		msg += ": " + e.err.Error()
+	}
+	return msg
+}
 
 // Unwrap returns the underlying API error, if any.
 func (e *Error) Unwrap() error { return e.err }

@@ -98,31 +98,49 @@ func (r *Reviewer) Review(ctx context.Context, token string) (Result, bool, erro
 	if len(token) > MaxTokenSize {
 		return Result{}, false, &Error{Reason: Malformed, Detail: fmt.Sprintf("token is %d bytes, more than the %d-byte limit", len(token), MaxTokenSize)}
 	}
+	now := r.cfg.Now()
+	claims, err := peek(token)
+	if err != nil {
+		return Result{}, false, &Error{Reason: Rejected, Detail: err.Error() + "; send a projected service-account token"}
+	}
+	switch {
+	case claims.exp.IsZero() || !now.Before(claims.exp):
+		return Result{}, false, &Error{Reason: Rejected, Detail: "token has expired (or carries no exp claim); read the projected token file again, kubelet refreshes it"}
+	case !slices.Contains(claims.aud, r.cfg.Audience):
+		return Result{}, false, &Error{Reason: Rejected, Detail: fmt.Sprintf("token is for audience %q, not %q; project the token with audience %q", claims.aud, r.cfg.Audience, r.cfg.Audience)}
+	}
 	key := sha256.Sum256([]byte(token))
-	if res, ok := r.cache.get(key, r.cfg.Now()); ok {
+	if res, ok := r.cache.get(key, now); ok {
 		return res, true, nil
 	}
-	v, err, _ := r.flight.Do(string(key[:]), func() (any, error) {
-		res, err := r.review(ctx, token)
+	// The review runs detached from any one caller: callers waiting on the
+	// same token share it, and one of them hanging up must not fail the rest.
+	ch := r.flight.DoChan(string(key[:]), func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
+		defer cancel()
+		res, err := r.review(rctx, token)
 		if err == nil && r.cfg.CacheTTL > 0 {
-			now := r.cfg.Now()
-			deadline := now.Add(r.cfg.CacheTTL)
-			if exp, ok := expiry(token); !ok {
-				deadline = now // no exp claim we can read: do not cache
-			} else if exp.Before(deadline) {
-				deadline = exp
+			deadline := r.cfg.Now().Add(r.cfg.CacheTTL)
+			if claims.exp.Before(deadline) {
+				deadline = claims.exp
 			}
-			if deadline.After(now) {
-				r.cache.put(key, res, deadline)
-			}
+			r.cache.put(key, res, deadline)
 		}
 		return res, err
 	})
-	if err != nil {
-		return Result{}, false, err
+	select {
+	case <-ctx.Done():
+		return Result{}, false, &Error{Reason: Canceled, Detail: "the caller went away before the token was reviewed", err: ctx.Err()}
+	case out := <-ch:
+		if out.Err != nil {
+			return Result{}, false, out.Err
+		}
+		return out.Val.(Result), false, nil
 	}
-	return v.(Result), false, nil
 }
+
+// reviewTimeout bounds one TokenReview call.
+const reviewTimeout = 10 * time.Second
 
 // CacheLen returns the number of cached reviews.
 func (r *Reviewer) CacheLen() int { return r.cache.len() }
@@ -132,11 +150,11 @@ func (r *Reviewer) review(ctx context.Context, token string) (Result, error) {
 		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{r.cfg.Audience}},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		detail := "the Kubernetes API server could not review the token; retry"
+		e := &Error{Reason: Unavailable, Detail: "the CA could not have the token reviewed by the Kubernetes API server; retry", err: err}
 		if apierrors.IsForbidden(err) {
-			detail = "meshid-ca may not create TokenReviews (RBAC: grant create on tokenreviews.authentication.k8s.io)"
+			e.Internal = "meshid-ca may not create TokenReviews (RBAC: grant create on tokenreviews.authentication.k8s.io)"
 		}
-		return Result{}, &Error{Reason: Unavailable, Detail: detail + ": " + err.Error(), err: err}
+		return Result{}, e
 	}
 	st := tr.Status
 	if !st.Authenticated {
@@ -147,7 +165,7 @@ func (r *Reviewer) review(ctx context.Context, token string) (Result, error) {
 		return Result{}, &Error{Reason: Rejected, Detail: fmt.Sprintf("token not accepted for audience %q: %s (is it a projected token with that audience, unexpired, for a service account and pod that still exist?)", r.cfg.Audience, msg)}
 	}
 	if !slices.Contains(st.Audiences, r.cfg.Audience) {
-		return Result{}, &Error{Reason: AudienceDropped, Detail: fmt.Sprintf("the API server did not confirm audience %q (it answered %q); refusing the token", r.cfg.Audience, st.Audiences)}
+		return Result{}, &Error{Reason: AudienceDropped, Detail: fmt.Sprintf("the Kubernetes API server did not confirm audience %q (it answered %q), so the CA refuses the token; this is a fault of the API server, not the caller", r.cfg.Audience, st.Audiences)}
 	}
 	sa, err := identity.FromUsername(st.User.Username)
 	if err != nil {
@@ -172,22 +190,42 @@ func first(v authenticationv1.ExtraValue) string {
 	return v[0]
 }
 
-// expiry reads the exp claim of a JWT without verifying it. It only ever
-// shortens how long a review the API server already made is cached.
-func expiry(token string) (time.Time, bool) {
+// claims are the parts of a token's payload read before the review.
+type claims struct {
+	exp time.Time
+	aud []string
+}
+
+// peek reads the exp and aud claims of a JWT without verifying it. It only
+// refuses tokens early (garbage, expired, another audience) so they never
+// cost a TokenReview, and bounds how long a review is cached; the API
+// server's review stays the only proof of identity.
+func peek(token string) (claims, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return time.Time{}, false
+		return claims{}, errors.New("token is not a JWT")
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return time.Time{}, false
+		return claims{}, errors.New("token is not a JWT: its payload is not base64url")
 	}
-	var claims struct {
-		Exp *int64 `json:"exp"`
+	var c struct {
+		Exp *int64          `json:"exp"`
+		Aud json.RawMessage `json:"aud"`
 	}
-	if json.Unmarshal(payload, &claims) != nil || claims.Exp == nil {
-		return time.Time{}, false
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return claims{}, errors.New("token is not a JWT: its payload is not JSON")
 	}
-	return time.Unix(*claims.Exp, 0), true
+	var out claims
+	if c.Exp != nil {
+		out.exp = time.Unix(*c.Exp, 0)
+	}
+	// aud is a string or a list of strings (RFC 7519).
+	var one string
+	if json.Unmarshal(c.Aud, &one) == nil {
+		out.aud = []string{one}
+	} else if json.Unmarshal(c.Aud, &out.aud) != nil {
+		return claims{}, errors.New("token has no readable aud claim")
+	}
+	return out, nil
 }

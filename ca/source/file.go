@@ -48,7 +48,7 @@ func WatchFiles(ctx context.Context, f Files, sink Sink) error {
 	if len(f.Paths) == 0 {
 		return errors.New("source: WatchFiles needs at least one path")
 	}
-	if f.Interval == 0 {
+	if f.Interval <= 0 {
 		f.Interval = DefaultPollInterval
 	}
 	log := f.Log

@@ -48,15 +48,23 @@ type Config struct {
 }
 
 // Store holds the current State and lets readers follow its changes.
+//
+// Updates are held back, not dropped, when they only need their partner: an
+// issuer that does not chain to the bundle in use (or is not valid yet), and
+// a bundle that would orphan the issuer in use. A held-back update is used as
+// soon as the other half arrives (or, for a not-yet-valid issuer, at the
+// first Retry after its NotBefore), and is forgotten when a newer update of
+// the same kind arrives.
 type Store struct {
 	now func() time.Time
 	log *slog.Logger
 
 	state atomic.Pointer[State]
 
-	mu      sync.Mutex
-	pending *issuer.KeyPair // parsed, refused only for not chaining yet
-	changed chan struct{}   // closed and replaced on every change
+	mu            sync.Mutex
+	pendingIssuer *issuer.KeyPair
+	pendingBundle *bundle.Bundle
+	changed       chan struct{} // closed and replaced on every change
 }
 
 // NewStore returns an empty Store.
@@ -82,61 +90,85 @@ func (s *Store) Changed() <-chan struct{} {
 	return s.changed
 }
 
-// SetBundle parses and installs a PEM trust bundle. On error the current
-// bundle stays. It reports whether the bundle changed.
+// SetBundle parses and installs a PEM trust bundle. It reports whether the
+// state changed. On error nothing changed; the bundle may be held back (see
+// Store).
 func (s *Store) SetBundle(pemData []byte) (bool, error) {
 	b, err := bundle.Parse(pemData)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pendingBundle = nil
 	if err != nil {
 		return false, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	cur := s.state.Load()
 	if cur.Bundle != nil && cur.Bundle.SHA256() == b.SHA256() {
 		return false, nil
 	}
-	next := &State{Bundle: b, Issuer: cur.Issuer}
 	now := s.now()
-	if s.pending != nil && s.pending.Verify(b, now) == nil {
-		next.Issuer, s.pending = s.pending, nil
-		s.log.Info("pending issuer now chains to the trust bundle; using it", "issuer", next.Issuer.Fingerprint(), "bundle_sha256", b.SHA256())
-	}
-	s.swap(next)
-	if next.chainErr != nil {
-		s.log.Warn("the current issuer does not chain to the new trust bundle; certificates it signs will not verify until a matching issuer arrives", "issuer", next.Issuer.Fingerprint(), "error", next.chainErr)
+	switch {
+	case s.pendingIssuer != nil && s.pendingIssuer.Verify(b, now) == nil:
+		s.log.Info("the held-back issuer chains to the new trust bundle; using both", "issuer", s.pendingIssuer.Fingerprint(), "bundle_sha256", b.SHA256())
+		s.swap(&State{Bundle: b, Issuer: s.pendingIssuer})
+		s.pendingIssuer = nil
+	case cur.Issuer == nil || cur.Check(now) != nil || cur.Issuer.Verify(b, now) == nil:
+		// Nothing usable to protect, or the issuer in use still chains.
+		s.swap(&State{Bundle: b, Issuer: cur.Issuer})
+	default:
+		s.pendingBundle = b
+		return false, fmt.Errorf("trust: bundle %.12s does not hold the anchor of the issuer in use (%s), so new certificates would not verify; it is held back and will be used together with an issuer that chains to it", b.SHA256(), cur.Issuer.Cert.Subject)
 	}
 	s.log.Info("trust bundle loaded", "bundle_sha256", b.SHA256(), "anchors", len(b.Anchors()), "not_after", b.Expiry())
 	return true, nil
 }
 
 // SetIssuer parses, verifies and installs an issuer from its PEM certificate
-// chain and key. On error the current issuer stays; if the only fault is
-// that it does not chain to the current bundle, it is kept as pending and
-// installed by the first SetBundle it chains to. It reports whether the
-// issuer changed.
+// chain and key. It reports whether the state changed. On error nothing
+// changed; the issuer may be held back (see Store).
 func (s *Store) SetIssuer(certPEM, keyPEM []byte) (bool, error) {
 	kp, err := issuer.Parse(certPEM, keyPEM)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pendingIssuer = nil
 	if err != nil {
 		return false, err
 	}
+	return s.useIssuer(kp)
+}
+
+// Retry tries the held-back issuer again, for one that was not valid yet.
+func (s *Store) Retry() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	kp := s.pendingIssuer
+	if kp == nil {
+		return false, nil
+	}
+	s.pendingIssuer = nil
+	return s.useIssuer(kp)
+}
+
+// useIssuer installs kp, holds it back, or refuses it. s.mu must be held.
+func (s *Store) useIssuer(kp *issuer.KeyPair) (bool, error) {
 	cur := s.state.Load()
 	if cur.Issuer != nil && cur.Issuer.Fingerprint() == kp.Fingerprint() {
-		s.pending = nil
 		return false, nil
 	}
 	now := s.now()
-	if err := kp.Verify(cur.Bundle, now); err != nil {
-		if now.Before(kp.Cert.NotAfter) && !now.Before(kp.Cert.NotBefore) {
-			s.pending = kp
-			return false, fmt.Errorf("%w (kept as pending: it will be used once the trust bundle holds its anchor)", err)
+	if pb := s.pendingBundle; pb != nil && kp.Verify(pb, now) == nil {
+		s.log.Info("the new issuer chains to the held-back trust bundle; using both", "issuer", kp.Fingerprint(), "bundle_sha256", pb.SHA256())
+		s.swap(&State{Bundle: pb, Issuer: kp})
+		s.pendingBundle = nil
+	} else if err := kp.Verify(cur.Bundle, now); err != nil {
+		if errors.Is(err, issuer.ErrUntrusted) || errors.Is(err, issuer.ErrNotYetValid) {
+			s.pendingIssuer = kp
+			return false, fmt.Errorf("%w (held back: it will be used once the trust bundle holds its anchor and it is valid)", err)
 		}
 		return false, err
+	} else {
+		s.swap(&State{Bundle: cur.Bundle, Issuer: kp})
 	}
-	s.pending = nil
-	s.swap(&State{Bundle: cur.Bundle, Issuer: kp})
-	s.log.Info("issuer loaded", "issuer", kp.Fingerprint(), "subject", kp.Cert.Subject.String(), "not_after", kp.Cert.NotAfter)
+	s.log.Info("issuer loaded", "issuer", kp.Fingerprint(), "subject", kp.Cert.Subject.String(), "not_after", kp.NotAfter())
 	return true, nil
 }
 

@@ -103,3 +103,88 @@ func TestStore(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// loaded returns a store holding anchor's bundle and iss.
+func loaded(t *testing.T, now *time.Time, anchor, iss *issuer.KeyPair) *trust.Store {
+	t.Helper()
+	s := trust.NewStore(trust.Config{Now: func() time.Time { return *now }})
+	if _, err := s.SetBundle(anchor.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := pems(t, iss)
+	if _, err := s.SetIssuer(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestStoreHoldsBack(t *testing.T) {
+	now := time.Now()
+	oldAnchor := mustCA(t, nil, "old anchor", now.Add(-time.Hour), 365*24*time.Hour)
+	newAnchor := mustCA(t, nil, "new anchor", now.Add(-time.Hour), 365*24*time.Hour)
+	oldIssuer := mustCA(t, oldAnchor, "old issuer", now.Add(-time.Hour), 48*time.Hour)
+	newIssuer := mustCA(t, newAnchor, "new issuer", now.Add(-time.Hour), 48*time.Hour)
+	newCert, newKey := pems(t, newIssuer)
+
+	t.Run("a bundle that orphans the issuer in use waits for its issuer", func(t *testing.T) {
+		s := loaded(t, &now, oldAnchor, oldIssuer)
+		before := s.Load()
+		if ok, err := s.SetBundle(newAnchor.CertPEM()); ok || err == nil {
+			t.Fatalf("SetBundle(new anchor only) = %v, %v; want held back", ok, err)
+		}
+		if s.Load() != before {
+			t.Fatal("a held-back bundle changed the state")
+		}
+		if ok, err := s.SetIssuer(newCert, newKey); !ok || err != nil {
+			t.Fatalf("SetIssuer(new) = %v, %v; want both installed", ok, err)
+		}
+		if st := s.Load(); st.Issuer.Fingerprint() != newIssuer.Fingerprint() || !st.Bundle.Contains(newAnchor.Cert) || st.Check(now) != nil {
+			t.Fatal("the pair was not installed together")
+		}
+	})
+	t.Run("an issuer from a new anchor waits for its bundle", func(t *testing.T) {
+		s := loaded(t, &now, oldAnchor, oldIssuer)
+		if ok, err := s.SetIssuer(newCert, newKey); ok || err == nil {
+			t.Fatalf("SetIssuer(new) = %v, %v; want held back", ok, err)
+		}
+		if ok, err := s.SetBundle(newAnchor.CertPEM()); !ok || err != nil {
+			t.Fatalf("SetBundle(new) = %v, %v; want both installed", ok, err)
+		}
+		if s.Load().Issuer.Fingerprint() != newIssuer.Fingerprint() {
+			t.Fatal("the held-back issuer was not used")
+		}
+	})
+	t.Run("a withdrawn issuer never comes back", func(t *testing.T) {
+		s := loaded(t, &now, oldAnchor, oldIssuer)
+		_, _ = s.SetIssuer(newCert, newKey) // held back
+		if _, err := s.SetIssuer([]byte("garbage"), []byte("garbage")); err == nil {
+			t.Fatal("garbage accepted")
+		}
+		both, _ := bundle.New(oldAnchor.Cert, newAnchor.Cert)
+		if _, err := s.SetBundle(both.PEM()); err != nil {
+			t.Fatal(err)
+		}
+		if s.Load().Issuer.Fingerprint() != oldIssuer.Fingerprint() {
+			t.Fatal("an issuer withdrawn from the Secret came back when its anchor arrived")
+		}
+	})
+	t.Run("a not-yet-valid issuer is used once valid", func(t *testing.T) {
+		clock := now
+		s := loaded(t, &clock, oldAnchor, oldIssuer)
+		future := mustCA(t, oldAnchor, "future issuer", now.Add(time.Minute), 48*time.Hour)
+		cert, key := pems(t, future)
+		if ok, err := s.SetIssuer(cert, key); ok || err == nil {
+			t.Fatalf("SetIssuer(not yet valid) = %v, %v; want held back", ok, err)
+		}
+		if ok, _ := s.Retry(); ok {
+			t.Fatal("Retry used it before its NotBefore")
+		}
+		clock = now.Add(2 * time.Minute)
+		if ok, err := s.Retry(); !ok || err != nil {
+			t.Fatalf("Retry after NotBefore = %v, %v", ok, err)
+		}
+		if s.Load().Issuer.Fingerprint() != future.Fingerprint() {
+			t.Fatal("the issuer was not installed")
+		}
+	})
+}

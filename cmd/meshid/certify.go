@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -193,12 +191,11 @@ func verifyChain(svid *x509svid.SVID, anchors *bundle.Bundle) ([]chainReport, er
 	}
 	var rep []chainReport
 	for _, c := range chains[0] {
-		sum := sha256.Sum256(c.Raw)
 		subject := c.Subject.String()
 		if len(c.URIs) > 0 {
 			subject = c.URIs[0].String()
 		}
-		rep = append(rep, chainReport{Subject: subject, Issuer: c.Issuer.String(), NotAfter: c.NotAfter, SHA256: hex.EncodeToString(sum[:])})
+		rep = append(rep, chainReport{Subject: subject, Issuer: c.Issuer.String(), NotAfter: c.NotAfter, SHA256: bundle.Fingerprint(c)})
 	}
 	return rep, nil
 }

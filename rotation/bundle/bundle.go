@@ -51,11 +51,21 @@ func Parse(data []byte) (*Bundle, error) {
 		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
 			return nil, fmt.Errorf("%w: text that is not a PEM block where block %d should start (%q)", ErrInvalid, n, truncate(rest, 20))
 		}
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
+		// pem.Decode also skips a broken block and returns the next good
+		// one; decode exactly one BEGIN..END block at a time.
+		end := bytes.Index(rest, []byte("-----END "))
+		if end < 0 || bytes.Contains(rest[len("-----BEGIN "):end], []byte("-----BEGIN ")) {
+			return nil, fmt.Errorf("%w: block %d has no END line before the next block or the end of the data", ErrInvalid, n)
+		}
+		next := len(rest)
+		if nl := bytes.IndexByte(rest[end:], '\n'); nl >= 0 {
+			next = end + nl + 1
+		}
+		block, tail := pem.Decode(rest[:next])
+		if block == nil || len(bytes.TrimSpace(tail)) > 0 {
 			return nil, fmt.Errorf("%w: block %d is not valid PEM (check its BEGIN/END lines and base64)", ErrInvalid, n)
 		}
+		rest = rest[next:]
 		if block.Type != "CERTIFICATE" {
 			return nil, fmt.Errorf("%w: block %d is %q, want CERTIFICATE (a bundle never holds keys)", ErrInvalid, n, block.Type)
 		}
@@ -63,7 +73,7 @@ func Parse(data []byte) (*Bundle, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: block %d: %w", ErrInvalid, n, err)
 		}
-		if err := checkAnchor(cert); err != nil {
+		if err := CheckCA(cert); err != nil {
 			return nil, fmt.Errorf("%w: block %d (%s): %w", ErrInvalid, n, cert.Subject, err)
 		}
 		if seen[string(cert.Raw)] {
@@ -93,7 +103,8 @@ func truncate(b []byte, n int) string {
 	return string(b)
 }
 
-func checkAnchor(cert *x509.Certificate) error {
+// CheckCA checks that cert is a CA certificate allowed to sign certificates.
+func CheckCA(cert *x509.Certificate) error {
 	if !cert.BasicConstraintsValid || !cert.IsCA {
 		return errors.New("not a CA certificate (basicConstraints CA:TRUE is missing)")
 	}
@@ -101,6 +112,12 @@ func checkAnchor(cert *x509.Certificate) error {
 		return errors.New("its key usage does not allow signing certificates (keyCertSign)")
 	}
 	return nil
+}
+
+// Fingerprint returns the lowercase hex SHA-256 of a certificate's DER.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 // Encode writes certificates as PEM CERTIFICATE blocks, in order.

@@ -183,4 +183,26 @@ func TestBundle(t *testing.T) {
 	if v := ca.metric(t, `meshid_ca_reloads_total{material="bundle",result="refused"}`); v != 1 {
 		t.Fatalf("bundle refusals = %v, want 1", v)
 	}
+
+	// Removing the anchor of the issuer in use is held back: issuance
+	// would otherwise stop. The two-anchor bundle stays.
+	setBundle(string(newAnchor(t, "lone anchor").CertPEM()))
+	eventually(t, 10*time.Second, func() error {
+		if v := ca.metric(t, `meshid_ca_reloads_total{material="bundle",result="refused"}`); v != 2 {
+			return fmt.Errorf("bundle refusals = %v, want 2", v)
+		}
+		return nil
+	})
+	if v := ca.metric(t, `meshid_ca_update_refused{material="bundle"}`); v != 1 {
+		t.Fatalf("meshid_ca_update_refused{bundle} = %v, want 1", v)
+	}
+	now, err := ca.client.GetBundle(ctx, &identityv1.GetBundleRequest{})
+	if err != nil || now.GetSha256() != both.SHA256() {
+		t.Fatalf("bundle after an orphaning update: %s (%v), want the two-anchor bundle", now.GetSha256(), err)
+	}
+	ns := namespace(t, "bundle")
+	serviceAccount(t, ns, "web")
+	if _, err := rotation.Certify(ctx, ca.client, token(t, ns, "web", audience, nil)); err != nil {
+		t.Fatalf("certify after a held-back bundle: %v", err)
+	}
 }
