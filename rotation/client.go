@@ -12,6 +12,7 @@ import (
 	mrand "math/rand/v2"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -19,7 +20,6 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 // Issued is a certificate the CA issued, with its private key and the time
@@ -71,8 +71,10 @@ func Certify(ctx context.Context, c identityv1.IdentityClient, token string) (*I
 }
 
 // DialCA opens a gRPC connection to the CA at target over TLS 1.3, verifying
-// that the CA presents an X.509-SVID for caID that chains to anchors.
-func DialCA(target string, anchors *bundle.Bundle, caID spiffeid.ID) (*grpc.ClientConn, error) {
+// at every handshake that the CA presents an X.509-SVID for caID that chains
+// to the bundle anchors returns then, so a rotated bundle is used on the
+// next reconnect.
+func DialCA(target string, anchors x509bundle.Source, caID spiffeid.ID) (*grpc.ClientConn, error) {
 	if anchors == nil {
 		return nil, errors.New("rotation: DialCA needs a trust bundle")
 	}
@@ -82,7 +84,7 @@ func DialCA(target string, anchors *bundle.Bundle, caID spiffeid.ID) (*grpc.Clie
 		}
 		return nil
 	}
-	cfg := tlsconfig.TLSClientConfig(anchors.X509Bundle(caID.TrustDomain()), authorize)
+	cfg := tlsconfig.TLSClientConfig(anchors, authorize)
 	cfg.MinVersion = tls.VersionTLS13
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {

@@ -136,7 +136,7 @@ func runCertify(ctx context.Context, o *certifyOptions, out io.Writer) error {
 		return fmt.Errorf("certify: %s: %w", o.trustBundleFile, err)
 	}
 	caID, _ := o.serverID()
-	conn, err := rotation.DialCA(o.ca, anchors, caID)
+	conn, err := rotation.DialCA(o.ca, anchors.X509Bundle(caID.TrustDomain()), caID)
 	if err != nil {
 		return err
 	}

@@ -144,7 +144,7 @@ func startCA(t *testing.T, extraArgs ...string) *caProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := rotation.DialCA(p.addr, p.bundle, p.id(t))
+	conn, err := rotation.DialCA(p.addr, p.bundle.X509Bundle(trustDomain), p.id(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,125 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+)
+
+// Defaults for RenewerConfig.
+const (
+	DefaultMinBackoff     = time.Second
+	DefaultMaxBackoff     = 30 * time.Second
+	DefaultRequestTimeout = 30 * time.Second
+)
+
+// RenewerConfig configures a Renewer.
+type RenewerConfig struct {
+	// Client talks to the CA. Required.
+	Client identityv1.IdentityClient
+	// Token returns the service-account token; it is called before every
+	// request, so a token file rotated by kubelet is read again. Required.
+	Token func() (string, error)
+	// Update receives every new certificate. Required.
+	Update func(*Issued)
+	// Result, if set, is told the outcome of every attempt (nil: success).
+	Result func(error)
+	// Clock paces renewals and retries; nil means the real clock.
+	Clock clock.Clock
+	// MinBackoff and MaxBackoff bound the wait between failed attempts,
+	// which doubles from one to the other (with jitter); 0 means
+	// DefaultMinBackoff and DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// Log receives a line per renewal and failure; nil discards.
+	Log *slog.Logger
+}
+
+// Renewer keeps a workload certificate fresh: it gets one at start, again
+// at each renew_after the CA paces, and retries failures with capped
+// exponential backoff. It never discards a certificate: Update is only
+// called with a new one, so the holder keeps serving the current one until
+// it really expires.
+type Renewer struct {
+	cfg RenewerConfig
+	now chan struct{}
+}
+
+// NewRenewer returns a Renewer, or an error if cfg is incomplete.
+func NewRenewer(cfg RenewerConfig) (*Renewer, error) {
+	if cfg.Client == nil || cfg.Token == nil || cfg.Update == nil {
+		return nil, errors.New("rotation: RenewerConfig needs Client, Token and Update")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.Result == nil {
+		cfg.Result = func(error) {}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Renewer{cfg: cfg, now: make(chan struct{}, 1)}, nil
+}
+
+// RenewNow asks for a renewal without waiting for renew_after.
+func (r *Renewer) RenewNow() {
+	select {
+	case r.now <- struct{}{}:
+	default:
+	}
+}
+
+// Run renews until ctx ends, then returns nil.
+func (r *Renewer) Run(ctx context.Context) error {
+	backoff := r.cfg.MinBackoff
+	for {
+		got, err := r.attempt(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.cfg.Result(err)
+		var wait time.Duration
+		if err == nil {
+			r.cfg.Update(got)
+			backoff = r.cfg.MinBackoff
+			wait = got.RenewAfter.Sub(r.cfg.Clock.Now())
+			leaf := got.SVID.Certificates[0]
+			r.cfg.Log.Info("certificate renewed", "spiffe_id", got.SVID.ID.String(), "serial", leaf.SerialNumber.Text(16),
+				"not_after", leaf.NotAfter, "renew_after", got.RenewAfter)
+		} else {
+			// Half fixed, half random: a fleet that failed together does
+			// not retry together.
+			wait = backoff/2 + rand.N(backoff/2+1)
+			backoff = min(2*backoff, r.cfg.MaxBackoff)
+			r.cfg.Log.Warn("certificate renewal failed; the current certificate stays in use", "error", err.Error(), "retry_in", wait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.cfg.Clock.After(wait):
+		case <-r.now:
+		}
+	}
+}
+
+func (r *Renewer) attempt(ctx context.Context) (*Issued, error) {
+	token, err := r.cfg.Token()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
+	defer cancel()
+	return Certify(ctx, r.cfg.Client, token)
+}

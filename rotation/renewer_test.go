@@ -1,0 +1,131 @@
+package rotation_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/rotation"
+)
+
+// fakeCA signs whatever it is asked, with leaves of ttl from the clock's
+// now, and fails while failures > 0.
+type fakeCA struct {
+	identityv1.IdentityClient
+	iss      *issuer.KeyPair
+	clock    *clocktesting.FakeClock
+	ttl      time.Duration
+	failures atomic.Int32
+	calls    atomic.Int32
+}
+
+func (f *fakeCA) Certify(ctx context.Context, req *identityv1.CertifyRequest, _ ...grpc.CallOption) (*identityv1.CertifyResponse, error) {
+	f.calls.Add(1)
+	if f.failures.Add(-1) >= 0 {
+		return nil, status.Error(codes.Unavailable, "CA down")
+	}
+	return signCSR(ctx, f.iss, req.GetCsr(), f.clock.Now(), f.ttl)
+}
+
+func TestRenewer(t *testing.T) {
+	start := time.Now()
+	clock := clocktesting.NewFakeClock(start)
+	ca := &fakeCA{iss: newIssuer(t), clock: clock, ttl: 2 * time.Minute}
+	ca.failures.Store(2)
+	updates := make(chan *rotation.Issued, 10)
+	results := make(chan error, 10)
+	tokens := atomic.Int32{}
+	r, err := rotation.NewRenewer(rotation.RenewerConfig{
+		Client: ca,
+		Token:  func() (string, error) { tokens.Add(1); return "token", nil },
+		Update: func(i *rotation.Issued) { updates <- i },
+		Result: func(err error) { results <- err },
+		Clock:  clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+
+	// Two failures, each retried after a backoff on the clock.
+	for range 2 {
+		if err := <-results; status.Code(err) != codes.Unavailable {
+			t.Fatalf("result %v, want Unavailable", err)
+		}
+		waitForTimer(t, clock)
+		clock.Step(rotation.DefaultMaxBackoff)
+	}
+	first := <-updates
+	if err := <-results; err != nil {
+		t.Fatal(err)
+	}
+	// The next renewal waits for renew_after, not less.
+	waitForTimer(t, clock)
+	clock.Step(first.RenewAfter.Sub(clock.Now()) - time.Second)
+	select {
+	case <-updates:
+		t.Fatal("renewed before renew_after")
+	default:
+	}
+	clock.Step(time.Second)
+	second := <-updates
+	if first.SVID.PrivateKey.(*ecdsa.PrivateKey).Equal(second.SVID.PrivateKey) {
+		t.Fatal("a renewal reused the private key")
+	}
+	if got := tokens.Load(); got != ca.calls.Load() {
+		t.Fatalf("token read %d times for %d requests; it must be read for each", got, ca.calls.Load())
+	}
+
+	// RenewNow skips the wait.
+	waitForTimer(t, clock)
+	r.RenewNow()
+	<-updates
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v on cancel", err)
+	}
+}
+
+func TestRenewerTokenError(t *testing.T) {
+	clock := clocktesting.NewFakeClock(time.Now())
+	ca := &fakeCA{iss: newIssuer(t), clock: clock, ttl: time.Hour}
+	results := make(chan error, 1)
+	r, _ := rotation.NewRenewer(rotation.RenewerConfig{
+		Client: ca,
+		Token:  func() (string, error) { return "", errors.New("token file missing") },
+		Update: func(*rotation.Issued) { t.Error("update without a certificate") },
+		Result: func(err error) { results <- err },
+		Clock:  clock,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = r.Run(ctx) }()
+	if err := <-results; err == nil || ca.calls.Load() != 0 {
+		t.Fatalf("result %v after %d CA calls; want the token error and no call", err, ca.calls.Load())
+	}
+}
+
+// waitForTimer waits until the renewer is blocked on the fake clock.
+func waitForTimer(t *testing.T, c *clocktesting.FakeClock) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for !c.HasWaiters() {
+		select {
+		case <-deadline:
+			t.Fatal("the renewer never waited on the clock")
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
