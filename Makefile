@@ -9,7 +9,7 @@ GO ?= go
 BIN := bin
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 PROTO := ca/api/identity/v1/identity.proto
-CMDS := meshid meshid-ca
+CMDS := meshid meshid-ca meshid-proxy
 
 .PHONY: help
 help: ## list the targets

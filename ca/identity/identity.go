@@ -71,3 +71,7 @@ func FromID(id spiffeid.ID) (ServiceAccount, error) {
 	}
 	return sa, nil
 }
+
+// DefaultCA is the service account meshid-ca runs as by default; clients
+// expect the CA to present its ID unless told otherwise.
+var DefaultCA = ServiceAccount{Namespace: "meshid", Name: "meshid-ca"}

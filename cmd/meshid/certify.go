@@ -62,7 +62,7 @@ func (o *certifyOptions) serverID() (spiffeid.ID, error) {
 	if err != nil {
 		return spiffeid.ID{}, cli.Usagef("--trust-domain %q: %v", o.trustDomain, err)
 	}
-	id, err := identity.ServiceAccount{Namespace: "meshid", Name: "meshid-ca"}.ID(td)
+	id, err := identity.DefaultCA.ID(td)
 	if err != nil {
 		return spiffeid.ID{}, cli.Usagef("%v", err)
 	}

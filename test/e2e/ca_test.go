@@ -31,12 +31,11 @@ var trustDomain = spiffeid.RequireTrustDomainFromString("cluster.local")
 // caProcess is a meshid-ca process with its own namespace, anchor, issuer
 // Secret and trust bundle ConfigMap.
 type caProcess struct {
+	*process
 	ns      string
 	anchor  *issuer.KeyPair
 	issuer  *issuer.KeyPair
 	addr    string
-	admin   string
-	logPath string
 	client  identityv1.IdentityClient
 	bundle  *bundle.Bundle
 }
@@ -103,43 +102,15 @@ func startCA(t *testing.T, extraArgs ...string) *caProcess {
 	if _, err := e.client.CoreV1().ConfigMaps(p.ns).Create(ctx, bundleConfigMap(p.anchor.CertPEM()), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	p.addr, p.admin = freeAddr(t), freeAddr(t)
-	p.logPath = filepath.Join(t.TempDir(), "meshid-ca.log")
-	logFile, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p.addr = freeAddr(t)
+	admin := freeAddr(t)
 	args := append([]string{
 		"--kubeconfig", e.cluster.Kubeconfig, "--namespace", p.ns,
 		"--issuer-secret", "meshid-issuer", "--trust-bundle", "meshid-trust-bundle",
-		"--listen", p.addr, "--admin-listen", p.admin,
+		"--listen", p.addr, "--admin-listen", admin,
 	}, extraArgs...)
-	cmd := exec.Command(filepath.Join(e.bin, "meshid-ca"), args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); logFile.Close() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("meshid-ca did not stop cleanly on SIGTERM: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("meshid-ca did not stop within 15 s of SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("meshid-ca log:\n%s", p.logs(t))
-		}
-	})
-	if err := waitHTTP(fmt.Sprintf("http://%s/ready", p.admin), exited, 30*time.Second); err != nil {
-		t.Fatalf("meshid-ca not ready: %v\n%s", err, p.logs(t))
-	}
+	p.process = startProcess(t, "meshid-ca", admin, args...)
+	var err error
 	p.bundle, err = bundle.Parse(p.anchor.CertPEM())
 	if err != nil {
 		t.Fatal(err)
@@ -158,10 +129,57 @@ func (p *caProcess) id(t *testing.T) spiffeid.ID {
 	return spiffeid.RequireFromSegments(trustDomain, "ns", p.ns, "sa", "meshid-ca")
 }
 
-func (p *caProcess) logs(t *testing.T) string {
+// process is a meshid binary started by a test, stopped (SIGTERM, which
+// must end it cleanly) when the test ends; its log is printed if the test
+// failed.
+type process struct {
+	name    string
+	admin   string
+	logPath string
+}
+
+// startProcess runs the named binary and waits until its admin endpoint
+// answers /ready.
+func startProcess(t *testing.T, name, admin string, args ...string) *process {
+	t.Helper()
+	p := &process{name: name, admin: admin, logPath: filepath.Join(t.TempDir(), name+".log")}
+	logFile, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(need(t).bin, name), args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); logFile.Close() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("%s did not stop cleanly on SIGTERM: %v", name, err)
+			}
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("%s did not stop within 15 s of SIGTERM", name)
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, p.logs(t))
+		}
+	})
+	if err := waitHTTP(fmt.Sprintf("http://%s/ready", admin), exited, 30*time.Second); err != nil {
+		t.Fatalf("%s not ready: %v\n%s", name, err, p.logs(t))
+	}
+	return p
+}
+
+func (p *process) logs(t *testing.T) string {
 	b, err := os.ReadFile(p.logPath)
 	if err != nil {
-		t.Logf("read CA log: %v", err)
+		t.Logf("read %s log: %v", p.name, err)
 	}
 	return string(b)
 }
@@ -169,7 +187,7 @@ func (p *caProcess) logs(t *testing.T) string {
 // metric returns the value of the sample whose line starts with series,
 // e.g. `meshid_ca_certificates_refused_total{reason="csr_name_mismatch"}`,
 // or 0 when there is none.
-func (p *caProcess) metric(t *testing.T, series string) float64 {
+func (p *process) metric(t *testing.T, series string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + p.admin + "/metrics")
 	if err != nil {

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/proxy"
+	"github.com/meshid/meshid/proxy/policy"
+)
+
+type options struct {
+	ca, caID, trustDomain    string
+	tokenFile, bundleFile    string
+	inbound, outbound        []string
+	policyFile, defaultMode  string
+	pollInterval             time.Duration
+	workloadAPI, adminListen string
+	log                      cli.LogOptions
+}
+
+// config checks the options and turns them into a proxy.Config, less the
+// logger.
+func (o *options) config() (proxy.Config, error) {
+	td, err := spiffeid.TrustDomainFromString(o.trustDomain)
+	if err != nil {
+		return proxy.Config{}, cli.Usagef("--trust-domain %q: %v", o.trustDomain, err)
+	}
+	cfg := proxy.Config{
+		TrustDomain: td, CA: o.ca, TokenFile: o.tokenFile, BundleFile: o.bundleFile,
+		PolicyFile: o.policyFile, DefaultMode: policy.Mode(o.defaultMode), PollInterval: o.pollInterval,
+		AdminListen: o.adminListen,
+	}
+	if o.caID == "" {
+		cfg.CAID, err = identity.DefaultCA.ID(td)
+	} else {
+		cfg.CAID, err = spiffeid.FromString(o.caID)
+	}
+	if err != nil {
+		return proxy.Config{}, cli.Usagef("--ca-id %q: %v", o.caID, err)
+	}
+	if o.workloadAPI != "" {
+		path, ok := strings.CutPrefix(o.workloadAPI, "unix://")
+		if !ok || path == "" {
+			return proxy.Config{}, cli.Usagef("--workload-api %q: want unix:///PATH", o.workloadAPI)
+		}
+		cfg.WorkloadAPI = path
+	}
+	for _, s := range o.inbound {
+		listen, app, ok := strings.Cut(s, "=")
+		if !ok {
+			return proxy.Config{}, cli.Usagef("--inbound %q: want LISTEN=APP_ADDR, e.g. :8443=127.0.0.1:8080", s)
+		}
+		cfg.Inbound = append(cfg.Inbound, proxy.Inbound{Listen: listen, App: app})
+	}
+	for _, s := range o.outbound {
+		listen, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			return proxy.Config{}, cli.Usagef("--outbound %q: want LISTEN=TARGET[,id=SPIFFE_ID], e.g. 127.0.0.1:9000=db.shop.svc:8443,id=spiffe://cluster.local/ns/shop/sa/db", s)
+		}
+		target, opt, _ := strings.Cut(rest, ",")
+		out := proxy.Outbound{Listen: listen, Target: target}
+		if opt != "" {
+			idStr, ok := strings.CutPrefix(opt, "id=")
+			if !ok {
+				return proxy.Config{}, cli.Usagef("--outbound %q: the only option is id=SPIFFE_ID", s)
+			}
+			if out.ID, err = spiffeid.FromString(idStr); err != nil {
+				return proxy.Config{}, cli.Usagef("--outbound %q: id: %v", s, err)
+			}
+		}
+		cfg.Outbound = append(cfg.Outbound, out)
+	}
+	if err := cfg.Validate(); err != nil {
+		return proxy.Config{}, &cli.UsageError{Err: err}
+	}
+	return cfg, nil
+}
+
+func newRootCommand(run func(ctx context.Context, o *options, cmd *cobra.Command) error) *cobra.Command {
+	o := &options{}
+	cmd := &cobra.Command{
+		Use:   "meshid-proxy",
+		Short: "mTLS sidecar: workload identity, mutual TLS, identity-based policy, SPIFFE Workload API",
+		Long: strings.TrimSpace(`
+meshid-proxy gives a workload its SPIFFE identity and uses it. It asks
+meshid-ca for a certificate with the service-account token in --token-file
+(a fresh key each time, kept in memory), renews it when the CA says, and keeps
+the trust bundle current from --trust-bundle-file and the CA's stream.
+
+  --inbound  LISTEN=APP       terminate mTLS (TLS 1.3) on LISTEN, authorize the
+                              peer by --policy, forward plain TCP to APP
+  --outbound LISTEN=TARGET[,id=SPIFFE_ID]
+                              accept the app's plain TCP on LISTEN, dial TARGET
+                              with mTLS, and require the server to be SPIFFE_ID
+                              (any ID of the trust domain when omitted)
+  --workload-api unix:///P    serve the SPIFFE Workload API on socket P
+
+The policy file (YAML, re-read every --poll-interval; a bad version is refused
+and the last good one stays) sets a mode per inbound listen port - deny,
+all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
+
+  default: deny
+  ports:
+  - port: 8443
+    mode: deny
+    allow:
+    - id: spiffe://cluster.local/ns/shop/sa/web
+    - serviceAccount: shop/checkout
+    - namespace: monitoring
+    - pattern: spiffe://cluster.local/ns/*/sa/prometheus
+
+/metrics, /ready (a valid certificate is held), /live and /identity are on
+--admin-listen.
+
+` + cli.ExitCodes),
+		Example: `  meshid-proxy --ca meshid-ca.meshid.svc:8443 \
+    --token-file /var/run/secrets/meshid/token --trust-bundle-file /etc/meshid/ca-bundle.crt \
+    --inbound :8443=127.0.0.1:8080 --policy /etc/meshid/policy.yaml \
+    --outbound 127.0.0.1:15001=db.shop.svc:8443,id=spiffe://cluster.local/ns/shop/sa/db`,
+		Args: cli.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			_, err := o.config()
+			return err
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, cmd) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.ca, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca gRPC address")
+	fs.StringVar(&o.caID, "ca-id", "", "SPIFFE ID the CA must present (default spiffe://TRUST_DOMAIN/ns/meshid/sa/meshid-ca)")
+	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.StringVar(&o.tokenFile, "token-file", "/var/run/secrets/meshid/token", "projected service-account token (audience identity.meshid.dev), re-read for every request")
+	fs.StringVar(&o.bundleFile, "trust-bundle-file", "/var/run/meshid/ca-bundle.crt", "PEM trust anchors; re-read for changes")
+	fs.StringArrayVar(&o.inbound, "inbound", nil, "LISTEN=APP_ADDR (repeatable)")
+	fs.StringArrayVar(&o.outbound, "outbound", nil, "LISTEN=TARGET[,id=SPIFFE_ID] (repeatable)")
+	fs.StringVar(&o.policyFile, "policy", "", "YAML policy file, hot-reloaded")
+	fs.StringVar(&o.defaultMode, "default-mode", "deny", "mode of every inbound port when there is no --policy")
+	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the bundle and policy files are checked for changes")
+	fs.StringVar(&o.workloadAPI, "workload-api", "", "serve the SPIFFE Workload API on unix:///PATH")
+	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:15000", "address of /metrics, /ready, /live and /identity; empty disables them")
+	o.log.AddFlags(fs)
+	cli.Setup(cmd)
+	return cmd
+}
+
+func run(ctx context.Context, o *options, cmd *cobra.Command) error {
+	log, err := o.log.Logger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	cfg, err := o.config()
+	if err != nil {
+		return err
+	}
+	cfg.Log = log
+	p, err := proxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := p.Run(ctx); err != nil {
+		return fmt.Errorf("meshid-proxy: %w", err)
+	}
+	log.Info("meshid-proxy stopped")
+	return nil
+}

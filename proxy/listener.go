@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/meshid/meshid/proxy/policy"
+)
+
+// listener is one inbound or outbound listener.
+type listener struct {
+	lis    net.Listener
+	handle func(ctx context.Context, c net.Conn)
+}
+
+// listen opens every listener, or none.
+func (p *Proxy) listen() ([]*listener, error) {
+	var ls []*listener
+	fail := func(err error) ([]*listener, error) {
+		for _, l := range ls {
+			l.lis.Close()
+		}
+		return nil, err
+	}
+	for _, in := range p.cfg.Inbound {
+		lis, err := net.Listen("tcp", in.Listen)
+		if err != nil {
+			return fail(fmt.Errorf("proxy: inbound %s: %w", in.Listen, err))
+		}
+		port, _ := listenPort(lis.Addr().String())
+		p.log.Info("inbound listening", "listen", lis.Addr().String(), "app", in.App)
+		ls = append(ls, &listener{lis: lis, handle: func(ctx context.Context, c net.Conn) { p.inbound(ctx, port, in.App, c) }})
+	}
+	for _, out := range p.cfg.Outbound {
+		lis, err := net.Listen("tcp", out.Listen)
+		if err != nil {
+			return fail(fmt.Errorf("proxy: outbound %s: %w", out.Listen, err))
+		}
+		p.log.Info("outbound listening", "listen", lis.Addr().String(), "target", out.Target, "server_id", out.ID.String())
+		ls = append(ls, &listener{lis: lis, handle: func(ctx context.Context, c net.Conn) { p.outbound(ctx, out, c) }})
+	}
+	return ls, nil
+}
+
+func (l *listener) serve(ctx context.Context) error {
+	go func() { <-ctx.Done(); l.lis.Close() }()
+	for {
+		c, err := l.lis.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("proxy: accept on %s: %w", l.lis.Addr(), err)
+		}
+		go l.handle(ctx, c)
+	}
+}
+
+// inbound serves one connection to listen port n: mTLS (or plain TCP where
+// the port's mode allows it), then the app.
+func (p *Proxy) inbound(ctx context.Context, n int, app string, c net.Conn) {
+	const dir = "inbound"
+	p.metrics.connections.WithLabelValues(dir).Inc()
+	p.metrics.active.WithLabelValues(dir).Inc()
+	defer p.metrics.active.WithLabelValues(dir).Dec()
+	defer c.Close()
+	log := p.log.With("direction", dir, "port", n, "remote", c.RemoteAddr().String())
+
+	_ = c.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
+	br := bufio.NewReader(c)
+	first, err := br.Peek(1)
+	if err != nil {
+		p.refuse(log, dir, &refusal{reason: reasonHandshake, err: fmt.Errorf("proxy: nothing received: %w", err)})
+		return
+	}
+	peerConn := net.Conn(&peeked{Conn: c, r: br})
+	peer := "unauthenticated"
+	if first[0] != 0x16 { // not a TLS handshake record
+		if mode := p.policy.Load().For(n).Mode; mode != policy.AllUnauthenticated {
+			p.refuse(log, dir, &refusal{reason: reasonPlaintext, err: fmt.Errorf("proxy: plain TCP refused on port %d (mode %s); connect with mTLS", n, mode)})
+			return
+		}
+	} else {
+		tc := tls.Server(peerConn, p.serverTLS(n))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			p.refuse(log, dir, err)
+			return
+		}
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 && len(certs[0].URIs) == 1 {
+			peer = certs[0].URIs[0].String()
+		}
+		peerConn = tc
+	}
+	_ = c.SetDeadline(time.Time{})
+	var d net.Dialer
+	appConn, err := d.DialContext(ctx, "tcp", app)
+	if err != nil {
+		p.refuse(log, dir, &refusal{reason: reasonDial, err: fmt.Errorf("proxy: app %s: %w", app, err)})
+		return
+	}
+	log.Debug("connection accepted", "peer_id", peer)
+	p.pipe(dir, appConn, peerConn)
+}
+
+// outbound serves one connection from the app: dial the target with mTLS
+// and check who answered.
+func (p *Proxy) outbound(ctx context.Context, out Outbound, app net.Conn) {
+	const dir = "outbound"
+	p.metrics.connections.WithLabelValues(dir).Inc()
+	p.metrics.active.WithLabelValues(dir).Inc()
+	defer p.metrics.active.WithLabelValues(dir).Dec()
+	defer app.Close()
+	log := p.log.With("direction", dir, "target", out.Target)
+
+	hctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(hctx, "tcp", out.Target)
+	if err != nil {
+		p.refuse(log, dir, &refusal{reason: reasonDial, err: fmt.Errorf("proxy: %w", err)})
+		return
+	}
+	tc := tls.Client(raw, p.clientTLS(out.ID))
+	if err := tc.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		p.refuse(log, dir, err)
+		return
+	}
+	p.pipe(dir, app, tc)
+}
+
+// refuse logs and counts a connection that was not forwarded.
+func (p *Proxy) refuse(log *slog.Logger, dir string, err error) {
+	reason, peer := reasonOf(err)
+	p.metrics.handshake.WithLabelValues(dir, reason).Inc()
+	attrs := []any{"reason", reason, "error", err.Error()}
+	if !peer.IsZero() {
+		attrs = append(attrs, "peer_id", peer.String())
+	}
+	if reason == reasonDenied {
+		var d *policy.DeniedError
+		if errors.As(err, &d) {
+			p.metrics.denials.WithLabelValues(fmt.Sprint(d.Port), d.Peer.String()).Inc()
+		}
+	}
+	log.Warn("connection refused", attrs...)
+}
+
+// peeked is a net.Conn whose first bytes were read into r.
+type peeked struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *peeked) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// CloseWrite passes a half-close on to the connection underneath.
+func (p *peeked) CloseWrite() error {
+	if cw, ok := p.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return p.Conn.Close()
+}

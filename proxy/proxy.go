@@ -1,0 +1,226 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/proxy/policy"
+	"github.com/meshid/meshid/proxy/state"
+	"github.com/meshid/meshid/proxy/workload"
+	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/rotation/bundle"
+	"github.com/meshid/meshid/rotation/poll"
+)
+
+// Inbound terminates mTLS on Listen and forwards plain TCP to App.
+type Inbound struct {
+	Listen string
+	App    string
+}
+
+// Outbound accepts the app's plain TCP on Listen and forwards it with mTLS
+// to Target, whose certificate must name ID (or, when ID is zero, any
+// identity of the trust domain).
+type Outbound struct {
+	Listen string
+	Target string
+	ID     spiffeid.ID
+}
+
+// Config configures a Proxy.
+type Config struct {
+	// TrustDomain of the workload and its peers. Required.
+	TrustDomain spiffeid.TrustDomain
+	// CA is the meshid-ca address (host:port). Required.
+	CA string
+	// CAID is the identity the CA must present. Required.
+	CAID spiffeid.ID
+	// TokenFile holds the service-account token; it is read again for every
+	// request, as kubelet rotates it. Required.
+	TokenFile string
+	// BundleFile holds the PEM trust anchors. Required: it is how the proxy
+	// trusts the CA before the CA can tell it anything.
+	BundleFile string
+	// Inbound and Outbound are the listeners.
+	Inbound  []Inbound
+	Outbound []Outbound
+	// PolicyFile is the YAML policy (see package policy); empty means every
+	// inbound port is deny-all except DefaultMode.
+	PolicyFile string
+	// DefaultMode applies to every inbound port when there is no PolicyFile;
+	// empty means policy.Deny.
+	DefaultMode policy.Mode
+	// PollInterval is how often the bundle, policy and token files are
+	// checked for changes; 0 means 2 s.
+	PollInterval time.Duration
+	// WorkloadAPI is a Unix socket path for the SPIFFE Workload API; empty
+	// means none.
+	WorkloadAPI string
+	// AdminListen serves /metrics, /ready, /live and /identity; empty means none.
+	AdminListen string
+	// HandshakeTimeout bounds a TLS handshake; 0 means 10 s.
+	HandshakeTimeout time.Duration
+	// Log receives everything the proxy logs; nil discards.
+	Log *slog.Logger
+}
+
+// Validate reports every problem with c, in terms of the flags.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.TrustDomain.IsZero() {
+		errs = append(errs, errors.New("a trust domain is required (--trust-domain)"))
+	}
+	if c.CA == "" {
+		errs = append(errs, errors.New("the CA address is required (--ca)"))
+	}
+	if c.CAID.IsZero() {
+		errs = append(errs, errors.New("the CA's SPIFFE ID is required (--ca-id)"))
+	}
+	if c.TokenFile == "" {
+		errs = append(errs, errors.New("a service-account token file is required (--token-file)"))
+	}
+	if c.BundleFile == "" {
+		errs = append(errs, errors.New("a trust bundle file is required (--trust-bundle-file)"))
+	}
+	for _, in := range c.Inbound {
+		if _, err := listenPort(in.Listen); err != nil || in.App == "" {
+			errs = append(errs, fmt.Errorf("--inbound %s=%s: want LISTEN=APP_ADDR with a numeric listen port", in.Listen, in.App))
+		}
+	}
+	for _, out := range c.Outbound {
+		if out.Listen == "" || out.Target == "" {
+			errs = append(errs, fmt.Errorf("--outbound %s=%s: want LISTEN=TARGET[,id=SPIFFE_ID]", out.Listen, out.Target))
+		}
+	}
+	if _, err := policy.Compile(policy.File{Default: c.DefaultMode}, spiffeid.RequireTrustDomainFromString("example.org")); err != nil {
+		errs = append(errs, fmt.Errorf("--default-mode: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func listenPort(addr string) (int, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(port)
+}
+
+// Proxy is one meshid-proxy.
+type Proxy struct {
+	cfg     Config
+	store   *state.Store
+	policy  atomic.Pointer[policy.Policy]
+	metrics *metrics
+	log     *slog.Logger
+}
+
+// New returns a Proxy, or an error if cfg is invalid.
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 2 * time.Second
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{cfg: cfg, store: state.NewStore(cfg.TrustDomain), log: cfg.Log}
+	p.metrics = newMetrics(p.store)
+	mode := cfg.DefaultMode
+	if mode == "" {
+		mode = policy.Deny
+	}
+	p.policy.Store(policy.Default(cfg.TrustDomain, mode))
+	return p, nil
+}
+
+// Run serves until ctx ends and returns nil then; it returns an error at
+// once when the bundle file or a listener cannot be used.
+func (p *Proxy) Run(ctx context.Context) error {
+	// The first bundle comes from the file, and must be good: it is how
+	// the CA itself is trusted.
+	data, err := poll.Read(map[string]string{"bundle": p.cfg.BundleFile})
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	first, err := bundle.Parse(data["bundle"])
+	if err != nil {
+		return fmt.Errorf("proxy: --trust-bundle-file %s: %w", p.cfg.BundleFile, err)
+	}
+	p.store.SetBundle(first)
+	if p.cfg.PolicyFile != "" {
+		if err := p.loadPolicy(); err != nil {
+			return err
+		}
+	}
+
+	listeners, err := p.listen()
+	if err != nil {
+		return err
+	}
+	conn, err := rotation.DialCA(p.cfg.CA, p.store, p.cfg.CAID)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := identityv1.NewIdentityClient(conn)
+	renewer, err := rotation.NewRenewer(rotation.RenewerConfig{
+		Client: client,
+		Token:  p.readToken,
+		Update: p.store.SetSVID,
+		Result: func(err error) {
+			if err != nil {
+				p.metrics.renewals.WithLabelValues("failed").Inc()
+			} else {
+				p.metrics.renewals.WithLabelValues("ok").Inc()
+			}
+		},
+		Log: p.log,
+	})
+	if err != nil {
+		return err
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return renewer.Run(ctx) })
+	g.Go(func() error { return p.watchBundleFile(ctx) })
+	g.Go(func() error { return p.watchBundleStream(ctx, client) })
+	if p.cfg.PolicyFile != "" {
+		g.Go(func() error { return p.watchPolicy(ctx) })
+	}
+	for _, l := range listeners {
+		g.Go(func() error { return l.serve(ctx) })
+	}
+	if p.cfg.WorkloadAPI != "" {
+		g.Go(func() error { return workload.New(p.store, p.log).Serve(ctx, p.cfg.WorkloadAPI) })
+	}
+	if p.cfg.AdminListen != "" {
+		g.Go(func() error { return p.serveAdmin(ctx) })
+	}
+	return g.Wait()
+}
+
+func (p *Proxy) readToken() (string, error) {
+	b, err := os.ReadFile(p.cfg.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("proxy: read token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}

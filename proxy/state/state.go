@@ -1,0 +1,138 @@
+// Package state owns what every handshake of the proxy reads: the current
+// workload certificate and trust bundle, held as one immutable Snapshot
+// behind an atomic pointer. TLS callbacks only Load it; the renewer and the
+// bundle watchers replace it; the Workload API follows its changes.
+//
+// It imports rotation/ only.
+package state
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/rotation/bundle"
+)
+
+// Snapshot is the proxy's identity at one moment. Fields are nil until
+// their first update.
+type Snapshot struct {
+	// SVID is the workload certificate, key and chain.
+	SVID *x509svid.SVID
+	// RenewAfter is when the renewer will replace SVID.
+	RenewAfter time.Time
+	// Bundle holds the trust anchors.
+	Bundle *bundle.Bundle
+
+	x509 *x509bundle.Bundle // Bundle for the trust domain, built once
+	cert *tls.Certificate   // SVID for crypto/tls, built once
+}
+
+// Certificate returns the SVID for crypto/tls, or nil before the first.
+func (snap *Snapshot) Certificate() *tls.Certificate { return snap.cert }
+
+// Store holds the current Snapshot.
+type Store struct {
+	td      spiffeid.TrustDomain
+	current atomic.Pointer[Snapshot]
+
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+// NewStore returns an empty store for trust domain td.
+func NewStore(td spiffeid.TrustDomain) *Store {
+	s := &Store{td: td, changed: make(chan struct{})}
+	s.current.Store(&Snapshot{})
+	return s
+}
+
+// TrustDomain returns the proxy's trust domain.
+func (s *Store) TrustDomain() spiffeid.TrustDomain { return s.td }
+
+// Load returns the current snapshot. Callers must not modify it.
+func (s *Store) Load() *Snapshot { return s.current.Load() }
+
+// Changed returns a channel closed at the next change.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// SetSVID installs a new certificate.
+func (s *Store) SetSVID(i *rotation.Issued) {
+	cert := &tls.Certificate{PrivateKey: i.SVID.PrivateKey, Leaf: i.SVID.Certificates[0]}
+	for _, c := range i.SVID.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	s.update(func(next *Snapshot) { next.SVID, next.RenewAfter, next.cert = i.SVID, i.RenewAfter, cert })
+}
+
+// SetBundle installs b and reports whether it differs from the current one.
+func (s *Store) SetBundle(b *bundle.Bundle) bool {
+	changed := false
+	s.update(func(next *Snapshot) {
+		if next.Bundle != nil && next.Bundle.SHA256() == b.SHA256() {
+			return
+		}
+		next.Bundle, next.x509, changed = b, b.X509Bundle(s.td), true
+	})
+	return changed
+}
+
+func (s *Store) update(change func(*Snapshot)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := *s.current.Load()
+	change(&next)
+	if next == *s.current.Load() {
+		return
+	}
+	s.current.Store(&next)
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Ready reports whether the proxy holds a certificate valid at now and a
+// bundle; if not, it says why.
+func (snap *Snapshot) Ready(now time.Time) error {
+	switch {
+	case snap.Bundle == nil:
+		return errors.New("no trust bundle loaded")
+	case snap.SVID == nil:
+		return errors.New("no certificate yet: the CA has not answered")
+	case now.After(snap.SVID.Certificates[0].NotAfter):
+		return fmt.Errorf("the certificate expired at %s and renewal has not succeeded", snap.SVID.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// GetX509SVID implements x509svid.Source.
+func (s *Store) GetX509SVID() (*x509svid.SVID, error) {
+	if svid := s.Load().SVID; svid != nil {
+		return svid, nil
+	}
+	return nil, errors.New("state: no certificate yet")
+}
+
+// GetX509BundleForTrustDomain implements x509bundle.Source. Only the
+// proxy's own trust domain has a bundle.
+func (s *Store) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	snap := s.Load()
+	if snap.x509 == nil {
+		return nil, errors.New("state: no trust bundle loaded")
+	}
+	if td != s.td {
+		return nil, fmt.Errorf("state: no bundle for trust domain %q (only %q)", td, s.td)
+	}
+	return snap.x509, nil
+}

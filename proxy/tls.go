@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/meshid/meshid/proxy/policy"
+)
+
+// refusal is why a connection was not forwarded; reason labels metrics.
+type refusal struct {
+	reason string
+	peer   spiffeid.ID // zero when unknown
+	err    error
+}
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+// Reasons a connection is refused before forwarding.
+const (
+	reasonNoCertificate = "no_client_certificate"
+	reasonUntrusted     = "untrusted_certificate"
+	reasonDenied        = "policy_denied"
+	reasonPlaintext     = "plaintext_refused"
+	reasonWrongServer   = "unexpected_server_identity"
+	reasonHandshake     = "handshake_failed"
+	reasonDial          = "dial_failed"
+	reasonNotReady      = "no_certificate_yet"
+)
+
+func reasonOf(err error) (string, spiffeid.ID) {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.reason, r.peer
+	}
+	return reasonHandshake, spiffeid.ID{}
+}
+
+// certificate returns the workload certificate for crypto/tls.
+func (p *Proxy) certificate() (*tls.Certificate, error) {
+	if c := p.store.Load().Certificate(); c != nil {
+		return c, nil
+	}
+	return nil, &refusal{reason: reasonNotReady, err: errors.New("proxy: no certificate yet")}
+}
+
+// anyTrustDomain serves the proxy's anchors for every trust domain: under
+// all-authenticated, a peer is trusted when our anchors signed it, whatever
+// trust domain it names.
+type anyTrustDomain struct{ p *Proxy }
+
+func (a anyTrustDomain) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	b := a.p.store.Load().Bundle
+	if b == nil {
+		return nil, errors.New("proxy: no trust bundle loaded")
+	}
+	return b.X509Bundle(td), nil
+}
+
+// serverTLS is the inbound TLS configuration of listen port n: TLS 1.3,
+// the workload certificate, and a peer check against the bundle and the
+// policy in force at the moment of each handshake.
+func (p *Proxy) serverTLS(n int) *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return p.certificate() },
+		ClientAuth:     tls.RequestClientCert, // verified below, by policy
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			port := p.policy.Load().For(n)
+			if len(cs.PeerCertificates) == 0 {
+				if port.Mode == policy.AllUnauthenticated {
+					return nil
+				}
+				return &refusal{reason: reasonNoCertificate, err: fmt.Errorf("proxy: port %d (mode %s) requires a client certificate and none was sent", n, port.Mode)}
+			}
+			var source x509bundle.Source = p.store
+			if port.Mode == policy.AllAuthenticated || port.Mode == policy.AllUnauthenticated {
+				source = anyTrustDomain{p}
+			}
+			id, _, err := x509svid.Verify(cs.PeerCertificates, source)
+			if err != nil {
+				return &refusal{reason: reasonUntrusted, err: fmt.Errorf("proxy: the client certificate does not verify against the trust bundle: %w", err)}
+			}
+			if err := port.Authorize(id); err != nil {
+				return &refusal{reason: reasonDenied, peer: id, err: err}
+			}
+			return nil
+		},
+	}
+}
+
+// clientTLS is the outbound TLS configuration: TLS 1.3, the workload
+// certificate, and a check that the server is want (or, when want is zero,
+// any identity of the proxy's trust domain).
+func (p *Proxy) clientTLS(want spiffeid.ID) *tls.Config {
+	td := p.store.TrustDomain()
+	return &tls.Config{
+		MinVersion:           tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return p.certificate() },
+		// Servers are identified by SPIFFE ID, not host name: crypto/tls's
+		// own check is replaced by VerifyConnection.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			id, _, err := x509svid.Verify(cs.PeerCertificates, p.store)
+			if err != nil {
+				return &refusal{reason: reasonUntrusted, err: fmt.Errorf("proxy: the server certificate does not verify against the trust bundle: %w", err)}
+			}
+			switch {
+			case !want.IsZero() && id != want:
+				return &refusal{reason: reasonWrongServer, peer: id, err: fmt.Errorf("proxy: the server is %s, want %s", id, want)}
+			case want.IsZero() && !id.MemberOf(td):
+				return &refusal{reason: reasonWrongServer, peer: id, err: fmt.Errorf("proxy: the server is %s, outside trust domain %s", id, td)}
+			}
+			return nil
+		},
+	}
+}

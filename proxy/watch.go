@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/proxy/policy"
+	"github.com/meshid/meshid/rotation/bundle"
+	"github.com/meshid/meshid/rotation/poll"
+)
+
+// setBundle installs a bundle from source ("file" or "ca"), or refuses it
+// and keeps the last good one.
+func (p *Proxy) setBundle(source string, pem []byte) {
+	b, err := bundle.Parse(pem)
+	if err != nil {
+		p.metrics.bundles.WithLabelValues(source, "refused").Inc()
+		p.log.Error("refused a trust bundle; keeping the last good one in force", "source", source, "error", err)
+		return
+	}
+	if !p.store.SetBundle(b) {
+		p.metrics.bundles.WithLabelValues(source, "unchanged").Inc()
+		return
+	}
+	p.metrics.bundles.WithLabelValues(source, "ok").Inc()
+	p.log.Info("trust bundle loaded", "source", source, "bundle_sha256", b.SHA256(), "anchors", len(b.Anchors()))
+	if svid := p.store.Load().SVID; svid != nil {
+		if _, _, err := verifySVID(svid.Certificates, b, p.cfg.TrustDomain); err != nil {
+			p.log.Warn("this proxy's own certificate does not chain to the new trust bundle; peers holding it will refuse us until the next renewal", "error", err)
+		}
+	}
+}
+
+// watchBundleFile follows the bundle file.
+func (p *Proxy) watchBundleFile(ctx context.Context) error {
+	return poll.Watch(ctx, map[string]string{"bundle": p.cfg.BundleFile}, p.cfg.PollInterval,
+		func(data map[string][]byte) { p.setBundle("file", data["bundle"]) },
+		func(err error) {
+			p.log.Error("cannot read the trust bundle file; keeping the last good bundle", "error", err)
+		})
+}
+
+// watchBundleStream follows the CA's WatchBundle stream, reconnecting with
+// capped backoff, so a new anchor reaches the proxy without a restart.
+func (p *Proxy) watchBundleStream(ctx context.Context, client identityv1.IdentityClient) error {
+	backoff := time.Second
+	for {
+		stream, err := client.WatchBundle(ctx, &identityv1.WatchBundleRequest{})
+		for err == nil {
+			var b *identityv1.Bundle
+			if b, err = stream.Recv(); err == nil {
+				backoff = time.Second
+				if td, tdErr := spiffeid.TrustDomainFromString(b.GetTrustDomain()); tdErr != nil || td != p.cfg.TrustDomain {
+					p.log.Error("the CA streamed a bundle for another trust domain; ignoring it", "trust_domain", b.GetTrustDomain())
+					continue
+				}
+				p.setBundle("ca", b.GetPem())
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		p.log.Warn("the CA's bundle stream broke; reconnecting", "error", err.Error(), "retry_in", wait)
+		backoff = min(2*backoff, 30*time.Second)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// loadPolicy reads the policy file once; an error means it was refused.
+func (p *Proxy) loadPolicy() error {
+	data, err := poll.Read(map[string]string{"policy": p.cfg.PolicyFile})
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	return p.setPolicy(data["policy"])
+}
+
+func (p *Proxy) setPolicy(data []byte) error {
+	pol, err := policy.Parse(data, p.cfg.TrustDomain)
+	if err != nil {
+		p.metrics.policy.WithLabelValues("refused").Inc()
+		return fmt.Errorf("proxy: --policy %s: %w", p.cfg.PolicyFile, err)
+	}
+	pol.Source = p.cfg.PolicyFile
+	p.policy.Store(pol)
+	p.metrics.policy.WithLabelValues("ok").Inc()
+	p.log.Info("policy loaded", "file", p.cfg.PolicyFile, "ports", pol.Ports())
+	return nil
+}
+
+// watchPolicy follows the policy file; a bad version is refused and the
+// last good policy stays.
+func (p *Proxy) watchPolicy(ctx context.Context) error {
+	first := true
+	return poll.Watch(ctx, map[string]string{"policy": p.cfg.PolicyFile}, p.cfg.PollInterval,
+		func(data map[string][]byte) {
+			if first { // Run loaded it already
+				first = false
+				return
+			}
+			if err := p.setPolicy(data["policy"]); err != nil {
+				p.log.Error("refused the new policy; the last good one stays in force", "error", err)
+			}
+		},
+		func(err error) {
+			p.log.Error("cannot read the policy file; the last good policy stays in force", "error", err)
+		})
+}

@@ -1,0 +1,140 @@
+// Package workload owns the proxy's SPIFFE Workload API server: on a Unix
+// socket it hands SPIFFE-aware applications (go-spiffe's workloadapi,
+// SPIRE-compatible clients) the proxy's X.509-SVID and trust bundle, and
+// streams both again whenever either changes.
+//
+// There is no workload attestation: whoever can open the socket gets the
+// pod's identity, so the socket is created with mode 0660 and belongs in a
+// volume only the pod's containers share.
+//
+// It imports proxy/state only.
+package workload
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/proxy/state"
+)
+
+// securityHeader must be set by every Workload API client.
+const securityHeader = "workload.spiffe.io"
+
+// Server implements the SPIFFE Workload API over a state.Store.
+type Server struct {
+	workloadpb.UnimplementedSpiffeWorkloadAPIServer
+	store *state.Store
+	log   *slog.Logger
+}
+
+// New returns a server for store; log may be nil.
+func New(store *state.Store, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{store: store, log: log}
+}
+
+// Serve listens on the Unix socket path (a stale socket file is replaced)
+// and serves until ctx ends; it returns nil then.
+func (s *Server) Serve(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("workload: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("workload: remove stale socket: %w", err)
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("workload: listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		lis.Close()
+		return fmt.Errorf("workload: %w", err)
+	}
+	srv := grpc.NewServer()
+	workloadpb.RegisterSpiffeWorkloadAPIServer(srv, s)
+	go func() { <-ctx.Done(); srv.Stop() }()
+	s.log.Info("serving the SPIFFE Workload API", "socket", path)
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("workload: %w", err)
+	}
+	return nil
+}
+
+func checkHeader(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(securityHeader); len(v) != 1 || v[0] != "true" {
+		return status.Errorf(codes.InvalidArgument, "security header %q: true is missing; use a SPIFFE Workload API client", securityHeader)
+	}
+	return nil
+}
+
+// FetchX509SVID implements the Workload API.
+func (s *Server) FetchX509SVID(_ *workloadpb.X509SVIDRequest, stream workloadpb.SpiffeWorkloadAPI_FetchX509SVIDServer) error {
+	return s.follow(stream.Context(), func(snap *state.Snapshot) error {
+		keyDER, err := x509.MarshalPKCS8PrivateKey(snap.SVID.PrivateKey)
+		if err != nil {
+			return status.Errorf(codes.Internal, "encode key: %v", err)
+		}
+		return stream.Send(&workloadpb.X509SVIDResponse{Svids: []*workloadpb.X509SVID{{
+			SpiffeId:    snap.SVID.ID.String(),
+			X509Svid:    concat(snap.SVID.Certificates),
+			X509SvidKey: keyDER,
+			Bundle:      concat(snap.Bundle.Anchors()),
+		}}})
+	})
+}
+
+// FetchX509Bundles implements the Workload API.
+func (s *Server) FetchX509Bundles(_ *workloadpb.X509BundlesRequest, stream workloadpb.SpiffeWorkloadAPI_FetchX509BundlesServer) error {
+	return s.follow(stream.Context(), func(snap *state.Snapshot) error {
+		return stream.Send(&workloadpb.X509BundlesResponse{Bundles: map[string][]byte{
+			s.store.TrustDomain().IDString(): concat(snap.Bundle.Anchors()),
+		}})
+	})
+}
+
+// follow calls send with the current snapshot once it has a certificate
+// and a bundle, and again at every change, until ctx ends.
+func (s *Server) follow(ctx context.Context, send func(*state.Snapshot) error) error {
+	if err := checkHeader(ctx); err != nil {
+		return err
+	}
+	var last *state.Snapshot
+	for {
+		changed := s.store.Changed()
+		snap := s.store.Load()
+		if snap != last && snap.SVID != nil && snap.Bundle != nil {
+			if err := send(snap); err != nil {
+				return err
+			}
+			last = snap
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func concat(certs []*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, c.Raw...)
+	}
+	return out
+}
