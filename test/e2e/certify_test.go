@@ -30,6 +30,7 @@ import (
 // certificates with the right SPIFFE IDs that chain to the anchor, checked
 // with go-spiffe and with openssl.
 func TestCertify(t *testing.T) {
+	t.Parallel()
 	ca := startCA(t)
 	// A normal start is not an incident: no Warning Events.
 	evs, err := need(t).client.CoreV1().Events(ca.ns).List(context.Background(), metav1.ListOptions{FieldSelector: "type=Warning"})
@@ -132,6 +133,7 @@ func opensslVerify(t *testing.T, svid *x509svid.SVID, ca *caProcess) {
 // TestCertifyRefusals: each way of asking for what the token does not prove
 // is refused with the right code, and counted by reason.
 func TestCertifyRefusals(t *testing.T) {
+	t.Parallel()
 	ca := startCA(t)
 	ctx := context.Background()
 	ns := namespace(t, "refuse")

@@ -12,6 +12,7 @@ import (
 // TestCLICertify runs `meshid certify` as a workload would, and checks what
 // it prints and the files it writes.
 func TestCLICertify(t *testing.T) {
+	t.Parallel()
 	e := need(t)
 	ca := startCA(t)
 	ns := namespace(t, "cli")

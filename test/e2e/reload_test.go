@@ -64,6 +64,7 @@ func warningEvent(t *testing.T, ns, name, reason string) *corev1.Event {
 // certificates without a restart; garbage, an expired issuer or one from an
 // unknown anchor does not, and each refusal is an Event and a metric.
 func TestIssuerHotReload(t *testing.T) {
+	t.Parallel()
 	ca := startCA(t)
 	ns := namespace(t, "reload")
 	serviceAccount(t, ns, "web")
@@ -130,6 +131,7 @@ func TestIssuerHotReload(t *testing.T) {
 // new anchor reaches an open stream without a reconnect; invalid PEM is
 // refused and the stream keeps the last good bundle.
 func TestBundle(t *testing.T) {
+	t.Parallel()
 	ca := startCA(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
