@@ -32,12 +32,12 @@ var trustDomain = spiffeid.RequireTrustDomainFromString("cluster.local")
 // Secret and trust bundle ConfigMap.
 type caProcess struct {
 	*process
-	ns      string
-	anchor  *issuer.KeyPair
-	issuer  *issuer.KeyPair
-	addr    string
-	client  identityv1.IdentityClient
-	bundle  *bundle.Bundle
+	ns     string
+	anchor *issuer.KeyPair
+	issuer *issuer.KeyPair
+	addr   string
+	client identityv1.IdentityClient
+	bundle *bundle.Bundle
 }
 
 func newAnchor(t *testing.T, name string) *issuer.KeyPair {
