@@ -1,12 +1,16 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
 // TestRenewalUnderTraffic: with a 2-minute leaf TTL, requests over one
@@ -20,7 +24,21 @@ func TestRenewalUnderTraffic(t *testing.T) {
 	serviceAccount(t, ns, "db")
 	dbIn, webOut := freeAddr(t), freeAddr(t)
 	db := startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
-	web := startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	socket := filepath.Join(t.TempDir(), "workload.sock")
+	web := startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn, "--workload-api", "unix://"+socket)
+
+	// A go-spiffe X509Source follows the Workload API across renewals.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	source, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+socket)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer source.Close()
+	firstSVID, err := source.GetX509SVID()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	kept := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second}
 	var (
@@ -92,4 +110,14 @@ func TestRenewalUnderTraffic(t *testing.T) {
 	if v := web.metric(t, `meshid_proxy_renewals_total{result="ok"}`); v < 3 {
 		t.Fatalf("web renewals_total{ok} = %v, want >= 3", v)
 	}
+	eventually(t, 10*time.Second, func() error {
+		svid, err := source.GetX509SVID()
+		if err != nil {
+			return err
+		}
+		if got, want := svid.Certificates[0].SerialNumber.Text(16), web.identity(t).Serial; got != want || svid.Certificates[0].Equal(firstSVID.Certificates[0]) {
+			return fmt.Errorf("the Workload API client holds serial %s, the proxy %s", got, want)
+		}
+		return nil
+	})
 }
