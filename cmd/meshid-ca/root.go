@@ -97,7 +97,7 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means the pod's in-cluster config")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means $KUBECONFIG, ~/.kube/config, or the pod's in-cluster config")
 	fs.StringVar(&o.namespace, "namespace", "meshid", "namespace of the CA, its issuer Secret and trust bundle ConfigMap")
 	fs.StringVar(&o.serviceAccount, "service-account", "meshid-ca", "the CA's own service account; names the identity in its serving certificate")
 	fs.StringVar(&o.issuerSecret, "issuer-secret", "", "kubernetes.io/tls Secret holding the issuer: tls.crt (issuer first, then its chain), tls.key, optional ca.crt")

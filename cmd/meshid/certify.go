@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -108,16 +107,9 @@ type certifyReport struct {
 	NotBefore  time.Time     `json:"not_before"`
 	NotAfter   time.Time     `json:"not_after"`
 	RenewAfter time.Time     `json:"renew_after"`
-	Chain      []chainReport `json:"chain"`
+	Chain      []certReport  `json:"chain"`
 	Anchor     string        `json:"anchor"`
 	Files      []string      `json:"files,omitempty"`
-}
-
-type chainReport struct {
-	Subject  string    `json:"subject"`
-	Issuer   string    `json:"issuer"`
-	NotAfter time.Time `json:"not_after"`
-	SHA256   string    `json:"sha256"`
 }
 
 func runCertify(ctx context.Context, o *certifyOptions, out io.Writer) error {
@@ -164,9 +156,7 @@ func runCertify(ctx context.Context, o *certifyOptions, out io.Writer) error {
 		}
 	}
 	if o.output == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return writeJSON(out, rep)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "SPIFFE ID\t%s\n", rep.SPIFFEID)
@@ -174,7 +164,11 @@ func runCertify(ctx context.Context, o *certifyOptions, out io.Writer) error {
 	fmt.Fprintf(tw, "Valid\t%s to %s (%s)\n", rep.NotBefore.UTC().Format(time.RFC3339), rep.NotAfter.UTC().Format(time.RFC3339), time.Until(rep.NotAfter).Round(time.Second))
 	fmt.Fprintf(tw, "Renew after\t%s\n", rep.RenewAfter.UTC().Format(time.RFC3339))
 	for i, c := range rep.Chain {
-		fmt.Fprintf(tw, "Chain[%d]\t%s (expires %s)\n", i, c.Subject, c.NotAfter.UTC().Format(time.RFC3339))
+		name := c.Subject
+		if c.SPIFFEID != "" {
+			name = c.SPIFFEID
+		}
+		fmt.Fprintf(tw, "Chain[%d]\t%s (expires %s, in %s)\n", i, name, c.NotAfter.UTC().Format(time.RFC3339), c.TimeLeft)
 	}
 	for _, f := range rep.Files {
 		fmt.Fprintf(tw, "Wrote\t%s\n", f)
@@ -184,18 +178,15 @@ func runCertify(ctx context.Context, o *certifyOptions, out io.Writer) error {
 
 // verifyChain verifies the SVID against the anchors with go-spiffe and
 // describes the chain, leaf first, anchor last.
-func verifyChain(svid *x509svid.SVID, anchors *bundle.Bundle) ([]chainReport, error) {
+func verifyChain(svid *x509svid.SVID, anchors *bundle.Bundle) ([]certReport, error) {
 	_, chains, err := x509svid.Verify(svid.Certificates, anchors.X509Bundle(svid.ID.TrustDomain()))
 	if err != nil {
 		return nil, fmt.Errorf("certify: the certificate does not verify against the trust bundle: %w", err)
 	}
-	var rep []chainReport
+	now := time.Now()
+	var rep []certReport
 	for _, c := range chains[0] {
-		subject := c.Subject.String()
-		if len(c.URIs) > 0 {
-			subject = c.URIs[0].String()
-		}
-		rep = append(rep, chainReport{Subject: subject, Issuer: c.Issuer.String(), NotAfter: c.NotAfter, SHA256: bundle.Fingerprint(c)})
+		rep = append(rep, describe(c, now))
 	}
 	return rep, nil
 }

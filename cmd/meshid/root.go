@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,7 @@ Kubernetes service account a short-lived SPIFFE identity
 
 ` + cli.ExitCodes),
 	}
-	cmd.AddCommand(newCertifyCommand(runCertify))
+	cmd.AddCommand(newCertifyCommand(runCertify), newInspectCommand(os.Stdin), newCheckCommand())
 	cli.Setup(cmd)
 	return cmd
 }

@@ -34,6 +34,12 @@ type UsageError struct{ Err error }
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
 
+// SilentError exits 1 without printing: the command already reported the
+// problem in its output.
+type SilentError struct{ Err error }
+
+func (e *SilentError) Error() string { return e.Err.Error() }
+
 // Usagef returns a *UsageError.
 func Usagef(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
@@ -52,6 +58,10 @@ func Main(cmd *cobra.Command) {
 func Code(w io.Writer, err error) int {
 	if err == nil {
 		return ExitOK
+	}
+	var silent *SilentError
+	if errors.As(err, &silent) {
+		return ExitProblem
 	}
 	fmt.Fprintln(w, "Error:", err)
 	var u *UsageError

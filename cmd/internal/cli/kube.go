@@ -3,29 +3,50 @@ package cli
 import (
 	"fmt"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// KubeClient builds a client from a kubeconfig file, or from the pod's
-// in-cluster config when path is empty.
-func KubeClient(path, userAgent string) (kubernetes.Interface, error) {
-	var (
-		cfg *rest.Config
-		err error
-	)
-	if path == "" {
-		cfg, err = rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("no --kubeconfig given and not running in a pod: %w", err)
+// RESTConfig loads a client configuration: from path when set, else from
+// $KUBECONFIG or ~/.kube/config, else the pod's in-cluster configuration.
+func RESTConfig(path, userAgent string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = path
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		if path == "" {
+			return nil, fmt.Errorf("no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a pod; pass --kubeconfig: %w", err)
 		}
-	} else if cfg, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
 	}
 	cfg.UserAgent = userAgent
 	cfg.QPS, cfg.Burst = 100, 200
+	return cfg, nil
+}
+
+// KubeClient builds a clientset (see RESTConfig).
+func KubeClient(path, userAgent string) (kubernetes.Interface, error) {
+	cfg, err := RESTConfig(path, userAgent)
+	if err != nil {
+		return nil, err
+	}
 	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return client, nil
+}
+
+// DynamicClient builds a dynamic client (see RESTConfig), for objects of
+// other projects such as cert-manager's.
+func DynamicClient(path, userAgent string) (dynamic.Interface, error) {
+	cfg, err := RESTConfig(path, userAgent)
+	if err != nil {
+		return nil, err
+	}
+	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
