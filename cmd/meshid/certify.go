@@ -102,14 +102,14 @@ the chain and the expiry; with --out-dir it writes svid.pem, svid.key (mode
 
 // certifyReport is what certify prints.
 type certifyReport struct {
-	SPIFFEID   string        `json:"spiffe_id"`
-	Serial     string        `json:"serial"`
-	NotBefore  time.Time     `json:"not_before"`
-	NotAfter   time.Time     `json:"not_after"`
-	RenewAfter time.Time     `json:"renew_after"`
-	Chain      []certReport  `json:"chain"`
-	Anchor     string        `json:"anchor"`
-	Files      []string      `json:"files,omitempty"`
+	SPIFFEID   string       `json:"spiffe_id"`
+	Serial     string       `json:"serial"`
+	NotBefore  time.Time    `json:"not_before"`
+	NotAfter   time.Time    `json:"not_after"`
+	RenewAfter time.Time    `json:"renew_after"`
+	Chain      []certReport `json:"chain"`
+	Anchor     string       `json:"anchor"`
+	Files      []string     `json:"files,omitempty"`
 }
 
 func runCertify(ctx context.Context, o *certifyOptions, out io.Writer) error {

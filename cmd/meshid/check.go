@@ -262,4 +262,3 @@ func printCheck(out io.Writer, o *checkOptions, rep *health.Report) error {
 	fmt.Fprintf(out, "Status: %s\n", strings.ToUpper(string(rep.Worst())))
 	return nil
 }
-

@@ -196,4 +196,3 @@ func verifyAgainst(certs []*x509.Certificate, anchors *bundle.Bundle, now time.T
 	}
 	return chains[0][len(chains[0])-1], nil
 }
-
