@@ -29,6 +29,15 @@ type Issued struct {
 	RenewAfter time.Time
 }
 
+// Certificate returns the SVID for crypto/tls.
+func (i *Issued) Certificate() *tls.Certificate {
+	c := &tls.Certificate{PrivateKey: i.SVID.PrivateKey, Leaf: i.SVID.Certificates[0]}
+	for _, x := range i.SVID.Certificates {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	return c
+}
+
 // Certify asks the CA for a certificate for the identity token proves. It
 // generates a fresh ECDSA P-256 key, which never leaves the process, and
 // checks that what comes back is an X.509-SVID for that key.

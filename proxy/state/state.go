@@ -70,10 +70,7 @@ func (s *Store) Changed() <-chan struct{} {
 
 // SetSVID installs a new certificate.
 func (s *Store) SetSVID(i *rotation.Issued) {
-	cert := &tls.Certificate{PrivateKey: i.SVID.PrivateKey, Leaf: i.SVID.Certificates[0]}
-	for _, c := range i.SVID.Certificates {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
+	cert := i.Certificate()
 	s.update(func(next *Snapshot) { next.SVID, next.RenewAfter, next.cert = i.SVID, i.RenewAfter, cert })
 }
 
