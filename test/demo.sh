@@ -130,4 +130,13 @@ for name in web db evil; do
   echo "$name:"; curl -fsS "http://${!admin_var}/identity" | grep -v chain_pem | sed 's/^/  /'
 done
 
+step "meshid check: the whole chain, with the proxies' live certificates"
+bin/meshid check --kubeconfig "$kubeconfig" --deployment "" --proxies "$web_admin,$db_admin,$evil_admin"
+
+step "meshid verify: a real handshake to db, as shop/web and as shop/evil"
+verify=(--kubeconfig "$kubeconfig" --ca "$ca_addr" --trust-bundle-file "$work/anchor.crt")
+bin/meshid verify "$db_in" --as shop/web --expect-id spiffe://cluster.local/ns/shop/sa/db "${verify[@]}"
+echo
+if bin/meshid verify "$db_in" --as shop/evil "${verify[@]}"; then echo "evil was accepted" >&2; exit 1; fi
+
 step "Done: everything the demo started is being stopped"
