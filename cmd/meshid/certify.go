@@ -220,23 +220,22 @@ func writeSVID(dir string, svid *x509svid.SVID, anchors *bundle.Bundle) ([]strin
 }
 
 // writeFile replaces p atomically with data at mode; the mode is set before
-// any data is written.
+// any data is written, so a key is never readable by others.
 func writeFile(p string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*")
 	if err != nil {
-		return fmt.Errorf("certify: %w", err)
+		return err
 	}
 	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("certify: %w", err)
+	err = tmp.Chmod(mode)
+	if err == nil {
+		_, err = tmp.Write(data)
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("certify: %w", err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("certify: %w", err)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return os.Rename(tmp.Name(), p)
 }

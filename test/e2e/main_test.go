@@ -24,6 +24,7 @@ type environment struct {
 	cluster *cluster.Cluster
 	client  kubernetes.Interface
 	bin     string // built meshid binaries
+	cpBin   string // control-plane binaries (kubectl)
 	tmp     string
 }
 
@@ -70,7 +71,7 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	env = &environment{cluster: c, client: client, bin: bin, tmp: tmp}
+	env = &environment{cluster: c, client: client, bin: bin, cpBin: binDir, tmp: tmp}
 	return m.Run(), nil
 }
 

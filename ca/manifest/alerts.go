@@ -1,0 +1,89 @@
+package manifest
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+)
+
+// rule is one Prometheus alerting rule.
+type rule struct {
+	Alert       string            `json:"alert"`
+	Expr        string            `json:"expr"`
+	For         string            `json:"for,omitempty"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+type ruleGroup struct {
+	Name  string `json:"name"`
+	Rules []rule `json:"rules"`
+}
+
+// alertRules are the expiry alerts: what `meshid check` says, paged.
+func alertRules() []ruleGroup {
+	return []ruleGroup{{Name: "meshid-expiry", Rules: []rule{
+		{
+			Alert: "MeshidAnchorExpiringSoon", For: "1h",
+			Expr:        `min by (fingerprint, subject) (meshid_ca_anchor_expiry_timestamp_seconds) - time() < 60 * 86400`,
+			Labels:      map[string]string{"severity": "warning"},
+			Annotations: map[string]string{"summary": "meshid trust anchor {{ $labels.subject }} expires in less than 60 days", "description": "Rotate it with no downtime: meshid rotate-anchor. Check with: meshid check."},
+		},
+		{
+			Alert: "MeshidAnchorExpiringVerySoon", For: "10m",
+			Expr:        `min by (fingerprint, subject) (meshid_ca_anchor_expiry_timestamp_seconds) - time() < 7 * 86400`,
+			Labels:      map[string]string{"severity": "critical"},
+			Annotations: map[string]string{"summary": "meshid trust anchor {{ $labels.subject }} expires in less than 7 days", "description": "When it expires every workload certificate stops verifying. Rotate now: meshid rotate-anchor."},
+		},
+		{
+			Alert: "MeshidIssuerExpiringSoon", For: "10m",
+			Expr:        `min by (fingerprint, subject) (meshid_ca_issuer_expiry_timestamp_seconds) - time() < 12 * 3600`,
+			Labels:      map[string]string{"severity": "critical"},
+			Annotations: map[string]string{"summary": "the meshid issuer {{ $labels.subject }} expires in less than 12 hours", "description": "It should have been renewed (cert-manager renews it 25 h before expiry). Check the Certificate and meshid check."},
+		},
+		{
+			Alert: "MeshidUpdateRefused", For: "15m",
+			Expr:        `max by (material) (meshid_ca_update_refused) == 1`,
+			Labels:      map[string]string{"severity": "warning"},
+			Annotations: map[string]string{"summary": "meshid-ca refuses the new {{ $labels.material }} and keeps the last good one", "description": "See the Warning Events on the Secret or ConfigMap: kubectl -n meshid get events."},
+		},
+		{
+			Alert: "MeshidWorkloadCertificateExpiring", For: "5m",
+			Expr:        `meshid_proxy_certificate_expiry_timestamp_seconds - time() < 3600`,
+			Labels:      map[string]string{"severity": "critical"},
+			Annotations: map[string]string{"summary": "the certificate of {{ $labels.spiffe_id }} expires in less than an hour", "description": "Its proxy cannot renew: see its log and meshid-ca's."},
+		},
+		{
+			Alert: "MeshidRenewalsFailing", For: "15m",
+			Expr:        `increase(meshid_proxy_renewals_total{result="failed"}[15m]) > 3`,
+			Labels:      map[string]string{"severity": "warning"},
+			Annotations: map[string]string{"summary": "meshid-proxy renewals are failing", "description": "The current certificates stay in use until they expire; see the proxy and CA logs."},
+		},
+	}}}
+}
+
+// alerts renders the rules as a ConfigMap holding a Prometheus rule file,
+// or as a Prometheus Operator PrometheusRule.
+func alerts(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
+	groups := alertRules()
+	if o.PrometheusOperator {
+		m := meta(AlertsConfigMap)
+		spec, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(&struct {
+			Groups []ruleGroup `json:"groups"`
+		}{groups})
+		u := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
+		u.SetAPIVersion("monitoring.coreos.com/v1")
+		u.SetKind("PrometheusRule")
+		u.SetName(m.Name)
+		u.SetNamespace(m.Namespace)
+		u.SetLabels(m.Labels)
+		return []runtime.Object{u}
+	}
+	file, _ := yaml.Marshal(map[string]any{"groups": groups})
+	return []runtime.Object{&corev1.ConfigMap{
+		TypeMeta: typeMeta("v1", "ConfigMap"), ObjectMeta: meta(AlertsConfigMap),
+		Data: map[string]string{"meshid-alerts.yaml": string(file)},
+	}}
+}

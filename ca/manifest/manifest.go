@@ -1,0 +1,229 @@
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// Names of what the manifest creates, and the CA's ports.
+const (
+	CAName          = "meshid-ca"
+	IssuerSecret    = "meshid-issuer"
+	BundleConfigMap = "meshid-trust-bundle"
+	AnchorSecret    = "meshid-anchor" // cert-manager mode: the anchor and its key
+	AnchorIssuer    = "meshid-anchor" // cert-manager mode: the CA Issuer over it
+	AlertsConfigMap = "meshid-alerts"
+	GRPCPort        = 8443
+	AdminPort       = 9090
+)
+
+// Options describe a control plane.
+type Options struct {
+	// Namespace of the control plane; "meshid" when empty.
+	Namespace string
+	// Image of meshid-ca. Required.
+	Image string
+	// Replicas of meshid-ca; 2 when 0.
+	Replicas int32
+	// TrustDomain, Audience and LeafTTL are passed to meshid-ca.
+	TrustDomain string
+	Audience    string
+	LeafTTL     time.Duration
+	// BundlePEM is the trust bundle: the anchors, PEM. Required.
+	BundlePEM []byte
+	// IssuerCertPEM and IssuerKeyPEM are the issuer, rendered as a
+	// kubernetes.io/tls Secret; empty in cert-manager mode.
+	IssuerCertPEM, IssuerKeyPEM []byte
+	// CertManager, when set, renders cert-manager objects that keep the
+	// issuer Secret fresh instead of the Secret itself.
+	CertManager *CertManager
+	// PrometheusOperator renders the alert rules as a PrometheusRule
+	// instead of a ConfigMap holding a Prometheus rule file.
+	PrometheusOperator bool
+}
+
+func (o *Options) defaults() error {
+	if o.Namespace == "" {
+		o.Namespace = "meshid"
+	}
+	if o.Replicas == 0 {
+		o.Replicas = 2
+	}
+	if o.TrustDomain == "" {
+		o.TrustDomain = "cluster.local"
+	}
+	if o.Audience == "" {
+		o.Audience = "identity.meshid.dev"
+	}
+	if o.LeafTTL == 0 {
+		o.LeafTTL = 24 * time.Hour
+	}
+	switch {
+	case o.Image == "":
+		return errors.New("manifest: an image is required")
+	case len(o.BundlePEM) == 0:
+		return errors.New("manifest: a trust bundle is required")
+	case o.CertManager == nil && (len(o.IssuerCertPEM) == 0 || len(o.IssuerKeyPEM) == 0):
+		return errors.New("manifest: an issuer, or cert-manager, is required")
+	case o.CertManager != nil && (len(o.CertManager.AnchorCertPEM) == 0 || len(o.CertManager.AnchorKeyPEM) == 0):
+		return errors.New("manifest: cert-manager mode needs the anchor and its key")
+	}
+	return nil
+}
+
+// Render builds every object, in the order they should be applied.
+func Render(o Options) ([]runtime.Object, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	labels := map[string]string{"app.kubernetes.io/name": CAName, "app.kubernetes.io/part-of": "meshid"}
+	meta := func(name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: o.Namespace, Labels: labels}
+	}
+	objs := []runtime.Object{
+		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: o.Namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "meshid"}}},
+		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(CAName)},
+	}
+	objs = append(objs, rbac(o, meta)...)
+	objs = append(objs, &corev1.ConfigMap{
+		TypeMeta: typeMeta("v1", "ConfigMap"), ObjectMeta: meta(BundleConfigMap),
+		Data: map[string]string{"ca-bundle.crt": string(o.BundlePEM)},
+	})
+	if o.CertManager != nil {
+		cm, err := certManagerObjects(o, meta)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, cm...)
+	} else {
+		objs = append(objs, &corev1.Secret{
+			TypeMeta: typeMeta("v1", "Secret"), ObjectMeta: meta(IssuerSecret), Type: corev1.SecretTypeTLS,
+			Data: map[string][]byte{corev1.TLSCertKey: o.IssuerCertPEM, corev1.TLSPrivateKeyKey: o.IssuerKeyPEM},
+		})
+	}
+	objs = append(objs, deployment(o, meta, labels), service(meta, labels))
+	objs = append(objs, alerts(o, meta)...)
+	return objs, nil
+}
+
+func typeMeta(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
+
+// rbac grants meshid-ca exactly what it uses: TokenReviews (cluster-wide,
+// as authentication is), read and watch of its one issuer Secret and one
+// bundle ConfigMap (by name), and Events in its namespace.
+func rbac(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
+	clusterName := "meshid-ca-" + o.Namespace + "-tokenreview"
+	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: CAName, Namespace: o.Namespace}}
+	clusterMeta := metav1.ObjectMeta{Name: clusterName, Labels: meta("").Labels}
+	return []runtime.Object{
+		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta,
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}}},
+		&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
+			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterName}, Subjects: subject},
+		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(CAName),
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{IssuerSecret}, Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{BundleConfigMap}, Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			}},
+		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(CAName),
+			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: CAName}, Subjects: subject},
+	}
+}
+
+// Args are the flags the Deployment runs meshid-ca with (no --kubeconfig:
+// in a pod it uses its service account).
+func Args(o Options) []string {
+	return []string{
+		"--namespace=" + o.Namespace,
+		"--service-account=" + CAName,
+		"--issuer-secret=" + IssuerSecret,
+		"--trust-bundle=" + BundleConfigMap,
+		"--trust-domain=" + o.TrustDomain,
+		"--audience=" + o.Audience,
+		"--leaf-ttl=" + o.LeafTTL.String(),
+		"--listen=:" + strconv.Itoa(GRPCPort),
+		"--admin-listen=:" + strconv.Itoa(AdminPort),
+	}
+}
+
+func deployment(o Options, meta func(string) metav1.ObjectMeta, labels map[string]string) *appsv1.Deployment {
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("admin")}},
+			PeriodSeconds: 10, FailureThreshold: 3,
+		}
+	}
+	return &appsv1.Deployment{
+		TypeMeta: typeMeta("apps/v1", "Deployment"), ObjectMeta: meta(CAName),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(o.Replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr.To(intstr.FromInt32(0))}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: CAName,
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name: CAName, Image: o.Image, Args: Args(o),
+						Ports: []corev1.ContainerPort{
+							{Name: "grpc", ContainerPort: GRPCPort, Protocol: corev1.ProtocolTCP},
+							{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+						},
+						ReadinessProbe: probe("/ready"), LivenessProbe: probe("/live"),
+						Resources: corev1.ResourceRequirements{
+							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+							Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+						},
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(true),
+							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+					}},
+					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+						PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+							Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{
+								LabelSelector: &metav1.LabelSelector{MatchLabels: labels}, TopologyKey: "kubernetes.io/hostname",
+							},
+						}},
+					}},
+				},
+			},
+		},
+	}
+}
+
+func service(meta func(string) metav1.ObjectMeta, labels map[string]string) *corev1.Service {
+	return &corev1.Service{
+		TypeMeta: typeMeta("v1", "Service"), ObjectMeta: meta(CAName),
+		Spec: corev1.ServiceSpec{
+			Selector: labels,
+			Ports: []corev1.ServicePort{
+				{Name: "grpc", Port: GRPCPort, TargetPort: intstr.FromString("grpc"), Protocol: corev1.ProtocolTCP},
+				{Name: "admin", Port: AdminPort, TargetPort: intstr.FromString("admin"), Protocol: corev1.ProtocolTCP},
+			},
+		},
+	}
+}
+
+// String describes the options for the install summary.
+func (o Options) String() string {
+	return fmt.Sprintf("namespace %s, %d replicas of %s, trust domain %s", o.Namespace, o.Replicas, o.Image, o.TrustDomain)
+}

@@ -1,0 +1,203 @@
+package e2e_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/rotation/bundle"
+)
+
+// leafPEM signs a non-CA certificate with iss.
+func leafPEM(t *testing.T, iss *issuer.KeyPair) []byte {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	out, err := iss.Sign(context.Background(), issuer.LeafParams{PublicKey: key.Public(), Template: &x509.Certificate{
+		SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bundle.Encode([]*x509.Certificate{out.Leaf})
+}
+
+// kubectl runs the cluster's kubectl as admin.
+func kubectl(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(need(t).cpBin, "kubectl"), append([]string{"--kubeconfig", need(t).cluster.Kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// saKubeconfig writes a kubeconfig that authenticates as ns/sa with a token
+// from TokenRequest, as a pod running as that service account would.
+func saKubeconfig(t *testing.T, ns, sa string) string {
+	t.Helper()
+	tr, err := need(t).client.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := clientcmd.LoadFromFile(need(t).cluster.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := clientcmdapi.NewConfig()
+	for name, c := range admin.Clusters {
+		cfg.Clusters[name] = c
+		cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+		cfg.Contexts[sa] = &clientcmdapi.Context{Cluster: name, AuthInfo: sa, Namespace: ns}
+	}
+	cfg.CurrentContext = sa
+	path := filepath.Join(t.TempDir(), sa+".kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// deploymentArgs finds the meshid-ca Deployment in rendered YAML and
+// returns its container args.
+func deploymentArgs(t *testing.T, rendered string) []string {
+	t.Helper()
+	for _, doc := range strings.Split(rendered, "\n---\n") {
+		if !strings.Contains(doc, "kind: Deployment") {
+			continue
+		}
+		var d appsv1.Deployment
+		if err := yaml.Unmarshal([]byte(doc), &d); err != nil {
+			t.Fatal(err)
+		}
+		return d.Spec.Template.Spec.Containers[0].Args
+	}
+	t.Fatalf("no Deployment in:\n%s", rendered)
+	return nil
+}
+
+// TestInstall: the rendered control plane applies cleanly; meshid-ca, run
+// with the Deployment's own flags and its own service account's RBAC,
+// loads the material and issues; inconsistent material is refused before
+// anything is rendered.
+func TestInstall(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	now := time.Now()
+	anchor := newAnchor(t, "install anchor")
+	iss := newIssuer(t, anchor, "install issuer")
+	files := map[string][]byte{"anchor.crt": anchor.CertPEM(), "issuer.crt": iss.CertPEM()}
+	files["issuer.key"], _ = iss.KeyPEM()
+	stranger := newIssuer(t, newAnchor(t, "stranger"), "stranger issuer")
+	files["stranger.crt"] = stranger.CertPEM()
+	files["stranger.key"], _ = stranger.KeyPEM()
+	expired, err := issuer.NewAnchor(issuer.CAParams{CommonName: "expired", NotBefore: now.Add(-48 * time.Hour), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files["expired.crt"] = expired.CertPEM()
+	files["leaf.crt"] = leafPEM(t, iss)
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := func(name string) string { return filepath.Join(dir, name) }
+
+	refusals := []struct {
+		name string
+		args []string
+		says string
+	}{
+		{"issuer from another anchor", []string{"--anchor-cert", f("anchor.crt"), "--issuer-cert", f("stranger.crt"), "--issuer-key", f("stranger.key")}, "does not chain"},
+		{"key that does not match", []string{"--anchor-cert", f("anchor.crt"), "--issuer-cert", f("issuer.crt"), "--issuer-key", f("stranger.key")}, "does not match"},
+		{"expired anchor", []string{"--anchor-cert", f("expired.crt"), "--issuer-cert", f("issuer.crt"), "--issuer-key", f("issuer.key")}, "not valid now"},
+		{"non-CA anchor", []string{"--anchor-cert", f("leaf.crt"), "--issuer-cert", f("issuer.crt"), "--issuer-key", f("issuer.key")}, "not a CA"},
+	}
+	for _, tt := range refusals {
+		t.Run("refuses "+tt.name, func(t *testing.T) {
+			cmd := exec.Command(filepath.Join(need(t).bin, "meshid"), append([]string{"install"}, tt.args...)...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if exitCode(err) != 1 || !strings.Contains(stderr.String(), tt.says) || stdout.Len() > 0 {
+				t.Fatalf("exit %d, stdout %d bytes, stderr %q; want exit 1, nothing rendered, a message saying %q", exitCode(err), stdout.Len(), stderr.String(), tt.says)
+			}
+		})
+	}
+
+	t.Run("own material applies and serves", func(t *testing.T) {
+		ns := "meshid-install"
+		rendered, code := meshid(t, "", "install", "-n", ns, "--image", "example.invalid/meshid-ca:test",
+			"--anchor-cert", f("anchor.crt"), "--issuer-cert", f("issuer.crt"), "--issuer-key", f("issuer.key"))
+		if code != 0 {
+			t.Fatalf("install: %s", rendered)
+		}
+		if out, err := kubectl(t, rendered, "apply", "-f", "-"); err != nil {
+			t.Fatalf("kubectl apply: %v\n%s", err, out)
+		}
+		// Run meshid-ca as the Deployment would: its flags, its service
+		// account, its RBAC.
+		args := append(deploymentArgs(t, rendered), "--kubeconfig", saKubeconfig(t, ns, "meshid-ca"))
+		addr, admin := freeAddr(t), freeAddr(t)
+		args = append(args, "--listen", addr, "--admin-listen", admin)
+		startProcess(t, "meshid-ca", admin, args...)
+		b, _ := bundle.Parse(anchor.CertPEM())
+		conn, err := rotation.DialCA(addr, b.X509Bundle(trustDomain), spiffeid.RequireFromString("spiffe://cluster.local/ns/"+ns+"/sa/meshid-ca"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		wns := namespace(t, "installed")
+		serviceAccount(t, wns, "web")
+		got, err := rotation.Certify(context.Background(), identityv1.NewIdentityClient(conn), token(t, wns, "web", audience, nil))
+		if err != nil {
+			t.Fatalf("certify against the installed CA (with its own RBAC): %v", err)
+		}
+		if !got.SVID.Certificates[1].Equal(iss.Cert) {
+			t.Fatal("not issued by the installed issuer")
+		}
+	})
+
+	t.Run("apply generates an anchor", func(t *testing.T) {
+		ns := "meshid-apply"
+		out, code := meshid(t, "", "install", "-n", ns, "--apply", "--kubeconfig", need(t).cluster.Kubeconfig, "--write-anchor-key", f("generated.key"))
+		if code != 0 || !strings.Contains(out, "GENERATED A NEW TRUST ANCHOR") || !strings.Contains(out, "deployment/meshid-ca applied") {
+			t.Fatalf("install --apply: exit %d\n%s", code, out)
+		}
+		if fi, err := os.Stat(f("generated.key")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("anchor key file: %v", err)
+		}
+		// Generating again would replace the anchor every workload trusts:
+		// refused.
+		if out, code := meshid(t, "", "install", "-n", ns, "--apply", "--kubeconfig", need(t).cluster.Kubeconfig); code != 1 || !strings.Contains(out, "already installed") {
+			t.Fatalf("second install --apply with a generated anchor: exit %d\n%s", code, out)
+		}
+		// meshid check reads what was applied.
+		out, _ = meshid(t, "", "check", "--kubeconfig", need(t).cluster.Kubeconfig, "-n", ns)
+		if !hasRow(out, "issuer "+ns+"/meshid-issuer", "OK") || !hasRow(out, "ca replicas "+ns+"/meshid-ca", "FAIL") {
+			t.Fatalf("check after install (no kubelet: no ready replicas):\n%s", out)
+		}
+	})
+}
