@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/meshid/meshid/rotation/bundle"
 )
@@ -101,9 +98,4 @@ func (p *Proxy) serveAdmin(ctx context.Context) error {
 		return fmt.Errorf("proxy: admin: %w", err)
 	}
 	return nil
-}
-
-// verifySVID checks a chain against b for trust domain td.
-func verifySVID(certs []*x509.Certificate, b *bundle.Bundle, td spiffeid.TrustDomain) (spiffeid.ID, [][]*x509.Certificate, error) {
-	return x509svid.Verify(certs, b.X509Bundle(td))
 }

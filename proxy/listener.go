@@ -10,13 +10,18 @@ import (
 	"net"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
 	"github.com/meshid/meshid/proxy/policy"
+	"github.com/meshid/meshid/rotation"
 )
 
 // listener is one inbound or outbound listener.
 type listener struct {
 	lis    net.Listener
 	handle func(ctx context.Context, c net.Conn)
+	slots  chan struct{} // one per connection allowed at once
+	log    *slog.Logger
 }
 
 // listen opens every listener, or none.
@@ -35,7 +40,8 @@ func (p *Proxy) listen() ([]*listener, error) {
 		}
 		port, _ := listenPort(lis.Addr().String())
 		p.log.Info("inbound listening", "listen", lis.Addr().String(), "app", in.App)
-		ls = append(ls, &listener{lis: lis, handle: func(ctx context.Context, c net.Conn) { p.inbound(ctx, port, in.App, c) }})
+		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log,
+			handle: func(ctx context.Context, c net.Conn) { p.inbound(ctx, port, in.App, c) }})
 	}
 	for _, out := range p.cfg.Outbound {
 		lis, err := net.Listen("tcp", out.Listen)
@@ -43,26 +49,44 @@ func (p *Proxy) listen() ([]*listener, error) {
 			return fail(fmt.Errorf("proxy: outbound %s: %w", out.Listen, err))
 		}
 		p.log.Info("outbound listening", "listen", lis.Addr().String(), "target", out.Target, "server_id", out.ID.String())
-		ls = append(ls, &listener{lis: lis, handle: func(ctx context.Context, c net.Conn) { p.outbound(ctx, out, c) }})
+		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log,
+			handle: func(ctx context.Context, c net.Conn) { p.outbound(ctx, out, c) }})
 	}
 	return ls, nil
 }
 
+// serve accepts until ctx ends. A full set of connections waits in the
+// kernel's accept queue; an accept error (out of file descriptors, say) is
+// retried with backoff rather than taking the proxy down.
 func (l *listener) serve(ctx context.Context) error {
 	go func() { <-ctx.Done(); l.lis.Close() }()
+	backoff := rotation.NewBackoff(5*time.Millisecond, time.Second)
 	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
 		c, err := l.lis.Accept()
 		if err != nil {
-			if ctx.Err() != nil {
+			<-l.slots
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			wait := backoff.Next()
+			l.log.Error("accept failed; retrying", "listen", l.lis.Addr().String(), "error", err.Error(), "retry_in", wait)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
 			}
-			return fmt.Errorf("proxy: accept on %s: %w", l.lis.Addr(), err)
+			continue
 		}
-		go l.handle(ctx, c)
+		backoff.Reset()
+		go func() {
+			defer func() { <-l.slots }()
+			l.handle(ctx, c)
+		}()
 	}
 }
 
@@ -80,7 +104,9 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, c net.Conn) {
 	br := bufio.NewReader(c)
 	first, err := br.Peek(1)
 	if err != nil {
-		p.refuse(log, dir, &refusal{reason: reasonHandshake, err: fmt.Errorf("proxy: nothing received: %w", err)})
+		// A health check or port scan: not worth a warning.
+		p.metrics.handshake.WithLabelValues(dir, reasonNoData).Inc()
+		log.Debug("connection closed before sending anything", "error", err.Error())
 		return
 	}
 	peerConn := net.Conn(&peeked{Conn: c, r: br})
@@ -96,13 +122,15 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, c net.Conn) {
 			p.refuse(log, dir, err)
 			return
 		}
-		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 && len(certs[0].URIs) == 1 {
-			peer = certs[0].URIs[0].String()
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			if id, err := x509svid.IDFromCert(certs[0]); err == nil { // verified in VerifyConnection
+				peer = id.String()
+			}
 		}
 		peerConn = tc
 	}
 	_ = c.SetDeadline(time.Time{})
-	var d net.Dialer
+	d := net.Dialer{Timeout: p.cfg.HandshakeTimeout}
 	appConn, err := d.DialContext(ctx, "tcp", app)
 	if err != nil {
 		p.refuse(log, dir, &refusal{reason: reasonDial, err: fmt.Errorf("proxy: app %s: %w", app, err)})

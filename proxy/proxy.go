@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
 
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
@@ -70,8 +71,18 @@ type Config struct {
 	WorkloadAPI string
 	// AdminListen serves /metrics, /ready, /live and /identity; empty means none.
 	AdminListen string
-	// HandshakeTimeout bounds a TLS handshake; 0 means 10 s.
+	// HandshakeTimeout bounds a TLS handshake and the dial to the app; 0
+	// means 10 s.
 	HandshakeTimeout time.Duration
+	// IdleTimeout closes a forwarded connection with no traffic either way
+	// for this long; 0 means 1 h.
+	IdleTimeout time.Duration
+	// DrainTimeout is how long Run waits for open connections after ctx
+	// ends before closing them; 0 means 5 s.
+	DrainTimeout time.Duration
+	// MaxConnections bounds the connections open at once, per direction;
+	// more wait in the kernel's accept queue. 0 means 10,000.
+	MaxConnections int
 	// Log receives everything the proxy logs; nil discards.
 	Log *slog.Logger
 }
@@ -104,8 +115,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--outbound %s=%s: want LISTEN=TARGET[,id=SPIFFE_ID]", out.Listen, out.Target))
 		}
 	}
-	if _, err := policy.Compile(policy.File{Default: c.DefaultMode}, spiffeid.RequireTrustDomainFromString("example.org")); err != nil {
+	if err := c.DefaultMode.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("--default-mode: %w", err))
+	}
+	if c.PolicyFile != "" && c.DefaultMode != "" {
+		errs = append(errs, errors.New("--default-mode and --policy exclude each other: set the default in the policy file (default: MODE)"))
+	}
+	if c.MaxConnections < 0 || c.IdleTimeout < 0 || c.DrainTimeout < 0 {
+		errs = append(errs, errors.New("--max-connections, --idle-timeout and --drain-timeout must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -125,6 +142,11 @@ type Proxy struct {
 	policy  atomic.Pointer[policy.Policy]
 	metrics *metrics
 	log     *slog.Logger
+	conns   *connSet
+	renewer *rotation.Renewer
+	// lastPolicy is the policy file content in force, so an unchanged file
+	// is not loaded twice.
+	lastPolicy atomic.Pointer[[]byte]
 }
 
 // New returns a Proxy, or an error if cfg is invalid.
@@ -138,10 +160,19 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = time.Hour
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 5 * time.Second
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 10000
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, store: state.NewStore(cfg.TrustDomain), log: cfg.Log}
+	p := &Proxy{cfg: cfg, store: state.NewStore(cfg.TrustDomain), log: cfg.Log, conns: newConnSet()}
 	p.metrics = newMetrics(p.store)
 	mode := cfg.DefaultMode
 	if mode == "" {
@@ -171,20 +202,23 @@ func (p *Proxy) Run(ctx context.Context) error {
 		}
 	}
 
-	listeners, err := p.listen()
-	if err != nil {
-		return err
-	}
 	conn, err := rotation.DialCA(p.cfg.CA, p.store, p.cfg.CAID)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	client := identityv1.NewIdentityClient(conn)
-	renewer, err := rotation.NewRenewer(rotation.RenewerConfig{
+	p.renewer, err = rotation.NewRenewer(rotation.RenewerConfig{
 		Client: client,
 		Token:  p.readToken,
 		Update: p.store.SetSVID,
+		Check: func(i *rotation.Issued) error {
+			_, _, err := x509svid.Verify(i.SVID.Certificates, p.store)
+			if err != nil {
+				return fmt.Errorf("proxy: the new certificate does not chain to the trust bundle in force: %w", err)
+			}
+			return nil
+		},
 		Result: func(err error) {
 			if err != nil {
 				p.metrics.renewals.WithLabelValues("failed").Inc()
@@ -197,9 +231,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	listeners, err := p.listen()
+	if err != nil {
+		return err
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return renewer.Run(ctx) })
+	g.Go(func() error { return p.renewer.Run(ctx) })
 	g.Go(func() error { return p.watchBundleFile(ctx) })
 	g.Go(func() error { return p.watchBundleStream(ctx, client) })
 	if p.cfg.PolicyFile != "" {
@@ -214,7 +252,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.cfg.AdminListen != "" {
 		g.Go(func() error { return p.serveAdmin(ctx) })
 	}
-	return g.Wait()
+	err = g.Wait()
+	p.conns.drain(p.cfg.DrainTimeout, p.log)
+	return err
 }
 
 func (p *Proxy) readToken() (string, error) {

@@ -32,6 +32,7 @@ const (
 	reasonHandshake     = "handshake_failed"
 	reasonDial          = "dial_failed"
 	reasonNotReady      = "no_certificate_yet"
+	reasonNoData        = "closed_before_handshake"
 )
 
 func reasonOf(err error) (string, spiffeid.ID) {

@@ -1,15 +1,17 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
 	"github.com/meshid/meshid/proxy/policy"
+	"github.com/meshid/meshid/rotation"
 	"github.com/meshid/meshid/rotation/bundle"
 	"github.com/meshid/meshid/rotation/poll"
 )
@@ -30,8 +32,11 @@ func (p *Proxy) setBundle(source string, pem []byte) {
 	p.metrics.bundles.WithLabelValues(source, "ok").Inc()
 	p.log.Info("trust bundle loaded", "source", source, "bundle_sha256", b.SHA256(), "anchors", len(b.Anchors()))
 	if svid := p.store.Load().SVID; svid != nil {
-		if _, _, err := verifySVID(svid.Certificates, b, p.cfg.TrustDomain); err != nil {
-			p.log.Warn("this proxy's own certificate does not chain to the new trust bundle; peers holding it will refuse us until the next renewal", "error", err)
+		if _, _, err := x509svid.Verify(svid.Certificates, b.X509Bundle(p.cfg.TrustDomain)); err != nil {
+			p.log.Warn("this proxy's own certificate does not chain to the new trust bundle; renewing now", "error", err)
+			if p.renewer != nil {
+				p.renewer.RenewNow()
+			}
 		}
 	}
 }
@@ -48,13 +53,13 @@ func (p *Proxy) watchBundleFile(ctx context.Context) error {
 // watchBundleStream follows the CA's WatchBundle stream, reconnecting with
 // capped backoff, so a new anchor reaches the proxy without a restart.
 func (p *Proxy) watchBundleStream(ctx context.Context, client identityv1.IdentityClient) error {
-	backoff := time.Second
+	backoff := rotation.NewBackoff(time.Second, 30*time.Second)
 	for {
 		stream, err := client.WatchBundle(ctx, &identityv1.WatchBundleRequest{})
 		for err == nil {
 			var b *identityv1.Bundle
 			if b, err = stream.Recv(); err == nil {
-				backoff = time.Second
+				backoff.Reset()
 				if td, tdErr := spiffeid.TrustDomainFromString(b.GetTrustDomain()); tdErr != nil || td != p.cfg.TrustDomain {
 					p.log.Error("the CA streamed a bundle for another trust domain; ignoring it", "trust_domain", b.GetTrustDomain())
 					continue
@@ -65,9 +70,8 @@ func (p *Proxy) watchBundleStream(ctx context.Context, client identityv1.Identit
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := backoff.Next()
 		p.log.Warn("the CA's bundle stream broke; reconnecting", "error", err.Error(), "retry_in", wait)
-		backoff = min(2*backoff, 30*time.Second)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -86,6 +90,9 @@ func (p *Proxy) loadPolicy() error {
 }
 
 func (p *Proxy) setPolicy(data []byte) error {
+	if last := p.lastPolicy.Load(); last != nil && bytes.Equal(*last, data) {
+		return nil
+	}
 	pol, err := policy.Parse(data, p.cfg.TrustDomain)
 	if err != nil {
 		p.metrics.policy.WithLabelValues("refused").Inc()
@@ -93,6 +100,7 @@ func (p *Proxy) setPolicy(data []byte) error {
 	}
 	pol.Source = p.cfg.PolicyFile
 	p.policy.Store(pol)
+	p.lastPolicy.Store(&data)
 	p.metrics.policy.WithLabelValues("ok").Inc()
 	p.log.Info("policy loaded", "file", p.cfg.PolicyFile, "ports", pol.Ports())
 	return nil
@@ -101,13 +109,8 @@ func (p *Proxy) setPolicy(data []byte) error {
 // watchPolicy follows the policy file; a bad version is refused and the
 // last good policy stays.
 func (p *Proxy) watchPolicy(ctx context.Context) error {
-	first := true
 	return poll.Watch(ctx, map[string]string{"policy": p.cfg.PolicyFile}, p.cfg.PollInterval,
 		func(data map[string][]byte) {
-			if first { // Run loaded it already
-				first = false
-				return
-			}
 			if err := p.setPolicy(data["policy"]); err != nil {
 				p.log.Error("refused the new policy; the last good one stays in force", "error", err)
 			}

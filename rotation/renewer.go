@@ -3,6 +3,7 @@ package rotation
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -28,6 +29,10 @@ type RenewerConfig struct {
 	Token func() (string, error)
 	// Update receives every new certificate. Required.
 	Update func(*Issued)
+	// Check, if set, must accept a new certificate before Update sees it,
+	// e.g. that it chains to the trust bundle in force; a refused one
+	// counts as a failed attempt and the current certificate stays.
+	Check func(*Issued) error
 	// Result, if set, is told the outcome of every attempt (nil: success).
 	Result func(error)
 	// Clock paces renewals and retries; nil means the real clock.
@@ -83,7 +88,7 @@ func (r *Renewer) RenewNow() {
 
 // Run renews until ctx ends, then returns nil.
 func (r *Renewer) Run(ctx context.Context) error {
-	backoff := r.cfg.MinBackoff
+	backoff := NewBackoff(r.cfg.MinBackoff, r.cfg.MaxBackoff)
 	for {
 		got, err := r.attempt(ctx)
 		if ctx.Err() != nil {
@@ -93,16 +98,14 @@ func (r *Renewer) Run(ctx context.Context) error {
 		var wait time.Duration
 		if err == nil {
 			r.cfg.Update(got)
-			backoff = r.cfg.MinBackoff
-			wait = got.RenewAfter.Sub(r.cfg.Clock.Now())
+			backoff.Reset()
+			// Never sooner than MinBackoff, whatever the CA said.
+			wait = max(got.RenewAfter.Sub(r.cfg.Clock.Now()), r.cfg.MinBackoff)
 			leaf := got.SVID.Certificates[0]
 			r.cfg.Log.Info("certificate renewed", "spiffe_id", got.SVID.ID.String(), "serial", leaf.SerialNumber.Text(16),
 				"not_after", leaf.NotAfter, "renew_after", got.RenewAfter)
 		} else {
-			// Half fixed, half random: a fleet that failed together does
-			// not retry together.
-			wait = backoff/2 + rand.N(backoff/2+1)
-			backoff = min(2*backoff, r.cfg.MaxBackoff)
+			wait = backoff.Next()
 			r.cfg.Log.Warn("certificate renewal failed; the current certificate stays in use", "error", err.Error(), "retry_in", wait)
 		}
 		select {
@@ -121,5 +124,25 @@ func (r *Renewer) attempt(ctx context.Context) (*Issued, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
 	defer cancel()
-	return Certify(ctx, r.cfg.Client, token)
+	got, err := Certify(ctx, r.cfg.Client, token)
+	if err != nil {
+		return nil, err
+	}
+	// A certificate not valid now (CA clock skew, an expired issuer) must
+	// not replace one that is.
+	now := r.cfg.Clock.Now()
+	leaf := got.SVID.Certificates[0]
+	if now.Before(leaf.NotBefore) || !now.Before(leaf.NotAfter) {
+		return nil, fmt.Errorf("rotation: the CA issued a certificate valid from %s to %s, not now (%s): check the clocks and the CA's issuer",
+			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if r.cfg.Check != nil {
+		if err := r.cfg.Check(got); err != nil {
+			return nil, err
+		}
+	}
+	if got.RenewAfter.Before(now) || got.RenewAfter.After(leaf.NotAfter) {
+		got.RenewAfter = RenewAt(now, leaf.NotAfter, rand.Float64())
+	}
+	return got, nil
 }

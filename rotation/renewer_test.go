@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -127,5 +128,32 @@ func waitForTimer(t *testing.T, c *clocktesting.FakeClock) {
 			t.Fatal("the renewer never waited on the clock")
 		case <-time.After(time.Millisecond):
 		}
+	}
+}
+
+// TestRenewerRefusesStaleCertificate: a CA whose clock is behind hands out
+// a certificate that has already expired; it must not replace anything and
+// must not be retried in a tight loop.
+func TestRenewerRefusesStaleCertificate(t *testing.T) {
+	now := time.Now()
+	clock := clocktesting.NewFakeClock(now)
+	ca := &fakeCA{iss: newIssuer(t), clock: clocktesting.NewFakeClock(now.Add(-2 * time.Hour)), ttl: time.Hour}
+	results := make(chan error, 10)
+	r, _ := rotation.NewRenewer(rotation.RenewerConfig{
+		Client: ca,
+		Token:  func() (string, error) { return "token", nil },
+		Update: func(*rotation.Issued) { t.Error("an expired certificate replaced the current one") },
+		Result: func(err error) { results <- err },
+		Clock:  clock,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = r.Run(ctx) }()
+	if err := <-results; err == nil || !strings.Contains(err.Error(), "not now") {
+		t.Fatalf("result %v, want a refusal of the stale certificate", err)
+	}
+	waitForTimer(t, clock) // it backs off on the clock instead of spinning
+	if n := ca.calls.Load(); n != 1 {
+		t.Fatalf("%d CA calls before the backoff, want 1", n)
 	}
 }

@@ -21,6 +21,8 @@ type options struct {
 	inbound, outbound        []string
 	policyFile, defaultMode  string
 	pollInterval             time.Duration
+	idleTimeout, drain       time.Duration
+	maxConnections           int
 	workloadAPI, adminListen string
 	log                      cli.LogOptions
 }
@@ -35,7 +37,7 @@ func (o *options) config() (proxy.Config, error) {
 	cfg := proxy.Config{
 		TrustDomain: td, CA: o.ca, TokenFile: o.tokenFile, BundleFile: o.bundleFile,
 		PolicyFile: o.policyFile, DefaultMode: policy.Mode(o.defaultMode), PollInterval: o.pollInterval,
-		AdminListen: o.adminListen,
+		AdminListen: o.adminListen, IdleTimeout: o.idleTimeout, DrainTimeout: o.drain, MaxConnections: o.maxConnections,
 	}
 	if o.caID == "" {
 		cfg.CAID, err = identity.DefaultCA.ID(td)
@@ -140,10 +142,13 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringArrayVar(&o.inbound, "inbound", nil, "LISTEN=APP_ADDR (repeatable)")
 	fs.StringArrayVar(&o.outbound, "outbound", nil, "LISTEN=TARGET[,id=SPIFFE_ID] (repeatable)")
 	fs.StringVar(&o.policyFile, "policy", "", "YAML policy file, hot-reloaded")
-	fs.StringVar(&o.defaultMode, "default-mode", "deny", "mode of every inbound port when there is no --policy")
+	fs.StringVar(&o.defaultMode, "default-mode", "", "mode of every inbound port when there is no --policy (default deny)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the bundle and policy files are checked for changes")
 	fs.StringVar(&o.workloadAPI, "workload-api", "", "serve the SPIFFE Workload API on unix:///PATH")
-	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:15000", "address of /metrics, /ready, /live and /identity; empty disables them")
+	fs.StringVar(&o.adminListen, "admin-listen", ":15000", "address of /metrics, /ready, /live and /identity (kubelet probes and Prometheus reach it on the pod IP); empty disables them")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Hour, "close a forwarded connection idle both ways for this long")
+	fs.DurationVar(&o.drain, "drain-timeout", 5*time.Second, "on SIGTERM, how long open connections may finish before they are closed")
+	fs.IntVar(&o.maxConnections, "max-connections", 10000, "connections open at once per listener; more wait to be accepted")
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)
 	return cmd

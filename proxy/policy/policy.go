@@ -134,16 +134,27 @@ func Compile(f File, td spiffeid.TrustDomain) (*Policy, error) {
 	return p, nil
 }
 
-func checkMode(m Mode, where string) (Mode, error) {
+// Validate reports whether m is a known mode (empty means deny).
+func (m Mode) Validate() error {
 	if m == "" {
-		return Deny, nil
+		return nil
 	}
 	for _, known := range modes {
 		if m == known {
-			return m, nil
+			return nil
 		}
 	}
-	return "", fmt.Errorf("%w: %s: unknown mode %q; use one of %s", ErrInvalid, where, m, joinModes())
+	return fmt.Errorf("%w: unknown mode %q; use one of %s", ErrInvalid, m, joinModes())
+}
+
+func checkMode(m Mode, where string) (Mode, error) {
+	if err := m.Validate(); err != nil {
+		return "", fmt.Errorf("%s: %w", where, err)
+	}
+	if m == "" {
+		return Deny, nil
+	}
+	return m, nil
 }
 
 func joinModes() string {
@@ -188,6 +199,9 @@ func (p *Port) add(r Rule, where string) error {
 		if err != nil {
 			return fmt.Errorf("%w: %s: id %q: %w", ErrInvalid, where, r.ID, err)
 		}
+		if !id.MemberOf(p.td) {
+			return fmt.Errorf("%w: %s: id %s is outside trust domain %s, whose anchors are the only ones this proxy verifies peers with; use mode all-authenticated to accept any identity those anchors sign", ErrInvalid, where, id, p.td)
+		}
 		p.ids[id] = true
 	case r.ServiceAccount != "":
 		ns, name, ok := strings.Cut(r.ServiceAccount, "/")
@@ -211,6 +225,9 @@ func (p *Port) add(r Rule, where string) error {
 			}
 			if _, err := path.Match(r.Pattern, ""); err != nil {
 				return fmt.Errorf("%w: %s: pattern %q: %w", ErrInvalid, where, r.Pattern, err)
+			}
+			if prefix := p.td.IDString() + "/"; !strings.HasPrefix(r.Pattern, prefix) {
+				return fmt.Errorf("%w: %s: pattern %q must start with %s: peers of other trust domains are verified only in mode all-authenticated", ErrInvalid, where, r.Pattern, prefix)
 			}
 		}
 		p.globs = append(p.globs, r.Pattern)

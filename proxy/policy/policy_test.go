@@ -47,6 +47,7 @@ func TestAuthorize(t *testing.T) {
 		{8443, "spiffe://cluster.local/ns/shop/sa/evil", false},
 		{8443, "spiffe://cluster.local/ns/monitoring/sa/grafana/extra", false},
 		{8443, "spiffe://other.example/ns/shop/sa/web", false},
+		{8443, "spiffe://cluster.local/ns/shop/sa/web/extra", false},
 		{8443, "spiffe://other.example/ns/monitoring/sa/grafana", false},
 		{8443, "spiffe://cluster.local/ns/a/sa/prometheus/x", false},
 		{9000, "spiffe://cluster.local/ns/any/sa/one", true},
@@ -84,6 +85,8 @@ func TestParseRefuses(t *testing.T) {
 		{"port out of range", "ports:\n- port: 70000", "between 1 and 65535"},
 		{"rules that do nothing", "ports:\n- port: 1\n  mode: all-authenticated\n  allow:\n  - namespace: a", "would do nothing"},
 		{"not yaml", "ports: [", "yaml"},
+		{"id of another trust domain", "ports:\n- port: 1\n  allow:\n  - id: spiffe://other.example/ns/a/sa/b", "outside trust domain"},
+		{"pattern of another trust domain", "ports:\n- port: 1\n  allow:\n  - pattern: 'spiffe://*/ns/a/sa/b'", "must start with spiffe://cluster.local/"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

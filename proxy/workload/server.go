@@ -47,23 +47,34 @@ func New(store *state.Store, log *slog.Logger) *Server {
 	return &Server{store: store, log: log}
 }
 
-// Serve listens on the Unix socket path (a stale socket file is replaced)
-// and serves until ctx ends; it returns nil then.
+// Serve listens on the Unix socket path and serves until ctx ends; it
+// returns nil then and removes the socket. The socket is made under a
+// temporary name, set to mode 0660, then renamed into place, so it is never
+// reachable with wider permissions. Only a stale socket at path is
+// replaced; any other file there is an error.
 func (s *Server) Serve(ctx context.Context, path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("workload: %w", err)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("workload: remove stale socket: %w", err)
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("workload: %s exists and is not a socket; refusing to replace it", path)
 	}
-	lis, err := net.Listen("unix", path)
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	_ = os.Remove(tmp)
+	lis, err := net.Listen("unix", tmp)
 	if err != nil {
 		return fmt.Errorf("workload: listen %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	lis.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o660); err != nil {
 		lis.Close()
 		return fmt.Errorf("workload: %w", err)
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		lis.Close()
+		return fmt.Errorf("workload: %w", err)
+	}
+	defer os.Remove(path)
 	srv := grpc.NewServer()
 	workloadpb.RegisterSpiffeWorkloadAPIServer(srv, s)
 	go func() { <-ctx.Done(); srv.Stop() }()
