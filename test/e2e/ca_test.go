@@ -142,7 +142,19 @@ type process struct {
 // answers /ready.
 func startProcess(t *testing.T, name, admin string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, admin: admin, logPath: filepath.Join(t.TempDir(), name+".log")}
+	p, exited := spawn(t, name, args...)
+	p.admin = admin
+	if err := waitHTTP(fmt.Sprintf("http://%s/ready", admin), exited, 30*time.Second); err != nil {
+		t.Fatalf("%s not ready: %v\n%s", name, err, p.logs(t))
+	}
+	return p
+}
+
+// spawn runs the named binary (from the built meshid binaries) until the
+// test ends; the channel reports its exit.
+func spawn(t *testing.T, name string, args ...string) (*process, <-chan error) {
+	t.Helper()
+	p := &process{name: name, logPath: filepath.Join(t.TempDir(), name+".log")}
 	logFile, err := os.Create(p.logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -170,10 +182,7 @@ func startProcess(t *testing.T, name, admin string, args ...string) *process {
 			t.Logf("%s log:\n%s", name, p.logs(t))
 		}
 	})
-	if err := waitHTTP(fmt.Sprintf("http://%s/ready", admin), exited, 30*time.Second); err != nil {
-		t.Fatalf("%s not ready: %v\n%s", name, err, p.logs(t))
-	}
-	return p
+	return p, exited
 }
 
 func (p *process) logs(t *testing.T) string {
