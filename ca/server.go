@@ -11,13 +11,17 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
 	"github.com/meshid/meshid/ca/authn"
 	"github.com/meshid/meshid/ca/csr"
+	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation"
@@ -63,6 +67,8 @@ type ServerConfig struct {
 	// Reserved are identities Certify never issues, such as the CA's own:
 	// its holder would receive every workload's token.
 	Reserved []spiffeid.ID
+	// Fleet receives proxies' status reports; nil means a new registry.
+	Fleet *fleet.Registry
 }
 
 // Server implements the Identity gRPC service.
@@ -103,6 +109,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Fleet == nil {
+		cfg.Fleet = fleet.NewRegistry(cfg.Now)
 	}
 	return &Server{cfg: cfg, closed: make(chan struct{})}, nil
 }
@@ -229,11 +238,11 @@ func csrCode(r csr.Reason) codes.Code {
 
 // GetBundle implements identityv1.IdentityServer.
 func (s *Server) GetBundle(context.Context, *identityv1.GetBundleRequest) (*identityv1.Bundle, error) {
-	b := s.cfg.Trust.Load().Bundle
-	if b == nil {
+	st := s.cfg.Trust.Load()
+	if st.Bundle == nil {
 		return nil, status.Error(codes.Unavailable, "the CA has not loaded a trust bundle yet; retry shortly")
 	}
-	return s.bundleMessage(b.PEM(), b.SHA256()), nil
+	return s.bundleMessage(st), nil
 }
 
 // WatchBundle implements identityv1.IdentityServer.
@@ -241,14 +250,17 @@ func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1
 	s.cfg.Metrics.bundleWatch.Inc()
 	defer s.cfg.Metrics.bundleWatch.Dec()
 	ctx := stream.Context()
-	sent := ""
+	var sent *identityv1.Bundle
 	for {
 		changed := s.cfg.Trust.Changed()
-		if b := s.cfg.Trust.Load().Bundle; b != nil && b.SHA256() != sent {
-			if err := stream.Send(s.bundleMessage(b.PEM(), b.SHA256())); err != nil {
-				return fmt.Errorf("ca: send bundle: %w", err)
+		if st := s.cfg.Trust.Load(); st.Bundle != nil {
+			msg := s.bundleMessage(st)
+			if sent == nil || msg.GetSha256() != sent.GetSha256() || msg.GetIssuerSha256() != sent.GetIssuerSha256() || msg.GetReissueWindowSeconds() != sent.GetReissueWindowSeconds() {
+				if err := stream.Send(msg); err != nil {
+					return fmt.Errorf("ca: send bundle: %w", err)
+				}
+				sent = msg
 			}
-			sent = b.SHA256()
 		}
 		select {
 		case <-ctx.Done():
@@ -271,6 +283,60 @@ func (r *refusal) Error() string              { return r.status.Err().Error() }
 func (r *refusal) GRPCStatus() *status.Status { return r.status }
 func (r *refusal) Unwrap() error              { return r.cause }
 
-func (s *Server) bundleMessage(pem []byte, sum string) *identityv1.Bundle {
-	return &identityv1.Bundle{TrustDomain: s.cfg.TrustDomain.Name(), Pem: pem, Sha256: sum}
+func (s *Server) bundleMessage(st *trust.State) *identityv1.Bundle {
+	msg := &identityv1.Bundle{
+		TrustDomain: s.cfg.TrustDomain.Name(), Pem: st.Bundle.PEM(), Sha256: st.Bundle.SHA256(),
+		ReissueWindowSeconds: int64(st.ReissueWindow / time.Second),
+	}
+	if st.Issuer != nil {
+		msg.IssuerSha256 = st.Issuer.Fingerprint()
+	}
+	return msg
 }
+
+// ReportStatus implements identityv1.IdentityServer: it files a proxy's
+// report under the identity its client certificate proves.
+func (s *Server) ReportStatus(ctx context.Context, req *identityv1.ProxyStatus) (*identityv1.ReportStatusResponse, error) {
+	id, err := s.peerID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetInstance() == "" || len(req.GetInstance()) > 64 {
+		return nil, status.Error(codes.InvalidArgument, "instance must be 1 to 64 characters")
+	}
+	p := fleet.Proxy{
+		ID: id.String(), Instance: req.GetInstance(), BundleSHA256: req.GetBundleSha256(),
+		LeafSerial: req.GetLeafSerial(), LeafIssuerSHA256: req.GetLeafIssuerSha256(),
+		Heartbeat: fleet.Duration(time.Duration(req.GetHeartbeatSeconds()) * time.Second),
+	}
+	if req.GetLeafNotAfter() != nil {
+		p.LeafNotAfter = req.GetLeafNotAfter().AsTime()
+	}
+	s.cfg.Fleet.Report(p)
+	return &identityv1.ReportStatusResponse{}, nil
+}
+
+// peerID verifies the caller's client certificate against the bundle in
+// force and returns its SPIFFE ID.
+func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "no peer information")
+	}
+	info, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "present your X.509-SVID as a client certificate (mTLS) to report status")
+	}
+	b := s.cfg.Trust.Load().Bundle
+	if b == nil {
+		return spiffeid.ID{}, status.Error(codes.Unavailable, "the CA has no trust bundle yet")
+	}
+	id, _, err := x509svid.Verify(info.State.PeerCertificates, b.X509Bundle(s.cfg.TrustDomain))
+	if err != nil {
+		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "the client certificate does not verify against the trust bundle: %v", err)
+	}
+	return id, nil
+}
+
+// Fleet returns the proxies that report to this replica.
+func (s *Server) Fleet() *fleet.Registry { return s.cfg.Fleet }

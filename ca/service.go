@@ -3,11 +3,14 @@ package ca
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,6 +37,9 @@ const (
 	KeyIssuerCert = corev1.TLSCertKey       // tls.crt: issuer certificate, then its chain
 	KeyIssuerKey  = corev1.TLSPrivateKeyKey // tls.key: issuer private key
 	KeyBundle     = "ca-bundle.crt"         // the trust bundle ConfigMap's key
+	// KeyReissueWindow, in the bundle ConfigMap, asks proxies with a leaf
+	// from another issuer to renew within that duration ("30s").
+	KeyReissueWindow = "reissue-window"
 )
 
 // retryInterval is how often a held-back issuer is tried again.
@@ -83,6 +89,13 @@ type Config struct {
 	AdminListen string
 	// DNSNames go into the serving certificate beside the SPIFFE ID.
 	DNSNames []string
+	// Replica names this CA process in fleet reports; empty means the host
+	// name and the process ID.
+	Replica string
+	// FleetReportInterval is how often this replica publishes the proxies
+	// it serves to a ConfigMap meshid-fleet-REPLICA in Namespace, for
+	// `meshid rotate-anchor`; 0 means 5 s, negative disables it.
+	FleetReportInterval time.Duration
 
 	// Log receives everything the CA logs; nil discards.
 	Log *slog.Logger
@@ -160,6 +173,13 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Backdate == 0 {
 		cfg.Backdate = DefaultBackdate
 	}
+	if cfg.Replica == "" {
+		host, _ := os.Hostname()
+		cfg.Replica = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if cfg.FleetReportInterval == 0 {
+		cfg.FleetReportInterval = 5 * time.Second
+	}
 	ownID, err := identity.ServiceAccount{Namespace: cfg.Namespace, Name: cfg.ServiceAccount}.ID(cfg.TrustDomain)
 	if err != nil {
 		return nil, fmt.Errorf("ca: the CA's own identity: %w", err)
@@ -207,11 +227,17 @@ func (s *Service) Run(ctx context.Context) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	s.watchSources(ctx, g)
+	if s.cfg.FleetReportInterval > 0 {
+		g.Go(func() error { return s.publishFleet(ctx) })
+	}
 
 	grpcServer := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(&tls.Config{
 			MinVersion:     tls.VersionTLS13,
 			GetCertificate: s.serving.GetCertificate,
+			// Proxies present their SVID to report status; ReportStatus
+			// verifies it. Certify and the bundle need none.
+			ClientAuth: tls.RequestClientCert,
 		})),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -345,7 +371,18 @@ func (s *Service) setBundle(data map[string][]byte) (bool, error) {
 	if !ok {
 		return false, fmt.Errorf("bundle: key %s is missing (the ConfigMap must hold the PEM anchors under it)", KeyBundle)
 	}
-	return s.store.SetBundle(pem)
+	var window time.Duration
+	if w := strings.TrimSpace(string(data[KeyReissueWindow])); w != "" {
+		var err error
+		if window, err = time.ParseDuration(w); err != nil || window < 0 {
+			return false, fmt.Errorf("bundle: %s %q is not a duration such as 30s", KeyReissueWindow, w)
+		}
+	}
+	changed, err := s.store.SetBundle(pem)
+	if err != nil {
+		return false, err
+	}
+	return s.store.SetReissueWindow(window) || changed, nil
 }
 
 // AdminHandler serves /metrics, /ready and /live.
@@ -354,6 +391,10 @@ func (s *Service) AdminHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{Registry: s.metrics.Registry}))
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /fleet", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.fleetReport())
 	})
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.store.Load().Check(s.cfg.Now()); err != nil {

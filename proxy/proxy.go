@@ -137,13 +137,14 @@ func listenPort(addr string) (int, error) {
 
 // Proxy is one meshid-proxy.
 type Proxy struct {
-	cfg     Config
-	store   *state.Store
-	policy  atomic.Pointer[policy.Policy]
-	metrics *metrics
-	log     *slog.Logger
-	conns   *connSet
-	renewer *rotation.Renewer
+	cfg      Config
+	store    *state.Store
+	policy   atomic.Pointer[policy.Policy]
+	metrics  *metrics
+	log      *slog.Logger
+	conns    *connSet
+	renewer  *rotation.Renewer
+	instance string // names this process in status reports
 	// lastPolicy is the policy file content in force, so an unchanged file
 	// is not loaded twice.
 	lastPolicy atomic.Pointer[[]byte]
@@ -172,7 +173,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, store: state.NewStore(cfg.TrustDomain), log: cfg.Log, conns: newConnSet()}
+	p := &Proxy{cfg: cfg, store: state.NewStore(cfg.TrustDomain), log: cfg.Log, conns: newConnSet(), instance: newInstance()}
 	p.metrics = newMetrics(p.store)
 	mode := cfg.DefaultMode
 	if mode == "" {
@@ -240,6 +241,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	g.Go(func() error { return p.renewer.Run(ctx) })
 	g.Go(func() error { return p.watchBundleFile(ctx) })
 	g.Go(func() error { return p.watchBundleStream(ctx, client) })
+	g.Go(func() error { return p.report(ctx) })
 	if p.cfg.PolicyFile != "" {
 		g.Go(func() error { return p.watchPolicy(ctx) })
 	}

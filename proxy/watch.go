@@ -65,6 +65,7 @@ func (p *Proxy) watchBundleStream(ctx context.Context, client identityv1.Identit
 					continue
 				}
 				p.setBundle("ca", b.GetPem())
+				p.reissue(ctx, b.GetIssuerSha256(), time.Duration(b.GetReissueWindowSeconds())*time.Second)
 			}
 		}
 		if ctx.Err() != nil {

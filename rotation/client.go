@@ -79,11 +79,22 @@ func Certify(ctx context.Context, c identityv1.IdentityClient, token string) (*I
 	return &Issued{SVID: svid, RenewAfter: renew}, nil
 }
 
+// DialOption changes how DialCA connects.
+type DialOption func(*tls.Config)
+
+// WithClientCertificate presents cert to the CA (mTLS), as ReportStatus
+// requires.
+func WithClientCertificate(cert *tls.Certificate) DialOption {
+	return func(c *tls.Config) {
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	}
+}
+
 // DialCA opens a gRPC connection to the CA at target over TLS 1.3, verifying
 // at every handshake that the CA presents an X.509-SVID for caID that chains
 // to the bundle anchors returns then, so a rotated bundle is used on the
 // next reconnect.
-func DialCA(target string, anchors x509bundle.Source, caID spiffeid.ID) (*grpc.ClientConn, error) {
+func DialCA(target string, anchors x509bundle.Source, caID spiffeid.ID, opts ...DialOption) (*grpc.ClientConn, error) {
 	if anchors == nil {
 		return nil, errors.New("rotation: DialCA needs a trust bundle")
 	}
@@ -95,6 +106,9 @@ func DialCA(target string, anchors x509bundle.Source, caID spiffeid.ID) (*grpc.C
 	}
 	cfg := tlsconfig.TLSClientConfig(anchors, authorize)
 	cfg.MinVersion = tls.VersionTLS13
+	for _, o := range opts {
+		o(cfg)
+	}
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		return nil, fmt.Errorf("rotation: dial CA %s: %w", target, err)

@@ -138,6 +138,9 @@ func rbac(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{IssuerSecret}, Verbs: []string{"get", "list", "watch"}},
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{BundleConfigMap}, Verbs: []string{"get", "list", "watch"}},
 				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+				// Fleet reports (meshid-fleet-POD): RBAC cannot name objects
+				// that do not exist yet, so create is namespace-wide.
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create", "get", "update"}},
 			}},
 		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(CAName),
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: CAName}, Subjects: subject},
@@ -157,6 +160,7 @@ func Args(o Options) []string {
 		"--leaf-ttl=" + o.LeafTTL.String(),
 		"--listen=:" + strconv.Itoa(GRPCPort),
 		"--admin-listen=:" + strconv.Itoa(AdminPort),
+		"--replica=$(POD_NAME)",
 	}
 }
 
@@ -183,6 +187,7 @@ func deployment(o Options, meta func(string) metav1.ObjectMeta, labels map[strin
 					},
 					Containers: []corev1.Container{{
 						Name: CAName, Image: o.Image, Args: Args(o),
+						Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
 						Ports: []corev1.ContainerPort{
 							{Name: "grpc", ContainerPort: GRPCPort, Protocol: corev1.ProtocolTCP},
 							{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},

@@ -17,6 +17,9 @@ import (
 type State struct {
 	Bundle *bundle.Bundle
 	Issuer *issuer.KeyPair
+	// ReissueWindow, when above zero, asks proxies holding a leaf from
+	// another issuer to renew within it (anchor rotation sets it).
+	ReissueWindow time.Duration
 
 	// chainErr is why Issuer does not chain to Bundle, checked once when
 	// the state is made: the state never changes, and a chain verification
@@ -109,11 +112,11 @@ func (s *Store) SetBundle(pemData []byte) (bool, error) {
 	switch {
 	case s.pendingIssuer != nil && s.pendingIssuer.Verify(b, now) == nil:
 		s.log.Info("the held-back issuer chains to the new trust bundle; using both", "issuer", s.pendingIssuer.Fingerprint(), "bundle_sha256", b.SHA256())
-		s.swap(&State{Bundle: b, Issuer: s.pendingIssuer})
+		s.swap(&State{Bundle: b, Issuer: s.pendingIssuer, ReissueWindow: cur.ReissueWindow})
 		s.pendingIssuer = nil
 	case cur.Issuer == nil || cur.Check(now) != nil || cur.Issuer.Verify(b, now) == nil:
 		// Nothing usable to protect, or the issuer in use still chains.
-		s.swap(&State{Bundle: b, Issuer: cur.Issuer})
+		s.swap(&State{Bundle: b, Issuer: cur.Issuer, ReissueWindow: cur.ReissueWindow})
 	default:
 		s.pendingBundle = b
 		return false, fmt.Errorf("trust: bundle %.12s does not hold the anchor of the issuer in use (%s), so new certificates would not verify; it is held back and will be used together with an issuer that chains to it", b.SHA256(), cur.Issuer.Cert.Subject)
@@ -157,7 +160,7 @@ func (s *Store) useIssuer(kp *issuer.KeyPair) (bool, error) {
 	now := s.now()
 	if pb := s.pendingBundle; pb != nil && kp.Verify(pb, now) == nil {
 		s.log.Info("the new issuer chains to the held-back trust bundle; using both", "issuer", kp.Fingerprint(), "bundle_sha256", pb.SHA256())
-		s.swap(&State{Bundle: pb, Issuer: kp})
+		s.swap(&State{Bundle: pb, Issuer: kp, ReissueWindow: cur.ReissueWindow})
 		s.pendingBundle = nil
 	} else if err := kp.Verify(cur.Bundle, now); err != nil {
 		if errors.Is(err, issuer.ErrUntrusted) || errors.Is(err, issuer.ErrNotYetValid) {
@@ -166,10 +169,25 @@ func (s *Store) useIssuer(kp *issuer.KeyPair) (bool, error) {
 		}
 		return false, err
 	} else {
-		s.swap(&State{Bundle: cur.Bundle, Issuer: kp})
+		s.swap(&State{Bundle: cur.Bundle, Issuer: kp, ReissueWindow: cur.ReissueWindow})
 	}
 	s.log.Info("issuer loaded", "issuer", kp.Fingerprint(), "subject", kp.Cert.Subject.String(), "not_after", kp.NotAfter())
 	return true, nil
+}
+
+// SetReissueWindow sets State.ReissueWindow; 0 clears it.
+func (s *Store) SetReissueWindow(d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.state.Load()
+	if cur.ReissueWindow == d {
+		return false
+	}
+	next := *cur
+	next.ReissueWindow = d
+	s.swap(&next)
+	s.log.Info("re-issue window set", "window", d)
+	return true
 }
 
 // swap installs next and wakes the followers. s.mu must be held.

@@ -32,6 +32,8 @@ type options struct {
 	listen          string
 	adminListen     string
 	dnsNames        []string
+	replica         string
+	fleetInterval   time.Duration
 	log             cli.LogOptions
 }
 
@@ -52,6 +54,7 @@ func (o *options) config() (ca.Config, error) {
 		IssuerSecret: o.issuerSecret, IssuerCertFile: o.issuerCertFile, IssuerKeyFile: o.issuerKeyFile,
 		BundleConfigMap: o.trustBundle, BundleFile: o.trustBundleFile, FilePollInterval: o.filePoll,
 		Listen: o.listen, AdminListen: o.adminListen, DNSNames: dns,
+		Replica: o.replica, FleetReportInterval: o.fleetInterval,
 	}
 	if err := cfg.Validate(); err != nil {
 		return ca.Config{}, &cli.UsageError{Err: err}
@@ -114,6 +117,8 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.StringVar(&o.listen, "listen", ":8443", "address of the gRPC identity API")
 	fs.StringVar(&o.adminListen, "admin-listen", ":9090", "address of /metrics, /ready and /live; empty disables them")
 	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names for the serving certificate (default meshid-ca, meshid-ca.NAMESPACE, meshid-ca.NAMESPACE.svc, localhost)")
+	fs.StringVar(&o.replica, "replica", "", "name of this replica in fleet reports (default HOSTNAME-PID; the Deployment passes the pod name)")
+	fs.DurationVar(&o.fleetInterval, "fleet-report-interval", 5*time.Second, "how often the proxies this replica serves are published to ConfigMap meshid-fleet-REPLICA; negative disables")
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)
 	return cmd

@@ -247,9 +247,15 @@ type Bundle struct {
 	// (no headers, no text between blocks).
 	Pem []byte `protobuf:"bytes,2,opt,name=pem,proto3" json:"pem,omitempty"`
 	// sha256 is the lowercase hex SHA-256 of pem; it names the bundle version.
-	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sha256 string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// issuer_sha256 is the SHA-256 of the certificate the CA signs with now.
+	IssuerSha256 string `protobuf:"bytes,4,opt,name=issuer_sha256,json=issuerSha256,proto3" json:"issuer_sha256,omitempty"`
+	// reissue_window_seconds, when above zero, asks every holder of a leaf
+	// signed by another issuer than issuer_sha256 to renew now, at a random
+	// moment within this many seconds (so a fleet does not renew at once).
+	ReissueWindowSeconds int64 `protobuf:"varint,5,opt,name=reissue_window_seconds,json=reissueWindowSeconds,proto3" json:"reissue_window_seconds,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
@@ -303,6 +309,145 @@ func (x *Bundle) GetSha256() string {
 	return ""
 }
 
+func (x *Bundle) GetIssuerSha256() string {
+	if x != nil {
+		return x.IssuerSha256
+	}
+	return ""
+}
+
+func (x *Bundle) GetReissueWindowSeconds() int64 {
+	if x != nil {
+		return x.ReissueWindowSeconds
+	}
+	return 0
+}
+
+type ProxyStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// instance names this proxy process; it is random per start.
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// bundle_sha256 is the bundle the proxy verifies peers with.
+	BundleSha256 string `protobuf:"bytes,2,opt,name=bundle_sha256,json=bundleSha256,proto3" json:"bundle_sha256,omitempty"`
+	// leaf_serial, leaf_issuer_sha256 and leaf_not_after describe the
+	// certificate the proxy serves; empty before the first.
+	LeafSerial       string                 `protobuf:"bytes,3,opt,name=leaf_serial,json=leafSerial,proto3" json:"leaf_serial,omitempty"`
+	LeafIssuerSha256 string                 `protobuf:"bytes,4,opt,name=leaf_issuer_sha256,json=leafIssuerSha256,proto3" json:"leaf_issuer_sha256,omitempty"`
+	LeafNotAfter     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=leaf_not_after,json=leafNotAfter,proto3" json:"leaf_not_after,omitempty"`
+	// heartbeat_seconds is how often the proxy reports.
+	HeartbeatSeconds int64 `protobuf:"varint,6,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ProxyStatus) Reset() {
+	*x = ProxyStatus{}
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyStatus) ProtoMessage() {}
+
+func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyStatus.ProtoReflect.Descriptor instead.
+func (*ProxyStatus) Descriptor() ([]byte, []int) {
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ProxyStatus) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *ProxyStatus) GetBundleSha256() string {
+	if x != nil {
+		return x.BundleSha256
+	}
+	return ""
+}
+
+func (x *ProxyStatus) GetLeafSerial() string {
+	if x != nil {
+		return x.LeafSerial
+	}
+	return ""
+}
+
+func (x *ProxyStatus) GetLeafIssuerSha256() string {
+	if x != nil {
+		return x.LeafIssuerSha256
+	}
+	return ""
+}
+
+func (x *ProxyStatus) GetLeafNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeafNotAfter
+	}
+	return nil
+}
+
+func (x *ProxyStatus) GetHeartbeatSeconds() int64 {
+	if x != nil {
+		return x.HeartbeatSeconds
+	}
+	return 0
+}
+
+type ReportStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportStatusResponse) Reset() {
+	*x = ReportStatusResponse{}
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportStatusResponse) ProtoMessage() {}
+
+func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{6}
+}
+
 var File_ca_api_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
@@ -320,15 +465,27 @@ const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
 	"renewAfter\x12\x1b\n" +
 	"\tspiffe_id\x18\x05 \x01(\tR\bspiffeId\"\x12\n" +
 	"\x10GetBundleRequest\"\x14\n" +
-	"\x12WatchBundleRequest\"U\n" +
+	"\x12WatchBundleRequest\"\xb0\x01\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
 	"\x03pem\x18\x02 \x01(\fR\x03pem\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\tR\x06sha2562\x82\x02\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12#\n" +
+	"\rissuer_sha256\x18\x04 \x01(\tR\fissuerSha256\x124\n" +
+	"\x16reissue_window_seconds\x18\x05 \x01(\x03R\x14reissueWindowSeconds\"\x8c\x02\n" +
+	"\vProxyStatus\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12#\n" +
+	"\rbundle_sha256\x18\x02 \x01(\tR\fbundleSha256\x12\x1f\n" +
+	"\vleaf_serial\x18\x03 \x01(\tR\n" +
+	"leafSerial\x12,\n" +
+	"\x12leaf_issuer_sha256\x18\x04 \x01(\tR\x10leafIssuerSha256\x12@\n" +
+	"\x0eleaf_not_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fleafNotAfter\x12+\n" +
+	"\x11heartbeat_seconds\x18\x06 \x01(\x03R\x10heartbeatSeconds\"\x16\n" +
+	"\x14ReportStatusResponse2\xdd\x02\n" +
 	"\bIdentity\x12R\n" +
 	"\aCertify\x12\".meshid.identity.v1.CertifyRequest\x1a#.meshid.identity.v1.CertifyResponse\x12M\n" +
 	"\tGetBundle\x12$.meshid.identity.v1.GetBundleRequest\x1a\x1a.meshid.identity.v1.Bundle\x12S\n" +
-	"\vWatchBundle\x12&.meshid.identity.v1.WatchBundleRequest\x1a\x1a.meshid.identity.v1.Bundle0\x01B8Z6github.com/meshid/meshid/ca/api/identity/v1;identityv1b\x06proto3"
+	"\vWatchBundle\x12&.meshid.identity.v1.WatchBundleRequest\x1a\x1a.meshid.identity.v1.Bundle0\x01\x12Y\n" +
+	"\fReportStatus\x12\x1f.meshid.identity.v1.ProxyStatus\x1a(.meshid.identity.v1.ReportStatusResponseB8Z6github.com/meshid/meshid/ca/api/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_ca_api_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -342,29 +499,34 @@ func file_ca_api_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_ca_api_identity_v1_identity_proto_rawDescData
 }
 
-var file_ca_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_ca_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_ca_api_identity_v1_identity_proto_goTypes = []any{
 	(*CertifyRequest)(nil),        // 0: meshid.identity.v1.CertifyRequest
 	(*CertifyResponse)(nil),       // 1: meshid.identity.v1.CertifyResponse
 	(*GetBundleRequest)(nil),      // 2: meshid.identity.v1.GetBundleRequest
 	(*WatchBundleRequest)(nil),    // 3: meshid.identity.v1.WatchBundleRequest
 	(*Bundle)(nil),                // 4: meshid.identity.v1.Bundle
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*ProxyStatus)(nil),           // 5: meshid.identity.v1.ProxyStatus
+	(*ReportStatusResponse)(nil),  // 6: meshid.identity.v1.ReportStatusResponse
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_ca_api_identity_v1_identity_proto_depIdxs = []int32{
-	5, // 0: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
-	5, // 1: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
-	0, // 2: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
-	2, // 3: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
-	3, // 4: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
-	1, // 5: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
-	4, // 6: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
-	4, // 7: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	7, // 0: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
+	7, // 1: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
+	7, // 2: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
+	0, // 3: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
+	2, // 4: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
+	3, // 5: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
+	5, // 6: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
+	1, // 7: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
+	4, // 8: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
+	4, // 9: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
+	6, // 10: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
+	7, // [7:11] is the sub-list for method output_type
+	3, // [3:7] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_ca_api_identity_v1_identity_proto_init() }
@@ -378,7 +540,7 @@ func file_ca_api_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ca_api_identity_v1_identity_proto_rawDesc), len(file_ca_api_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

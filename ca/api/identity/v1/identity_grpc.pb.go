@@ -23,9 +23,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Identity_Certify_FullMethodName     = "/meshid.identity.v1.Identity/Certify"
-	Identity_GetBundle_FullMethodName   = "/meshid.identity.v1.Identity/GetBundle"
-	Identity_WatchBundle_FullMethodName = "/meshid.identity.v1.Identity/WatchBundle"
+	Identity_Certify_FullMethodName      = "/meshid.identity.v1.Identity/Certify"
+	Identity_GetBundle_FullMethodName    = "/meshid.identity.v1.Identity/GetBundle"
+	Identity_WatchBundle_FullMethodName  = "/meshid.identity.v1.Identity/WatchBundle"
+	Identity_ReportStatus_FullMethodName = "/meshid.identity.v1.Identity/ReportStatus"
 )
 
 // IdentityClient is the client API for Identity service.
@@ -45,8 +46,15 @@ type IdentityClient interface {
 	Certify(ctx context.Context, in *CertifyRequest, opts ...grpc.CallOption) (*CertifyResponse, error)
 	// GetBundle returns the current trust bundle.
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*Bundle, error)
-	// WatchBundle sends the current trust bundle at once, then every new one.
+	// WatchBundle sends the current trust bundle at once, then every new one,
+	// and again whenever the CA asks its holders to re-issue (see Bundle).
 	WatchBundle(ctx context.Context, in *WatchBundleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Bundle], error)
+	// ReportStatus tells the CA what a proxy holds, so the CA can show the
+	// fleet and an anchor rotation can wait until every proxy has converged.
+	// The caller must present its X.509-SVID (mTLS); the report is filed
+	// under that identity. Proxies report at start, on every change, and
+	// every heartbeat; a proxy not heard from for three heartbeats is gone.
+	ReportStatus(ctx context.Context, in *ProxyStatus, opts ...grpc.CallOption) (*ReportStatusResponse, error)
 }
 
 type identityClient struct {
@@ -96,6 +104,16 @@ func (c *identityClient) WatchBundle(ctx context.Context, in *WatchBundleRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Identity_WatchBundleClient = grpc.ServerStreamingClient[Bundle]
 
+func (c *identityClient) ReportStatus(ctx context.Context, in *ProxyStatus, opts ...grpc.CallOption) (*ReportStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportStatusResponse)
+	err := c.cc.Invoke(ctx, Identity_ReportStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IdentityServer is the server API for Identity service.
 // All implementations must embed UnimplementedIdentityServer
 // for forward compatibility.
@@ -113,8 +131,15 @@ type IdentityServer interface {
 	Certify(context.Context, *CertifyRequest) (*CertifyResponse, error)
 	// GetBundle returns the current trust bundle.
 	GetBundle(context.Context, *GetBundleRequest) (*Bundle, error)
-	// WatchBundle sends the current trust bundle at once, then every new one.
+	// WatchBundle sends the current trust bundle at once, then every new one,
+	// and again whenever the CA asks its holders to re-issue (see Bundle).
 	WatchBundle(*WatchBundleRequest, grpc.ServerStreamingServer[Bundle]) error
+	// ReportStatus tells the CA what a proxy holds, so the CA can show the
+	// fleet and an anchor rotation can wait until every proxy has converged.
+	// The caller must present its X.509-SVID (mTLS); the report is filed
+	// under that identity. Proxies report at start, on every change, and
+	// every heartbeat; a proxy not heard from for three heartbeats is gone.
+	ReportStatus(context.Context, *ProxyStatus) (*ReportStatusResponse, error)
 	mustEmbedUnimplementedIdentityServer()
 }
 
@@ -133,6 +158,9 @@ func (UnimplementedIdentityServer) GetBundle(context.Context, *GetBundleRequest)
 }
 func (UnimplementedIdentityServer) WatchBundle(*WatchBundleRequest, grpc.ServerStreamingServer[Bundle]) error {
 	return status.Error(codes.Unimplemented, "method WatchBundle not implemented")
+}
+func (UnimplementedIdentityServer) ReportStatus(context.Context, *ProxyStatus) (*ReportStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportStatus not implemented")
 }
 func (UnimplementedIdentityServer) mustEmbedUnimplementedIdentityServer() {}
 func (UnimplementedIdentityServer) testEmbeddedByValue()                  {}
@@ -202,6 +230,24 @@ func _Identity_WatchBundle_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Identity_WatchBundleServer = grpc.ServerStreamingServer[Bundle]
 
+func _Identity_ReportStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProxyStatus)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServer).ReportStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Identity_ReportStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServer).ReportStatus(ctx, req.(*ProxyStatus))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Identity_ServiceDesc is the grpc.ServiceDesc for Identity service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -216,6 +262,10 @@ var Identity_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBundle",
 			Handler:    _Identity_GetBundle_Handler,
+		},
+		{
+			MethodName: "ReportStatus",
+			Handler:    _Identity_ReportStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

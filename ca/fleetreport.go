@@ -1,0 +1,104 @@
+package ca
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshid/meshid/ca/fleet"
+)
+
+// Fleet reports: every replica publishes the proxies it serves to a
+// ConfigMap of its own, so `meshid rotate-anchor` can see the whole fleet
+// from the API server alone.
+const (
+	FleetPrefix = "meshid-fleet-"
+	FleetLabel  = "meshid.dev/fleet"
+	FleetKey    = "fleet.json"
+)
+
+func (s *Service) fleetReport() fleet.Report {
+	st := s.store.Load()
+	r := fleet.Report{Replica: s.cfg.Replica, Updated: s.cfg.Now(), Proxies: s.server.Fleet().Live()}
+	if st.Issuer != nil {
+		r.IssuerSHA256 = st.Issuer.Fingerprint()
+	}
+	if st.Bundle != nil {
+		r.BundleSHA256 = st.Bundle.SHA256()
+	}
+	return r
+}
+
+// FleetConfigMapName is the ConfigMap a replica publishes to.
+func FleetConfigMapName(replica string) string {
+	name := strings.ToLower(replica)
+	name = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			return r
+		}
+		return '-'
+	}, name)
+	if len(FleetPrefix)+len(name) > 253 {
+		name = name[:253-len(FleetPrefix)]
+	}
+	return FleetPrefix + name
+}
+
+// publishFleet writes this replica's report every FleetReportInterval.
+func (s *Service) publishFleet(ctx context.Context) error {
+	name := FleetConfigMapName(s.cfg.Replica)
+	cms := s.cfg.Client.CoreV1().ConfigMaps(s.cfg.Namespace)
+	tick := time.NewTicker(s.cfg.FleetReportInterval)
+	defer tick.Stop()
+	failing := false
+	for {
+		data, err := json.Marshal(s.fleetReport())
+		if err == nil {
+			err = upsertConfigMap(ctx, cms, &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.cfg.Namespace, Labels: map[string]string{FleetLabel: "true"}},
+				Data:       map[string]string{FleetKey: string(data)},
+			})
+		}
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			s.cfg.Log.Warn("cannot publish the fleet report; anchor rotation cannot see this replica's proxies", "configmap", name, "error", err)
+			failing = true
+		case err == nil && failing:
+			s.cfg.Log.Info("fleet report published again", "configmap", name)
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+type configMaps interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*corev1.ConfigMap, error)
+	Create(ctx context.Context, cm *corev1.ConfigMap, opts metav1.CreateOptions) (*corev1.ConfigMap, error)
+	Update(ctx context.Context, cm *corev1.ConfigMap, opts metav1.UpdateOptions) (*corev1.ConfigMap, error)
+}
+
+func upsertConfigMap(ctx context.Context, cms configMaps, cm *corev1.ConfigMap) error {
+	cur, err := cms.Get(ctx, cm.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	cur.Labels, cur.Data = cm.Labels, cm.Data
+	if _, err := cms.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update %s: %w", cm.Name, err)
+	}
+	return nil
+}
