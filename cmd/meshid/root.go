@@ -20,7 +20,7 @@ Kubernetes service account a short-lived SPIFFE identity
 
 ` + cli.ExitCodes),
 	}
-	cmd.AddCommand(newCertifyCommand(runCertify), newInspectCommand(os.Stdin), newCheckCommand(), newVerifyCommand(), newInstallCommand())
+	cmd.AddCommand(newCertifyCommand(runCertify), newInspectCommand(os.Stdin), newCheckCommand(), newVerifyCommand(), newInstallCommand(), newRotateCommand())
 	cli.Setup(cmd)
 	return cmd
 }

@@ -102,14 +102,7 @@ func startCA(t *testing.T, extraArgs ...string) *caProcess {
 	if _, err := e.client.CoreV1().ConfigMaps(p.ns).Create(ctx, bundleConfigMap(p.anchor.CertPEM()), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	p.addr = freeAddr(t)
-	admin := freeAddr(t)
-	args := append([]string{
-		"--kubeconfig", e.cluster.Kubeconfig, "--namespace", p.ns,
-		"--issuer-secret", "meshid-issuer", "--trust-bundle", "meshid-trust-bundle",
-		"--listen", p.addr, "--admin-listen", admin,
-	}, extraArgs...)
-	p.process = startProcess(t, "meshid-ca", admin, args...)
+	p.addr, p.process = runCA(t, p.ns, extraArgs...)
 	var err error
 	p.bundle, err = bundle.Parse(p.anchor.CertPEM())
 	if err != nil {
@@ -122,6 +115,19 @@ func startCA(t *testing.T, extraArgs ...string) *caProcess {
 	t.Cleanup(func() { conn.Close() })
 	p.client = identityv1.NewIdentityClient(conn)
 	return p
+}
+
+// runCA starts one meshid-ca replica for the trust objects in ns and
+// returns its gRPC address.
+func runCA(t *testing.T, ns string, extraArgs ...string) (string, *process) {
+	t.Helper()
+	addr, admin := freeAddr(t), freeAddr(t)
+	args := append([]string{
+		"--kubeconfig", need(t).cluster.Kubeconfig, "--namespace", ns,
+		"--issuer-secret", "meshid-issuer", "--trust-bundle", "meshid-trust-bundle",
+		"--listen", addr, "--admin-listen", admin,
+	}, extraArgs...)
+	return addr, startProcess(t, "meshid-ca", admin, args...)
 }
 
 // id is the CA's own SPIFFE ID.

@@ -3,7 +3,9 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -28,6 +30,11 @@ type meshProxy struct {
 
 // startProxy starts meshid-proxy for sa with a token from TokenRequest.
 func startProxy(t *testing.T, ca *caProcess, ns, sa string, args ...string) *meshProxy {
+	return startProxyAt(t, ca, ca.addr, ns, sa, args...)
+}
+
+// startProxyAt is startProxy against the CA replica at addr.
+func startProxyAt(t *testing.T, ca *caProcess, addr, ns, sa string, args ...string) *meshProxy {
 	t.Helper()
 	dir := t.TempDir()
 	p := &meshProxy{sa: sa, tokenFile: filepath.Join(dir, "token"), bundleFile: filepath.Join(dir, "ca-bundle.crt")}
@@ -39,7 +46,7 @@ func startProxy(t *testing.T, ca *caProcess, ns, sa string, args ...string) *mes
 	}
 	admin := freeAddr(t)
 	p.process = startProcess(t, "meshid-proxy", admin, append([]string{
-		"--ca", ca.addr, "--ca-id", ca.id(t).String(),
+		"--ca", addr, "--ca-id", ca.id(t).String(),
 		"--token-file", p.tokenFile, "--trust-bundle-file", p.bundleFile,
 		"--admin-listen", admin, "--poll-interval", "100ms",
 	}, args...)...)
@@ -47,12 +54,35 @@ func startProxy(t *testing.T, ca *caProcess, ns, sa string, args ...string) *mes
 }
 
 type identityDoc struct {
+	Chain           string    `json:"chain_pem"`
 	SPIFFEID        string    `json:"spiffe_id"`
 	Serial          string    `json:"serial"`
 	NotAfter        time.Time `json:"not_after"`
 	PublicKeySHA256 string    `json:"public_key_sha256"`
 	BundleSHA256    string    `json:"bundle_sha256"`
 	Policy          string    `json:"policy"`
+}
+
+// parsePEMChain returns the chain a proxy reported.
+func parsePEMChain(id identityDoc) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := []byte(id.Chain)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("no chain in /identity")
+	}
+	return certs, nil
 }
 
 func (p *meshProxy) identity(t *testing.T) identityDoc {

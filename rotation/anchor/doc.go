@@ -1,0 +1,22 @@
+// Package anchor owns trust-anchor rotation: the staged, resumable
+// procedure behind `meshid rotate-anchor` that replaces the anchor every
+// workload trusts without a moment in which any two of them disagree.
+//
+//	Add          publish old + new anchors; wait until every proxy and CA
+//	             replica holds that bundle
+//	SwitchIssuer issue the issuer from the new anchor (or have cert-manager
+//	             do it); wait until every CA replica signs with it
+//	Reissue      ask proxies to renew within a window; wait until every live
+//	             leaf comes from the new issuer
+//	Remove       publish the new anchor alone; wait until every proxy holds it
+//	Done         a final check and a summary
+//
+// A stage advances only when the fleet view (the proxies' own reports, as
+// published by every CA replica) says it converged, never on a timer. The
+// state lives in the cluster (ConfigMap meshid-rotation, and Secret
+// meshid-rotation for keys), so a rerun or a second operator resumes it, and
+// every stage is idempotent. Abort goes back from any stage before Remove.
+//
+// It imports ca/ for the names of the objects meshid-ca reads, issuer/ and
+// rotation/bundle; never proxy/.
+package anchor

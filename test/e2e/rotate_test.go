@@ -1,0 +1,126 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshid/meshid/rotation/bundle"
+)
+
+// traffic sends requests through webOut until stop is called, over one
+// kept-alive connection and over new connections, and counts failures.
+type traffic struct {
+	ok, failed atomic.Int64
+	firstErr   atomic.Value
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startTraffic(webOut string) *traffic {
+	tr := &traffic{stop: make(chan struct{})}
+	kept := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second}
+	send := func(client *http.Client, every time.Duration) {
+		defer tr.wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-tr.stop:
+				return
+			case <-tick.C:
+			}
+			msg := fmt.Sprint(i)
+			if got, err := get(client, webOut, msg); err != nil || got != "hello from db: "+msg {
+				tr.failed.Add(1)
+				tr.firstErr.CompareAndSwap(nil, fmt.Sprintf("%q, %v", got, err))
+				continue
+			}
+			tr.ok.Add(1)
+		}
+	}
+	tr.wg.Add(3)
+	go send(kept, 4*time.Millisecond)
+	go send(kept, 4*time.Millisecond)
+	go send(fresh, 20*time.Millisecond)
+	return tr
+}
+
+func (tr *traffic) end(t *testing.T) {
+	t.Helper()
+	close(tr.stop)
+	tr.wg.Wait()
+	t.Logf("traffic: %d requests ok, %d failed", tr.ok.Load(), tr.failed.Load())
+	if tr.failed.Load() > 0 {
+		t.Errorf("%d requests failed; first: %v", tr.failed.Load(), tr.firstErr.Load())
+	}
+	if tr.ok.Load() < 100 {
+		t.Errorf("only %d requests went through", tr.ok.Load())
+	}
+}
+
+// TestRotateAnchor: a full rotation with two CA replicas and proxies under
+// continuous traffic: zero failed requests, and at the end every leaf
+// chains only to the new anchor and the old anchor is gone from every
+// proxy's bundle.
+func TestRotateAnchor(t *testing.T) {
+	t.Parallel()
+	e := need(t)
+	ca := startCA(t, "--fleet-report-interval", "500ms", "--replica", "ca-0")
+	addr1, _ := runCA(t, ca.ns, "--fleet-report-interval", "500ms", "--replica", "ca-1")
+	ns := namespace(t, "rotate")
+	serviceAccount(t, ns, "web")
+	serviceAccount(t, ns, "db")
+	dbIn, webOut := freeAddr(t), freeAddr(t)
+	db := startProxyAt(t, ca, ca.addr, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
+	web := startProxyAt(t, ca, addr1, ns, "web", "--outbound", webOut+"="+dbIn)
+
+	tr := startTraffic(webOut)
+	out, code := meshid(t, "", "rotate-anchor", "start", "--generate", "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig,
+		"--stage-timeout", "2m", "--reissue-window", "2s")
+	tr.end(t)
+	t.Logf("rotate-anchor:\n%s", out)
+	if code != 0 || !strings.Contains(out, "rotation done") {
+		t.Fatalf("rotate-anchor start exited %d", code)
+	}
+
+	cm, err := e.client.CoreV1().ConfigMaps(ca.ns).Get(context.Background(), "meshid-trust-bundle", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, err := bundle.Parse([]byte(cm.Data["ca-bundle.crt"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(now.Anchors()) != 1 || now.Contains(ca.anchor.Cert) {
+		t.Fatalf("the bundle still holds the old anchor (%d anchors)", len(now.Anchors()))
+	}
+	for _, p := range []*meshProxy{web, db} {
+		id := p.identity(t)
+		if id.BundleSHA256 != now.SHA256() {
+			t.Errorf("%s proxy holds bundle %s, want the new-anchor bundle %s", p.sa, id.BundleSHA256, now.SHA256())
+		}
+		chain, err := parsePEMChain(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := x509svid.Verify(chain, now.X509Bundle(trustDomain)); err != nil {
+			t.Errorf("%s proxy's leaf does not chain to the new anchor: %v", p.sa, err)
+		}
+		if _, _, err := x509svid.Verify(chain, ca.bundle.X509Bundle(trustDomain)); err == nil {
+			t.Errorf("%s proxy's leaf still chains to the old anchor", p.sa)
+		}
+	}
+	status, code := meshid(t, "", "rotate-anchor", "status", "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig)
+	if code != 0 || !hasLine(status, "Stage", "Done") {
+		t.Fatalf("status after the rotation: exit %d\n%s", code, status)
+	}
+}
