@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,4 +125,84 @@ func TestRotateAnchor(t *testing.T) {
 	if code != 0 || !hasLine(status, "Stage", "Done") {
 		t.Fatalf("status after the rotation: exit %d\n%s", code, status)
 	}
+}
+
+// TestRotateAnchorResume: the rotation command is killed (SIGKILL) in the
+// middle of every stage and resumed each time; it completes correctly, and
+// traffic never fails.
+func TestRotateAnchorResume(t *testing.T) {
+	t.Parallel()
+	e := need(t)
+	ca := startCA(t, "--fleet-report-interval", "500ms")
+	ns := namespace(t, "resume")
+	serviceAccount(t, ns, "web")
+	serviceAccount(t, ns, "db")
+	dbIn, webOut := freeAddr(t), freeAddr(t)
+	startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
+	startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	common := []string{"-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig, "--stage-timeout", "2m"}
+
+	tr := startTraffic(webOut)
+	args := append([]string{"rotate-anchor", "start", "--generate", "--reissue-window", "3s"}, common...)
+	for _, stage := range []string{"Add", "SwitchIssuer", "Reissue", "Remove"} {
+		killAt(t, "stage "+stage+":", args...)
+		status, _ := meshid(t, "", append([]string{"rotate-anchor", "status"}, common...)...)
+		if !hasLine(status, "Stage", stage) {
+			t.Fatalf("after killing it in stage %s, status says:\n%s", stage, status)
+		}
+		args = append([]string{"rotate-anchor", "resume"}, common...)
+	}
+	out, code := meshid(t, "", args...)
+	tr.end(t)
+	if code != 0 || !strings.Contains(out, "rotation done") {
+		t.Fatalf("final resume: exit %d\n%s", code, out)
+	}
+	if _, err := e.client.CoreV1().Secrets(ca.ns).Get(context.Background(), "meshid-rotation", metav1.GetOptions{}); err == nil {
+		t.Fatal("the rotation's keys are still in the cluster after it finished")
+	}
+}
+
+// killAt runs meshid with args, and SIGKILLs it as soon as its output has
+// a line containing marker (it must get there).
+func killAt(t *testing.T, marker string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(need(t).bin, "meshid"), args...)
+	var buf syncBuffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	eventually(t, 2*time.Minute, func() error {
+		select {
+		case err := <-exited:
+			t.Fatalf("meshid %s ended (%v) before %q:\n%s", strings.Join(args, " "), err, marker, buf.String())
+		default:
+		}
+		if !strings.Contains(buf.String(), marker) {
+			return fmt.Errorf("no %q yet", marker)
+		}
+		return nil
+	})
+	_ = cmd.Process.Kill()
+	<-exited
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
