@@ -56,7 +56,7 @@ k -n meshid create configmap meshid-trust-bundle --from-file=ca-bundle.crt="$wor
 step "Starting meshid-ca"
 bin/meshid-ca --kubeconfig "$kubeconfig" --namespace meshid \
   --issuer-secret meshid-issuer --trust-bundle meshid-trust-bundle \
-  --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$work/ca.log" 2>&1 &
+  --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --fleet-report-interval 1s >"$work/ca.log" 2>&1 &
 ca_pid=$!
 addr() { sed -n "s/.*\"msg\":\"$1\".*\"address\":\"\\([^\"]*\\)\".*/\\1/p" "$work/ca.log" | head -n1; }
 for _ in $(seq 100); do
@@ -138,5 +138,23 @@ verify=(--kubeconfig "$kubeconfig" --ca "$ca_addr" --trust-bundle-file "$work/an
 bin/meshid verify "$db_in" --as shop/web --expect-id spiffe://cluster.local/ns/shop/sa/db "${verify[@]}"
 echo
 if bin/meshid verify "$db_in" --as shop/evil "${verify[@]}"; then echo "evil was accepted" >&2; exit 1; fi
+
+step "meshid rotate-anchor: a new trust anchor, under traffic, with no restarts"
+ok=0; failed=0
+(
+  while [[ ! -f "$work/stop-traffic" ]]; do
+    if curl -fsS --max-time 5 "http://$web_out/" >/dev/null 2>&1; then echo ok; else echo failed; fi
+    sleep 0.02
+  done
+) > "$work/traffic.log" &
+traffic_pid=$!
+bin/meshid rotate-anchor start --generate --kubeconfig "$kubeconfig" --reissue-window 3s --stage-timeout 2m
+touch "$work/stop-traffic"; wait "$traffic_pid" || true
+ok=$(grep -c '^ok$' "$work/traffic.log" || true); failed=$(grep -c '^failed$' "$work/traffic.log" || true)
+echo "traffic web -> db during the rotation: $ok requests ok, $failed failed"
+[[ "$failed" == 0 ]] || { echo "requests failed during the rotation" >&2; exit 1; }
+echo "web's certificate now:"
+curl -fsS "http://$web_admin/identity" | grep -E '"(issuer|bundle_sha256|anchors)"' | sed 's/^/  /'
+bin/meshid check --kubeconfig "$kubeconfig" --deployment "" --proxies "$web_admin,$db_admin,$evil_admin" | tail -n 4
 
 step "Done: everything the demo started is being stopped"

@@ -418,38 +418,38 @@ func (r *Rotator) goal(st *State) (string, func(fleet.Proxy) bool) {
 }
 
 func (r *Rotator) waitBundle(ctx context.Context, st *State, sha string) error {
-	return r.wait(ctx, st, "bundle "+sha[:12], func(v fleet.View) []string {
+	return r.wait(ctx, st, "bundle "+sha[:12], func(v fleet.View) ([]string, int) {
 		lag := v.Lagging(func(p fleet.Proxy) bool { return p.BundleSHA256 == sha })
 		for _, rep := range v.Replicas {
 			if rep.BundleSHA256 != sha {
 				lag = append(lag, "CA replica "+rep.Replica)
 			}
 		}
-		return lag
+		return lag, len(v.Proxies) + len(v.Replicas)
 	})
 }
 
 func (r *Rotator) waitIssuer(ctx context.Context, st *State, fp string) error {
-	return r.wait(ctx, st, "CA replicas signing with issuer "+fp[:12], func(v fleet.View) []string {
+	return r.wait(ctx, st, "issuer "+fp[:12]+" (CA replicas)", func(v fleet.View) ([]string, int) {
 		var lag []string
 		for _, rep := range v.Replicas {
 			if rep.IssuerSHA256 != fp {
 				lag = append(lag, "CA replica "+rep.Replica)
 			}
 		}
-		return lag
+		return lag, len(v.Replicas)
 	})
 }
 
 func (r *Rotator) waitLeaves(ctx context.Context, st *State, fp string) error {
-	return r.wait(ctx, st, "leaves from issuer "+fp[:12], func(v fleet.View) []string {
-		return v.Lagging(func(p fleet.Proxy) bool { return p.LeafIssuerSHA256 == fp })
+	return r.wait(ctx, st, "leaves from issuer "+fp[:12], func(v fleet.View) ([]string, int) {
+		return v.Lagging(func(p fleet.Proxy) bool { return p.LeafIssuerSHA256 == fp }), len(v.Proxies)
 	})
 }
 
 // wait polls the fleet until lagging returns nothing (with at least one
 // CA replica reporting), or the stage times out and names who holds it.
-func (r *Rotator) wait(ctx context.Context, st *State, what string, lagging func(fleet.View) []string) error {
+func (r *Rotator) wait(ctx context.Context, st *State, what string, lagging func(fleet.View) (lag []string, total int)) error {
 	deadline := r.cfg.Now().Add(r.cfg.StageTimeout)
 	lastMsg := ""
 	for {
@@ -457,13 +457,13 @@ func (r *Rotator) wait(ctx context.Context, st *State, what string, lagging func
 		if err != nil {
 			return err
 		}
-		lag := lagging(view)
+		lag, total := lagging(view)
 		msg := ""
 		switch {
 		case len(view.Replicas) == 0:
 			msg = "no CA replica has published a fleet report (is meshid-ca running, and allowed to write ConfigMaps meshid-fleet-*?)"
 		case len(lag) > 0:
-			msg = fmt.Sprintf("%d/%d converged on %s; waiting for %s", len(view.Proxies)+len(view.Replicas)-len(lag), len(view.Proxies)+len(view.Replicas), what, strings.Join(first(lag, 5), ", "))
+			msg = fmt.Sprintf("%d/%d converged on %s; waiting for %s", total-len(lag), total, what, strings.Join(first(lag, 5), ", "))
 		default:
 			r.say("stage %s: %d proxies and %d CA replicas converged on %s", st.Stage, len(view.Proxies), len(view.Replicas), what)
 			return nil
