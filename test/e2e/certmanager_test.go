@@ -20,8 +20,9 @@ import (
 )
 
 // startCertManager applies cert-manager's CRDs (from its Go module) and runs
-// its real controller until the test ends.
-func startCertManager(t *testing.T) {
+// its real controller, watching namespace ns only (tests run in parallel),
+// until the test ends.
+func startCertManager(t *testing.T, ns string) {
 	t.Helper()
 	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager").Output()
 	if err != nil {
@@ -34,7 +35,7 @@ func startCertManager(t *testing.T) {
 	if out, err := kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/certificates.cert-manager.io", "crd/issuers.cert-manager.io", "crd/certificaterequests.cert-manager.io"); err != nil {
 		t.Fatalf("cert-manager CRDs not established: %v\n%s", err, out)
 	}
-	p, exited := spawn(t, "cert-manager-controller", "--kubeconfig", need(t).cluster.Kubeconfig, "--min-backoff", "2s")
+	p, exited := spawn(t, "cert-manager-controller", "--kubeconfig", need(t).cluster.Kubeconfig, "--min-backoff", "2s", "--namespace", ns)
 	eventually(t, 30*time.Second, func() error {
 		select {
 		case err := <-exited:
@@ -56,8 +57,8 @@ func startCertManager(t *testing.T) {
 func TestInstallCertManager(t *testing.T) {
 	t.Parallel()
 	e := need(t)
-	startCertManager(t)
 	const ns = "meshid-cm"
+	startCertManager(t, ns)
 	out, code := meshid(t, "", "install", "--cert-manager", "-n", ns, "--apply", "--kubeconfig", e.cluster.Kubeconfig)
 	if code != 0 || !strings.Contains(out, "certificate/meshid-issuer applied") {
 		t.Fatalf("install --cert-manager --apply: exit %d\n%s", code, out)

@@ -36,12 +36,23 @@ func startProxy(t *testing.T, ca *caProcess, ns, sa string, args ...string) *mes
 // startProxyAt is startProxy against the CA replica at addr.
 func startProxyAt(t *testing.T, ca *caProcess, addr, ns, sa string, args ...string) *meshProxy {
 	t.Helper()
+	return startProxyWith(t, ca, addr, ca.anchor.CertPEM(), ns, sa, args...)
+}
+
+// startProxyPEM is startProxy with the trust bundle anchors.
+func startProxyPEM(t *testing.T, ca *caProcess, anchors []byte, ns, sa string, args ...string) *meshProxy {
+	t.Helper()
+	return startProxyWith(t, ca, ca.addr, anchors, ns, sa, args...)
+}
+
+func startProxyWith(t *testing.T, ca *caProcess, addr string, anchors []byte, ns, sa string, args ...string) *meshProxy {
+	t.Helper()
 	dir := t.TempDir()
 	p := &meshProxy{sa: sa, tokenFile: filepath.Join(dir, "token"), bundleFile: filepath.Join(dir, "ca-bundle.crt")}
 	if err := os.WriteFile(p.tokenFile, []byte(token(t, ns, sa, audience, nil)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p.bundleFile, ca.anchor.CertPEM(), 0o644); err != nil {
+	if err := os.WriteFile(p.bundleFile, anchors, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	admin := freeAddr(t)

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation/bundle"
 )
 
@@ -205,4 +206,59 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestRotateAnchorCertManager: the same rotation in --cert-manager mode,
+// with cert-manager's real controller issuing the issuer.
+func TestRotateAnchorCertManager(t *testing.T) {
+	t.Parallel()
+	e := need(t)
+	const ns = "meshid-cm-rotate"
+	startCertManager(t, ns)
+	if out, code := meshid(t, "", "install", "--cert-manager", "-n", ns, "--apply", "--kubeconfig", e.cluster.Kubeconfig); code != 0 {
+		t.Fatalf("install: %s", out)
+	}
+	ctx := context.Background()
+	eventually(t, 30*time.Second, func() error {
+		s, err := e.client.CoreV1().Secrets(ns).Get(ctx, "meshid-issuer", metav1.GetOptions{})
+		if err != nil || len(s.Data["tls.crt"]) == 0 {
+			return fmt.Errorf("cert-manager has not issued the issuer yet: %v", err)
+		}
+		return nil
+	})
+	cm, err := e.client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := bundle.Parse([]byte(cm.Data["ca-bundle.crt"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, _ := meshid(t, "", "install", "--cert-manager", "-n", ns)
+	addr, admin := freeAddr(t), freeAddr(t)
+	startProcess(t, "meshid-ca", admin, append(deploymentArgs(t, rendered), "--kubeconfig", saKubeconfig(t, ns, "meshid-ca"),
+		"--listen", addr, "--admin-listen", admin, "--replica", "cm-0", "--fleet-report-interval", "500ms")...)
+	ca := &caProcess{ns: ns, addr: addr, bundle: old, anchor: &issuer.KeyPair{Cert: old.Anchors()[0]}}
+
+	wns := namespace(t, "cmrotate")
+	serviceAccount(t, wns, "web")
+	serviceAccount(t, wns, "db")
+	dbIn, webOut := freeAddr(t), freeAddr(t)
+	startProxyPEM(t, ca, old.PEM(), wns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
+	startProxyPEM(t, ca, old.PEM(), wns, "web", "--outbound", webOut+"="+dbIn)
+
+	tr := startTraffic(webOut)
+	out, code := meshid(t, "", "rotate-anchor", "start", "--generate", "--cert-manager", "-n", ns, "--kubeconfig", e.cluster.Kubeconfig,
+		"--stage-timeout", "2m", "--reissue-window", "2s")
+	tr.end(t)
+	if code != 0 || !strings.Contains(out, "rotation done") || !strings.Contains(out, "asking cert-manager to re-issue") {
+		t.Fatalf("rotate-anchor --cert-manager: exit %d\n%s", code, out)
+	}
+	anchorSecret, err := e.client.CoreV1().Secrets(ns).Get(ctx, "meshid-anchor", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now, err := bundle.Parse(anchorSecret.Data["tls.crt"]); err != nil || now.Contains(old.Anchors()[0]) {
+		t.Fatalf("cert-manager's anchor Secret still holds the old anchor (%v)", err)
+	}
 }
