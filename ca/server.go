@@ -182,6 +182,9 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	if err != nil {
 		return nil, "internal", status.Error(codes.Internal, err.Error())
 	}
+	if exp := st.ChainExpiry(); tmpl.NotAfter.After(exp) {
+		tmpl.NotAfter = exp // never outlive the anchor
+	}
 	out, err := st.Issuer.Sign(ctx, issuer.LeafParams{Template: tmpl, PublicKey: pub})
 	if err != nil {
 		return nil, "sign_failed", status.Errorf(codes.Internal, "signing failed: %v", err)

@@ -140,30 +140,44 @@ func (kp *KeyPair) CheckValidity(now time.Time) error {
 // Verify checks that the issuing certificate is inside its validity at now
 // and chains to an anchor of b through kp.Chain.
 func (kp *KeyPair) Verify(b *bundle.Bundle, now time.Time) error {
+	_, err := kp.ChainExpiry(b, now)
+	return err
+}
+
+// ChainExpiry verifies like Verify and returns the earliest NotAfter along
+// the verified chain, anchor included: when it passes, leaves signed by kp
+// stop verifying.
+func (kp *KeyPair) ChainExpiry(b *bundle.Bundle, now time.Time) (time.Time, error) {
 	if err := kp.CheckValidity(now); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if b == nil {
-		return fmt.Errorf("%w: no trust bundle is loaded to verify it against", ErrInvalid)
+		return time.Time{}, fmt.Errorf("%w: no trust bundle is loaded to verify it against", ErrInvalid)
 	}
 	inter := x509.NewCertPool()
 	for _, c := range kp.Chain {
 		inter.AddCert(c)
 	}
+	var expiry time.Time
 	// Leaves are used for both server and client auth: the chain must allow
 	// each (crypto/x509 accepts a chain that allows any one listed usage).
 	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		_, err := kp.Cert.Verify(x509.VerifyOptions{
+		chains, err := kp.Cert.Verify(x509.VerifyOptions{
 			Roots:         b.Pool(),
 			Intermediates: inter,
 			CurrentTime:   now,
 			KeyUsages:     []x509.ExtKeyUsage{usage},
 		})
 		if err != nil {
-			return fmt.Errorf("%w: %s %w %.12s: %w", ErrInvalid, kp.Cert.Subject, ErrUntrusted, b.SHA256(), err)
+			return time.Time{}, fmt.Errorf("%w: %s %w %.12s: %w", ErrInvalid, kp.Cert.Subject, ErrUntrusted, b.SHA256(), err)
+		}
+		for _, c := range chains[0] {
+			if expiry.IsZero() || c.NotAfter.Before(expiry) {
+				expiry = c.NotAfter
+			}
 		}
 	}
-	return nil
+	return expiry, nil
 }
 
 // Sign signs a leaf. It implements Signer.

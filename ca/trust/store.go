@@ -21,10 +21,12 @@ type State struct {
 	// another issuer to renew within it (anchor rotation sets it).
 	ReissueWindow time.Duration
 
-	// chainErr is why Issuer does not chain to Bundle, checked once when
-	// the state is made: the state never changes, and a chain verification
-	// per request would cost more than the signature.
-	chainErr error
+	// chainErr is why Issuer does not chain to Bundle, and chainExpiry when
+	// that chain (anchor included) expires, both checked once when the
+	// state is made: the state never changes, and a chain verification per
+	// request would cost more than the signature.
+	chainErr    error
+	chainExpiry time.Time
 }
 
 // Check reports whether the state can issue certificates at now: a bundle and
@@ -39,8 +41,18 @@ func (s *State) Check(now time.Time) error {
 	if err := s.Issuer.CheckValidity(now); err != nil {
 		return err
 	}
-	return s.chainErr
+	if s.chainErr != nil {
+		return s.chainErr
+	}
+	if now.After(s.chainExpiry) {
+		return fmt.Errorf("trust: the issuer's chain expired at %s (its anchor, or a certificate above the issuer): leaves it signs would not verify; rotate the anchor (meshid rotate-anchor --emergency)", s.chainExpiry.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
+
+// ChainExpiry is when the issuer's verified chain, anchor included, stops
+// being valid; zero when the state cannot issue.
+func (s *State) ChainExpiry() time.Time { return s.chainExpiry }
 
 // Config configures a Store.
 type Config struct {
@@ -193,7 +205,7 @@ func (s *Store) SetReissueWindow(d time.Duration) bool {
 // swap installs next and wakes the followers. s.mu must be held.
 func (s *Store) swap(next *State) {
 	if next.Issuer != nil && next.Bundle != nil {
-		next.chainErr = next.Issuer.Verify(next.Bundle, s.now())
+		next.chainExpiry, next.chainErr = next.Issuer.ChainExpiry(next.Bundle, s.now())
 	}
 	s.state.Store(next)
 	close(s.changed)

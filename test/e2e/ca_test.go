@@ -91,11 +91,16 @@ func freeAddr(t *testing.T) string {
 // startCA starts meshid-ca in a new namespace and waits until it is ready.
 func startCA(t *testing.T, extraArgs ...string) *caProcess {
 	t.Helper()
+	anchor := newAnchor(t, "e2e anchor")
+	return startCAWith(t, anchor, newIssuer(t, anchor, "e2e issuer"), extraArgs...)
+}
+
+// startCAWith is startCA with the given anchor and issuer.
+func startCAWith(t *testing.T, anchor, iss *issuer.KeyPair, extraArgs ...string) *caProcess {
+	t.Helper()
 	e := need(t)
 	ctx := context.Background()
-	p := &caProcess{ns: namespace(t, "meshid")}
-	p.anchor = newAnchor(t, "e2e anchor")
-	p.issuer = newIssuer(t, p.anchor, "e2e issuer")
+	p := &caProcess{ns: namespace(t, "meshid"), anchor: anchor, issuer: iss}
 	if _, err := e.client.CoreV1().Secrets(p.ns).Create(ctx, issuerSecret(t, p.issuer), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

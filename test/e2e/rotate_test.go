@@ -262,3 +262,46 @@ func TestRotateAnchorCertManager(t *testing.T) {
 		t.Fatalf("cert-manager's anchor Secret still holds the old anchor (%v)", err)
 	}
 }
+
+// TestRotateAnchorEmergency: the anchor expires and traffic breaks; the
+// emergency rotation, which does not depend on the expired material,
+// restores it without restarting a proxy.
+func TestRotateAnchorEmergency(t *testing.T) {
+	t.Parallel()
+	e := need(t)
+	now := time.Now()
+	// An anchor that expires 20 s from now.
+	anchor, err := issuer.NewAnchor(issuer.CAParams{CommonName: "short-lived anchor", NotBefore: now.Add(-time.Hour), TTL: time.Hour + 20*time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := startCAWith(t, anchor, newIssuer(t, anchor, "issuer of the short-lived anchor"), "--fleet-report-interval", "500ms")
+	ns := namespace(t, "emergency")
+	serviceAccount(t, ns, "web")
+	serviceAccount(t, ns, "db")
+	dbIn, webOut := freeAddr(t), freeAddr(t)
+	startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
+	startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	if _, err := get(fresh, webOut, "before"); err != nil {
+		t.Fatalf("traffic before the anchor expired: %v", err)
+	}
+	eventually(t, time.Minute, func() error {
+		if _, err := get(fresh, webOut, "expired?"); err == nil {
+			return fmt.Errorf("traffic still flows; the anchor expires at %s", anchor.Cert.NotAfter.Format(time.RFC3339))
+		}
+		return nil
+	})
+
+	out, code := meshid(t, "", "rotate-anchor", "start", "--emergency", "--generate", "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig,
+		"--stage-timeout", "2m", "--reissue-window", "2s")
+	if code != 0 || !strings.Contains(out, "rotation done") {
+		t.Fatalf("rotate-anchor --emergency: exit %d\n%s", code, out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		got, err := get(fresh, webOut, "after")
+		if err != nil || got != "hello from db: after" {
+			return fmt.Errorf("traffic after the emergency rotation: %q, %v", got, err)
+		}
+		return nil
+	})
+}
