@@ -43,14 +43,21 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return err
 }
 
-// live reports whether p has reported within three heartbeats of now.
-func (p Proxy) live(now time.Time) bool {
+// Forget is how long a proxy that stopped reporting is kept. Until then it
+// holds an anchor rotation back: a proxy cut off from the CA may still be
+// serving with the old bundle, and removing the old anchor would break it.
+const Forget = 5 * time.Minute
+
+// Silent reports whether p has missed three heartbeats at now.
+func (p Proxy) Silent(now time.Time) bool {
 	hb := time.Duration(p.Heartbeat)
 	if hb <= 0 {
 		hb = 10 * time.Second
 	}
-	return now.Sub(p.LastSeen) <= 3*hb
+	return now.Sub(p.LastSeen) > 3*hb
 }
+
+func (p Proxy) forgotten(now time.Time) bool { return now.Sub(p.LastSeen) > Forget }
 
 // Registry holds the latest report of every live proxy.
 type Registry struct {
@@ -75,15 +82,15 @@ func (r *Registry) Report(p Proxy) {
 	r.proxies[p.Instance] = p
 }
 
-// Live returns the live proxies, sorted by ID then instance, and forgets
-// the others.
+// Live returns the proxies heard from within Forget, sorted by ID then
+// instance, and forgets the others.
 func (r *Registry) Live() []Proxy {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
 	out := make([]Proxy, 0, len(r.proxies))
 	for k, p := range r.proxies {
-		if !p.live(now) {
+		if p.forgotten(now) {
 			delete(r.proxies, k)
 			continue
 		}
@@ -113,15 +120,16 @@ type Report struct {
 
 // View is the whole fleet, merged from every live replica's report.
 type View struct {
-	Replicas []Report `json:"replicas"`
-	Proxies  []Proxy  `json:"proxies"`
+	Replicas []Report  `json:"replicas"`
+	Proxies  []Proxy   `json:"proxies"`
+	At       time.Time `json:"at"`
 }
 
 // Merge combines reports: replicas not updated within staleAfter of now
 // are dropped (a dead replica holds nothing back), and a proxy that moved
 // between replicas counts once, by its latest report.
 func Merge(reports []Report, now time.Time, staleAfter time.Duration) View {
-	var v View
+	v := View{At: now}
 	latest := map[string]Proxy{}
 	for _, r := range reports {
 		if now.Sub(r.Updated) > staleAfter {
@@ -135,7 +143,7 @@ func Merge(reports []Report, now time.Time, staleAfter time.Duration) View {
 		}
 	}
 	for _, p := range latest {
-		if p.live(now) {
+		if !p.forgotten(now) {
 			v.Proxies = append(v.Proxies, p)
 		}
 	}
@@ -144,13 +152,19 @@ func Merge(reports []Report, now time.Time, staleAfter time.Duration) View {
 	return v
 }
 
-// Lagging returns the proxies for which done is false, as "ID (instance)".
+// Lagging returns the proxies for which done is false, as "ID (instance)",
+// saying how long silent ones have not reported.
 func (v View) Lagging(done func(Proxy) bool) []string {
 	var out []string
 	for _, p := range v.Proxies {
-		if !done(p) {
-			out = append(out, fmt.Sprintf("%s (%.8s)", p.ID, p.Instance))
+		if done(p) {
+			continue
 		}
+		s := fmt.Sprintf("%s (%.8s)", p.ID, p.Instance)
+		if p.Silent(v.At) {
+			s += fmt.Sprintf(" silent for %s: cut off from the CA?", v.At.Sub(p.LastSeen).Round(time.Second))
+		}
+		out = append(out, s)
 	}
 	return out
 }

@@ -147,6 +147,7 @@ type process struct {
 	name    string
 	admin   string
 	logPath string
+	pid     int
 }
 
 // startProcess runs the named binary and waits until its admin endpoint
@@ -176,9 +177,11 @@ func spawn(t *testing.T, name string, args ...string) (*process, <-chan error) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	p.pid = cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logFile.Close() }()
 	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // in case a test stopped it
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-exited:

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,4 +305,51 @@ func TestRotateAnchorEmergency(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRotateAnchorHeldBack: a proxy cut off from the CA (frozen with
+// SIGSTOP) holds the rotation at stage Add; the stage times out naming it,
+// status names it, and once it is back, resume completes.
+func TestRotateAnchorHeldBack(t *testing.T) {
+	t.Parallel()
+	e := need(t)
+	ca := startCA(t, "--fleet-report-interval", "500ms")
+	ns := namespace(t, "heldback")
+	serviceAccount(t, ns, "web")
+	serviceAccount(t, ns, "db")
+	dbIn, webOut := freeAddr(t), freeAddr(t)
+	db := startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
+	startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	dbID := "spiffe://cluster.local/ns/" + ns + "/sa/db"
+	common := []string{"-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig}
+	// Wait until the CA has published both proxies.
+	eventually(t, 30*time.Second, func() error {
+		out, _ := meshid(t, "", append([]string{"rotate-anchor", "status", "-o", "json"}, common...)...)
+		if strings.Count(out, `"instance"`) < 2 {
+			return fmt.Errorf("the fleet does not show both proxies yet")
+		}
+		return nil
+	})
+
+	if err := syscall.Kill(db.pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	out, code := meshid(t, "", append([]string{"rotate-anchor", "start", "--generate", "--stage-timeout", "5s"}, common...)...)
+	if code != 1 || !strings.Contains(out, "stage Add did not converge") || !strings.Contains(out, dbID) {
+		t.Fatalf("rotation with a frozen proxy: exit %d\n%s", code, out)
+	}
+	status, _ := meshid(t, "", append([]string{"rotate-anchor", "status"}, common...)...)
+	if !hasLine(status, "Stage", "Add") || !hasLine(status, "Lagging", dbID) {
+		t.Fatalf("status does not name the proxy holding the rotation back:\n%s", status)
+	}
+
+	if err := syscall.Kill(db.pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	tr := startTraffic(webOut)
+	out, code = meshid(t, "", append([]string{"rotate-anchor", "resume", "--stage-timeout", "2m"}, common...)...)
+	tr.end(t)
+	if code != 0 || !strings.Contains(out, "rotation done") {
+		t.Fatalf("resume after the proxy came back: exit %d\n%s", code, out)
+	}
 }
