@@ -126,7 +126,13 @@ func startCAWith(t *testing.T, anchor, iss *issuer.KeyPair, extraArgs ...string)
 // returns its gRPC address.
 func runCA(t *testing.T, ns string, extraArgs ...string) (string, *process) {
 	t.Helper()
-	addr, admin := freeAddr(t), freeAddr(t)
+	return runCAAt(t, ns, freeAddr(t), extraArgs...)
+}
+
+// runCAAt is runCA listening on addr.
+func runCAAt(t *testing.T, ns, addr string, extraArgs ...string) (string, *process) {
+	t.Helper()
+	admin := freeAddr(t)
 	args := append([]string{
 		"--kubeconfig", need(t).cluster.Kubeconfig, "--namespace", ns,
 		"--issuer-secret", "meshid-issuer", "--trust-bundle", "meshid-trust-bundle",
@@ -148,6 +154,9 @@ type process struct {
 	admin   string
 	logPath string
 	pid     int
+	stop    func() error  // SIGTERM, and wait
+	exited  chan struct{} // closed when it has exited
+	exitErr error
 }
 
 // startProcess runs the named binary and waits until its admin endpoint
@@ -163,11 +172,11 @@ func startProcess(t *testing.T, name, admin string, args ...string) *process {
 }
 
 // spawn runs the named binary (from the built meshid binaries) until the
-// test ends; the channel reports its exit.
+// test ends or stop is called; the channel reports its exit.
 func spawn(t *testing.T, name string, args ...string) (*process, <-chan error) {
 	t.Helper()
 	p := &process{name: name, logPath: filepath.Join(t.TempDir(), name+".log")}
-	logFile, err := os.Create(p.logPath)
+	logFile, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,18 +188,33 @@ func spawn(t *testing.T, name string, args ...string) (*process, <-chan error) {
 	}
 	p.pid = cmd.Process.Pid
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); logFile.Close() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT) // in case a test stopped it
+	p.exited = make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		logFile.Close()
+		p.exitErr = err
+		close(p.exited)
+		exited <- err
+	}()
+	p.stop = func() error {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // in case a test froze it
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("%s did not stop cleanly on SIGTERM: %v", name, err)
-			}
+		case <-p.exited:
+			return p.exitErr
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
-			t.Errorf("%s did not stop within 15 s of SIGTERM", name)
+			<-p.exited
+			return fmt.Errorf("%s did not stop within 15 s of SIGTERM", name)
+		}
+	}
+	t.Cleanup(func() {
+		select {
+		case <-p.exited: // stopped by the test
+		default:
+			if err := p.stop(); err != nil {
+				t.Errorf("%s did not stop cleanly on SIGTERM: %v", name, err)
+			}
 		}
 		if t.Failed() {
 			t.Logf("%s log:\n%s", name, p.logs(t))
