@@ -240,7 +240,12 @@ func (s *Service) Run(ctx context.Context) error {
 			ClientAuth: tls.RequestClientCert,
 		})),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
+		// A client gets 10 s to finish its TLS handshake (no slowloris), and
+		// at most 100 concurrent calls per connection.
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.MaxConcurrentStreams(100),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
 	identityv1.RegisterIdentityServer(grpcServer, s.server)
 	g.Go(func() error {

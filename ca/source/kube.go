@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -62,43 +66,93 @@ func WatchConfigMap(ctx context.Context, o Object, sink Sink) error {
 	}, sink)
 }
 
+// Retry pacing of the watch: a single object is cheap to list, so after an
+// API server outage the CA sees changes again within seconds, rather than
+// the minute of client-go's default backoff.
+var watchBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.5, Steps: math.MaxInt32, Cap: 5 * time.Second}
+
 func watch(ctx context.Context, o Object, lw cache.ListerWatcher, example runtime.Object, data func(runtime.Object) map[string][]byte, sink Sink) error {
 	if o.Client == nil || o.Namespace == "" || o.Name == "" {
 		return fmt.Errorf("source: watching %s needs a client, a namespace and a name", o.Material)
 	}
 	log := o.log().With("material", string(o.Material))
 	from := fmt.Sprintf("%T %s/%s", example, o.Namespace, o.Name)
-	inf := cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{})
-	apply := func(obj any) {
-		ro, ok := obj.(runtime.Object)
-		if !ok {
-			return
-		}
-		report(log, o.Recorder, ro, o.Material, from, data(ro), sink)
-	}
-	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: apply,
-		UpdateFunc: func(oldObj, newObj any) {
-			if oldObj.(metav1.Object).GetResourceVersion() != newObj.(metav1.Object).GetResourceVersion() {
-				apply(newObj)
-			}
-		},
-		DeleteFunc: func(any) {
+	st := &objectStore{
+		apply: func(obj runtime.Object) { report(log, o.Recorder, obj, o.Material, from, data(obj), sink) },
+		gone: func() {
 			log.Warn(from+" was deleted; keeping the last good "+string(o.Material)+" in force until it is recreated", "source", from)
 		},
-	})
-	if err != nil {
-		return fmt.Errorf("source: %w", err)
+		missing: func() { log.Warn(from+" does not exist yet; waiting for it", "source", from) },
 	}
-	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		log.Warn("watch of "+from+" failed; retrying", "error", err)
+	r := cache.NewReflectorWithOptions(lw, example, st, cache.ReflectorOptions{
+		Name: from, TypeDescription: fmt.Sprintf("%T", example), Backoff: &watchBackoff,
 	})
-	go func() {
-		// Say so once if the object does not exist yet.
-		if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) && len(inf.GetStore().List()) == 0 {
-			log.Warn(from+" does not exist yet; waiting for it", "source", from)
-		}
-	}()
-	inf.RunWithContext(ctx)
+	// Watch errors are logged by client-go (through klog, which the
+	// commands route to their slog handler).
+	r.RunWithContext(ctx)
 	return nil
 }
+
+// objectStore is the reflector's store for one named object: it passes
+// every new version on, once.
+type objectStore struct {
+	apply   func(runtime.Object)
+	gone    func()
+	missing func()
+
+	mu      sync.Mutex
+	version string // resourceVersion last applied; "" when absent
+	listed  bool
+}
+
+func (s *objectStore) see(obj any) {
+	ro, ok := obj.(runtime.Object)
+	if !ok {
+		return
+	}
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	same := m.GetResourceVersion() == s.version
+	s.version = m.GetResourceVersion()
+	s.mu.Unlock()
+	if !same {
+		s.apply(ro)
+	}
+}
+
+func (s *objectStore) Add(obj any) error    { s.see(obj); return nil }
+func (s *objectStore) Update(obj any) error { s.see(obj); return nil }
+func (s *objectStore) Delete(any) error {
+	s.mu.Lock()
+	s.version = ""
+	s.mu.Unlock()
+	s.gone()
+	return nil
+}
+
+// Replace is a (re)list: the object, or nothing.
+func (s *objectStore) Replace(list []any, _ string) error {
+	s.mu.Lock()
+	first := !s.listed
+	s.listed = true
+	had := s.version != ""
+	s.mu.Unlock()
+	if len(list) == 0 {
+		switch {
+		case first:
+			s.missing()
+		case had:
+			_ = s.Delete(nil)
+		}
+		return nil
+	}
+	for _, obj := range list {
+		s.see(obj)
+	}
+	return nil
+}
+
+func (s *objectStore) Resync() error { return nil }

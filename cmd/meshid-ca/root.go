@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/klog/v2"
 
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/cmd/internal/cli"
@@ -138,6 +139,7 @@ func run(ctx context.Context, o *options, cmd *cobra.Command) error {
 		return err
 	}
 	cfg.Log = log
+	klog.SetSlogLogger(log) // client-go's own messages, in the same format
 	svc, err := ca.New(cfg)
 	if err != nil {
 		return err

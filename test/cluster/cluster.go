@@ -46,10 +46,12 @@ type Cluster struct {
 	RESTConfig *rest.Config
 
 	procs []*process
+	cfg   Config
 }
 
 type process struct {
 	name string
+	args []string
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
@@ -84,7 +86,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	etcdClient, etcdPeer, apiPort := ports[0], ports[1], ports[2]
 
-	c = &Cluster{Dir: cfg.Dir, Server: "https://127.0.0.1:" + strconv.Itoa(apiPort)}
+	c = &Cluster{Dir: cfg.Dir, Server: "https://127.0.0.1:" + strconv.Itoa(apiPort), cfg: cfg}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -159,7 +161,7 @@ func (c *Cluster) start(cfg Config, name string, args ...string) error {
 		logFile.Close()
 		return fmt.Errorf("cluster: start %s: %w", name, err)
 	}
-	pr := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	pr := &process{name: name, args: args, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		pr.err = cmd.Wait()
 		logFile.Close()
@@ -200,6 +202,45 @@ func (c *Cluster) waitReady(ctx context.Context, timeout time.Duration) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// StopAPIServer stops kube-apiserver alone (etcd keeps the data), to test
+// how clients live through an outage.
+func (c *Cluster) StopAPIServer() error {
+	for i, p := range c.procs {
+		if p.name != "kube-apiserver" {
+			continue
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		c.procs = append(c.procs[:i], c.procs[i+1:]...)
+		return nil
+	}
+	return errors.New("cluster: kube-apiserver is not running")
+}
+
+// StartAPIServer starts kube-apiserver again with the flags it had, and
+// waits until it is ready.
+func (c *Cluster) StartAPIServer(ctx context.Context, args []string) error {
+	if err := c.start(c.cfg, "kube-apiserver", args...); err != nil {
+		return err
+	}
+	return c.waitReady(ctx, c.cfg.ReadyTimeout)
+}
+
+// APIServerArgs returns the flags kube-apiserver runs with.
+func (c *Cluster) APIServerArgs() []string {
+	for _, p := range c.procs {
+		if p.name == "kube-apiserver" {
+			return p.args
+		}
+	}
+	return nil
 }
 
 // Stop stops every process, last started first: SIGTERM, then SIGKILL after

@@ -1,12 +1,18 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshid/meshid/rotation"
 )
 
 // readyStatus returns the HTTP status of a process's /ready.
@@ -62,4 +68,88 @@ func TestCADownLongerThanLeaf(t *testing.T) {
 	if web.identity(t).Serial == first.Serial {
 		t.Fatal("ready again without a new certificate")
 	}
+}
+
+// TestAPIServerOutage: kube-apiserver stops for 60 s. Proxies that hold
+// certificates keep serving traffic; a renewal that needs a TokenReview
+// fails with UNAVAILABLE; a cached review keeps working; when the API
+// server returns, everything recovers without a restart, the CA's watches
+// included. Nothing crashes. (Not parallel: the API server is shared.)
+func TestAPIServerOutage(t *testing.T) {
+	e := need(t)
+	ctx := context.Background()
+	ca := startCA(t, "--token-cache-ttl", "5m")
+	ns := namespace(t, "outage")
+	for _, sa := range []string{"web", "db", "late"} {
+		serviceAccount(t, ns, sa)
+	}
+	dbIn, webOut := freeAddr(t), freeAddr(t)
+	db := startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
+	web := startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	cached := token(t, ns, "web", audience, nil)
+	if _, err := rotation.Certify(ctx, ca.client, cached); err != nil { // reviewed and cached now
+		t.Fatal(err)
+	}
+	uncached := token(t, ns, "late", audience, nil)
+	nextIssuer := newIssuer(t, ca.anchor, "issuer after the outage")
+
+	args := e.cluster.APIServerArgs()
+	if err := e.cluster.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = e.cluster.StartAPIServer(ctx, args)
+		}
+	}()
+
+	tr := startTraffic(webOut)
+	_, err := rotation.Certify(ctx, ca.client, uncached)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("certify with an unreviewed token during the outage: %v, want UNAVAILABLE", err)
+	}
+	if _, err := rotation.Certify(ctx, ca.client, cached); err != nil {
+		t.Fatalf("certify with a cached review during the outage: %v", err)
+	}
+	// The rest of the 60 s, with traffic flowing.
+	select {
+	case <-time.After(60*time.Second - time.Since(stopped)):
+	case <-ca.exited:
+		t.Fatal("meshid-ca exited during the outage")
+	}
+	if err := e.cluster.StartAPIServer(ctx, args); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	tr.end(t)
+
+	for _, p := range []*process{ca.process, web.process, db.process} {
+		select {
+		case <-p.exited:
+			t.Fatalf("%s exited during the outage", p.name)
+		default:
+		}
+	}
+	// Reviews work again, and so do the CA's watches.
+	eventually(t, 30*time.Second, func() error {
+		_, err := rotation.Certify(ctx, ca.client, uncached)
+		return err
+	})
+	updateSecret(t, ca.ns, issuerSecret(t, nextIssuer).Data)
+	// The CA's watch retries with a backoff capped at 5 s (client-go's
+	// default would wait up to a minute).
+	recovered := time.Now()
+	eventually(t, 30*time.Second, func() error {
+		got, err := issuedBy(t, ca, cached)
+		if err != nil {
+			return err
+		}
+		if !got.Equal(nextIssuer.Cert) {
+			return fmt.Errorf("the CA did not see the Secret updated after the outage")
+		}
+		return nil
+	})
+	t.Logf("the CA's Secret watch recovered %s after the API server returned", time.Since(recovered).Round(time.Second))
 }
