@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -18,6 +19,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
 )
@@ -90,7 +93,8 @@ func WithClientCertificate(cert *tls.Certificate) DialOption {
 	}
 }
 
-// DialCA opens a gRPC connection to the CA at target over TLS 1.3, verifying
+// DialCA opens a gRPC connection to the CA at target (host:port, or a
+// comma-separated list of replicas, used round-robin) over TLS 1.3, verifying
 // at every handshake that the CA presents an X.509-SVID for caID that chains
 // to the bundle anchors returns then, so a rotated bundle is used on the
 // next reconnect.
@@ -109,7 +113,20 @@ func DialCA(target string, anchors x509bundle.Source, caID spiffeid.ID, opts ...
 	for _, o := range opts {
 		o(cfg)
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	if addrs := strings.Split(target, ","); len(addrs) > 1 {
+		// Several replicas: spread calls over them, and go on with the others
+		// when one dies.
+		r := manual.NewBuilderWithScheme("meshid")
+		var state resolver.State
+		for _, a := range addrs {
+			state.Addresses = append(state.Addresses, resolver.Address{Addr: strings.TrimSpace(a)})
+		}
+		r.InitialState(state)
+		target = r.Scheme() + ":///ca"
+		dial = append(dial, grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+	}
+	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("rotation: dial CA %s: %w", target, err)
 	}

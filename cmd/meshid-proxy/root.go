@@ -134,7 +134,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, cmd) },
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.ca, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca gRPC address")
+	fs.StringVar(&o.ca, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca gRPC address, or several replicas' addresses separated by commas (used round-robin, with failover)")
 	fs.StringVar(&o.caID, "ca-id", "", "SPIFFE ID the CA must present (default spiffe://TRUST_DOMAIN/ns/meshid/sa/meshid-ca)")
 	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
 	fs.StringVar(&o.tokenFile, "token-file", "/var/run/secrets/meshid/token", "projected service-account token (audience identity.meshid.dev), re-read for every request")

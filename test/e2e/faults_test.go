@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,4 +153,50 @@ func TestAPIServerOutage(t *testing.T) {
 		return nil
 	})
 	t.Logf("the CA's Secret watch recovered %s after the API server returned", time.Since(recovered).Round(time.Second))
+}
+
+// TestCAReplicaKilled: one of two CA replicas is killed (SIGKILL) while
+// ten proxies renew 20-second leaves; they fail over to the other replica
+// and none is ever without a valid certificate.
+func TestCAReplicaKilled(t *testing.T) {
+	t.Parallel()
+	anchor := newAnchor(t, "failover anchor")
+	args := []string{"--leaf-ttl", "20s", "--backdate", "1s"}
+	ca := startCAWith(t, anchor, newIssuer(t, anchor, "failover issuer"), args...)
+	addr1, _ := runCA(t, ca.ns, args...)
+	both := ca.addr + "," + addr1
+	ns := namespace(t, "failover")
+	var proxies []*meshProxy
+	for i := range 10 {
+		sa := fmt.Sprintf("w%d", i)
+		serviceAccount(t, ns, sa)
+		proxies = append(proxies, startProxyAt(t, ca, both, ns, sa))
+	}
+	before := map[*meshProxy]string{}
+	for _, p := range proxies {
+		before[p] = p.identity(t).Serial
+	}
+
+	if err := syscall.Kill(ca.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-ca.exited
+	// Two leaf lifetimes: every proxy must renew through the survivor, and
+	// stay ready all along.
+	deadline := time.Now().Add(40 * time.Second)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		for _, p := range proxies {
+			if code, body := readyStatus(p.process); code != http.StatusOK {
+				t.Fatalf("%s proxy not ready after the replica died: %d %s", p.sa, code, body)
+			}
+		}
+		<-tick.C
+	}
+	for _, p := range proxies {
+		if p.identity(t).Serial == before[p] {
+			t.Errorf("%s proxy never renewed after the replica died", p.sa)
+		}
+	}
 }
