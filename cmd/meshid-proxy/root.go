@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshid/meshid/ca/identity"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/proxy"
 	"github.com/meshid/meshid/proxy/policy"
@@ -39,13 +38,8 @@ func (o *options) config() (proxy.Config, error) {
 		PolicyFile: o.policyFile, DefaultMode: policy.Mode(o.defaultMode), PollInterval: o.pollInterval,
 		AdminListen: o.adminListen, IdleTimeout: o.idleTimeout, DrainTimeout: o.drain, MaxConnections: o.maxConnections,
 	}
-	if o.caID == "" {
-		cfg.CAID, err = identity.DefaultCA.ID(td)
-	} else {
-		cfg.CAID, err = spiffeid.FromString(o.caID)
-	}
-	if err != nil {
-		return proxy.Config{}, cli.Usagef("--ca-id %q: %v", o.caID, err)
+	if cfg.CAID, err = cli.CAID(o.caID, td); err != nil {
+		return proxy.Config{}, err
 	}
 	if o.workloadAPI != "" {
 		path, ok := strings.CutPrefix(o.workloadAPI, "unix://")
@@ -135,7 +129,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.ca, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca gRPC address, or several replicas' addresses separated by commas (used round-robin, with failover)")
-	fs.StringVar(&o.caID, "ca-id", "", "SPIFFE ID the CA must present (default spiffe://TRUST_DOMAIN/ns/meshid/sa/meshid-ca)")
+	cli.AddCAIDFlag(fs, &o.caID)
 	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
 	fs.StringVar(&o.tokenFile, "token-file", "/var/run/secrets/meshid/token", "projected service-account token (audience identity.meshid.dev), re-read for every request")
 	fs.StringVar(&o.bundleFile, "trust-bundle-file", "/var/run/meshid/ca-bundle.crt", "PEM trust anchors; re-read for changes")

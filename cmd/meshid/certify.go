@@ -15,7 +15,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
-	"github.com/meshid/meshid/ca/identity"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/rotation"
 	"github.com/meshid/meshid/rotation/bundle"
@@ -50,22 +49,11 @@ func (o *certifyOptions) validate() error {
 }
 
 func (o *certifyOptions) serverID() (spiffeid.ID, error) {
-	if o.caID != "" {
-		id, err := spiffeid.FromString(o.caID)
-		if err != nil {
-			return spiffeid.ID{}, cli.Usagef("--ca-id %q: %v", o.caID, err)
-		}
-		return id, nil
-	}
 	td, err := spiffeid.TrustDomainFromString(o.trustDomain)
 	if err != nil {
 		return spiffeid.ID{}, cli.Usagef("--trust-domain %q: %v", o.trustDomain, err)
 	}
-	id, err := identity.DefaultCA.ID(td)
-	if err != nil {
-		return spiffeid.ID{}, cli.Usagef("%v", err)
-	}
-	return id, nil
+	return cli.CAID(o.caID, td)
 }
 
 func newCertifyCommand(run func(context.Context, *certifyOptions, io.Writer) error) *cobra.Command {
@@ -90,7 +78,7 @@ the chain and the expiry; with --out-dir it writes svid.pem, svid.key (mode
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.ca, "ca", "", "meshid-ca gRPC address (host:port)")
-	fs.StringVar(&o.caID, "ca-id", "", "SPIFFE ID the CA must present (default spiffe://TRUST_DOMAIN/ns/meshid/sa/meshid-ca)")
+	cli.AddCAIDFlag(fs, &o.caID)
 	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "trust domain of the CA")
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the service-account token")
 	fs.StringVar(&o.trustBundleFile, "trust-bundle-file", "", "PEM trust anchors")

@@ -21,7 +21,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
-	"github.com/meshid/meshid/ca/identity"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/rotation"
 	"github.com/meshid/meshid/rotation/bundle"
@@ -102,7 +101,7 @@ or --expect-id does not match.
 	fs.StringVar(&o.certFile, "cert", "", "connect with this PEM certificate chain instead")
 	fs.StringVar(&o.keyFile, "key", "", "the private key of --cert")
 	fs.StringVar(&o.ca, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca address, for --as")
-	fs.StringVar(&o.caID, "ca-id", "", "SPIFFE ID the CA must present (default spiffe://TRUST_DOMAIN/ns/meshid/sa/meshid-ca)")
+	cli.AddCAIDFlag(fs, &o.caID)
 	fs.StringVar(&o.audience, "audience", "identity.meshid.dev", "token audience the CA expects, for --as")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
 	fs.StringVarP(&o.namespace, "namespace", "n", "meshid", "namespace of the trust-bundle ConfigMap")
@@ -270,12 +269,9 @@ func verifyIdentity(ctx context.Context, o *verifyOptions, td spiffeid.TrustDoma
 	if err != nil {
 		return nil, "", fmt.Errorf("verify: token for %s: %w", o.as, err)
 	}
-	caID, err := identity.DefaultCA.ID(td)
-	if o.caID != "" {
-		caID, err = spiffeid.FromString(o.caID)
-	}
+	caID, err := cli.CAID(o.caID, td)
 	if err != nil {
-		return nil, "", cli.Usagef("--ca-id: %v", err)
+		return nil, "", err
 	}
 	conn, err := rotation.DialCA(o.ca, anchors.X509Bundle(td), caID)
 	if err != nil {
