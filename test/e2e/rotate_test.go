@@ -353,3 +353,44 @@ func TestRotateAnchorHeldBack(t *testing.T) {
 		t.Fatalf("resume after the proxy came back: exit %d\n%s", code, out)
 	}
 }
+
+// TestRotateAnchorAbort: a rotation interrupted in stage Reissue is
+// aborted: the old issuer is back, every leaf comes from it again, the
+// bundle holds the old anchor alone, and traffic never fails.
+func TestRotateAnchorAbort(t *testing.T) {
+	t.Parallel()
+	e := need(t)
+	ca := startCA(t, "--fleet-report-interval", "500ms")
+	ns := namespace(t, "abort")
+	serviceAccount(t, ns, "web")
+	serviceAccount(t, ns, "db")
+	dbIn, webOut := freeAddr(t), freeAddr(t)
+	db := startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
+	web := startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	common := []string{"-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig, "--stage-timeout", "2m"}
+
+	tr := startTraffic(webOut)
+	killAt(t, "stage Reissue:", append([]string{"rotate-anchor", "start", "--generate", "--reissue-window", "2s"}, common...)...)
+	out, code := meshid(t, "", append([]string{"rotate-anchor", "abort"}, common...)...)
+	tr.end(t)
+	if code != 0 || !strings.Contains(out, "rotation aborted") {
+		t.Fatalf("abort: exit %d\n%s", code, out)
+	}
+	for _, p := range []*meshProxy{web, db} {
+		id := p.identity(t)
+		if id.BundleSHA256 != ca.bundle.SHA256() {
+			t.Errorf("%s proxy holds bundle %.12s, want the old bundle %.12s", p.sa, id.BundleSHA256, ca.bundle.SHA256())
+		}
+		chain, err := parsePEMChain(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !chain[1].Equal(ca.issuer.Cert) {
+			t.Errorf("%s proxy's leaf comes from %s, want the old issuer back", p.sa, chain[1].Subject)
+		}
+	}
+	status, _ := meshid(t, "", append([]string{"rotate-anchor", "status"}, common...)...)
+	if !hasLine(status, "Stage", "Aborted") {
+		t.Fatalf("status after abort:\n%s", status)
+	}
+}
