@@ -309,7 +309,7 @@ func (s *Server) ReportStatus(ctx context.Context, req *identityv1.ProxyStatus) 
 	}
 	p := fleet.Proxy{
 		ID: id.String(), Instance: req.GetInstance(), BundleSHA256: req.GetBundleSha256(),
-		LeafSerial: req.GetLeafSerial(), LeafIssuerSHA256: req.GetLeafIssuerSha256(),
+		LeafSerial: req.GetLeafSerial(), LeafIssuerSHA256: req.GetLeafIssuerSha256(), LeafAnchorSHA256: req.GetLeafAnchorSha256(),
 		Heartbeat: fleet.Duration(time.Duration(req.GetHeartbeatSeconds()) * time.Second),
 	}
 	if req.GetLeafNotAfter() != nil {

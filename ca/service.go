@@ -383,11 +383,14 @@ func (s *Service) setBundle(data map[string][]byte) (bool, error) {
 			return false, fmt.Errorf("bundle: %s %q is not a duration such as 30s", KeyReissueWindow, w)
 		}
 	}
+	// The window applies even when the bundle itself is held back: it asks
+	// about leaves, not anchors.
+	windowChanged := s.store.SetReissueWindow(window)
 	changed, err := s.store.SetBundle(pem)
 	if err != nil {
-		return false, err
+		return windowChanged, err
 	}
-	return s.store.SetReissueWindow(window) || changed, nil
+	return windowChanged || changed, nil
 }
 
 // AdminHandler serves /metrics, /ready and /live.

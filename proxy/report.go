@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -88,6 +89,11 @@ func (p *Proxy) status(snap *state.Snapshot) *identityv1.ProxyStatus {
 		st.LeafNotAfter = timestamppb.New(leaf.NotAfter)
 		if len(snap.SVID.Certificates) > 1 {
 			st.LeafIssuerSha256 = bundle.Fingerprint(snap.SVID.Certificates[1])
+		}
+		if snap.Bundle != nil {
+			if _, chains, err := x509svid.Verify(snap.SVID.Certificates, snap.Bundle.X509Bundle(p.cfg.TrustDomain)); err == nil {
+				st.LeafAnchorSha256 = bundle.Fingerprint(chains[0][len(chains[0])-1])
+			}
 		}
 	}
 	return st

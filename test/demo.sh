@@ -148,7 +148,7 @@ ok=0; failed=0
   done
 ) > "$work/traffic.log" &
 traffic_pid=$!
-bin/meshid rotate-anchor start --generate --kubeconfig "$kubeconfig" --reissue-window 3s --stage-timeout 2m
+bin/meshid rotate-anchor start --generate --write-anchor-key "$work/new-anchor.key" --kubeconfig "$kubeconfig" --reissue-window 3s --stage-timeout 2m
 touch "$work/stop-traffic"; wait "$traffic_pid" || true
 ok=$(grep -c '^ok$' "$work/traffic.log" || true); failed=$(grep -c '^failed$' "$work/traffic.log" || true)
 echo "traffic web -> db during the rotation: $ok requests ok, $failed failed"

@@ -24,6 +24,7 @@ type Proxy struct {
 	BundleSHA256     string    `json:"bundle_sha256"`
 	LeafSerial       string    `json:"leaf_serial,omitempty"`
 	LeafIssuerSHA256 string    `json:"leaf_issuer_sha256,omitempty"`
+	LeafAnchorSHA256 string    `json:"leaf_anchor_sha256,omitempty"`
 	LeafNotAfter     time.Time `json:"leaf_not_after,omitzero"`
 	LastSeen         time.Time `json:"last_seen"`
 	Heartbeat        Duration  `json:"heartbeat"`

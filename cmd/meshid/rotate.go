@@ -25,6 +25,7 @@ type rotateOptions struct {
 	writeAnchorKey string
 	certManager    bool
 	emergency      bool
+	force          bool
 	stageTimeout   time.Duration
 	reissueWindow  time.Duration
 	anchorTTL      time.Duration
@@ -85,6 +86,10 @@ proxies take them from the CA's bundle stream and renew, without restarts.
 				return cli.Usagef("--new-anchor-cert and --new-anchor-key go together: the key issues the new issuer")
 			case o.writeAnchorKey != "" && !o.generate:
 				return cli.Usagef("--write-anchor-key only applies with --generate")
+			case o.generate && o.writeAnchorKey == "" && !o.certManager:
+				return cli.Usagef("--generate needs --write-anchor-key FILE: the new anchor's key issues every future issuer, and the rotation deletes its own copy when done")
+			case o.force && !o.emergency:
+				return cli.Usagef("--force only applies with --emergency")
 			case o.reissueWindow <= 0:
 				return cli.Usagef("--reissue-window must be positive")
 			}
@@ -102,6 +107,7 @@ proxies take them from the CA's bundle stream and renew, without restarts.
 	sf.StringVar(&o.writeAnchorKey, "write-anchor-key", "", "save a generated anchor's key here (mode 0600)")
 	sf.BoolVar(&o.certManager, "cert-manager", false, "cert-manager issues the issuer (meshid install --cert-manager)")
 	sf.BoolVar(&o.emergency, "emergency", false, "the old anchor or issuer has expired: replace both at once")
+	sf.BoolVar(&o.force, "force", false, "with --emergency: switch at once even though the current anchor and issuer pass meshid check")
 	sf.DurationVar(&o.reissueWindow, "reissue-window", 30*time.Second, "spread the proxies' renewals in stage Reissue over this long")
 
 	simple := func(use, short string) *cobra.Command {
@@ -144,7 +150,7 @@ func runRotate(ctx context.Context, o *rotateOptions, verb string, out io.Writer
 	case "abort":
 		return r.Abort(ctx)
 	}
-	p := anchor.StartParams{CertManager: o.certManager, Emergency: o.emergency, ReissueWindow: o.reissueWindow}
+	p := anchor.StartParams{CertManager: o.certManager, Emergency: o.emergency, Force: o.force, ReissueWindow: o.reissueWindow}
 	if o.generate {
 		ttl := o.anchorTTL
 		if ttl == 0 {

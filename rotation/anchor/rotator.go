@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,7 +61,12 @@ type Config struct {
 
 // Rotator runs rotations.
 type Rotator struct {
-	cfg Config
+	cfg     Config
+	version string // resourceVersion of the state this run loaded or saved
+	// seen holds every proxy instance this run has seen, so one that drops
+	// out of the fleet view (its replica restarted or went quiet) still
+	// counts until it converges or has been gone for fleet.Forget.
+	seen map[string]fleet.Proxy
 }
 
 // New returns a Rotator.
@@ -83,7 +89,7 @@ func New(cfg Config) (*Rotator, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Rotator{cfg: cfg}, nil
+	return &Rotator{cfg: cfg, seen: map[string]fleet.Proxy{}}, nil
 }
 
 func (r *Rotator) say(format string, args ...any) {
@@ -102,6 +108,10 @@ type StartParams struct {
 	Emergency bool
 	// ReissueWindow spreads stage Reissue's renewals; 0 means 30 s.
 	ReissueWindow time.Duration
+	// Force allows Emergency while the current anchor and issuer still
+	// pass meshid check (an immediate switch breaks every peer that has not
+	// picked the new anchor up yet).
+	Force bool
 }
 
 // Start records a new rotation and runs it. It refuses while another
@@ -123,6 +133,9 @@ func (r *Rotator) Start(ctx context.Context, p StartParams) error {
 	oldBundle, err := r.bundlePEM(ctx)
 	if err != nil && !p.Emergency {
 		return err
+	}
+	if p.Emergency && !p.Force && r.check(ctx) == nil {
+		return errors.New("anchor: the anchor and issuer in use are healthy (meshid check passes): an emergency switch would break every peer at once; run a staged rotation, or add --force")
 	}
 	if old, perr := bundle.Parse(oldBundle); perr == nil && old.Contains(anchor.Cert) && !p.Emergency {
 		return errors.New("anchor: the new anchor is already in the bundle; start a rotation with an anchor that is not")
@@ -159,7 +172,7 @@ func (r *Rotator) Resume(ctx context.Context) error {
 	}
 	if st.Stage.Finished() {
 		r.say("the rotation is already %s", st.Stage)
-		return nil
+		return r.deleteKeys(ctx)
 	}
 	r.say("resuming at stage %s%s", st.Stage, map[bool]string{true: " (aborting)", false: ""}[st.Aborting])
 	return r.run(ctx, st)
@@ -213,14 +226,22 @@ func (r *Rotator) run(ctx context.Context, st *State) error {
 			return err
 		}
 	}
-	if err := r.cfg.Client.CoreV1().Secrets(r.cfg.Namespace).Delete(ctx, KeysSecret, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("anchor: delete the rotation's keys (Secret %s): %w", KeysSecret, err)
+	if err := r.deleteKeys(ctx); err != nil {
+		return err
 	}
 	r.say("rotation %s in %s", strings.ToLower(string(st.Stage)), r.cfg.Now().Sub(st.Started).Round(time.Millisecond))
 	for _, s := range Stages {
 		if d, ok := st.Timings[s]; ok {
 			r.say("  %-13s %s", s, d)
 		}
+	}
+	return nil
+}
+
+// deleteKeys removes the rotation's Secret (anchor and issuer keys).
+func (r *Rotator) deleteKeys(ctx context.Context) error {
+	if err := r.cfg.Client.CoreV1().Secrets(r.cfg.Namespace).Delete(ctx, KeysSecret, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("anchor: delete the rotation's keys (Secret %s): %w", KeysSecret, err)
 	}
 	return nil
 }
@@ -260,7 +281,11 @@ func (r *Rotator) step(ctx context.Context, st *State, keys map[string][]byte) e
 			return err
 		}
 		st.NewIssuerSHA256 = fp
-		if err := r.waitIssuer(ctx, st, fp); err != nil {
+		target := both
+		if st.Emergency {
+			target = newOnly
+		}
+		if err := r.waitIssuer(ctx, st, newOnly, target.SHA256()); err != nil {
 			return err
 		}
 	case Reissue:
@@ -272,15 +297,18 @@ func (r *Rotator) step(ctx context.Context, st *State, keys map[string][]byte) e
 		if err := r.setBundle(ctx, target.PEM(), st.ReissueWindow); err != nil {
 			return err
 		}
-		if err := r.waitLeaves(ctx, st, st.NewIssuerSHA256); err != nil {
+		if err := r.waitLeaves(ctx, st, newOnly, target.SHA256()); err != nil {
 			return err
 		}
 		if err := r.setBundle(ctx, target.PEM(), 0); err != nil {
 			return err
 		}
 		if st.Emergency {
+			if err := r.check(ctx); err != nil {
+				return err
+			}
 			st.advance(r.cfg.Now(), Done)
-			return r.check(ctx)
+			return nil
 		}
 	case Remove:
 		r.say("stage Remove: publishing the new anchor alone (%.12s)", newOnly.SHA256())
@@ -298,39 +326,46 @@ func (r *Rotator) step(ctx context.Context, st *State, keys map[string][]byte) e
 	return nil
 }
 
-// abort undoes what the rotation did, newest first, then stops at Aborted.
+// abort undoes what the rotation did, newest first, then stops at Aborted:
+// the issuer chains to the old anchor again (restored if it was switched,
+// or cert-manager was asked to), every CA replica signs with it, every
+// leaf chains to the old anchor, and only then is the old bundle alone
+// published.
 func (r *Rotator) abort(ctx context.Context, st *State, keys map[string][]byte) error {
 	old, err := bundle.Parse([]byte(st.OldBundle))
 	if err != nil {
 		return fmt.Errorf("anchor: the old bundle: %w", err)
 	}
-	newAnchor, err := bundle.Parse([]byte(st.NewAnchor))
+	both, err := bundle.Parse([]byte(st.OldBundle + st.NewAnchor))
 	if err != nil {
 		return err
 	}
-	cur, err := r.issuer(ctx)
-	if err == nil && cur.Verify(newAnchor, r.cfg.Now()) == nil {
-		// The issuer was switched: switch back, and re-issue the leaves.
+	switched, err := r.switched(ctx, st, old)
+	if err != nil {
+		return err
+	}
+	if switched {
 		r.say("abort: restoring the issuer from the old anchor")
-		var fp string
 		if st.CertManager {
-			fp, err = r.useAnchor(ctx, st, old, keys[keyOldAnchorCrt], keys[keyOldAnchorKey], keys, false)
+			if keys[keyOldAnchorCrt] == nil {
+				return errors.New("anchor: cert-manager's old anchor was not saved; cannot go back")
+			}
+			_, err = r.useAnchor(ctx, st, old, keys[keyOldAnchorCrt], keys[keyOldAnchorKey], keys, false)
 		} else {
-			fp, err = r.restoreIssuer(ctx, keys, old)
+			_, err = r.restoreIssuer(ctx, keys, old)
 		}
 		if err != nil {
 			return err
 		}
-		if err := r.waitIssuer(ctx, st, fp); err != nil {
-			return err
-		}
-		both, _ := bundle.Parse([]byte(st.OldBundle + st.NewAnchor))
-		if err := r.setBundle(ctx, both.PEM(), st.ReissueWindow); err != nil {
-			return err
-		}
-		if err := r.waitLeaves(ctx, st, fp); err != nil {
-			return err
-		}
+	}
+	if err := r.waitIssuer(ctx, st, old, both.SHA256()); err != nil {
+		return err
+	}
+	if err := r.setBundle(ctx, both.PEM(), st.ReissueWindow); err != nil {
+		return err
+	}
+	if err := r.waitLeaves(ctx, st, old, both.SHA256()); err != nil {
+		return err
 	}
 	r.say("abort: publishing the old bundle (%.12s)", old.SHA256())
 	if err := r.setBundle(ctx, old.PEM(), 0); err != nil {
@@ -341,6 +376,29 @@ func (r *Rotator) abort(ctx context.Context, st *State, keys map[string][]byte) 
 	}
 	st.advance(r.cfg.Now(), Aborted)
 	return nil
+}
+
+// switched reports whether the issuer no longer comes from the old anchor:
+// the issuer Secret does not chain to it (or is missing), or, with
+// cert-manager, its anchor Secret no longer holds an old anchor.
+func (r *Rotator) switched(ctx context.Context, st *State, old *bundle.Bundle) (bool, error) {
+	if st.CertManager {
+		s, err := r.cfg.Client.CoreV1().Secrets(r.cfg.Namespace).Get(ctx, manifest.AnchorSecret, metav1.GetOptions{})
+		if err != nil {
+			return false, fmt.Errorf("anchor: cert-manager's anchor Secret: %w", err)
+		}
+		if a, err := bundle.Parse(s.Data[corev1.TLSCertKey]); err != nil || !old.Contains(a.Anchors()[0]) {
+			return true, nil
+		}
+	}
+	cur, err := r.issuer(ctx)
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("anchor: read the issuer: %w", err)
+	}
+	return cur.Verify(old, r.cfg.Now()) != nil, nil
 }
 
 // check runs meshid check's trust checks; any failure stops the rotation.
@@ -398,6 +456,13 @@ func (r *Rotator) Status(ctx context.Context) (*Status, error) {
 
 // goal says what the current stage waits for.
 func (r *Rotator) goal(st *State) (string, func(fleet.Proxy) bool) {
+	if st.Aborting {
+		old, err := bundle.Parse([]byte(st.OldBundle))
+		if err != nil {
+			return "", nil
+		}
+		return "proxies back on the old anchor alone", func(p fleet.Proxy) bool { return p.BundleSHA256 == old.SHA256() }
+	}
 	switch st.Stage {
 	case Add:
 		both, err := bundle.Parse([]byte(st.OldBundle + st.NewAnchor))
@@ -405,8 +470,12 @@ func (r *Rotator) goal(st *State) (string, func(fleet.Proxy) bool) {
 			return "", nil
 		}
 		return "proxies holding the bundle with both anchors", func(p fleet.Proxy) bool { return p.BundleSHA256 == both.SHA256() }
-	case Reissue:
-		return "proxies with a leaf from the new issuer", func(p fleet.Proxy) bool { return p.LeafIssuerSHA256 == st.NewIssuerSHA256 }
+	case SwitchIssuer, Reissue:
+		n, err := bundle.Parse([]byte(st.NewAnchor))
+		if err != nil {
+			return "", nil
+		}
+		return "proxies with a leaf from the new anchor", func(p fleet.Proxy) bool { return p.LeafAnchorSHA256 == bundle.Fingerprint(n.Anchors()[0]) }
 	case Remove:
 		n, err := bundle.Parse([]byte(st.NewAnchor))
 		if err != nil {
@@ -418,38 +487,51 @@ func (r *Rotator) goal(st *State) (string, func(fleet.Proxy) bool) {
 }
 
 func (r *Rotator) waitBundle(ctx context.Context, st *State, sha string) error {
-	return r.wait(ctx, st, "bundle "+sha[:12], func(v fleet.View) ([]string, int) {
-		lag := v.Lagging(func(p fleet.Proxy) bool { return p.BundleSHA256 == sha })
-		for _, rep := range v.Replicas {
-			if rep.BundleSHA256 != sha {
-				lag = append(lag, "CA replica "+rep.Replica)
-			}
+	return r.wait(ctx, st, "bundle "+sha[:12],
+		func(p fleet.Proxy) bool { return p.BundleSHA256 == sha },
+		func(rep fleet.Report) bool { return rep.BundleSHA256 == sha })
+}
+
+// waitIssuer waits until every CA replica signs with the issuer in the
+// Secret (read again each round: cert-manager may renew it meanwhile),
+// which must chain to anchors, while every proxy still holds bundle sha.
+func (r *Rotator) waitIssuer(ctx context.Context, st *State, anchors *bundle.Bundle, sha string) error {
+	return r.wait(ctx, st, "the issuer from anchor "+bundle.Fingerprint(anchors.Anchors()[0])[:12]+" (CA replicas)",
+		func(p fleet.Proxy) bool { return p.BundleSHA256 == sha },
+		func(rep fleet.Report) bool {
+			cur, err := r.issuer(ctx)
+			return err == nil && cur.Verify(anchors, r.cfg.Now()) == nil && rep.IssuerSHA256 == cur.Fingerprint()
+		})
+}
+
+// waitLeaves waits until every proxy's leaf chains to the (first) anchor of
+// anchors, and it still holds bundle sha.
+func (r *Rotator) waitLeaves(ctx context.Context, st *State, anchors *bundle.Bundle, sha string) error {
+	want := bundle.Fingerprint(anchors.Anchors()[0])
+	if len(anchors.Anchors()) > 1 {
+		// The old bundle may hold several anchors: any of them will do.
+		return r.wait(ctx, st, "leaves from the old anchors",
+			func(p fleet.Proxy) bool { return p.BundleSHA256 == sha && containsFingerprint(anchors, p.LeafAnchorSHA256) }, nil)
+	}
+	return r.wait(ctx, st, "leaves from anchor "+want[:12],
+		func(p fleet.Proxy) bool { return p.BundleSHA256 == sha && p.LeafAnchorSHA256 == want }, nil)
+}
+
+func containsFingerprint(b *bundle.Bundle, fp string) bool {
+	for _, a := range b.Anchors() {
+		if bundle.Fingerprint(a) == fp {
+			return true
 		}
-		return lag, len(v.Proxies) + len(v.Replicas)
-	})
+	}
+	return false
 }
 
-func (r *Rotator) waitIssuer(ctx context.Context, st *State, fp string) error {
-	return r.wait(ctx, st, "issuer "+fp[:12]+" (CA replicas)", func(v fleet.View) ([]string, int) {
-		var lag []string
-		for _, rep := range v.Replicas {
-			if rep.IssuerSHA256 != fp {
-				lag = append(lag, "CA replica "+rep.Replica)
-			}
-		}
-		return lag, len(v.Replicas)
-	})
-}
-
-func (r *Rotator) waitLeaves(ctx context.Context, st *State, fp string) error {
-	return r.wait(ctx, st, "leaves from issuer "+fp[:12], func(v fleet.View) ([]string, int) {
-		return v.Lagging(func(p fleet.Proxy) bool { return p.LeafIssuerSHA256 == fp }), len(v.Proxies)
-	})
-}
-
-// wait polls the fleet until lagging returns nothing (with at least one
-// CA replica reporting), or the stage times out and names who holds it.
-func (r *Rotator) wait(ctx context.Context, st *State, what string, lagging func(fleet.View) (lag []string, total int)) error {
+// wait polls the fleet until every proxy (including ones this run saw that
+// dropped out of the view, for up to fleet.Forget) satisfies proxyDone and
+// every CA replica satisfies replicaDone (nil: no condition), with at
+// least one replica reporting, or the stage times out and names who holds
+// it back.
+func (r *Rotator) wait(ctx context.Context, st *State, what string, proxyDone func(fleet.Proxy) bool, replicaDone func(fleet.Report) bool) error {
 	deadline := r.cfg.Now().Add(r.cfg.StageTimeout)
 	lastMsg := ""
 	for {
@@ -457,7 +539,35 @@ func (r *Rotator) wait(ctx context.Context, st *State, what string, lagging func
 		if err != nil {
 			return err
 		}
-		lag, total := lagging(view)
+		now := r.cfg.Now()
+		for _, p := range view.Proxies {
+			r.seen[p.Instance] = p
+		}
+		var lag []string
+		total := 0
+		for inst, p := range r.seen {
+			if now.Sub(p.LastSeen) > fleet.Forget {
+				delete(r.seen, inst)
+				continue
+			}
+			total++
+			if !proxyDone(p) {
+				s := fmt.Sprintf("%s (%.8s)", p.ID, p.Instance)
+				if p.Silent(now) {
+					s += fmt.Sprintf(" silent for %s: cut off from the CA?", now.Sub(p.LastSeen).Round(time.Second))
+				}
+				lag = append(lag, s)
+			}
+		}
+		slices.Sort(lag)
+		for _, rep := range view.Replicas {
+			if replicaDone != nil {
+				total++
+				if !replicaDone(rep) {
+					lag = append(lag, "CA replica "+rep.Replica)
+				}
+			}
+		}
 		msg := ""
 		switch {
 		case len(view.Replicas) == 0:
@@ -465,16 +575,18 @@ func (r *Rotator) wait(ctx context.Context, st *State, what string, lagging func
 		case len(lag) > 0:
 			msg = fmt.Sprintf("%d/%d converged on %s; waiting for %s", total-len(lag), total, what, strings.Join(first(lag, 5), ", "))
 		default:
-			r.say("stage %s: %d proxies and %d CA replicas converged on %s", st.Stage, len(view.Proxies), len(view.Replicas), what)
+			r.say("stage %s: converged on %s (%d proxies, %d CA replicas)", st.Stage, what, len(r.seen), len(view.Replicas))
 			return nil
 		}
 		if msg != lastMsg {
 			r.say("stage %s: %s", st.Stage, msg)
 			st.Message = msg
-			_ = r.save(ctx, st)
+			if err := r.save(ctx, st); err != nil {
+				return err
+			}
 			lastMsg = msg
 		}
-		if r.cfg.Now().After(deadline) {
+		if now.After(deadline) {
 			return fmt.Errorf("anchor: stage %s did not converge within %s: %s; fix them and run resume (or abort)", st.Stage, r.cfg.StageTimeout, msg)
 		}
 		select {

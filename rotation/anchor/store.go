@@ -15,15 +15,19 @@ import (
 	"github.com/meshid/meshid/issuer"
 )
 
-// load reads the stored rotation, or nil when there is none.
+// load reads the stored rotation, or nil when there is none, and
+// remembers its version: save writes only over that version, so two
+// operators (or a resume and an abort) cannot interleave.
 func (r *Rotator) load(ctx context.Context) (*State, error) {
 	cm, err := r.cfg.Client.CoreV1().ConfigMaps(r.cfg.Namespace).Get(ctx, StateConfigMap, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		r.version = ""
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("anchor: read the rotation state: %w", err)
 	}
+	r.version = cm.ResourceVersion
 	return unmarshalState(cm.Data[StateKey])
 }
 
@@ -33,19 +37,24 @@ func (r *Rotator) save(ctx context.Context, st *State) error {
 		return err
 	}
 	cms := r.cfg.Client.CoreV1().ConfigMaps(r.cfg.Namespace)
-	cm, err := cms.Get(ctx, StateConfigMap, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		_, err = cms.Create(ctx, &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Name: StateConfigMap, Namespace: r.cfg.Namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "meshid"}},
-			Data:       map[string]string{StateKey: data},
-		}, metav1.CreateOptions{})
-	} else if err == nil {
-		cm.Data = map[string]string{StateKey: data}
-		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: StateConfigMap, Namespace: r.cfg.Namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "meshid"}},
+		Data:       map[string]string{StateKey: data},
+	}
+	var saved *corev1.ConfigMap
+	if r.version == "" {
+		saved, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+	} else {
+		cm.ResourceVersion = r.version
+		saved, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	}
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+		return errors.New("anchor: the rotation state changed under us: another meshid rotate-anchor is running (see status); stop it, then resume")
 	}
 	if err != nil {
 		return fmt.Errorf("anchor: save the rotation state: %w", err)
 	}
+	r.version = saved.ResourceVersion
 	return nil
 }
 

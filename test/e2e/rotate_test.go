@@ -88,7 +88,7 @@ func TestRotateAnchor(t *testing.T) {
 	web := startProxyAt(t, ca, addr1, ns, "web", "--outbound", webOut+"="+dbIn)
 
 	tr := startTraffic(webOut)
-	out, code := meshid(t, "", "rotate-anchor", "start", "--generate", "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig,
+	out, code := meshid(t, "", "rotate-anchor", "start", "--generate", "--write-anchor-key", filepath.Join(t.TempDir(), "new-anchor.key"), "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig,
 		"--stage-timeout", "2m", "--reissue-window", "2s")
 	tr.end(t)
 	t.Logf("rotate-anchor:\n%s", out)
@@ -145,7 +145,7 @@ func TestRotateAnchorResume(t *testing.T) {
 	common := []string{"-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig, "--stage-timeout", "2m"}
 
 	tr := startTraffic(webOut)
-	args := append([]string{"rotate-anchor", "start", "--generate", "--reissue-window", "3s"}, common...)
+	args := append([]string{"rotate-anchor", "start", "--generate", "--write-anchor-key", filepath.Join(t.TempDir(), "new-anchor.key"), "--reissue-window", "3s"}, common...)
 	for _, stage := range []string{"Add", "SwitchIssuer", "Reissue", "Remove"} {
 		killAt(t, "stage "+stage+":", args...)
 		status, _ := meshid(t, "", append([]string{"rotate-anchor", "status"}, common...)...)
@@ -249,7 +249,7 @@ func TestRotateAnchorCertManager(t *testing.T) {
 	startProxyPEM(t, ca, old.PEM(), wns, "web", "--outbound", webOut+"="+dbIn)
 
 	tr := startTraffic(webOut)
-	out, code := meshid(t, "", "rotate-anchor", "start", "--generate", "--cert-manager", "-n", ns, "--kubeconfig", e.cluster.Kubeconfig,
+	out, code := meshid(t, "", "rotate-anchor", "start", "--generate", "--write-anchor-key", filepath.Join(t.TempDir(), "new-anchor.key"), "--cert-manager", "-n", ns, "--kubeconfig", e.cluster.Kubeconfig,
 		"--stage-timeout", "2m", "--reissue-window", "2s")
 	tr.end(t)
 	if code != 0 || !strings.Contains(out, "rotation done") || !strings.Contains(out, "asking cert-manager to re-issue") {
@@ -293,7 +293,7 @@ func TestRotateAnchorEmergency(t *testing.T) {
 		return nil
 	})
 
-	out, code := meshid(t, "", "rotate-anchor", "start", "--emergency", "--generate", "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig,
+	out, code := meshid(t, "", "rotate-anchor", "start", "--emergency", "--generate", "--write-anchor-key", filepath.Join(t.TempDir(), "new-anchor.key"), "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig,
 		"--stage-timeout", "2m", "--reissue-window", "2s")
 	if code != 0 || !strings.Contains(out, "rotation done") {
 		t.Fatalf("rotate-anchor --emergency: exit %d\n%s", code, out)
@@ -334,7 +334,7 @@ func TestRotateAnchorHeldBack(t *testing.T) {
 	if err := syscall.Kill(db.pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	out, code := meshid(t, "", append([]string{"rotate-anchor", "start", "--generate", "--stage-timeout", "5s"}, common...)...)
+	out, code := meshid(t, "", append([]string{"rotate-anchor", "start", "--generate", "--write-anchor-key", filepath.Join(t.TempDir(), "new-anchor.key"), "--stage-timeout", "5s"}, common...)...)
 	if code != 1 || !strings.Contains(out, "stage Add did not converge") || !strings.Contains(out, dbID) {
 		t.Fatalf("rotation with a frozen proxy: exit %d\n%s", code, out)
 	}
@@ -370,7 +370,7 @@ func TestRotateAnchorAbort(t *testing.T) {
 	common := []string{"-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig, "--stage-timeout", "2m"}
 
 	tr := startTraffic(webOut)
-	killAt(t, "stage Reissue:", append([]string{"rotate-anchor", "start", "--generate", "--reissue-window", "2s"}, common...)...)
+	killAt(t, "stage Reissue:", append([]string{"rotate-anchor", "start", "--generate", "--write-anchor-key", filepath.Join(t.TempDir(), "new-anchor.key"), "--reissue-window", "2s"}, common...)...)
 	out, code := meshid(t, "", append([]string{"rotate-anchor", "abort"}, common...)...)
 	tr.end(t)
 	if code != 0 || !strings.Contains(out, "rotation aborted") {

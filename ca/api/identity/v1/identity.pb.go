@@ -336,6 +336,9 @@ type ProxyStatus struct {
 	LeafNotAfter     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=leaf_not_after,json=leafNotAfter,proto3" json:"leaf_not_after,omitempty"`
 	// heartbeat_seconds is how often the proxy reports.
 	HeartbeatSeconds int64 `protobuf:"varint,6,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
+	// leaf_anchor_sha256 is the anchor of the proxy's bundle its certificate
+	// chains to; empty when it chains to none.
+	LeafAnchorSha256 string `protobuf:"bytes,7,opt,name=leaf_anchor_sha256,json=leafAnchorSha256,proto3" json:"leaf_anchor_sha256,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -412,6 +415,13 @@ func (x *ProxyStatus) GetHeartbeatSeconds() int64 {
 	return 0
 }
 
+func (x *ProxyStatus) GetLeafAnchorSha256() string {
+	if x != nil {
+		return x.LeafAnchorSha256
+	}
+	return ""
+}
+
 type ReportStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -471,7 +481,7 @@ const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
 	"\x03pem\x18\x02 \x01(\fR\x03pem\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12#\n" +
 	"\rissuer_sha256\x18\x04 \x01(\tR\fissuerSha256\x124\n" +
-	"\x16reissue_window_seconds\x18\x05 \x01(\x03R\x14reissueWindowSeconds\"\x8c\x02\n" +
+	"\x16reissue_window_seconds\x18\x05 \x01(\x03R\x14reissueWindowSeconds\"\xba\x02\n" +
 	"\vProxyStatus\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12#\n" +
 	"\rbundle_sha256\x18\x02 \x01(\tR\fbundleSha256\x12\x1f\n" +
@@ -479,7 +489,8 @@ const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
 	"leafSerial\x12,\n" +
 	"\x12leaf_issuer_sha256\x18\x04 \x01(\tR\x10leafIssuerSha256\x12@\n" +
 	"\x0eleaf_not_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fleafNotAfter\x12+\n" +
-	"\x11heartbeat_seconds\x18\x06 \x01(\x03R\x10heartbeatSeconds\"\x16\n" +
+	"\x11heartbeat_seconds\x18\x06 \x01(\x03R\x10heartbeatSeconds\x12,\n" +
+	"\x12leaf_anchor_sha256\x18\a \x01(\tR\x10leafAnchorSha256\"\x16\n" +
 	"\x14ReportStatusResponse2\xdd\x02\n" +
 	"\bIdentity\x12R\n" +
 	"\aCertify\x12\".meshid.identity.v1.CertifyRequest\x1a#.meshid.identity.v1.CertifyResponse\x12M\n" +
