@@ -511,7 +511,9 @@ func (r *Rotator) waitLeaves(ctx context.Context, st *State, anchors *bundle.Bun
 	if len(anchors.Anchors()) > 1 {
 		// The old bundle may hold several anchors: any of them will do.
 		return r.wait(ctx, st, "leaves from the old anchors",
-			func(p fleet.Proxy) bool { return p.BundleSHA256 == sha && containsFingerprint(anchors, p.LeafAnchorSHA256) }, nil)
+			func(p fleet.Proxy) bool {
+				return p.BundleSHA256 == sha && containsFingerprint(anchors, p.LeafAnchorSHA256)
+			}, nil)
 	}
 	return r.wait(ctx, st, "leaves from anchor "+want[:12],
 		func(p fleet.Proxy) bool { return p.BundleSHA256 == sha && p.LeafAnchorSHA256 == want }, nil)
