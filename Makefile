@@ -9,7 +9,7 @@ GO ?= go
 BIN := bin
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 PROTO := ca/api/identity/v1/identity.proto
-CMDS := meshid meshid-ca meshid-proxy
+CMDS := meshid meshid-ca meshid-proxy meshid-webhook
 
 .PHONY: help
 help: ## list the targets

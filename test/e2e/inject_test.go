@@ -2,9 +2,15 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/meshid/meshid/webhooks/inject"
 )
@@ -25,4 +31,160 @@ func TestInjectedPodIsValid(t *testing.T) {
 	if _, err := need(t).client.CoreV1().Pods(ns).Create(context.Background(), out, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 		t.Fatalf("the API server refuses the injected pod: %v", err)
 	}
+}
+
+// TestInjector: the API server calls meshid-webhook for real. A pod in an
+// enabled namespace gets the proxy, token and bundle volumes; a pod that
+// opts out, a pod in a namespace that does not opt in, a hostNetwork pod
+// and an already injected pod are left alone; the webhook keeps the
+// configuration's caBundle equal to its CA.
+func TestInjector(t *testing.T) {
+	t.Parallel()
+	e := need(t)
+	ctx := context.Background()
+	home := namespace(t, "webhook")
+	name := "meshid-injector-" + home
+	addr := freeAddr(t)
+	fail := admissionregistrationv1.Fail
+	none := admissionregistrationv1.SideEffectClassNone
+	url := "https://" + addr + "/inject"
+	_, err := e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "inject.meshid.dev",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"meshid-e2e": name}},
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			AdmissionReviewVersions: []string{"v1"},
+			TimeoutSeconds:          ptr.To[int32](10),
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	p, exited := spawn(t, "meshid-webhook", "--kubeconfig", e.cluster.Kubeconfig, "-n", home, "--listen", addr, "--ip", "127.0.0.1",
+		"--mutating-webhook", name, "--proxy-image", "ghcr.io/meshid/meshid-proxy:e2e")
+	eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-exited:
+			t.Fatalf("meshid-webhook exited: %v\n%s", err, p.logs(t))
+		default:
+		}
+		mwc, err := e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+		if err != nil || len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 || !strings.Contains(p.logs(t), "serving admission webhooks") {
+			return fmt.Errorf("the webhook is not serving with a synced caBundle yet")
+		}
+		return nil
+	})
+	ca, err := e.client.CoreV1().Secrets(home).Get(ctx, "meshid-webhook-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mwc, _ := e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+	if string(mwc.Webhooks[0].ClientConfig.CABundle) != string(ca.Data["tls.crt"]) {
+		t.Fatal("the caBundle is not the webhook CA")
+	}
+
+	labelled := func(mode string) string {
+		ns := namespace(t, "inj")
+		n, err := e.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Labels["meshid-e2e"] = name
+		if mode != "" {
+			n.Labels[inject.NamespaceLabel] = mode
+		}
+		if _, err := e.client.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		serviceAccount(t, ns, "web")
+		return ns
+	}
+	enabled, plain := labelled("enabled"), labelled("")
+	create := func(ns, podName string, mutate func(*corev1.Pod)) *corev1.Pod {
+		t.Helper()
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: podName},
+			Spec:       corev1.PodSpec{ServiceAccountName: "web", Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}}},
+		}
+		if mutate != nil {
+			mutate(pod)
+		}
+		got, err := e.client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create pod %s/%s: %v", ns, podName, err)
+		}
+		return got
+	}
+	proxies := func(pod *corev1.Pod) int {
+		n := 0
+		for _, c := range pod.Spec.Containers {
+			if c.Name == "meshid-proxy" {
+				n++
+			}
+		}
+		return n
+	}
+
+	injected := create(enabled, "web-0", nil)
+	if proxies(injected) != 1 || injected.Annotations["meshid.dev/injected"] != "ghcr.io/meshid/meshid-proxy:e2e" {
+		t.Fatalf("pod in an enabled namespace: %d proxies, annotations %v", proxies(injected), injected.Annotations)
+	}
+	volumes := map[string]bool{}
+	for _, v := range injected.Spec.Volumes {
+		volumes[v.Name] = true
+	}
+	if !volumes["meshid-token"] || !volumes["meshid-trust-bundle"] {
+		t.Fatalf("volumes %v lack the token or the bundle", volumes)
+	}
+	again := create(enabled, "web-1", func(p *corev1.Pod) {
+		p.Spec.Containers, p.Spec.Volumes, p.Annotations = injected.Spec.Containers, injected.Spec.Volumes, injected.Annotations
+		for i := range p.Spec.Containers { // drop what the API server added for the first pod
+			p.Spec.Containers[i].VolumeMounts = filterMounts(p.Spec.Containers[i].VolumeMounts)
+		}
+		p.Spec.Volumes = filterVolumes(p.Spec.Volumes)
+	})
+	if proxies(again) != 1 {
+		t.Fatalf("an injected spec created again has %d proxies", proxies(again))
+	}
+	if n := proxies(create(enabled, "opt-out", func(p *corev1.Pod) { p.Annotations = map[string]string{"meshid.dev/inject": "disabled"} })); n != 0 {
+		t.Fatal("a pod that opts out was injected")
+	}
+	if n := proxies(create(plain, "web-0", nil)); n != 0 {
+		t.Fatal("a pod in a namespace that does not opt in was injected")
+	}
+	if n := proxies(create(plain, "asks", func(p *corev1.Pod) { p.Annotations = map[string]string{"meshid.dev/inject": "enabled"} })); n != 1 {
+		t.Fatal("a pod that asks for injection was not injected")
+	}
+	if n := proxies(create(enabled, "host", func(p *corev1.Pod) { p.Spec.HostNetwork = true })); n != 0 {
+		t.Fatal("a hostNetwork pod was injected")
+	}
+}
+
+// filterMounts and filterVolumes drop the service-account token volume the
+// API server adds, so a pod spec can be created again.
+func filterMounts(ms []corev1.VolumeMount) []corev1.VolumeMount {
+	var out []corev1.VolumeMount
+	for _, m := range ms {
+		if !strings.HasPrefix(m.Name, "kube-api-access") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func filterVolumes(vs []corev1.Volume) []corev1.Volume {
+	var out []corev1.Volume
+	for _, v := range vs {
+		if !strings.HasPrefix(v.Name, "kube-api-access") {
+			out = append(out, v)
+		}
+	}
+	return out
 }

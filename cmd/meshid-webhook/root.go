@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/klog/v2"
+
+	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/webhooks/admission"
+	"github.com/meshid/meshid/webhooks/inject"
+)
+
+type options struct {
+	kubeconfig, namespace, listen string
+	dnsNames, ips                 []string
+	caSecret                      string
+	mutatingWebhooks              []string
+	certTTL                       time.Duration
+	inject                        inject.Config
+	log                           cli.LogOptions
+}
+
+func newRootCommand() *cobra.Command {
+	o := &options{}
+	cmd := &cobra.Command{
+		Use:   "meshid-webhook",
+		Short: "Admission webhook: inject meshid-proxy into pods",
+		Long: strings.TrimSpace(`
+meshid-webhook serves the sidecar injector (POST /inject): a pod created in a
+namespace labelled meshid.dev/inject=enabled, or annotated
+meshid.dev/inject: enabled, gets the meshid-proxy container, a projected
+service-account token for the CA's audience and the trust bundle. Injection is
+idempotent; meshid.dev/inject: disabled opts out; hostNetwork pods are skipped.
+A failure never blocks a pod: it is admitted without the sidecar, with a
+warning.
+
+Its serving certificate is issued by a webhook CA kept in --ca-secret (made on
+first start, shared by every replica), re-minted after two thirds of
+--cert-ttl, and the caBundle of every --mutating-webhook is kept equal to that
+CA.
+
+` + cli.ExitCodes),
+		Args: cli.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			for _, ip := range o.ips {
+				if net.ParseIP(ip) == nil {
+					return cli.Usagef("--ip %q is not an IP address", ip)
+				}
+			}
+			if o.inject.Image == "" {
+				return cli.Usagef("--proxy-image is required")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := o.log.Logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			klog.SetSlogLogger(log)
+			client, err := cli.KubeClient(o.kubeconfig, "meshid-webhook")
+			if err != nil {
+				return err
+			}
+			names := o.dnsNames
+			if len(names) == 0 && len(o.ips) == 0 {
+				names = []string{"meshid-webhook." + o.namespace + ".svc", "meshid-webhook." + o.namespace, "meshid-webhook"}
+			}
+			var ips []net.IP
+			for _, ip := range o.ips {
+				ips = append(ips, net.ParseIP(ip))
+			}
+			cert, err := admission.NewCert(admission.CertConfig{
+				Client: client, Namespace: o.namespace, CASecret: o.caSecret, DNSNames: names, IPs: ips,
+				TTL: o.certTTL, MutatingWebhooks: o.mutatingWebhooks, Log: log,
+			})
+			if err != nil {
+				return err
+			}
+			if err := cert.Init(cmd.Context()); err != nil {
+				return err
+			}
+			srv, err := admission.New(admission.Config{Client: client, Inject: o.inject, Listen: o.listen, Cert: cert, Log: log})
+			if err != nil {
+				return err
+			}
+			g, ctx := errgroup.WithContext(cmd.Context())
+			g.Go(func() error { return cert.Run(ctx) })
+			g.Go(func() error { return srv.Run(ctx) })
+			if err := g.Wait(); err != nil {
+				return fmt.Errorf("meshid-webhook: %w", err)
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, $KUBECONFIG or ~/.kube/config)")
+	fs.StringVarP(&o.namespace, "namespace", "n", "meshid", "namespace of the webhook and its CA Secret")
+	fs.StringVar(&o.listen, "listen", ":9443", "HTTPS address")
+	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names of the serving certificate (default meshid-webhook.NAMESPACE.svc and shorter)")
+	fs.StringSliceVar(&o.ips, "ip", nil, "IP addresses of the serving certificate")
+	fs.StringVar(&o.caSecret, "ca-secret", "meshid-webhook-ca", "Secret holding the webhook CA")
+	fs.StringSliceVar(&o.mutatingWebhooks, "mutating-webhook", []string{"meshid-injector"}, "MutatingWebhookConfigurations whose caBundle to keep in sync")
+	fs.DurationVar(&o.certTTL, "cert-ttl", 7*24*time.Hour, "lifetime of the serving certificate")
+	fs.StringVar(&o.inject.Image, "proxy-image", "ghcr.io/meshid/meshid-proxy:latest", "meshid-proxy image to inject")
+	fs.StringVar(&o.inject.CA, "ca-address", "meshid-ca.meshid.svc:8443", "meshid-ca address the injected proxy uses")
+	fs.StringVar(&o.inject.TrustDomain, "trust-domain", "cluster.local", "trust domain")
+	fs.StringVar(&o.inject.Audience, "audience", "identity.meshid.dev", "audience of the injected token")
+	fs.StringVar(&o.inject.BundleConfigMap, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap mounted into the pod (it must exist in the pod's namespace)")
+	fs.Int64Var(&o.inject.TokenExpirationSeconds, "token-expiration", 3600, "lifetime of the injected token, seconds (at least 600)")
+	o.log.AddFlags(fs)
+	cli.Setup(cmd)
+	return cmd
+}

@@ -1,0 +1,220 @@
+package admission
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshid/meshid/issuer"
+)
+
+// CertConfig configures the webhook's serving certificate.
+type CertConfig struct {
+	// Client stores the webhook CA and updates caBundles. Required.
+	Client kubernetes.Interface
+	// Namespace and CASecret hold the webhook CA shared by every replica.
+	Namespace, CASecret string
+	// DNSNames and IPs of the serving certificate (the Service's names).
+	DNSNames []string
+	IPs      []net.IP
+	// TTL of a serving certificate; 0 means 7 days. It is re-minted after
+	// two thirds of that.
+	TTL time.Duration
+	// MutatingWebhooks names the MutatingWebhookConfigurations whose
+	// caBundle is kept equal to the webhook CA.
+	MutatingWebhooks []string
+	// Log receives a line per change; nil discards.
+	Log *slog.Logger
+}
+
+// Cert is the webhook's serving certificate: issued by a webhook CA kept
+// in a Secret (created on first start), re-minted before it expires, with
+// the caBundle of the webhook configurations kept in sync.
+type Cert struct {
+	cfg CertConfig
+	ca  *issuer.KeyPair
+	cur atomic.Pointer[tls.Certificate]
+}
+
+// NewCert returns a Cert; Run makes it usable.
+func NewCert(cfg CertConfig) (*Cert, error) {
+	if cfg.Client == nil || cfg.Namespace == "" || cfg.CASecret == "" || len(cfg.DNSNames)+len(cfg.IPs) == 0 {
+		return nil, errors.New("admission: CertConfig needs Client, Namespace, CASecret and names")
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 7 * 24 * time.Hour
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Cert{cfg: cfg}, nil
+}
+
+// GetCertificate is a tls.Config callback.
+func (c *Cert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if cert := c.cur.Load(); cert != nil {
+		return cert, nil
+	}
+	return nil, errors.New("admission: no serving certificate yet")
+}
+
+// NotAfter is when the serving certificate in use expires.
+func (c *Cert) NotAfter() time.Time {
+	if cert := c.cur.Load(); cert != nil {
+		return cert.Leaf.NotAfter
+	}
+	return time.Time{}
+}
+
+// Init loads or creates the webhook CA, mints the first serving
+// certificate and syncs the caBundles.
+func (c *Cert) Init(ctx context.Context) error {
+	ca, err := c.loadCA(ctx)
+	if err != nil {
+		return err
+	}
+	c.ca = ca
+	if err := c.mint(); err != nil {
+		return err
+	}
+	if err := c.syncCABundles(ctx); err != nil {
+		// Not fatal: Run tries again every minute.
+		c.cfg.Log.Warn("cannot sync the webhook caBundle yet", "error", err)
+	}
+	return nil
+}
+
+// Run re-mints the certificate at two thirds of its life and re-syncs the
+// caBundles every minute (someone may have edited them), until ctx ends.
+func (c *Cert) Run(ctx context.Context) error {
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		cur := c.cur.Load()
+		renew := time.Until(cur.Leaf.NotBefore.Add(cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore) * 2 / 3))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(max(renew, time.Second)):
+			if err := c.mint(); err != nil {
+				c.cfg.Log.Error("cannot renew the webhook serving certificate; the current one stays in use", "error", err, "not_after", cur.Leaf.NotAfter)
+			}
+		case <-tick.C:
+		}
+		if err := c.syncCABundles(ctx); err != nil {
+			c.cfg.Log.Warn("cannot sync the webhook caBundle", "error", err)
+		}
+	}
+}
+
+func (c *Cert) loadCA(ctx context.Context) (*issuer.KeyPair, error) {
+	secrets := c.cfg.Client.CoreV1().Secrets(c.cfg.Namespace)
+	s, err := secrets.Get(ctx, c.cfg.CASecret, metav1.GetOptions{})
+	if err == nil {
+		kp, err := issuer.Parse(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
+		if err != nil {
+			return nil, fmt.Errorf("admission: webhook CA Secret %s: %w", c.cfg.CASecret, err)
+		}
+		return kp, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("admission: read webhook CA Secret: %w", err)
+	}
+	kp, err := issuer.NewAnchor(issuer.CAParams{CommonName: "meshid webhook CA", NotBefore: time.Now().Add(-time.Hour), TTL: 5 * 365 * 24 * time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	key, err := kp.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	_, err = secrets.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: c.cfg.CASecret, Namespace: c.cfg.Namespace},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: kp.CertPEM(), corev1.TLSPrivateKeyKey: key},
+	}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) { // another replica was first
+		return c.loadCA(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("admission: create webhook CA Secret: %w", err)
+	}
+	c.cfg.Log.Info("created the webhook CA", "secret", c.cfg.CASecret, "sha256", kp.Fingerprint())
+	return kp, nil
+}
+
+func (c *Cert) mint() error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := issuer.NewSerial()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	out, err := c.ca.Sign(context.Background(), issuer.LeafParams{PublicKey: key.Public(), Template: &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: c.name()},
+		DNSNames: c.cfg.DNSNames, IPAddresses: c.cfg.IPs,
+		NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(c.cfg.TTL),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}})
+	if err != nil {
+		return err
+	}
+	c.cur.Store(&tls.Certificate{Certificate: [][]byte{out.Leaf.Raw}, PrivateKey: key, Leaf: out.Leaf})
+	c.cfg.Log.Info("webhook serving certificate minted", "not_after", out.NotAfter)
+	return nil
+}
+
+func (c *Cert) name() string {
+	if len(c.cfg.DNSNames) > 0 {
+		return c.cfg.DNSNames[0]
+	}
+	return c.cfg.IPs[0].String()
+}
+
+// syncCABundles sets every webhook's caBundle to the webhook CA.
+func (c *Cert) syncCABundles(ctx context.Context) error {
+	want := c.ca.CertPEM()
+	api := c.cfg.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	var errs []error
+	for _, name := range c.cfg.MutatingWebhooks {
+		mwc, err := api.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("MutatingWebhookConfiguration %s: %w", name, err))
+			continue
+		}
+		changed := false
+		for i := range mwc.Webhooks {
+			if string(mwc.Webhooks[i].ClientConfig.CABundle) != string(want) {
+				mwc.Webhooks[i].ClientConfig.CABundle = want
+				changed = true
+			}
+		}
+		if changed {
+			if _, err := api.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+				errs = append(errs, fmt.Errorf("MutatingWebhookConfiguration %s: %w", name, err))
+				continue
+			}
+			c.cfg.Log.Info("caBundle synced", "webhook", name)
+		}
+	}
+	return errors.Join(errs...)
+}
