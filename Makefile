@@ -55,7 +55,8 @@ fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: generate
-generate: ## regenerate the gRPC code from $(PROTO)
+generate: ## regenerate the gRPC code from $(PROTO), and the AuthorizationPolicy deep copies and CRD
+	$(GO) tool controller-gen object paths=./ca/api/policy/... crd:crdVersions=v1 paths=./ca/api/policy/... output:crd:dir=ca/api/policy/crd
 	protoc --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 	  --plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
 	  --go_out=. --go_opt=module=github.com/meshid/meshid \

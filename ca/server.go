@@ -17,11 +17,14 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	corev1 "k8s.io/api/core/v1"
 
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
 	"github.com/meshid/meshid/ca/authn"
 	"github.com/meshid/meshid/ca/csr"
 	"github.com/meshid/meshid/ca/fleet"
+	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation"
@@ -69,6 +72,10 @@ type ServerConfig struct {
 	Reserved []spiffeid.ID
 	// Fleet receives proxies' status reports; nil means a new registry.
 	Fleet *fleet.Registry
+	// Policies serves WatchPolicy; nil means WatchPolicy is UNIMPLEMENTED.
+	Policies *policies.Watcher
+	// Pods reads a pod, for WatchPolicy; required with Policies.
+	Pods func(ctx context.Context, namespace, name string) (*corev1.Pod, error)
 }
 
 // Server implements the Identity gRPC service.
@@ -339,6 +346,53 @@ func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
 		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "the client certificate does not verify against the trust bundle: %v", err)
 	}
 	return id, nil
+}
+
+// WatchPolicy implements identityv1.IdentityServer.
+func (s *Server) WatchPolicy(req *identityv1.WatchPolicyRequest, stream identityv1.Identity_WatchPolicyServer) error {
+	if s.cfg.Policies == nil {
+		return status.Error(codes.Unimplemented, "this CA does not serve policies (start meshid-ca with --watch-policies)")
+	}
+	ctx := stream.Context()
+	id, err := s.peerID(ctx)
+	if err != nil {
+		return err
+	}
+	sa, err := identity.FromID(id)
+	if err != nil {
+		return status.Errorf(codes.PermissionDenied, "%s is not a service account identity", id)
+	}
+	pod, err := s.cfg.Pods(ctx, sa.Namespace, req.GetPod())
+	if err != nil {
+		return status.Errorf(codes.NotFound, "pod %s/%s: %v (pass the pod's name, e.g. from the downward API)", sa.Namespace, req.GetPod(), err)
+	}
+	if pod.Spec.ServiceAccountName != sa.Name {
+		return status.Errorf(codes.PermissionDenied, "pod %s/%s runs as %q, not %s: a proxy only gets its own pod's policy", sa.Namespace, pod.Name, pod.Spec.ServiceAccountName, sa.Name)
+	}
+	sent := ""
+	for {
+		changed := s.cfg.Policies.Changed()
+		if s.cfg.Policies.Synced() {
+			data, sum, err := s.cfg.Policies.For(pod, req.GetDefaultMode())
+			if err != nil {
+				return status.Error(codes.Internal, err.Error())
+			}
+			if sum != sent {
+				if err := stream.Send(&identityv1.Policy{Yaml: data, Sha256: sum}); err != nil {
+					return fmt.Errorf("ca: send policy: %w", err)
+				}
+				sent = sum
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.closed:
+			return status.Error(codes.Unavailable, "the CA is shutting down; reconnect to another replica")
+		case <-changed:
+		case <-time.After(time.Second): // until the first list is done
+		}
+	}
 }
 
 // Fleet returns the proxies that report to this replica.

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -28,6 +30,7 @@ import (
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
 	"github.com/meshid/meshid/ca/authn"
 	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/source"
 	"github.com/meshid/meshid/ca/trust"
 )
@@ -64,6 +67,10 @@ type Config struct {
 	// Client talks to the API server (TokenReview, and the Secret and
 	// ConfigMap when named). Required.
 	Client kubernetes.Interface
+	// Dynamic reads AuthorizationPolicies; required with WatchPolicies.
+	Dynamic dynamic.Interface
+	// WatchPolicies serves AuthorizationPolicies to proxies (WatchPolicy).
+	WatchPolicies bool
 	// Namespace holds IssuerSecret and BundleConfigMap, and is the CA's own.
 	Namespace string
 	// ServiceAccount is the CA's own; its SPIFFE ID is in the CA's serving
@@ -146,11 +153,12 @@ func (c *Config) Validate() error {
 // Service is one meshid-ca: the Identity server, its trust sources and its
 // admin endpoint.
 type Service struct {
-	cfg     Config
-	store   *trust.Store
-	metrics *Metrics
-	server  *Server
-	serving *servingCert
+	cfg      Config
+	policies *policies.Watcher
+	store    *trust.Store
+	metrics  *Metrics
+	server   *Server
+	serving  *servingCert
 }
 
 // New returns a Service, or an error if cfg is invalid.
@@ -192,17 +200,28 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
 	store := trust.NewStore(trust.Config{Now: cfg.Now, Log: cfg.Log})
+	var watcher *policies.Watcher
+	if cfg.WatchPolicies {
+		if cfg.Dynamic == nil {
+			return nil, errors.New("ca: WatchPolicies needs a dynamic client")
+		}
+		watcher = policies.NewWatcher(cfg.Dynamic, cfg.Log)
+	}
 	metrics := NewMetrics(store)
 	server, err := NewServer(ServerConfig{
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
 		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Now: cfg.Now, Log: cfg.Log,
 		Reserved: []spiffeid.ID{ownID},
+		Policies: watcher,
+		Pods: func(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+			return cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &Service{
-		cfg: cfg, store: store, metrics: metrics, server: server,
+		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher,
 		serving: &servingCert{
 			id: ownID, dnsNames: cfg.DNSNames, ttl: min(cfg.LeafTTL, DefaultLeafTTL), backdate: cfg.Backdate,
 			store: store, now: cfg.Now,
@@ -229,6 +248,9 @@ func (s *Service) Run(ctx context.Context) error {
 	s.watchSources(ctx, g)
 	if s.cfg.FleetReportInterval > 0 {
 		g.Go(func() error { return s.publishFleet(ctx) })
+	}
+	if s.policies != nil {
+		g.Go(func() error { return s.policies.Run(ctx) })
 	}
 
 	grpcServer := grpc.NewServer(

@@ -60,9 +60,15 @@ type Config struct {
 	// PolicyFile is the YAML policy (see package policy); empty means every
 	// inbound port is deny-all except DefaultMode.
 	PolicyFile string
-	// DefaultMode applies to every inbound port when there is no PolicyFile;
-	// empty means policy.Deny.
+	// DefaultMode applies to every inbound port when there is no PolicyFile
+	// (and, with PolicyFromCA, to ports no AuthorizationPolicy names); empty
+	// means policy.Deny.
 	DefaultMode policy.Mode
+	// PolicyFromCA takes the policy from the CA's WatchPolicy stream (the
+	// AuthorizationPolicies that select Pod) instead of a file.
+	PolicyFromCA bool
+	// Pod is this proxy's pod name, for PolicyFromCA.
+	Pod string
 	// PollInterval is how often the bundle, policy and token files are
 	// checked for changes; 0 means 2 s.
 	PollInterval time.Duration
@@ -117,6 +123,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.DefaultMode.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("--default-mode: %w", err))
+	}
+	if c.PolicyFromCA && (c.PolicyFile != "" || c.Pod == "") {
+		errs = append(errs, errors.New("--policy-from-ca needs --pod-name (the downward API gives it), and excludes --policy"))
 	}
 	if c.PolicyFile != "" && c.DefaultMode != "" {
 		errs = append(errs, errors.New("--default-mode and --policy exclude each other: set the default in the policy file (default: MODE)"))
@@ -242,6 +251,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	g.Go(func() error { return p.watchBundleFile(ctx) })
 	g.Go(func() error { return p.watchBundleStream(ctx, client) })
 	g.Go(func() error { return p.report(ctx) })
+	if p.cfg.PolicyFromCA {
+		g.Go(func() error { return p.watchPolicyStream(ctx) })
+	}
 	if p.cfg.PolicyFile != "" {
 		g.Go(func() error { return p.watchPolicy(ctx) })
 	}

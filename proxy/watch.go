@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -91,20 +92,77 @@ func (p *Proxy) loadPolicy() error {
 }
 
 func (p *Proxy) setPolicy(data []byte) error {
+	return p.setPolicyFrom(p.cfg.PolicyFile, data)
+}
+
+func (p *Proxy) setPolicyFrom(source string, data []byte) error {
 	if last := p.lastPolicy.Load(); last != nil && bytes.Equal(*last, data) {
 		return nil
 	}
 	pol, err := policy.Parse(data, p.cfg.TrustDomain)
 	if err != nil {
 		p.metrics.policy.WithLabelValues("refused").Inc()
-		return fmt.Errorf("proxy: --policy %s: %w", p.cfg.PolicyFile, err)
+		return fmt.Errorf("proxy: policy from %s: %w", source, err)
 	}
-	pol.Source = p.cfg.PolicyFile
+	pol.Source = source
 	p.policy.Store(pol)
 	p.lastPolicy.Store(&data)
 	p.metrics.policy.WithLabelValues("ok").Inc()
-	p.log.Info("policy loaded", "file", p.cfg.PolicyFile, "ports", pol.Ports())
+	p.log.Info("policy loaded", "source", source, "ports", pol.Ports())
 	return nil
+}
+
+// watchPolicyStream follows the CA's WatchPolicy stream for this pod, over
+// a connection that presents the proxy's certificate; a broken stream keeps
+// the last good policy and reconnects with backoff.
+func (p *Proxy) watchPolicyStream(ctx context.Context) error {
+	backoff := rotation.NewBackoff(time.Second, 30*time.Second)
+	for {
+		if err := p.followPolicy(ctx, backoff); err != nil && ctx.Err() == nil {
+			wait := backoff.Next()
+			p.log.Warn("the CA's policy stream broke; the last good policy stays in force", "error", err.Error(), "retry_in", wait)
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func (p *Proxy) followPolicy(ctx context.Context, backoff *rotation.Backoff) error {
+	var cert *tls.Certificate
+	for cert == nil {
+		changed := p.store.Changed()
+		if cert = p.store.Load().Certificate(); cert == nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changed:
+			}
+		}
+	}
+	conn, err := rotation.DialCA(p.cfg.CA, p.store, p.cfg.CAID, rotation.WithClientCertificate(cert))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := identityv1.NewIdentityClient(conn).WatchPolicy(ctx, &identityv1.WatchPolicyRequest{Pod: p.cfg.Pod, DefaultMode: string(p.cfg.DefaultMode)})
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		backoff.Reset()
+		if err := p.setPolicyFrom("ca", msg.GetYaml()); err != nil {
+			p.log.Error("refused the policy the CA sent; the last good one stays in force", "error", err)
+		}
+	}
 }
 
 // watchPolicy follows the policy file; a bad version is refused and the

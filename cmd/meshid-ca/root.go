@@ -34,6 +34,7 @@ type options struct {
 	adminListen     string
 	dnsNames        []string
 	replica         string
+	watchPolicies   bool
 	fleetInterval   time.Duration
 	log             cli.LogOptions
 }
@@ -55,7 +56,7 @@ func (o *options) config() (ca.Config, error) {
 		IssuerSecret: o.issuerSecret, IssuerCertFile: o.issuerCertFile, IssuerKeyFile: o.issuerKeyFile,
 		BundleConfigMap: o.trustBundle, BundleFile: o.trustBundleFile, FilePollInterval: o.filePoll,
 		Listen: o.listen, AdminListen: o.adminListen, DNSNames: dns,
-		Replica: o.replica, FleetReportInterval: o.fleetInterval,
+		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies,
 	}
 	if err := cfg.Validate(); err != nil {
 		return ca.Config{}, &cli.UsageError{Err: err}
@@ -120,6 +121,7 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names for the serving certificate (default meshid-ca, meshid-ca.NAMESPACE, meshid-ca.NAMESPACE.svc, localhost)")
 	fs.StringVar(&o.replica, "replica", "", "name of this replica in fleet reports (default HOSTNAME-PID; the Deployment passes the pod name)")
 	fs.DurationVar(&o.fleetInterval, "fleet-report-interval", 5*time.Second, "how often the proxies this replica serves are published to ConfigMap meshid-fleet-REPLICA; negative disables")
+	fs.BoolVar(&o.watchPolicies, "watch-policies", false, "serve AuthorizationPolicies (meshid.dev/v1alpha1) to proxies over WatchPolicy; needs list/watch on them and get on pods")
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)
 	return cmd
@@ -136,6 +138,9 @@ func run(ctx context.Context, o *options, cmd *cobra.Command) error {
 		return err
 	}
 	if cfg.Client, err = cli.KubeClient(o.kubeconfig, "meshid-ca"); err != nil {
+		return err
+	}
+	if cfg.Dynamic, err = cli.DynamicClient(o.kubeconfig, "meshid-ca"); err != nil {
 		return err
 	}
 	cfg.Log = log

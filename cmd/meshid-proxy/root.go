@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -22,6 +23,8 @@ type options struct {
 	pollInterval             time.Duration
 	idleTimeout, drain       time.Duration
 	maxConnections           int
+	policyFromCA             bool
+	pod                      string
 	workloadAPI, adminListen string
 	log                      cli.LogOptions
 }
@@ -36,6 +39,7 @@ func (o *options) config() (proxy.Config, error) {
 	cfg := proxy.Config{
 		TrustDomain: td, CA: o.ca, TokenFile: o.tokenFile, BundleFile: o.bundleFile,
 		PolicyFile: o.policyFile, DefaultMode: policy.Mode(o.defaultMode), PollInterval: o.pollInterval,
+		PolicyFromCA: o.policyFromCA, Pod: o.pod,
 		AdminListen: o.adminListen, IdleTimeout: o.idleTimeout, DrainTimeout: o.drain, MaxConnections: o.maxConnections,
 	}
 	if cfg.CAID, err = cli.CAID(o.caID, td); err != nil {
@@ -136,6 +140,8 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringArrayVar(&o.inbound, "inbound", nil, "LISTEN=APP_ADDR (repeatable)")
 	fs.StringArrayVar(&o.outbound, "outbound", nil, "LISTEN=TARGET[,id=SPIFFE_ID] (repeatable)")
 	fs.StringVar(&o.policyFile, "policy", "", "YAML policy file, hot-reloaded")
+	fs.BoolVar(&o.policyFromCA, "policy-from-ca", false, "take the policy from the AuthorizationPolicies that select this pod, streamed by the CA")
+	fs.StringVar(&o.pod, "pod-name", os.Getenv("POD_NAME"), "this pod's name, for --policy-from-ca (default $POD_NAME)")
 	fs.StringVar(&o.defaultMode, "default-mode", "", "mode of every inbound port when there is no --policy (default deny)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the bundle and policy files are checked for changes")
 	fs.StringVar(&o.workloadAPI, "workload-api", "", "serve the SPIFFE Workload API on unix:///PATH")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
 
@@ -20,6 +21,7 @@ type options struct {
 	dnsNames, ips                 []string
 	caSecret                      string
 	mutatingWebhooks              []string
+	validatingWebhooks            []string
 	certTTL                       time.Duration
 	inject                        inject.Config
 	log                           cli.LogOptions
@@ -77,7 +79,7 @@ CA.
 			}
 			cert, err := admission.NewCert(admission.CertConfig{
 				Client: client, Namespace: o.namespace, CASecret: o.caSecret, DNSNames: names, IPs: ips,
-				TTL: o.certTTL, MutatingWebhooks: o.mutatingWebhooks, Log: log,
+				TTL: o.certTTL, MutatingWebhooks: o.mutatingWebhooks, ValidatingWebhooks: o.validatingWebhooks, Log: log,
 			})
 			if err != nil {
 				return err
@@ -85,7 +87,15 @@ CA.
 			if err := cert.Init(cmd.Context()); err != nil {
 				return err
 			}
-			srv, err := admission.New(admission.Config{Client: client, Inject: o.inject, Listen: o.listen, Cert: cert, Log: log})
+			dyn, err := cli.DynamicClient(o.kubeconfig, "meshid-webhook")
+			if err != nil {
+				return err
+			}
+			td, err := spiffeid.TrustDomainFromString(o.inject.TrustDomain)
+			if err != nil {
+				return cli.Usagef("--trust-domain: %v", err)
+			}
+			srv, err := admission.New(admission.Config{Client: client, Dynamic: dyn, TrustDomain: td, Inject: o.inject, Listen: o.listen, Cert: cert, Log: log})
 			if err != nil {
 				return err
 			}
@@ -106,6 +116,7 @@ CA.
 	fs.StringSliceVar(&o.ips, "ip", nil, "IP addresses of the serving certificate")
 	fs.StringVar(&o.caSecret, "ca-secret", "meshid-webhook-ca", "Secret holding the webhook CA")
 	fs.StringSliceVar(&o.mutatingWebhooks, "mutating-webhook", []string{"meshid-injector"}, "MutatingWebhookConfigurations whose caBundle to keep in sync")
+	fs.StringSliceVar(&o.validatingWebhooks, "validating-webhook", []string{"meshid-policy-validation"}, "ValidatingWebhookConfigurations whose caBundle to keep in sync")
 	fs.DurationVar(&o.certTTL, "cert-ttl", 7*24*time.Hour, "lifetime of the serving certificate")
 	fs.StringVar(&o.inject.Image, "proxy-image", "ghcr.io/meshid/meshid-proxy:latest", "meshid-proxy image to inject")
 	fs.StringVar(&o.inject.CA, "ca-address", "meshid-ca.meshid.svc:8443", "meshid-ca address the injected proxy uses")

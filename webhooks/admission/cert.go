@@ -35,9 +35,9 @@ type CertConfig struct {
 	// TTL of a serving certificate; 0 means 7 days. It is re-minted after
 	// two thirds of that.
 	TTL time.Duration
-	// MutatingWebhooks names the MutatingWebhookConfigurations whose
+	// MutatingWebhooks and ValidatingWebhooks name the configurations whose
 	// caBundle is kept equal to the webhook CA.
-	MutatingWebhooks []string
+	MutatingWebhooks, ValidatingWebhooks []string
 	// Log receives a line per change; nil discards.
 	Log *slog.Logger
 }
@@ -211,6 +211,28 @@ func (c *Cert) syncCABundles(ctx context.Context) error {
 		if changed {
 			if _, err := api.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
 				errs = append(errs, fmt.Errorf("MutatingWebhookConfiguration %s: %w", name, err))
+				continue
+			}
+			c.cfg.Log.Info("caBundle synced", "webhook", name)
+		}
+	}
+	vapi := c.cfg.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	for _, name := range c.cfg.ValidatingWebhooks {
+		vwc, err := vapi.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ValidatingWebhookConfiguration %s: %w", name, err))
+			continue
+		}
+		changed := false
+		for i := range vwc.Webhooks {
+			if string(vwc.Webhooks[i].ClientConfig.CABundle) != string(want) {
+				vwc.Webhooks[i].ClientConfig.CABundle = want
+				changed = true
+			}
+		}
+		if changed {
+			if _, err := vapi.Update(ctx, vwc, metav1.UpdateOptions{}); err != nil {
+				errs = append(errs, fmt.Errorf("ValidatingWebhookConfiguration %s: %w", name, err))
 				continue
 			}
 			c.cfg.Log.Info("caBundle synced", "webhook", name)

@@ -1,9 +1,11 @@
 // Package admission owns meshid-webhook's admission server: it decodes
 // AdmissionReview requests from the API server, answers /inject with the
-// sidecar injection patch (package inject decides and builds), and serves
-// TLS with a certificate it keeps fresh itself (see Cert).
+// sidecar injection patch (package inject decides and builds) and
+// /validate with the verdict on an AuthorizationPolicy (the checks of
+// proxy/policy, plus conflicts), and serves TLS with a certificate it keeps
+// fresh itself (see Cert).
 //
-// It imports webhooks/inject.
+// It imports webhooks/inject, proxy/policy and ca/api/policy.
 package admission
 
 import (
@@ -18,9 +20,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshid/meshid/webhooks/inject"
@@ -33,6 +37,10 @@ const MaxRequestSize = 3 << 20
 type Config struct {
 	// Client reads namespaces' labels. Required.
 	Client kubernetes.Interface
+	// Dynamic lists AuthorizationPolicies, for /validate. Required.
+	Dynamic dynamic.Interface
+	// TrustDomain policies are checked for. Required.
+	TrustDomain spiffeid.TrustDomain
 	// Inject is what the sidecar gets. Required.
 	Inject inject.Config
 	// Listen is the HTTPS address. Required.
@@ -50,8 +58,8 @@ type Server struct {
 
 // New returns a Server.
 func New(cfg Config) (*Server, error) {
-	if cfg.Client == nil || cfg.Cert == nil || cfg.Listen == "" || cfg.Inject.Image == "" || cfg.Inject.CA == "" {
-		return nil, errors.New("admission: Config needs Client, Cert, Listen, Inject.Image and Inject.CA")
+	if cfg.Client == nil || cfg.Dynamic == nil || cfg.TrustDomain.IsZero() || cfg.Cert == nil || cfg.Listen == "" || cfg.Inject.Image == "" || cfg.Inject.CA == "" {
+		return nil, errors.New("admission: Config needs Client, Dynamic, TrustDomain, Cert, Listen, Inject.Image and Inject.CA")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -63,6 +71,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /inject", s.serveInject)
+	mux.HandleFunc("POST /validate", s.serveValidate)
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	return mux
 }

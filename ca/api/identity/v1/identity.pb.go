@@ -26,6 +26,113 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type WatchPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pod is the name of the caller's pod, in the namespace of its identity.
+	Pod string `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	// default_mode applies to ports no AuthorizationPolicy names.
+	DefaultMode   string `protobuf:"bytes,2,opt,name=default_mode,json=defaultMode,proto3" json:"default_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPolicyRequest) Reset() {
+	*x = WatchPolicyRequest{}
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPolicyRequest) ProtoMessage() {}
+
+func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPolicyRequest.ProtoReflect.Descriptor instead.
+func (*WatchPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchPolicyRequest) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *WatchPolicyRequest) GetDefaultMode() string {
+	if x != nil {
+		return x.DefaultMode
+	}
+	return ""
+}
+
+// Policy is a meshid-proxy policy file (YAML; see docs/proxy.md).
+type Policy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Yaml          []byte                 `protobuf:"bytes,1,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	Sha256        string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Policy) Reset() {
+	*x = Policy{}
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Policy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Policy) ProtoMessage() {}
+
+func (x *Policy) ProtoReflect() protoreflect.Message {
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Policy.ProtoReflect.Descriptor instead.
+func (*Policy) Descriptor() ([]byte, []int) {
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Policy) GetYaml() []byte {
+	if x != nil {
+		return x.Yaml
+	}
+	return nil
+}
+
+func (x *Policy) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 type CertifyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// csr is a DER-encoded PKCS#10 certificate request, signed by the key the
@@ -41,7 +148,7 @@ type CertifyRequest struct {
 
 func (x *CertifyRequest) Reset() {
 	*x = CertifyRequest{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +160,7 @@ func (x *CertifyRequest) String() string {
 func (*CertifyRequest) ProtoMessage() {}
 
 func (x *CertifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +173,7 @@ func (x *CertifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertifyRequest.ProtoReflect.Descriptor instead.
 func (*CertifyRequest) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{0}
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CertifyRequest) GetCsr() []byte {
@@ -103,7 +210,7 @@ type CertifyResponse struct {
 
 func (x *CertifyResponse) Reset() {
 	*x = CertifyResponse{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -115,7 +222,7 @@ func (x *CertifyResponse) String() string {
 func (*CertifyResponse) ProtoMessage() {}
 
 func (x *CertifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -128,7 +235,7 @@ func (x *CertifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertifyResponse.ProtoReflect.Descriptor instead.
 func (*CertifyResponse) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CertifyResponse) GetLeaf() []byte {
@@ -174,7 +281,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -186,7 +293,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -199,7 +306,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{2}
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{4}
 }
 
 type WatchBundleRequest struct {
@@ -210,7 +317,7 @@ type WatchBundleRequest struct {
 
 func (x *WatchBundleRequest) Reset() {
 	*x = WatchBundleRequest{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -222,7 +329,7 @@ func (x *WatchBundleRequest) String() string {
 func (*WatchBundleRequest) ProtoMessage() {}
 
 func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -235,7 +342,7 @@ func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBundleRequest.ProtoReflect.Descriptor instead.
 func (*WatchBundleRequest) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{3}
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{5}
 }
 
 // Bundle is the set of trust anchors a workload verifies peers against.
@@ -260,7 +367,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +379,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +392,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{4}
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -345,7 +452,7 @@ type ProxyStatus struct {
 
 func (x *ProxyStatus) Reset() {
 	*x = ProxyStatus{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +464,7 @@ func (x *ProxyStatus) String() string {
 func (*ProxyStatus) ProtoMessage() {}
 
 func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +477,7 @@ func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyStatus.ProtoReflect.Descriptor instead.
 func (*ProxyStatus) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{5}
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ProxyStatus) GetInstance() string {
@@ -430,7 +537,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +549,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,14 +562,20 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{6}
+	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{8}
 }
 
 var File_ca_api_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"!ca/api/identity/v1/identity.proto\x12\x12meshid.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
+	"!ca/api/identity/v1/identity.proto\x12\x12meshid.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n" +
+	"\x12WatchPolicyRequest\x12\x10\n" +
+	"\x03pod\x18\x01 \x01(\tR\x03pod\x12!\n" +
+	"\fdefault_mode\x18\x02 \x01(\tR\vdefaultMode\"4\n" +
+	"\x06Policy\x12\x12\n" +
+	"\x04yaml\x18\x01 \x01(\fR\x04yaml\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"8\n" +
 	"\x0eCertifyRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"\xe2\x01\n" +
@@ -491,12 +604,13 @@ const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
 	"\x0eleaf_not_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fleafNotAfter\x12+\n" +
 	"\x11heartbeat_seconds\x18\x06 \x01(\x03R\x10heartbeatSeconds\x12,\n" +
 	"\x12leaf_anchor_sha256\x18\a \x01(\tR\x10leafAnchorSha256\"\x16\n" +
-	"\x14ReportStatusResponse2\xdd\x02\n" +
+	"\x14ReportStatusResponse2\xb2\x03\n" +
 	"\bIdentity\x12R\n" +
 	"\aCertify\x12\".meshid.identity.v1.CertifyRequest\x1a#.meshid.identity.v1.CertifyResponse\x12M\n" +
 	"\tGetBundle\x12$.meshid.identity.v1.GetBundleRequest\x1a\x1a.meshid.identity.v1.Bundle\x12S\n" +
 	"\vWatchBundle\x12&.meshid.identity.v1.WatchBundleRequest\x1a\x1a.meshid.identity.v1.Bundle0\x01\x12Y\n" +
-	"\fReportStatus\x12\x1f.meshid.identity.v1.ProxyStatus\x1a(.meshid.identity.v1.ReportStatusResponseB8Z6github.com/meshid/meshid/ca/api/identity/v1;identityv1b\x06proto3"
+	"\fReportStatus\x12\x1f.meshid.identity.v1.ProxyStatus\x1a(.meshid.identity.v1.ReportStatusResponse\x12S\n" +
+	"\vWatchPolicy\x12&.meshid.identity.v1.WatchPolicyRequest\x1a\x1a.meshid.identity.v1.Policy0\x01B8Z6github.com/meshid/meshid/ca/api/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_ca_api_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -510,31 +624,35 @@ func file_ca_api_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_ca_api_identity_v1_identity_proto_rawDescData
 }
 
-var file_ca_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_ca_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_ca_api_identity_v1_identity_proto_goTypes = []any{
-	(*CertifyRequest)(nil),        // 0: meshid.identity.v1.CertifyRequest
-	(*CertifyResponse)(nil),       // 1: meshid.identity.v1.CertifyResponse
-	(*GetBundleRequest)(nil),      // 2: meshid.identity.v1.GetBundleRequest
-	(*WatchBundleRequest)(nil),    // 3: meshid.identity.v1.WatchBundleRequest
-	(*Bundle)(nil),                // 4: meshid.identity.v1.Bundle
-	(*ProxyStatus)(nil),           // 5: meshid.identity.v1.ProxyStatus
-	(*ReportStatusResponse)(nil),  // 6: meshid.identity.v1.ReportStatusResponse
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*WatchPolicyRequest)(nil),    // 0: meshid.identity.v1.WatchPolicyRequest
+	(*Policy)(nil),                // 1: meshid.identity.v1.Policy
+	(*CertifyRequest)(nil),        // 2: meshid.identity.v1.CertifyRequest
+	(*CertifyResponse)(nil),       // 3: meshid.identity.v1.CertifyResponse
+	(*GetBundleRequest)(nil),      // 4: meshid.identity.v1.GetBundleRequest
+	(*WatchBundleRequest)(nil),    // 5: meshid.identity.v1.WatchBundleRequest
+	(*Bundle)(nil),                // 6: meshid.identity.v1.Bundle
+	(*ProxyStatus)(nil),           // 7: meshid.identity.v1.ProxyStatus
+	(*ReportStatusResponse)(nil),  // 8: meshid.identity.v1.ReportStatusResponse
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_ca_api_identity_v1_identity_proto_depIdxs = []int32{
-	7, // 0: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
-	7, // 1: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
-	7, // 2: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
-	0, // 3: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
-	2, // 4: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
-	3, // 5: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
-	5, // 6: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
-	1, // 7: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
-	4, // 8: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
-	4, // 9: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
-	6, // 10: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
-	7, // [7:11] is the sub-list for method output_type
-	3, // [3:7] is the sub-list for method input_type
+	9, // 0: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
+	9, // 1: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
+	9, // 2: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
+	2, // 3: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
+	4, // 4: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
+	5, // 5: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
+	7, // 6: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
+	0, // 7: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
+	3, // 8: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
+	6, // 9: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
+	6, // 10: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
+	8, // 11: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
+	1, // 12: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
+	8, // [8:13] is the sub-list for method output_type
+	3, // [3:8] is the sub-list for method input_type
 	3, // [3:3] is the sub-list for extension type_name
 	3, // [3:3] is the sub-list for extension extendee
 	0, // [0:3] is the sub-list for field type_name
@@ -551,7 +669,7 @@ func file_ca_api_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ca_api_identity_v1_identity_proto_rawDesc), len(file_ca_api_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

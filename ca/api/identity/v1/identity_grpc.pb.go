@@ -27,6 +27,7 @@ const (
 	Identity_GetBundle_FullMethodName    = "/meshid.identity.v1.Identity/GetBundle"
 	Identity_WatchBundle_FullMethodName  = "/meshid.identity.v1.Identity/WatchBundle"
 	Identity_ReportStatus_FullMethodName = "/meshid.identity.v1.Identity/ReportStatus"
+	Identity_WatchPolicy_FullMethodName  = "/meshid.identity.v1.Identity/WatchPolicy"
 )
 
 // IdentityClient is the client API for Identity service.
@@ -55,6 +56,11 @@ type IdentityClient interface {
 	// under that identity. Proxies report at start, on every change, and
 	// every heartbeat; a proxy not heard from for three heartbeats is gone.
 	ReportStatus(ctx context.Context, in *ProxyStatus, opts ...grpc.CallOption) (*ReportStatusResponse, error)
+	// WatchPolicy streams the authorization policy of the caller's pod,
+	// compiled from the AuthorizationPolicies that select it, at once and at
+	// every change. The caller must present its X.509-SVID (mTLS) and name a
+	// pod that runs as that identity's service account.
+	WatchPolicy(ctx context.Context, in *WatchPolicyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Policy], error)
 }
 
 type identityClient struct {
@@ -114,6 +120,25 @@ func (c *identityClient) ReportStatus(ctx context.Context, in *ProxyStatus, opts
 	return out, nil
 }
 
+func (c *identityClient) WatchPolicy(ctx context.Context, in *WatchPolicyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Policy], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Identity_ServiceDesc.Streams[1], Identity_WatchPolicy_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchPolicyRequest, Policy]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Identity_WatchPolicyClient = grpc.ServerStreamingClient[Policy]
+
 // IdentityServer is the server API for Identity service.
 // All implementations must embed UnimplementedIdentityServer
 // for forward compatibility.
@@ -140,6 +165,11 @@ type IdentityServer interface {
 	// under that identity. Proxies report at start, on every change, and
 	// every heartbeat; a proxy not heard from for three heartbeats is gone.
 	ReportStatus(context.Context, *ProxyStatus) (*ReportStatusResponse, error)
+	// WatchPolicy streams the authorization policy of the caller's pod,
+	// compiled from the AuthorizationPolicies that select it, at once and at
+	// every change. The caller must present its X.509-SVID (mTLS) and name a
+	// pod that runs as that identity's service account.
+	WatchPolicy(*WatchPolicyRequest, grpc.ServerStreamingServer[Policy]) error
 	mustEmbedUnimplementedIdentityServer()
 }
 
@@ -161,6 +191,9 @@ func (UnimplementedIdentityServer) WatchBundle(*WatchBundleRequest, grpc.ServerS
 }
 func (UnimplementedIdentityServer) ReportStatus(context.Context, *ProxyStatus) (*ReportStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportStatus not implemented")
+}
+func (UnimplementedIdentityServer) WatchPolicy(*WatchPolicyRequest, grpc.ServerStreamingServer[Policy]) error {
+	return status.Error(codes.Unimplemented, "method WatchPolicy not implemented")
 }
 func (UnimplementedIdentityServer) mustEmbedUnimplementedIdentityServer() {}
 func (UnimplementedIdentityServer) testEmbeddedByValue()                  {}
@@ -248,6 +281,17 @@ func _Identity_ReportStatus_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Identity_WatchPolicy_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchPolicyRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(IdentityServer).WatchPolicy(m, &grpc.GenericServerStream[WatchPolicyRequest, Policy]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Identity_WatchPolicyServer = grpc.ServerStreamingServer[Policy]
+
 // Identity_ServiceDesc is the grpc.ServiceDesc for Identity service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -272,6 +316,11 @@ var Identity_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchBundle",
 			Handler:       _Identity_WatchBundle_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchPolicy",
+			Handler:       _Identity_WatchPolicy_Handler,
 			ServerStreams: true,
 		},
 	},

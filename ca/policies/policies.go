@@ -1,0 +1,144 @@
+// Package policies owns the CA's side of AuthorizationPolicy: it watches
+// every AuthorizationPolicy in the cluster and compiles, for one pod, the
+// policy file its proxy enforces (the policies of the pod's namespace whose
+// selector matches the pod's labels, one entry per port).
+//
+// It imports ca/api/policy; it must not import proxy/.
+package policies
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshid/meshid/ca/api/policy/v1alpha1"
+)
+
+// Watcher keeps every AuthorizationPolicy of the cluster.
+type Watcher struct {
+	client dynamic.Interface
+	log    *slog.Logger
+
+	informer cache.SharedIndexInformer
+	mu       sync.Mutex
+	changed  chan struct{}
+}
+
+// NewWatcher returns a Watcher; Run fills it.
+func NewWatcher(client dynamic.Interface, log *slog.Logger) *Watcher {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := dynamicinformer.NewDynamicSharedInformerFactory(client, 0)
+	w := &Watcher{client: client, log: log, informer: f.ForResource(v1alpha1.Resource).Informer(), changed: make(chan struct{})}
+	_, _ = w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { w.bump() },
+		UpdateFunc: func(any, any) { w.bump() },
+		DeleteFunc: func(any) { w.bump() },
+	})
+	return w
+}
+
+func (w *Watcher) bump() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+// Changed returns a channel closed at the next change of any policy.
+func (w *Watcher) Changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
+}
+
+// Run watches until ctx ends.
+func (w *Watcher) Run(ctx context.Context) error {
+	w.informer.RunWithContext(ctx)
+	return nil
+}
+
+// Synced reports whether the first list is done.
+func (w *Watcher) Synced() bool { return w.informer.HasSynced() }
+
+// file and port are the YAML of meshid-proxy's policy file.
+type file struct {
+	Default string `json:"default,omitempty"`
+	Ports   []port `json:"ports,omitempty"`
+}
+
+type port struct {
+	Port  int32           `json:"port"`
+	Mode  string          `json:"mode,omitempty"`
+	Allow []v1alpha1.Rule `json:"allow,omitempty"`
+}
+
+// For compiles the policy file of pod, with defaultMode for ports no
+// policy names, and returns it with its SHA-256. Policies that name the
+// same port are merged: the most permissive mode wins over deny only when
+// one says so explicitly; their allow rules add up.
+func (w *Watcher) For(pod *corev1.Pod, defaultMode string) ([]byte, string, error) {
+	byPort := map[int32]*port{}
+	for _, obj := range w.informer.GetStore().List() {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok || u.GetNamespace() != pod.Namespace {
+			continue
+		}
+		var ap v1alpha1.AuthorizationPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &ap); err != nil {
+			w.log.Warn("skipping an AuthorizationPolicy that does not decode", "namespace", u.GetNamespace(), "name", u.GetName(), "error", err)
+			continue
+		}
+		if !selects(ap.Spec.Selector, pod.Labels) {
+			continue
+		}
+		p := byPort[ap.Spec.Port]
+		if p == nil {
+			p = &port{Port: ap.Spec.Port, Mode: ap.Spec.Mode}
+			byPort[ap.Spec.Port] = p
+		} else if ap.Spec.Mode != "" && ap.Spec.Mode != "deny" {
+			p.Mode = ap.Spec.Mode
+		}
+		p.Allow = append(p.Allow, ap.Spec.Allow...)
+	}
+	f := file{Default: defaultMode}
+	for _, p := range byPort {
+		if p.Mode == "all-authenticated" || p.Mode == "all-unauthenticated" {
+			p.Allow = nil // everyone is in already
+		}
+		f.Ports = append(f.Ports, *p)
+	}
+	slices.SortFunc(f.Ports, func(a, b port) int { return int(a.Port - b.Port) })
+	data, err := yaml.Marshal(f)
+	if err != nil {
+		return nil, "", fmt.Errorf("policies: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	return data, hex.EncodeToString(sum[:]), nil
+}
+
+func selects(sel *metav1.LabelSelector, podLabels map[string]string) bool {
+	if sel == nil {
+		return true
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return false
+	}
+	return s.Matches(labels.Set(podLabels))
+}
