@@ -51,6 +51,9 @@ type Options struct {
 	// PrometheusOperator renders the alert rules as a PrometheusRule
 	// instead of a ConfigMap holding a Prometheus rule file.
 	PrometheusOperator bool
+	// Webhook renders meshid-webhook, the AuthorizationPolicy CRD and the
+	// CA's policy serving; nil renders none of them.
+	Webhook *Webhook
 }
 
 func (o *Options) defaults() error {
@@ -114,6 +117,13 @@ func Render(o Options) ([]runtime.Object, error) {
 	}
 	objs = append(objs, deployment(o, meta, labels), service(meta, labels))
 	objs = append(objs, alerts(o, meta)...)
+	if o.Webhook != nil {
+		wh, err := webhookObjects(o, meta)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, wh...)
+	}
 	return objs, nil
 }
 
@@ -129,8 +139,7 @@ func rbac(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: CAName, Namespace: o.Namespace}}
 	clusterMeta := metav1.ObjectMeta{Name: clusterName, Labels: meta("").Labels}
 	return []runtime.Object{
-		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta,
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}}},
+		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta, Rules: clusterRules(o)},
 		&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterName}, Subjects: subject},
 		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(CAName),
@@ -147,10 +156,22 @@ func rbac(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 	}
 }
 
+// clusterRules: TokenReviews always; with the webhook, reading the
+// AuthorizationPolicies and the pods whose proxies ask for them.
+func clusterRules(o Options) []rbacv1.PolicyRule {
+	rules := []rbacv1.PolicyRule{{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}}
+	if o.Webhook != nil {
+		rules = append(rules,
+			rbacv1.PolicyRule{APIGroups: []string{"meshid.dev"}, Resources: []string{"authorizationpolicies"}, Verbs: []string{"get", "list", "watch"}},
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}})
+	}
+	return rules
+}
+
 // Args are the flags the Deployment runs meshid-ca with (no --kubeconfig:
 // in a pod it uses its service account).
 func Args(o Options) []string {
-	return []string{
+	args := []string{
 		"--namespace=" + o.Namespace,
 		"--service-account=" + CAName,
 		"--issuer-secret=" + IssuerSecret,
@@ -162,6 +183,10 @@ func Args(o Options) []string {
 		"--admin-listen=:" + strconv.Itoa(AdminPort),
 		"--replica=$(POD_NAME)",
 	}
+	if o.Webhook != nil {
+		args = append(args, "--watch-policies")
+	}
+	return args
 }
 
 func deployment(o Options, meta func(string) metav1.ObjectMeta, labels map[string]string) *appsv1.Deployment {

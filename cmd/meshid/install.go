@@ -38,6 +38,9 @@ type installOptions struct {
 	anchorTTL, issuerTTL  time.Duration
 	writeAnchorKey        string
 	prometheusOperator    bool
+	webhook               bool
+	webhookImage          string
+	proxyImage            string
 	apply                 bool
 	kubeconfig            string
 	output                string
@@ -126,6 +129,9 @@ not match.
 	fs.Var(cli.Duration{D: &o.anchorTTL}, "anchor-ttl", "lifetime of a generated anchor (default 3650d)")
 	fs.Var(cli.Duration{D: &o.issuerTTL}, "issuer-ttl", "lifetime of a generated issuer without cert-manager (default 90d)")
 	fs.StringVar(&o.writeAnchorKey, "write-anchor-key", "", "save a generated anchor's key to this file (mode 0600), to issue the next issuer from it")
+	fs.BoolVar(&o.webhook, "webhook", true, "also install meshid-webhook (sidecar injection, AuthorizationPolicy validation), the AuthorizationPolicy CRD, and have meshid-ca serve policies")
+	fs.StringVar(&o.webhookImage, "webhook-image", "ghcr.io/meshid/meshid-webhook:latest", "meshid-webhook container image")
+	fs.StringVar(&o.proxyImage, "proxy-image", "ghcr.io/meshid/meshid-proxy:latest", "meshid-proxy image the webhook injects")
 	fs.BoolVar(&o.prometheusOperator, "prometheus-operator", false, "render the alerts as a PrometheusRule (needs the Prometheus Operator's CRDs)")
 	fs.BoolVar(&o.apply, "apply", false, "apply with server-side apply instead of printing")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --apply (default $KUBECONFIG or ~/.kube/config)")
@@ -138,6 +144,9 @@ func runInstall(ctx context.Context, o *installOptions, out io.Writer) error {
 		Namespace: o.namespace, Image: o.image, Replicas: o.replicas,
 		TrustDomain: o.trustDomain, Audience: o.audience, LeafTTL: o.leafTTL,
 		PrometheusOperator: o.prometheusOperator,
+	}
+	if o.webhook {
+		mo.Webhook = &manifest.Webhook{Image: o.webhookImage, ProxyImage: o.proxyImage}
 	}
 	if err := installMaterial(o, &mo); err != nil {
 		return err

@@ -59,7 +59,7 @@ func TestInstallCertManager(t *testing.T) {
 	e := need(t)
 	const ns = "meshid-cm"
 	startCertManager(t, ns)
-	out, code := meshid(t, "", "install", "--cert-manager", "-n", ns, "--apply", "--kubeconfig", e.cluster.Kubeconfig)
+	out, code := meshid(t, "", "install", "--cert-manager", "--webhook=false", "-n", ns, "--apply", "--kubeconfig", e.cluster.Kubeconfig)
 	if code != 0 || !strings.Contains(out, "certificate/meshid-issuer applied") {
 		t.Fatalf("install --cert-manager --apply: exit %d\n%s", code, out)
 	}
@@ -83,7 +83,7 @@ func TestInstallCertManager(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rendered, code := meshid(t, "", "install", "--cert-manager", "-n", ns)
+	rendered, code := meshid(t, "", "install", "--cert-manager", "--webhook=false", "-n", ns)
 	if code != 0 {
 		t.Fatal(rendered)
 	}

@@ -149,7 +149,7 @@ func TestInstall(t *testing.T) {
 
 	t.Run("own material applies and serves", func(t *testing.T) {
 		ns := "meshid-install"
-		rendered, code := meshid(t, "", "install", "-n", ns, "--image", "example.invalid/meshid-ca:test",
+		rendered, code := meshid(t, "", "install", "-n", ns, "--image", "example.invalid/meshid-ca:test", "--webhook=false",
 			"--anchor-cert", f("anchor.crt"), "--issuer-cert", f("issuer.crt"), "--issuer-key", f("issuer.key"))
 		if code != 0 {
 			t.Fatalf("install: %s", rendered)
@@ -180,9 +180,25 @@ func TestInstall(t *testing.T) {
 		}
 	})
 
+	t.Run("the webhook objects pass the API server's validation", func(t *testing.T) {
+		rendered, code := meshid(t, "", "install", "-n", "meshid-webhook-render", "--anchor-cert", f("anchor.crt"), "--issuer-cert", f("issuer.crt"), "--issuer-key", f("issuer.key"))
+		if code != 0 || !strings.Contains(rendered, "kind: ValidatingWebhookConfiguration") || !strings.Contains(rendered, "kind: CustomResourceDefinition") {
+			t.Fatalf("install with the webhook: exit %d", code)
+		}
+		// A dry run (in a namespace that exists): a second set of
+		// cluster-wide webhooks would call a webhook that no kubelet runs
+		// here, for every other test.
+		if out, err := kubectl(t, "", "create", "namespace", "meshid-webhook-render"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if out, err := kubectl(t, rendered, "apply", "--dry-run=server", "-f", "-"); err != nil {
+			t.Fatalf("kubectl apply --dry-run=server: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("apply generates an anchor", func(t *testing.T) {
 		ns := "meshid-apply"
-		out, code := meshid(t, "", "install", "-n", ns, "--apply", "--kubeconfig", need(t).cluster.Kubeconfig, "--write-anchor-key", f("generated.key"))
+		out, code := meshid(t, "", "install", "-n", ns, "--apply", "--webhook=false", "--kubeconfig", need(t).cluster.Kubeconfig, "--write-anchor-key", f("generated.key"))
 		if code != 0 || !strings.Contains(out, "GENERATED A NEW TRUST ANCHOR") || !strings.Contains(out, "deployment/meshid-ca applied") {
 			t.Fatalf("install --apply: exit %d\n%s", code, out)
 		}
@@ -191,7 +207,7 @@ func TestInstall(t *testing.T) {
 		}
 		// Generating again would replace the anchor every workload trusts:
 		// refused.
-		if out, code := meshid(t, "", "install", "-n", ns, "--apply", "--kubeconfig", need(t).cluster.Kubeconfig); code != 1 || !strings.Contains(out, "already installed") {
+		if out, code := meshid(t, "", "install", "-n", ns, "--apply", "--webhook=false", "--kubeconfig", need(t).cluster.Kubeconfig); code != 1 || !strings.Contains(out, "already installed") {
 			t.Fatalf("second install --apply with a generated anchor: exit %d\n%s", code, out)
 		}
 		// meshid check reads what was applied.

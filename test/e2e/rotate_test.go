@@ -216,7 +216,7 @@ func TestRotateAnchorCertManager(t *testing.T) {
 	e := need(t)
 	const ns = "meshid-cm-rotate"
 	startCertManager(t, ns)
-	if out, code := meshid(t, "", "install", "--cert-manager", "-n", ns, "--apply", "--kubeconfig", e.cluster.Kubeconfig); code != 0 {
+	if out, code := meshid(t, "", "install", "--cert-manager", "--webhook=false", "-n", ns, "--apply", "--kubeconfig", e.cluster.Kubeconfig); code != 0 {
 		t.Fatalf("install: %s", out)
 	}
 	ctx := context.Background()
@@ -235,7 +235,7 @@ func TestRotateAnchorCertManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rendered, _ := meshid(t, "", "install", "--cert-manager", "-n", ns)
+	rendered, _ := meshid(t, "", "install", "--cert-manager", "--webhook=false", "-n", ns)
 	addr, admin := freeAddr(t), freeAddr(t)
 	startProcess(t, "meshid-ca", admin, append(deploymentArgs(t, rendered), "--kubeconfig", saKubeconfig(t, ns, "meshid-ca"),
 		"--listen", addr, "--admin-listen", admin, "--replica", "cm-0", "--fleet-report-interval", "500ms")...)

@@ -1,0 +1,141 @@
+package manifest
+
+import (
+	"fmt"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshid/meshid/ca/api/policy/crd"
+)
+
+// Names of the webhook's objects.
+const (
+	WebhookName     = "meshid-webhook"
+	WebhookCASecret = "meshid-webhook-ca"
+	WebhookPort     = 9443
+)
+
+// InjectorConfig and ValidationConfig name the cluster-wide webhook
+// configurations; installs in namespaces other than meshid get their own.
+func InjectorConfig(ns string) string   { return clusterName("meshid-injector", ns) }
+func ValidationConfig(ns string) string { return clusterName("meshid-policy-validation", ns) }
+
+func clusterName(base, ns string) string {
+	if ns == "meshid" {
+		return base
+	}
+	return base + "-" + ns
+}
+
+// Webhook describes meshid-webhook; nil renders none.
+type Webhook struct {
+	// Image of meshid-webhook and of the proxy it injects. Required.
+	Image, ProxyImage string
+}
+
+// webhookObjects renders the AuthorizationPolicy CRD, meshid-webhook with
+// least-privilege RBAC, and its webhook configurations: injection never
+// blocks a pod (failurePolicy Ignore) and never touches kube-system or the
+// control plane's namespace; policy validation fails closed, on meshid's
+// own resources only.
+func webhookObjects(o Options, meta func(string) metav1.ObjectMeta) ([]runtime.Object, error) {
+	var crdObj map[string]any
+	if err := yaml.Unmarshal(crd.AuthorizationPolicy, &crdObj); err != nil {
+		return nil, fmt.Errorf("manifest: the CRD: %w", err)
+	}
+	labels := map[string]string{"app.kubernetes.io/name": WebhookName, "app.kubernetes.io/part-of": "meshid"}
+	clusterMeta := metav1.ObjectMeta{Name: "meshid-webhook-" + o.Namespace, Labels: labels}
+	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: WebhookName, Namespace: o.Namespace}}
+	wm := meta(WebhookName)
+	wm.Labels = labels
+	svc := &admissionregistrationv1.ServiceReference{Name: WebhookName, Namespace: o.Namespace, Port: ptr.To[int32](443)}
+	excluded := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", o.Namespace},
+	}}}
+	ignore, fail := admissionregistrationv1.Ignore, admissionregistrationv1.Fail
+	none := admissionregistrationv1.SideEffectClassNone
+	return []runtime.Object{
+		&unstructured.Unstructured{Object: crdObj},
+		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: wm},
+		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get"}},
+			{APIGroups: []string{"meshid.dev"}, Resources: []string{"authorizationpolicies"}, Verbs: []string{"list"}},
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{InjectorConfig(o.Namespace)}, Verbs: []string{"get", "update"}},
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"}, ResourceNames: []string{ValidationConfig(o.Namespace)}, Verbs: []string{"get", "update"}},
+		}},
+		&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
+			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterMeta.Name}, Subjects: subject},
+		// The webhook CA Secret: created on first start (RBAC cannot name an
+		// object before it exists), read by name afterwards.
+		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: wm, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{WebhookCASecret}, Verbs: []string{"get"}},
+		}},
+		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: wm,
+			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: WebhookName}, Subjects: subject},
+		&appsv1.Deployment{TypeMeta: typeMeta("apps/v1", "Deployment"), ObjectMeta: wm, Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				ServiceAccountName: WebhookName,
+				SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
+					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+				Containers: []corev1.Container{{
+					Name: WebhookName, Image: o.Webhook.Image,
+					Args: []string{
+						"--namespace=" + o.Namespace, fmt.Sprintf("--listen=:%d", WebhookPort),
+						"--proxy-image=" + o.Webhook.ProxyImage, fmt.Sprintf("--ca-address=%s.%s.svc:%d", CAName, o.Namespace, GRPCPort),
+						"--trust-domain=" + o.TrustDomain, "--audience=" + o.Audience,
+						"--mutating-webhook=" + InjectorConfig(o.Namespace), "--validating-webhook=" + ValidationConfig(o.Namespace),
+					},
+					Ports:          []corev1.ContainerPort{{Name: "https", ContainerPort: WebhookPort}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/live", Port: intstr.FromString("https"), Scheme: corev1.URISchemeHTTPS}}},
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+						corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
+					SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+						RunAsNonRoot: ptr.To(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+				}},
+			}},
+		}},
+		&corev1.Service{TypeMeta: typeMeta("v1", "Service"), ObjectMeta: wm, Spec: corev1.ServiceSpec{
+			Selector: labels,
+			Ports:    []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromString("https")}},
+		}},
+		&admissionregistrationv1.MutatingWebhookConfiguration{
+			TypeMeta: typeMeta("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"), ObjectMeta: metav1.ObjectMeta{Name: InjectorConfig(o.Namespace), Labels: labels},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{
+				Name: "inject.meshid.dev", ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: withPath(svc, "/inject")},
+				Rules:             []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+				NamespaceSelector: excluded, FailurePolicy: &ignore, SideEffects: &none,
+				AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](5),
+			}},
+		},
+		&admissionregistrationv1.ValidatingWebhookConfiguration{
+			TypeMeta: typeMeta("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration"), ObjectMeta: metav1.ObjectMeta{Name: ValidationConfig(o.Namespace), Labels: labels},
+			Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+				Name: "validate.policy.meshid.dev", ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: withPath(svc, "/validate")},
+				Rules: []admissionregistrationv1.RuleWithOperations{{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"meshid.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{"authorizationpolicies"}},
+				}},
+				FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](5),
+			}},
+		},
+	}, nil
+}
+
+func withPath(s *admissionregistrationv1.ServiceReference, path string) *admissionregistrationv1.ServiceReference {
+	c := *s
+	c.Path = &path
+	return &c
+}
