@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/rotation/health"
 )
@@ -158,6 +159,12 @@ func gather(ctx context.Context, o *checkOptions, client kubernetes.Interface, d
 		in.IssuerCert, in.IssuerKey = s.Data["tls.crt"], s.Data["tls.key"]
 		if name := s.Annotations["cert-manager.io/certificate-name"]; name != "" {
 			in.IssuerRenewBefore = renewBefore(ctx, dyn, o.namespace, name)
+		}
+	}
+	if s, err := client.CoreV1().Secrets(o.namespace).Get(ctx, manifest.WebhookCASecret, metav1.GetOptions{}); err == nil {
+		in.WebhookCAPEM = s.Data["tls.crt"]
+		if mwc, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, manifest.InjectorConfig(o.namespace), metav1.GetOptions{}); err == nil && len(mwc.Webhooks) > 0 {
+			in.WebhookCABundle = mwc.Webhooks[0].ClientConfig.CABundle
 		}
 	}
 	if o.deployment != "" {

@@ -62,6 +62,13 @@ type Input struct {
 	// the issuer's lifetime when that is 0 too.
 	IssuerWarnWithin time.Duration
 
+	// WebhookCAPEM is meshid-webhook's CA certificate (it issues the
+	// webhook's serving certificates); nil when the webhook is not installed.
+	WebhookCAPEM []byte
+	// WebhookCABundle is the caBundle of the injector configuration, to
+	// check it is in sync; nil when not read.
+	WebhookCABundle []byte
+
 	// CA is the CA Deployment; nil when not checked.
 	CA *Replicas
 	// Proxies are the proxies asked, in order.
@@ -118,6 +125,9 @@ func Run(in Input) *Report {
 
 	anchors := checkBundle(in, add, expires)
 	checkIssuer(in, anchors, add, expires)
+	if in.WebhookCAPEM != nil {
+		add(checkWebhook(in, expires))
+	}
 	if in.CA != nil {
 		add(checkReplicas(*in.CA))
 	}
@@ -200,6 +210,31 @@ func checkIssuer(in Input, anchors *bundle.Bundle, add func(Row), expires func(s
 		row.Status, row.Detail = OK, fmt.Sprintf("CA, key matches, chains to the bundle, valid for %s more", days(left))
 	}
 	add(row)
+}
+
+func checkWebhook(in Input, expires func(string, time.Time)) Row {
+	row := Row{Check: "webhook CA"}
+	b, err := bundle.Parse(in.WebhookCAPEM)
+	if err != nil {
+		row.Status, row.Detail, row.Hint = Fail, err.Error(), "delete Secret meshid-webhook-ca and restart meshid-webhook: it makes a new one"
+		return row
+	}
+	ca := b.Anchors()[0]
+	t := ca.NotAfter
+	row.Expires = &t
+	expires(row.Check, t)
+	left := t.Sub(in.Now)
+	switch {
+	case left <= 0:
+		row.Status, row.Detail, row.Hint = Fail, "expired: the API server refuses the webhooks' certificates", "delete Secret meshid-webhook-ca and restart meshid-webhook"
+	case in.WebhookCABundle != nil && string(in.WebhookCABundle) != string(in.WebhookCAPEM):
+		row.Status, row.Detail, row.Hint = Fail, "the injector's caBundle is not the webhook CA", "meshid-webhook syncs it every minute: is it running, and allowed to update the webhook configurations?"
+	case left < in.WarnWithin:
+		row.Status, row.Detail, row.Hint = Warn, fmt.Sprintf("expires in %s", days(left)), "delete Secret meshid-webhook-ca and restart meshid-webhook before then"
+	default:
+		row.Status, row.Detail = OK, fmt.Sprintf("valid for %s more, caBundle in sync", days(left))
+	}
+	return row
 }
 
 func checkReplicas(ca Replicas) Row {

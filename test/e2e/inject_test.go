@@ -165,6 +165,11 @@ func TestInjector(t *testing.T) {
 	if n := proxies(create(enabled, "host", func(p *corev1.Pod) { p.Spec.HostNetwork = true })); n != 0 {
 		t.Fatal("a hostNetwork pod was injected")
 	}
+	// meshid check reports the webhook CA and the caBundle's sync.
+	out, _ := meshid(t, "", "check", "--kubeconfig", e.cluster.Kubeconfig, "-n", home, "--deployment", "")
+	if !hasRow(out, "webhook CA", "OK") {
+		t.Fatalf("check does not report the webhook CA:\n%s", out)
+	}
 }
 
 // filterMounts and filterVolumes drop the service-account token volume the
