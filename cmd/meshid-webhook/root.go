@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/webhooks/admission"
+	"github.com/meshid/meshid/webhooks/distribute"
 	"github.com/meshid/meshid/webhooks/inject"
 )
 
@@ -95,11 +96,17 @@ CA.
 			if err != nil {
 				return cli.Usagef("--trust-domain: %v", err)
 			}
-			srv, err := admission.New(admission.Config{Client: client, Dynamic: dyn, TrustDomain: td, Inject: o.inject, Listen: o.listen, Cert: cert, Log: log})
+			dist, err := distribute.New(distribute.Config{Client: client, Namespace: o.namespace, Name: o.inject.BundleConfigMap,
+				NamespaceLabel: inject.NamespaceLabel + "=enabled", Log: log})
+			if err != nil {
+				return err
+			}
+			srv, err := admission.New(admission.Config{Client: client, Dynamic: dyn, TrustDomain: td, Inject: o.inject, Listen: o.listen, Cert: cert, Log: log, Ensure: dist.Ensure})
 			if err != nil {
 				return err
 			}
 			g, ctx := errgroup.WithContext(cmd.Context())
+			g.Go(func() error { return dist.Run(ctx) })
 			g.Go(func() error { return cert.Run(ctx) })
 			g.Go(func() error { return srv.Run(ctx) })
 			if err := g.Wait(); err != nil {
@@ -122,7 +129,7 @@ CA.
 	fs.StringVar(&o.inject.CA, "ca-address", "meshid-ca.meshid.svc:8443", "meshid-ca address the injected proxy uses")
 	fs.StringVar(&o.inject.TrustDomain, "trust-domain", "cluster.local", "trust domain")
 	fs.StringVar(&o.inject.Audience, "audience", "identity.meshid.dev", "audience of the injected token")
-	fs.StringVar(&o.inject.BundleConfigMap, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap mounted into the pod (it must exist in the pod's namespace)")
+	fs.StringVar(&o.inject.BundleConfigMap, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap in --namespace; a copy is kept in every namespace labelled meshid.dev/inject=enabled and every namespace a pod is injected into, for the pods to mount")
 	fs.Int64Var(&o.inject.TokenExpirationSeconds, "token-expiration", 3600, "lifetime of the injected token, seconds (at least 600)")
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)

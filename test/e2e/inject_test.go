@@ -67,8 +67,12 @@ func TestInjector(t *testing.T) {
 	t.Cleanup(func() {
 		_ = e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
+	anchor := newAnchor(t, "injector anchor")
+	if _, err := e.client.CoreV1().ConfigMaps(home).Create(ctx, bundleConfigMap(anchor.CertPEM()), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	p, exited := spawn(t, "meshid-webhook", "--kubeconfig", e.cluster.Kubeconfig, "-n", home, "--listen", addr, "--ip", "127.0.0.1",
-		"--mutating-webhook", name, "--proxy-image", "ghcr.io/meshid/meshid-proxy:e2e")
+		"--mutating-webhook", name, "--validating-webhook=", "--proxy-image", "ghcr.io/meshid/meshid-proxy:e2e")
 	eventually(t, 30*time.Second, func() error {
 		select {
 		case err := <-exited:
@@ -165,6 +169,28 @@ func TestInjector(t *testing.T) {
 	if n := proxies(create(enabled, "host", func(p *corev1.Pod) { p.Spec.HostNetwork = true })); n != 0 {
 		t.Fatal("a hostNetwork pod was injected")
 	}
+	// The pods can mount the trust bundle: a copy is in their namespace,
+	// and follows the source.
+	for _, ns := range []string{enabled, plain} {
+		cm, err := e.client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
+		if err != nil || cm.Data["ca-bundle.crt"] != string(anchor.CertPEM()) {
+			t.Fatalf("no trust bundle copy in %s for its injected pods: %v", ns, err)
+		}
+	}
+	next := newAnchor(t, "next injector anchor")
+	src, _ := e.client.CoreV1().ConfigMaps(home).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
+	src.Data["ca-bundle.crt"] = string(anchor.CertPEM()) + string(next.CertPEM())
+	if _, err := e.client.CoreV1().ConfigMaps(home).Update(ctx, src, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		cm, err := e.client.CoreV1().ConfigMaps(enabled).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
+		if err != nil || cm.Data["ca-bundle.crt"] != src.Data["ca-bundle.crt"] {
+			return fmt.Errorf("the copy in %s does not follow the source yet", enabled)
+		}
+		return nil
+	})
+
 	// meshid check reports the webhook CA and the caBundle's sync.
 	out, _ := meshid(t, "", "check", "--kubeconfig", e.cluster.Kubeconfig, "-n", home, "--deployment", "")
 	if !hasRow(out, "webhook CA", "OK") {

@@ -47,6 +47,9 @@ type Config struct {
 	Listen string
 	// Cert serves the TLS certificate. Required.
 	Cert *Cert
+	// Ensure, if set, is called before a pod in namespace ns is injected,
+	// to put the trust bundle there; an error skips injection.
+	Ensure func(ctx context.Context, ns string) error
 	// Log receives a line per decision; nil discards.
 	Log *slog.Logger
 }
@@ -163,6 +166,11 @@ func (s *Server) inject(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	out, err := inject.Pod(&pod, s.cfg.Inject)
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.Ensure != nil {
+		if err := s.cfg.Ensure(ctx, req.Namespace); err != nil {
+			return nil, fmt.Errorf("the trust bundle cannot be put in namespace %s: %w", req.Namespace, err)
+		}
 	}
 	patch, err := json.Marshal([]map[string]any{
 		{"op": "replace", "path": "/spec/containers", "value": out.Spec.Containers},
