@@ -129,6 +129,28 @@ func TestRotateAnchor(t *testing.T) {
 	}
 }
 
+// pair is a CA with web -> db through two proxies, for rotation tests.
+type pair struct {
+	ca      *caProcess
+	web, db *meshProxy
+	webOut  string
+	ns      string
+}
+
+// newPair starts the web and db proxies against ca in a new namespace
+// named after prefix; db accepts any identity of the trust domain.
+func newPair(t *testing.T, ca *caProcess, prefix string) *pair {
+	t.Helper()
+	p := &pair{ca: ca, ns: namespace(t, prefix)}
+	serviceAccount(t, p.ns, "web")
+	serviceAccount(t, p.ns, "db")
+	dbIn := freeAddr(t)
+	p.webOut = freeAddr(t)
+	p.db = startProxy(t, ca, p.ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
+	p.web = startProxy(t, ca, p.ns, "web", "--outbound", p.webOut+"="+dbIn)
+	return p
+}
+
 // TestRotateAnchorResume: the rotation command is killed (SIGKILL) in the
 // middle of every stage and resumed each time; it completes correctly, and
 // traffic never fails.
@@ -136,12 +158,7 @@ func TestRotateAnchorResume(t *testing.T) {
 	t.Parallel()
 	e := need(t)
 	ca := startCA(t, "--fleet-report-interval", "500ms")
-	ns := namespace(t, "resume")
-	serviceAccount(t, ns, "web")
-	serviceAccount(t, ns, "db")
-	dbIn, webOut := freeAddr(t), freeAddr(t)
-	startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
-	startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	webOut := newPair(t, ca, "resume").webOut
 	common := []string{"-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig, "--stage-timeout", "2m"}
 
 	tr := startTraffic(webOut)
@@ -277,12 +294,7 @@ func TestRotateAnchorEmergency(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca := startCAWith(t, anchor, newIssuer(t, anchor, "issuer of the short-lived anchor"), "--fleet-report-interval", "500ms")
-	ns := namespace(t, "emergency")
-	serviceAccount(t, ns, "web")
-	serviceAccount(t, ns, "db")
-	dbIn, webOut := freeAddr(t), freeAddr(t)
-	startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
-	startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	webOut := newPair(t, ca, "emergency").webOut
 	if _, err := get(fresh, webOut, "before"); err != nil {
 		t.Fatalf("traffic before the anchor expired: %v", err)
 	}
@@ -314,13 +326,9 @@ func TestRotateAnchorHeldBack(t *testing.T) {
 	t.Parallel()
 	e := need(t)
 	ca := startCA(t, "--fleet-report-interval", "500ms")
-	ns := namespace(t, "heldback")
-	serviceAccount(t, ns, "web")
-	serviceAccount(t, ns, "db")
-	dbIn, webOut := freeAddr(t), freeAddr(t)
-	db := startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
-	startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
-	dbID := "spiffe://cluster.local/ns/" + ns + "/sa/db"
+	pr := newPair(t, ca, "heldback")
+	db, webOut := pr.db, pr.webOut
+	dbID := "spiffe://cluster.local/ns/" + pr.ns + "/sa/db"
 	common := []string{"-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig}
 	// Wait until the CA has published both proxies.
 	eventually(t, 30*time.Second, func() error {
@@ -361,12 +369,8 @@ func TestRotateAnchorAbort(t *testing.T) {
 	t.Parallel()
 	e := need(t)
 	ca := startCA(t, "--fleet-report-interval", "500ms")
-	ns := namespace(t, "abort")
-	serviceAccount(t, ns, "web")
-	serviceAccount(t, ns, "db")
-	dbIn, webOut := freeAddr(t), freeAddr(t)
-	db := startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
-	web := startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	pr := newPair(t, ca, "abort")
+	web, db, webOut := pr.web, pr.db, pr.webOut
 	common := []string{"-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig, "--stage-timeout", "2m"}
 
 	tr := startTraffic(webOut)
