@@ -2,6 +2,10 @@ package manifest
 
 import (
 	"fmt"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -64,7 +68,20 @@ func webhookObjects(o Options, meta func(string) metav1.ObjectMeta) ([]runtime.O
 	}}}
 	ignore, fail := admissionregistrationv1.Ignore, admissionregistrationv1.Fail
 	none := admissionregistrationv1.SideEffectClassNone
-	return []runtime.Object{
+	args := []string{
+		"--namespace=" + o.Namespace, fmt.Sprintf("--listen=:%d", WebhookPort),
+		"--proxy-image=" + o.Webhook.ProxyImage, fmt.Sprintf("--ca-address=%s.%s.svc:%d", CAName, o.Namespace, GRPCPort),
+		"--trust-domain=" + o.TrustDomain, "--audience=" + o.Audience,
+		"--mutating-webhook=" + InjectorConfig(o.Namespace), "--validating-webhook=" + ValidationConfig(o.Namespace),
+	}
+	var volumes []corev1.Volume
+	var mounts []corev1.VolumeMount
+	if o.CertManager != nil {
+		args = append(args, "--cert-dir=/var/run/meshid-webhook")
+		volumes = []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: WebhookTLSSecret}}}}
+		mounts = []corev1.VolumeMount{{Name: "tls", MountPath: "/var/run/meshid-webhook", ReadOnly: true}}
+	}
+	objs := []runtime.Object{
 		&unstructured.Unstructured{Object: crdObj},
 		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: wm},
 		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta, Rules: []rbacv1.PolicyRule{
@@ -90,17 +107,12 @@ func webhookObjects(o Options, meta func(string) metav1.ObjectMeta) ([]runtime.O
 			Replicas: ptr.To[int32](2),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-				ServiceAccountName: WebhookName,
+				ServiceAccountName: WebhookName, Volumes: volumes,
 				SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
 					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 				Containers: []corev1.Container{{
 					Name: WebhookName, Image: o.Webhook.Image,
-					Args: []string{
-						"--namespace=" + o.Namespace, fmt.Sprintf("--listen=:%d", WebhookPort),
-						"--proxy-image=" + o.Webhook.ProxyImage, fmt.Sprintf("--ca-address=%s.%s.svc:%d", CAName, o.Namespace, GRPCPort),
-						"--trust-domain=" + o.TrustDomain, "--audience=" + o.Audience,
-						"--mutating-webhook=" + InjectorConfig(o.Namespace), "--validating-webhook=" + ValidationConfig(o.Namespace),
-					},
+					Args: args, VolumeMounts: mounts,
 					Ports:          []corev1.ContainerPort{{Name: "https", ContainerPort: WebhookPort}},
 					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/live", Port: intstr.FromString("https"), Scheme: corev1.URISchemeHTTPS}}},
 					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
@@ -134,7 +146,44 @@ func webhookObjects(o Options, meta func(string) metav1.ObjectMeta) ([]runtime.O
 				FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](5),
 			}},
 		},
-	}, nil
+	}
+	if o.CertManager != nil {
+		objs = append(objs, webhookCertManager(o, meta)...)
+	}
+	return objs, nil
+}
+
+// WebhookTLSSecret holds the webhook's serving certificate in
+// cert-manager mode.
+const WebhookTLSSecret = "meshid-webhook-tls"
+
+// webhookCertManager: a self-signed webhook CA (apart from the mesh's
+// anchor: the API server trusting the webhook must not mean trusting a
+// workload) and a serving certificate from it, renewed by cert-manager;
+// meshid-webhook reads it from the mounted Secret and syncs ca.crt into
+// the caBundles.
+func webhookCertManager(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
+	ref := func(name string) cmmeta.IssuerReference {
+		return cmmeta.IssuerReference{Name: name, Kind: cmapi.IssuerKind, Group: "cert-manager.io"}
+	}
+	return []runtime.Object{
+		&cmapi.Issuer{TypeMeta: typeMeta("cert-manager.io/v1", "Issuer"), ObjectMeta: meta("meshid-webhook-selfsigned"),
+			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}}},
+		&cmapi.Certificate{TypeMeta: typeMeta("cert-manager.io/v1", "Certificate"), ObjectMeta: meta(WebhookCASecret), Spec: cmapi.CertificateSpec{
+			CommonName: "meshid webhook CA", IsCA: true, SecretName: WebhookCASecret, IssuerRef: ref("meshid-webhook-selfsigned"),
+			Duration:   &metav1.Duration{Duration: 5 * 365 * 24 * time.Hour},
+			PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256},
+		}},
+		&cmapi.Issuer{TypeMeta: typeMeta("cert-manager.io/v1", "Issuer"), ObjectMeta: meta("meshid-webhook-ca"),
+			Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: WebhookCASecret}}}},
+		&cmapi.Certificate{TypeMeta: typeMeta("cert-manager.io/v1", "Certificate"), ObjectMeta: meta(WebhookTLSSecret), Spec: cmapi.CertificateSpec{
+			DNSNames:   []string{WebhookName + "." + o.Namespace + ".svc", WebhookName + "." + o.Namespace + ".svc.cluster.local"},
+			SecretName: WebhookTLSSecret, IssuerRef: ref("meshid-webhook-ca"),
+			Duration: &metav1.Duration{Duration: 7 * 24 * time.Hour}, RenewBefore: &metav1.Duration{Duration: 3 * 24 * time.Hour},
+			PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: cmapi.RotationPolicyAlways},
+			Usages:     []cmapi.KeyUsage{cmapi.UsageServerAuth, cmapi.UsageDigitalSignature},
+		}},
+	}
 }
 
 func withPath(s *admissionregistrationv1.ServiceReference, path string) *admissionregistrationv1.ServiceReference {

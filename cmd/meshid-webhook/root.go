@@ -24,6 +24,7 @@ type options struct {
 	mutatingWebhooks              []string
 	validatingWebhooks            []string
 	certTTL                       time.Duration
+	certDir                       string
 	inject                        inject.Config
 	log                           cli.LogOptions
 }
@@ -80,7 +81,7 @@ CA.
 			}
 			cert, err := admission.NewCert(admission.CertConfig{
 				Client: client, Namespace: o.namespace, CASecret: o.caSecret, DNSNames: names, IPs: ips,
-				TTL: o.certTTL, MutatingWebhooks: o.mutatingWebhooks, ValidatingWebhooks: o.validatingWebhooks, Log: log,
+				TTL: o.certTTL, Dir: o.certDir, MutatingWebhooks: o.mutatingWebhooks, ValidatingWebhooks: o.validatingWebhooks, Log: log,
 			})
 			if err != nil {
 				return err
@@ -125,6 +126,7 @@ CA.
 	fs.StringSliceVar(&o.mutatingWebhooks, "mutating-webhook", []string{"meshid-injector"}, "MutatingWebhookConfigurations whose caBundle to keep in sync")
 	fs.StringSliceVar(&o.validatingWebhooks, "validating-webhook", []string{"meshid-policy-validation"}, "ValidatingWebhookConfigurations whose caBundle to keep in sync")
 	fs.DurationVar(&o.certTTL, "cert-ttl", 7*24*time.Hour, "lifetime of the serving certificate")
+	fs.StringVar(&o.certDir, "cert-dir", "", "serve the certificate in this folder (tls.crt, tls.key, ca.crt: a cert-manager Secret) instead of issuing one; it is re-read every minute")
 	fs.StringVar(&o.inject.Image, "proxy-image", "ghcr.io/meshid/meshid-proxy:latest", "meshid-proxy image to inject")
 	fs.StringVar(&o.inject.CA, "ca-address", "meshid-ca.meshid.svc:8443", "meshid-ca address the injected proxy uses")
 	fs.StringVar(&o.inject.TrustDomain, "trust-domain", "cluster.local", "trust domain")

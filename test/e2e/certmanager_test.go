@@ -2,8 +2,12 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -133,4 +137,80 @@ func TestInstallCertManager(t *testing.T) {
 	if !hasRow(out, "issuer "+ns+"/meshid-issuer", "OK") {
 		t.Fatalf("check after cert-manager issued the issuer:\n%s", out)
 	}
+}
+
+// TestWebhookCertManager: in `install --cert-manager`, cert-manager's real
+// controller issues the webhook's serving certificate (from a webhook CA of
+// its own), and meshid-webhook serves it from the mounted Secret.
+func TestWebhookCertManager(t *testing.T) {
+	t.Parallel()
+	e := need(t)
+	const ns = "meshid-cm-webhook"
+	startCertManager(t, ns)
+	if out, err := kubectl(t, "", "create", "namespace", ns); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	rendered, code := meshid(t, "", "install", "--cert-manager", "-n", ns)
+	if code != 0 {
+		t.Fatal(rendered)
+	}
+	var docs []string
+	for _, doc := range strings.Split(rendered, "\n---\n") {
+		if (strings.Contains(doc, "kind: Issuer") || strings.Contains(doc, "kind: Certificate")) && strings.Contains(doc, "meshid-webhook") {
+			docs = append(docs, doc)
+		}
+	}
+	if len(docs) != 4 {
+		t.Fatalf("%d cert-manager objects for the webhook, want 4", len(docs))
+	}
+	if out, err := kubectl(t, strings.Join(docs, "\n---\n"), "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ctx := context.Background()
+	var secret map[string][]byte
+	eventually(t, 30*time.Second, func() error {
+		s, err := e.client.CoreV1().Secrets(ns).Get(ctx, "meshid-webhook-tls", metav1.GetOptions{})
+		if err != nil || len(s.Data["tls.crt"]) == 0 || len(s.Data["ca.crt"]) == 0 {
+			return fmt.Errorf("cert-manager has not issued the webhook certificate yet: %v", err)
+		}
+		secret = s.Data
+		return nil
+	})
+	dir := t.TempDir()
+	for k, v := range secret {
+		if err := os.WriteFile(filepath.Join(dir, k), v, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := freeAddr(t)
+	p, exited := spawn(t, "meshid-webhook", "--kubeconfig", e.cluster.Kubeconfig, "-n", ns, "--listen", addr, "--cert-dir", dir,
+		"--mutating-webhook=", "--validating-webhook=", "--proxy-image", "unused:1")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(secret["ca.crt"])
+	eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-exited:
+			t.Fatalf("meshid-webhook exited: %v\n%s", err, p.logs(t))
+		default:
+		}
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "meshid-webhook." + ns + ".svc"})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		served := conn.ConnectionState().PeerCertificates[0]
+		issued, err := parseCertificatePEM(secret["tls.crt"])
+		if err != nil || !served.Equal(issued) {
+			return fmt.Errorf("the webhook does not serve cert-manager's certificate (%v)", err)
+		}
+		return nil
+	})
+}
+
+func parseCertificatePEM(data []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	return x509.ParseCertificate(block.Bytes)
 }

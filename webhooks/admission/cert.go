@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -38,22 +40,29 @@ type CertConfig struct {
 	// MutatingWebhooks and ValidatingWebhooks name the configurations whose
 	// caBundle is kept equal to the webhook CA.
 	MutatingWebhooks, ValidatingWebhooks []string
+	// Dir, when set, holds the serving certificate instead (tls.crt,
+	// tls.key and ca.crt, as a cert-manager Secret mounted there): it is read
+	// again every minute, and ca.crt becomes the caBundle. CASecret, names
+	// and TTL are then unused.
+	Dir string
 	// Log receives a line per change; nil discards.
 	Log *slog.Logger
 }
 
 // Cert is the webhook's serving certificate: issued by a webhook CA kept
 // in a Secret (created on first start), re-minted before it expires, with
-// the caBundle of the webhook configurations kept in sync.
+// the caBundle of the webhook configurations kept in sync; or, with Dir,
+// issued by cert-manager and read from files.
 type Cert struct {
-	cfg CertConfig
-	ca  *issuer.KeyPair
-	cur atomic.Pointer[tls.Certificate]
+	cfg      CertConfig
+	ca       *issuer.KeyPair
+	caBundle atomic.Pointer[[]byte]
+	cur      atomic.Pointer[tls.Certificate]
 }
 
 // NewCert returns a Cert; Run makes it usable.
 func NewCert(cfg CertConfig) (*Cert, error) {
-	if cfg.Client == nil || cfg.Namespace == "" || cfg.CASecret == "" || len(cfg.DNSNames)+len(cfg.IPs) == 0 {
+	if cfg.Client == nil || (cfg.Dir == "" && (cfg.Namespace == "" || cfg.CASecret == "" || len(cfg.DNSNames)+len(cfg.IPs) == 0)) {
 		return nil, errors.New("admission: CertConfig needs Client, Namespace, CASecret and names")
 	}
 	if cfg.TTL <= 0 {
@@ -84,11 +93,22 @@ func (c *Cert) NotAfter() time.Time {
 // Init loads or creates the webhook CA, mints the first serving
 // certificate and syncs the caBundles.
 func (c *Cert) Init(ctx context.Context) error {
+	if c.cfg.Dir != "" {
+		if err := c.load(); err != nil {
+			return err
+		}
+		if err := c.syncCABundles(ctx); err != nil {
+			c.cfg.Log.Warn("cannot sync the webhook caBundle yet", "error", err)
+		}
+		return nil
+	}
 	ca, err := c.loadCA(ctx)
 	if err != nil {
 		return err
 	}
 	c.ca = ca
+	bundle := ca.CertPEM()
+	c.caBundle.Store(&bundle)
 	if err := c.mint(); err != nil {
 		return err
 	}
@@ -107,6 +127,9 @@ func (c *Cert) Run(ctx context.Context) error {
 	for {
 		cur := c.cur.Load()
 		renew := time.Until(cur.Leaf.NotBefore.Add(cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore) * 2 / 3))
+		if c.cfg.Dir != "" {
+			renew = time.Hour // cert-manager renews; the files are re-read every tick
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -115,6 +138,11 @@ func (c *Cert) Run(ctx context.Context) error {
 				c.cfg.Log.Error("cannot renew the webhook serving certificate; the current one stays in use", "error", err, "not_after", cur.Leaf.NotAfter)
 			}
 		case <-tick.C:
+			if c.cfg.Dir != "" {
+				if err := c.load(); err != nil {
+					c.cfg.Log.Error("cannot read the webhook serving certificate; the current one stays in use", "dir", c.cfg.Dir, "error", err)
+				}
+			}
 		}
 		if err := c.syncCABundles(ctx); err != nil {
 			c.cfg.Log.Warn("cannot sync the webhook caBundle", "error", err)
@@ -158,7 +186,28 @@ func (c *Cert) loadCA(ctx context.Context) (*issuer.KeyPair, error) {
 	return kp, nil
 }
 
+// load reads tls.crt, tls.key and ca.crt from Dir.
+func (c *Cert) load() error {
+	pair, err := tls.LoadX509KeyPair(filepath.Join(c.cfg.Dir, "tls.crt"), filepath.Join(c.cfg.Dir, "tls.key"))
+	if err != nil {
+		return fmt.Errorf("admission: serving certificate in %s: %w", c.cfg.Dir, err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(c.cfg.Dir, "ca.crt"))
+	if err != nil {
+		return fmt.Errorf("admission: %w", err)
+	}
+	if cur := c.cur.Load(); cur == nil || !pair.Leaf.Equal(cur.Leaf) {
+		c.cur.Store(&pair)
+		c.cfg.Log.Info("webhook serving certificate loaded", "dir", c.cfg.Dir, "not_after", pair.Leaf.NotAfter)
+	}
+	c.caBundle.Store(&caPEM)
+	return nil
+}
+
 func (c *Cert) mint() error {
+	if c.cfg.Dir != "" {
+		return c.load()
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -192,7 +241,7 @@ func (c *Cert) name() string {
 
 // syncCABundles sets every webhook's caBundle to the webhook CA.
 func (c *Cert) syncCABundles(ctx context.Context) error {
-	want := c.ca.CertPEM()
+	want := *c.caBundle.Load()
 	api := c.cfg.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
 	var errs []error
 	for _, name := range c.cfg.MutatingWebhooks {
