@@ -167,6 +167,9 @@ func gather(ctx context.Context, o *checkOptions, client kubernetes.Interface, d
 			in.WebhookCABundle = mwc.Webhooks[0].ClientConfig.CABundle
 		}
 	}
+	if s, err := client.CoreV1().Secrets(o.namespace).Get(ctx, manifest.WebhookTLSSecret, metav1.GetOptions{}); err == nil {
+		in.WebhookCertPEM = s.Data["tls.crt"]
+	}
 	if o.deployment != "" {
 		r := &health.Replicas{Name: o.namespace + "/" + o.deployment}
 		if d, err := client.AppsV1().Deployments(o.namespace).Get(ctx, o.deployment, metav1.GetOptions{}); err != nil {

@@ -10,6 +10,7 @@ package health
 
 import (
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
@@ -68,6 +69,10 @@ type Input struct {
 	// WebhookCABundle is the caBundle of the injector configuration, to
 	// check it is in sync; nil when not read.
 	WebhookCABundle []byte
+	// WebhookCertPEM is the webhook's serving certificate when cert-manager
+	// issues it (Secret meshid-webhook-tls); nil otherwise (meshid-webhook
+	// then re-mints its own at two thirds of its life).
+	WebhookCertPEM []byte
 
 	// CA is the CA Deployment; nil when not checked.
 	CA *Replicas
@@ -127,6 +132,9 @@ func Run(in Input) *Report {
 	checkIssuer(in, anchors, add, expires)
 	if in.WebhookCAPEM != nil {
 		add(checkWebhook(in, expires))
+	}
+	if in.WebhookCertPEM != nil {
+		add(checkWebhookCert(in, expires))
 	}
 	if in.CA != nil {
 		add(checkReplicas(*in.CA))
@@ -233,6 +241,33 @@ func checkWebhook(in Input, expires func(string, time.Time)) Row {
 		row.Status, row.Detail, row.Hint = Warn, fmt.Sprintf("expires in %s", days(left)), "delete Secret meshid-webhook-ca and restart meshid-webhook before then"
 	default:
 		row.Status, row.Detail = OK, fmt.Sprintf("valid for %s more, caBundle in sync", days(left))
+	}
+	return row
+}
+
+func checkWebhookCert(in Input, expires func(string, time.Time)) Row {
+	row := Row{Check: "webhook certificate"}
+	block, _ := pem.Decode(in.WebhookCertPEM)
+	if block == nil {
+		row.Status, row.Detail, row.Hint = Fail, "Secret meshid-webhook-tls holds no certificate", "check cert-manager's Certificate meshid-webhook-tls"
+		return row
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		row.Status, row.Detail, row.Hint = Fail, err.Error(), "check cert-manager's Certificate meshid-webhook-tls"
+		return row
+	}
+	t := c.NotAfter
+	row.Expires = &t
+	expires(row.Check, t)
+	left, life := t.Sub(in.Now), c.NotAfter.Sub(c.NotBefore)
+	switch {
+	case left <= 0:
+		row.Status, row.Detail, row.Hint = Fail, "expired: the API server cannot call the webhooks", "check cert-manager's Certificate meshid-webhook-tls"
+	case left < life/4:
+		row.Status, row.Detail, row.Hint = Warn, fmt.Sprintf("expires in %s, past its renewal time", human(left)), "cert-manager has not renewed it: check the Certificate's status"
+	default:
+		row.Status, row.Detail = OK, fmt.Sprintf("valid for %s more", human(left))
 	}
 	return row
 }

@@ -205,6 +205,10 @@ func TestWebhookCertManager(t *testing.T) {
 		}
 		return nil
 	})
+	out, _ := meshid(t, "", "check", "--kubeconfig", e.cluster.Kubeconfig, "-n", ns, "--deployment", "")
+	if !hasRow(out, "webhook certificate", "OK") {
+		t.Fatalf("check does not report the webhook's certificate:\n%s", out)
+	}
 }
 
 func parseCertificatePEM(data []byte) (*x509.Certificate, error) {
