@@ -183,16 +183,9 @@ func TestWebhookCertManager(t *testing.T) {
 		}
 	}
 	addr := freeAddr(t)
-	p, exited := spawn(t, "meshid-webhook", "--kubeconfig", e.cluster.Kubeconfig, "-n", ns, "--listen", addr, "--cert-dir", dir,
-		"--mutating-webhook=", "--validating-webhook=", "--proxy-image", "unused:1")
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(secret["ca.crt"])
-	eventually(t, 30*time.Second, func() error {
-		select {
-		case err := <-exited:
-			t.Fatalf("meshid-webhook exited: %v\n%s", err, p.logs(t))
-		default:
-		}
+	runWebhook(t, func() error {
 		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "meshid-webhook." + ns + ".svc"})
 		if err != nil {
 			return err
@@ -204,7 +197,7 @@ func TestWebhookCertManager(t *testing.T) {
 			return fmt.Errorf("the webhook does not serve cert-manager's certificate (%v)", err)
 		}
 		return nil
-	})
+	}, "-n", ns, "--listen", addr, "--cert-dir", dir, "--mutating-webhook=", "--validating-webhook=", "--proxy-image", "unused:1")
 	out, _ := meshid(t, "", "check", "--kubeconfig", e.cluster.Kubeconfig, "-n", ns, "--deployment", "")
 	if !hasRow(out, "webhook certificate", "OK") {
 		t.Fatalf("check does not report the webhook's certificate:\n%s", out)

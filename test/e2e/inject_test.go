@@ -71,20 +71,13 @@ func TestInjector(t *testing.T) {
 	if _, err := e.client.CoreV1().ConfigMaps(home).Create(ctx, bundleConfigMap(anchor.CertPEM()), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	p, exited := spawn(t, "meshid-webhook", "--kubeconfig", e.cluster.Kubeconfig, "-n", home, "--listen", addr, "--ip", "127.0.0.1",
-		"--mutating-webhook", name, "--validating-webhook=", "--proxy-image", "ghcr.io/meshid/meshid-proxy:e2e")
-	eventually(t, 30*time.Second, func() error {
-		select {
-		case err := <-exited:
-			t.Fatalf("meshid-webhook exited: %v\n%s", err, p.logs(t))
-		default:
-		}
+	runWebhook(t, func() error {
 		mwc, err := e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
-		if err != nil || len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 || !strings.Contains(p.logs(t), "serving admission webhooks") {
-			return fmt.Errorf("the webhook is not serving with a synced caBundle yet")
+		if err != nil || len(mwc.Webhooks[0].ClientConfig.CABundle) == 0 {
+			return fmt.Errorf("the caBundle is not synced yet")
 		}
 		return nil
-	})
+	}, "-n", home, "--listen", addr, "--ip", "127.0.0.1", "--mutating-webhook", name, "--validating-webhook=", "--proxy-image", "ghcr.io/meshid/meshid-proxy:e2e")
 	ca, err := e.client.CoreV1().Secrets(home).Get(ctx, "meshid-webhook-ca", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -196,6 +189,25 @@ func TestInjector(t *testing.T) {
 	if !hasRow(out, "webhook CA", "OK") {
 		t.Fatalf("check does not report the webhook CA:\n%s", out)
 	}
+}
+
+// runWebhook runs meshid-webhook (admin kubeconfig, then args) and waits
+// until it serves and synced returns nil.
+func runWebhook(t *testing.T, synced func() error, args ...string) *process {
+	t.Helper()
+	p, exited := spawn(t, "meshid-webhook", append([]string{"--kubeconfig", need(t).cluster.Kubeconfig}, args...)...)
+	eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-exited:
+			t.Fatalf("meshid-webhook exited: %v\n%s", err, p.logs(t))
+		default:
+		}
+		if !strings.Contains(p.logs(t), "serving admission webhooks") {
+			return fmt.Errorf("meshid-webhook is not serving yet")
+		}
+		return synced()
+	})
+	return p
 }
 
 // filterMounts and filterVolumes drop the service-account token volume the

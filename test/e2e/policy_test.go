@@ -61,20 +61,13 @@ func startPolicyWebhook(t *testing.T, selector string) {
 	t.Cleanup(func() {
 		_ = e.client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
-	p, exited := spawn(t, "meshid-webhook", "--kubeconfig", e.cluster.Kubeconfig, "-n", home, "--listen", addr, "--ip", "127.0.0.1",
-		"--mutating-webhook=", "--validating-webhook", name, "--proxy-image", "unused:1")
-	eventually(t, 30*time.Second, func() error {
-		select {
-		case err := <-exited:
-			t.Fatalf("meshid-webhook exited: %v\n%s", err, p.logs(t))
-		default:
-		}
+	runWebhook(t, func() error {
 		vwc, err := e.client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
-		if err != nil || len(vwc.Webhooks[0].ClientConfig.CABundle) == 0 || !strings.Contains(p.logs(t), "serving admission webhooks") {
-			return fmt.Errorf("the webhook is not serving with a synced caBundle yet")
+		if err != nil || len(vwc.Webhooks[0].ClientConfig.CABundle) == 0 {
+			return fmt.Errorf("the caBundle is not synced yet")
 		}
 		return nil
-	})
+	}, "-n", home, "--listen", addr, "--ip", "127.0.0.1", "--mutating-webhook=", "--validating-webhook", name, "--proxy-image", "unused:1")
 }
 
 func labelNamespace(t *testing.T, ns, key, value string) {
