@@ -215,6 +215,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 		ValidUntil: timestamppb.New(out.NotAfter),
 		RenewAfter: timestamppb.New(renew),
 		SpiffeId:   who.ID.String(),
+		ServerTime: timestamppb.New(now),
 	}
 	for _, c := range out.Intermediates {
 		resp.Intermediates = append(resp.Intermediates, c.Raw)

@@ -19,6 +19,7 @@ type metrics struct {
 	renewals    *prometheus.CounterVec // result
 	policy      *prometheus.CounterVec // result
 	bundles     *prometheus.CounterVec // source, result
+	skew        prometheus.Gauge
 }
 
 func newMetrics(store *state.Store) *metrics {
@@ -48,6 +49,9 @@ func newMetrics(store *state.Store) *metrics {
 		bundles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshid_proxy_bundle_updates_total", Help: "Trust bundle updates, by source (file, ca) and result (ok, unchanged, refused).",
 		}, []string{"source", "result"}),
+		skew: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshid_proxy_clock_skew_seconds", Help: "How far the CA's clock was ahead of this proxy's at the last certificate (negative: behind).",
+		}),
 	}
 	for _, d := range []string{"inbound", "outbound"} {
 		m.connections.WithLabelValues(d)
@@ -56,7 +60,7 @@ func newMetrics(store *state.Store) *metrics {
 	for _, r := range []string{"ok", "failed"} {
 		m.renewals.WithLabelValues(r)
 	}
-	m.registry.MustRegister(m.connections, m.active, m.bytes, m.handshake, m.denials, m.renewals, m.policy, m.bundles,
+	m.registry.MustRegister(m.connections, m.active, m.bytes, m.handshake, m.denials, m.renewals, m.policy, m.bundles, m.skew,
 		&stateCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -222,6 +222,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Client: client,
 		Token:  p.readToken,
 		Update: p.store.SetSVID,
+		Skew:   func(d time.Duration) { p.metrics.skew.Set(d.Seconds()) },
 		Check: func(i *rotation.Issued) error {
 			_, _, err := x509svid.Verify(i.SVID.Certificates, p.store)
 			if err != nil {

@@ -30,6 +30,8 @@ import (
 type Issued struct {
 	SVID       *x509svid.SVID
 	RenewAfter time.Time
+	// ServerTime is the CA's clock when it signed; zero if it did not say.
+	ServerTime time.Time
 }
 
 // Certificate returns the SVID for crypto/tls.
@@ -79,7 +81,11 @@ func Certify(ctx context.Context, c identityv1.IdentityClient, token string) (*I
 	if resp.GetRenewAfter() == nil || renew.Before(now) || renew.After(notAfter) {
 		renew = RenewAt(now, notAfter, mrand.Float64())
 	}
-	return &Issued{SVID: svid, RenewAfter: renew}, nil
+	out := &Issued{SVID: svid, RenewAfter: renew}
+	if resp.GetServerTime() != nil {
+		out.ServerTime = resp.GetServerTime().AsTime()
+	}
+	return out, nil
 }
 
 // DialOption changes how DialCA connects.

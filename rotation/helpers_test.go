@@ -36,7 +36,7 @@ func signCSR(ctx context.Context, iss *issuer.KeyPair, der []byte, now time.Time
 	serial, _ := issuer.NewSerial()
 	id, _ := url.Parse("spiffe://cluster.local/ns/a/sa/web")
 	out, err := iss.Sign(ctx, issuer.LeafParams{PublicKey: req.PublicKey, Template: &x509.Certificate{
-		SerialNumber: serial, URIs: []*url.URL{id}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(ttl),
+		SerialNumber: serial, URIs: []*url.URL{id}, NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(ttl), // backdated as the CA does
 		KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}})
@@ -46,6 +46,7 @@ func signCSR(ctx context.Context, iss *issuer.KeyPair, der []byte, now time.Time
 	resp := &identityv1.CertifyResponse{
 		Leaf: out.Leaf.Raw, SpiffeId: id.String(),
 		ValidUntil: timestamppb.New(out.NotAfter), RenewAfter: timestamppb.New(rotation.RenewAt(now, out.NotAfter, 0.5)),
+		ServerTime: timestamppb.New(now),
 	}
 	for _, c := range out.Intermediates {
 		resp.Intermediates = append(resp.Intermediates, c.Raw)

@@ -29,6 +29,10 @@ type RenewerConfig struct {
 	Token func() (string, error)
 	// Update receives every new certificate. Required.
 	Update func(*Issued)
+	// Skew, if set, is told how far the CA's clock is ahead of ours
+	// (negative: behind) at every certificate; the CA backdates leaves, so
+	// a skew of a few minutes still yields usable certificates.
+	Skew func(time.Duration)
 	// Check, if set, must accept a new certificate before Update sees it,
 	// e.g. that it chains to the trust bundle in force; a refused one
 	// counts as a failed attempt and the current certificate stays.
@@ -131,6 +135,9 @@ func (r *Renewer) attempt(ctx context.Context) (*Issued, error) {
 	// A certificate not valid now (CA clock skew, an expired issuer) must
 	// not replace one that is.
 	now := r.cfg.Clock.Now()
+	if r.cfg.Skew != nil && !got.ServerTime.IsZero() {
+		r.cfg.Skew(got.ServerTime.Sub(now))
+	}
 	leaf := got.SVID.Certificates[0]
 	if now.Before(leaf.NotBefore) || !now.Before(leaf.NotAfter) {
 		return nil, fmt.Errorf("rotation: the CA issued a certificate valid from %s to %s, not now (%s): check the clocks and the CA's issuer",

@@ -157,3 +157,31 @@ func TestRenewerRefusesStaleCertificate(t *testing.T) {
 		t.Fatalf("%d CA calls before the backoff, want 1", n)
 	}
 }
+
+// TestRenewerClockSkew: a proxy whose clock is 2 minutes behind the CA's
+// still gets a usable certificate (the CA backdates leaves), and is told
+// the skew.
+func TestRenewerClockSkew(t *testing.T) {
+	now := time.Now()
+	ca := &fakeCA{iss: newIssuer(t), clock: clocktesting.NewFakeClock(now.Add(2 * time.Minute)), ttl: time.Hour}
+	updates := make(chan *rotation.Issued, 1)
+	skews := make(chan time.Duration, 1)
+	r, _ := rotation.NewRenewer(rotation.RenewerConfig{
+		Client: ca,
+		Token:  func() (string, error) { return "token", nil },
+		Update: func(i *rotation.Issued) { updates <- i },
+		Skew:   func(d time.Duration) { skews <- d },
+		Clock:  clocktesting.NewFakeClock(now),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = r.Run(ctx) }()
+	select {
+	case <-updates:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no usable certificate for a proxy 2 minutes behind the CA")
+	}
+	if d := <-skews; d < 119*time.Second || d > 121*time.Second {
+		t.Fatalf("skew %s, want about 2m", d)
+	}
+}

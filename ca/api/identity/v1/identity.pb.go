@@ -203,7 +203,10 @@ type CertifyResponse struct {
 	// spreads it over 50-70 % of the leaf's lifetime.
 	RenewAfter *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=renew_after,json=renewAfter,proto3" json:"renew_after,omitempty"`
 	// spiffe_id is the identity the leaf names.
-	SpiffeId      string `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	SpiffeId string `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// server_time is the CA's clock when it signed, so a client can measure
+	// how far its own clock is off.
+	ServerTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -271,6 +274,13 @@ func (x *CertifyResponse) GetSpiffeId() string {
 		return x.SpiffeId
 	}
 	return ""
+}
+
+func (x *CertifyResponse) GetServerTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ServerTime
+	}
+	return nil
 }
 
 type GetBundleRequest struct {
@@ -578,7 +588,7 @@ const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"8\n" +
 	"\x0eCertifyRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\"\xe2\x01\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\x9f\x02\n" +
 	"\x0fCertifyResponse\x12\x12\n" +
 	"\x04leaf\x18\x01 \x01(\fR\x04leaf\x12$\n" +
 	"\rintermediates\x18\x02 \x03(\fR\rintermediates\x12;\n" +
@@ -586,7 +596,9 @@ const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
 	"validUntil\x12;\n" +
 	"\vrenew_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"renewAfter\x12\x1b\n" +
-	"\tspiffe_id\x18\x05 \x01(\tR\bspiffeId\"\x12\n" +
+	"\tspiffe_id\x18\x05 \x01(\tR\bspiffeId\x12;\n" +
+	"\vserver_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"serverTime\"\x12\n" +
 	"\x10GetBundleRequest\"\x14\n" +
 	"\x12WatchBundleRequest\"\xb0\x01\n" +
 	"\x06Bundle\x12!\n" +
@@ -640,22 +652,23 @@ var file_ca_api_identity_v1_identity_proto_goTypes = []any{
 var file_ca_api_identity_v1_identity_proto_depIdxs = []int32{
 	9, // 0: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
 	9, // 1: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
-	9, // 2: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
-	2, // 3: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
-	4, // 4: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
-	5, // 5: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
-	7, // 6: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
-	0, // 7: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
-	3, // 8: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
-	6, // 9: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
-	6, // 10: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
-	8, // 11: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
-	1, // 12: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
-	8, // [8:13] is the sub-list for method output_type
-	3, // [3:8] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	9, // 2: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
+	9, // 3: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
+	2, // 4: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
+	4, // 5: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
+	5, // 6: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
+	7, // 7: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
+	0, // 8: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
+	3, // 9: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
+	6, // 10: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
+	6, // 11: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
+	8, // 12: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
+	1, // 13: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
+	9, // [9:14] is the sub-list for method output_type
+	4, // [4:9] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_ca_api_identity_v1_identity_proto_init() }
