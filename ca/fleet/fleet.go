@@ -161,11 +161,17 @@ func (v View) Lagging(done func(Proxy) bool) []string {
 		if done(p) {
 			continue
 		}
-		s := fmt.Sprintf("%s (%.8s)", p.ID, p.Instance)
-		if p.Silent(v.At) {
-			s += fmt.Sprintf(" silent for %s: cut off from the CA?", v.At.Sub(p.LastSeen).Round(time.Second))
-		}
-		out = append(out, s)
+		out = append(out, p.Describe(v.At))
 	}
 	return out
+}
+
+// Describe names p for a person: "ID (instance)", and how long it has been
+// silent when it has missed three heartbeats at now.
+func (p Proxy) Describe(now time.Time) string {
+	s := fmt.Sprintf("%s (%.8s)", p.ID, p.Instance)
+	if p.Silent(now) {
+		s += fmt.Sprintf(" silent for %s: cut off from the CA?", now.Sub(p.LastSeen).Round(time.Second))
+	}
+	return s
 }

@@ -554,11 +554,7 @@ func (r *Rotator) wait(ctx context.Context, st *State, what string, proxyDone fu
 			}
 			total++
 			if !proxyDone(p) {
-				s := fmt.Sprintf("%s (%.8s)", p.ID, p.Instance)
-				if p.Silent(now) {
-					s += fmt.Sprintf(" silent for %s: cut off from the CA?", now.Sub(p.LastSeen).Round(time.Second))
-				}
-				lag = append(lag, s)
+				lag = append(lag, p.Describe(now))
 			}
 		}
 		slices.Sort(lag)

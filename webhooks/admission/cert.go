@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -242,50 +243,56 @@ func (c *Cert) name() string {
 // syncCABundles sets every webhook's caBundle to the webhook CA.
 func (c *Cert) syncCABundles(ctx context.Context) error {
 	want := *c.caBundle.Load()
-	api := c.cfg.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	api := c.cfg.Client.AdmissionregistrationV1()
 	var errs []error
 	for _, name := range c.cfg.MutatingWebhooks {
-		mwc, err := api.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("MutatingWebhookConfiguration %s: %w", name, err))
-			continue
-		}
-		changed := false
-		for i := range mwc.Webhooks {
-			if string(mwc.Webhooks[i].ClientConfig.CABundle) != string(want) {
-				mwc.Webhooks[i].ClientConfig.CABundle = want
-				changed = true
-			}
-		}
-		if changed {
-			if _, err := api.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
-				errs = append(errs, fmt.Errorf("MutatingWebhookConfiguration %s: %w", name, err))
-				continue
-			}
-			c.cfg.Log.Info("caBundle synced", "webhook", name)
-		}
+		errs = append(errs, syncCABundle(ctx, c.cfg.Log, "MutatingWebhookConfiguration", name, want, api.MutatingWebhookConfigurations(),
+			func(w *admissionregistrationv1.MutatingWebhookConfiguration) []*[]byte {
+				return bundlesOf(w.Webhooks, func(h *admissionregistrationv1.MutatingWebhook) *[]byte { return &h.ClientConfig.CABundle })
+			}))
 	}
-	vapi := c.cfg.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
 	for _, name := range c.cfg.ValidatingWebhooks {
-		vwc, err := vapi.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ValidatingWebhookConfiguration %s: %w", name, err))
-			continue
-		}
-		changed := false
-		for i := range vwc.Webhooks {
-			if string(vwc.Webhooks[i].ClientConfig.CABundle) != string(want) {
-				vwc.Webhooks[i].ClientConfig.CABundle = want
-				changed = true
-			}
-		}
-		if changed {
-			if _, err := vapi.Update(ctx, vwc, metav1.UpdateOptions{}); err != nil {
-				errs = append(errs, fmt.Errorf("ValidatingWebhookConfiguration %s: %w", name, err))
-				continue
-			}
-			c.cfg.Log.Info("caBundle synced", "webhook", name)
-		}
+		errs = append(errs, syncCABundle(ctx, c.cfg.Log, "ValidatingWebhookConfiguration", name, want, api.ValidatingWebhookConfigurations(),
+			func(w *admissionregistrationv1.ValidatingWebhookConfiguration) []*[]byte {
+				return bundlesOf(w.Webhooks, func(h *admissionregistrationv1.ValidatingWebhook) *[]byte { return &h.ClientConfig.CABundle })
+			}))
 	}
 	return errors.Join(errs...)
+}
+
+// webhookConfigs is the client of one kind of webhook configuration.
+type webhookConfigs[T any] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Update(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error)
+}
+
+// syncCABundle sets every caBundle of the named configuration to want.
+func syncCABundle[T any](ctx context.Context, log *slog.Logger, kind, name string, want []byte, api webhookConfigs[T], bundles func(T) []*[]byte) error {
+	obj, err := api.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", kind, name, err)
+	}
+	changed := false
+	for _, b := range bundles(obj) {
+		if string(*b) != string(want) {
+			*b = want
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if _, err := api.Update(ctx, obj, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("%s %s: %w", kind, name, err)
+	}
+	log.Info("caBundle synced", "webhook", name)
+	return nil
+}
+
+func bundlesOf[H any](hooks []H, bundle func(*H) *[]byte) []*[]byte {
+	out := make([]*[]byte, len(hooks))
+	for i := range hooks {
+		out[i] = bundle(&hooks[i])
+	}
+	return out
 }
