@@ -71,6 +71,12 @@ generate-check: generate ## fail if the generated code differs from what is comm
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+SOAK ?= 30m
+.PHONY: soak
+soak: controlplane ## run the soak test for SOAK (default 30m): renewal storm and traffic, no growth, no failure
+	MESHID_CONTROLPLANE_BIN="$$(test/controlplane/install.sh | tail -n1)" MESHID_SOAK_DURATION=$(SOAK) \
+	  $(GO) test -tags soak -count=1 -run '^TestSoak$$' -timeout $$(( $${SOAK%m} + 20 ))m -v ./test/e2e/
+
 FUZZTIME ?= 30s
 .PHONY: fuzz
 fuzz: ## run every fuzzer for FUZZTIME each (default 30s); crashers land in testdata/fuzz

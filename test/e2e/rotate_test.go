@@ -30,6 +30,12 @@ type traffic struct {
 }
 
 func startTraffic(webOut string) *traffic {
+	return startTrafficAt(webOut, 4*time.Millisecond, 20*time.Millisecond)
+}
+
+// startTrafficAt is startTraffic with two kept-alive senders, one request
+// every keptEvery each, and one sender on new connections every freshEvery.
+func startTrafficAt(webOut string, keptEvery, freshEvery time.Duration) *traffic {
 	tr := &traffic{stop: make(chan struct{})}
 	kept := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second}
 	send := func(client *http.Client, every time.Duration) {
@@ -52,9 +58,9 @@ func startTraffic(webOut string) *traffic {
 		}
 	}
 	tr.wg.Add(3)
-	go send(kept, 4*time.Millisecond)
-	go send(kept, 4*time.Millisecond)
-	go send(fresh, 20*time.Millisecond)
+	go send(kept, keptEvery)
+	go send(kept, keptEvery)
+	go send(fresh, freshEvery)
 	return tr
 }
 
