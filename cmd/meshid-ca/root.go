@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
 )
 
 // options are meshid-ca's flags.
@@ -137,10 +138,10 @@ func run(ctx context.Context, o *options, cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Client, err = cli.KubeClient(o.kubeconfig, "meshid-ca"); err != nil {
+	if cfg.Client, err = kube.KubeClient(o.kubeconfig, "meshid-ca"); err != nil {
 		return err
 	}
-	if cfg.Dynamic, err = cli.DynamicClient(o.kubeconfig, "meshid-ca"); err != nil {
+	if cfg.Dynamic, err = kube.DynamicClient(o.kubeconfig, "meshid-ca"); err != nil {
 		return err
 	}
 	cfg.Log = log

@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/webhooks/admission"
 	"github.com/meshid/meshid/webhooks/distribute"
 	"github.com/meshid/meshid/webhooks/inject"
@@ -67,7 +68,7 @@ CA.
 				return err
 			}
 			klog.SetSlogLogger(log)
-			client, err := cli.KubeClient(o.kubeconfig, "meshid-webhook")
+			client, err := kube.KubeClient(o.kubeconfig, "meshid-webhook")
 			if err != nil {
 				return err
 			}
@@ -89,7 +90,7 @@ CA.
 			if err := cert.Init(cmd.Context()); err != nil {
 				return err
 			}
-			dyn, err := cli.DynamicClient(o.kubeconfig, "meshid-webhook")
+			dyn, err := kube.DynamicClient(o.kubeconfig, "meshid-webhook")
 			if err != nil {
 				return err
 			}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/rotation/health"
 )
 
@@ -101,11 +102,11 @@ again every --interval and prints a line when a row changes.
 var errProblem = &cli.SilentError{Err: errors.New("check: problems found")}
 
 func runCheck(ctx context.Context, o *checkOptions, out io.Writer) error {
-	client, err := cli.KubeClient(o.kubeconfig, "meshid-check")
+	client, err := kube.KubeClient(o.kubeconfig, "meshid-check")
 	if err != nil {
 		return err
 	}
-	dyn, err := cli.DynamicClient(o.kubeconfig, "meshid-check")
+	dyn, err := kube.DynamicClient(o.kubeconfig, "meshid-check")
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation/bundle"
 )
@@ -285,7 +286,7 @@ func checkedBundle(data []byte, now time.Time) (*bundle.Bundle, error) {
 
 // applyAll server-side applies every object, in order.
 func applyAll(ctx context.Context, o *installOptions, objs []*unstructured.Unstructured, out io.Writer) error {
-	cfg, err := cli.RESTConfig(o.kubeconfig, "meshid-install")
+	cfg, err := kube.RESTConfig(o.kubeconfig, "meshid-install")
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation/anchor"
 )
@@ -130,7 +131,7 @@ func runRotate(ctx context.Context, o *rotateOptions, verb string, out io.Writer
 	if verb == "plan" {
 		return printPlan(out)
 	}
-	client, err := cli.KubeClient(o.kubeconfig, "meshid-rotate-anchor")
+	client, err := kube.KubeClient(o.kubeconfig, "meshid-rotate-anchor")
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/rotation"
 	"github.com/meshid/meshid/rotation/bundle"
 )
@@ -224,7 +225,7 @@ func verifyBundle(ctx context.Context, o *verifyOptions) (*bundle.Bundle, error)
 			return nil, fmt.Errorf("verify: %w", err)
 		}
 	} else {
-		client, err := cli.KubeClient(o.kubeconfig, "meshid-verify")
+		client, err := kube.KubeClient(o.kubeconfig, "meshid-verify")
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +260,7 @@ func verifyIdentity(ctx context.Context, o *verifyOptions, td spiffeid.TrustDoma
 		return &c, as, nil
 	}
 	ns, name, _ := strings.Cut(o.as, "/")
-	client, err := cli.KubeClient(o.kubeconfig, "meshid-verify")
+	client, err := kube.KubeClient(o.kubeconfig, "meshid-verify")
 	if err != nil {
 		return nil, "", err
 	}

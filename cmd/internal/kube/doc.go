@@ -1,0 +1,5 @@
+// Package kube builds the Kubernetes clients of the commands that talk to
+// the API server (meshid, meshid-ca, meshid-webhook). It is apart from
+// package cli so that meshid-proxy, which never talks to the API server,
+// does not link client-go: a smaller binary and a smaller idle footprint.
+package kube
