@@ -94,6 +94,8 @@ type Config struct {
 	Listen string
 	// AdminListen serves /metrics, /ready and /live; empty means none.
 	AdminListen string
+	// AdminExtra are more admin handlers by mux pattern (pprof, say).
+	AdminExtra map[string]http.Handler
 	// DNSNames go into the serving certificate beside the SPIFFE ID.
 	DNSNames []string
 	// Replica names this CA process in fleet reports; empty means the host
@@ -418,6 +420,9 @@ func (s *Service) setBundle(data map[string][]byte) (bool, error) {
 // AdminHandler serves /metrics, /ready and /live.
 func (s *Service) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	for pattern, h := range s.cfg.AdminExtra {
+		mux.Handle(pattern, h)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{Registry: s.metrics.Registry}))
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")

@@ -67,6 +67,9 @@ func (p *Proxy) identity() Identity {
 
 func (p *Proxy) serveAdmin(ctx context.Context) error {
 	mux := http.NewServeMux()
+	for pattern, h := range p.cfg.AdminExtra {
+		mux.Handle(pattern, h)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.registry, promhttp.HandlerOpts{Registry: p.metrics.registry}))
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {

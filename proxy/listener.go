@@ -101,7 +101,7 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, c net.Conn) {
 	log := p.log.With("direction", dir, "port", n, "remote", c.RemoteAddr().String())
 
 	_ = c.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	br := bufio.NewReader(c)
+	br := bufio.NewReaderSize(c, 16) // the minimum: it only peeks one byte, and lives as long as the connection
 	first, err := br.Peek(1)
 	if err != nil {
 		// A health check or port scan: not worth a warning.

@@ -29,19 +29,38 @@ func (p *Proxy) pipe(dir string, local, peer net.Conn) {
 		last atomic.Int64 // unix nanos of the last byte either way
 	)
 	last.Store(time.Now().UnixNano())
-	wg.Add(2)
+	wg.Add(1)
 	go func() { defer wg.Done(); p.copyHalf(peer, local, toPeer, &last) }()
-	go func() { defer wg.Done(); p.copyHalf(local, peer, fromPeer, &last) }()
+	p.copyHalf(local, peer, fromPeer, &last) // this goroutine carries the other way
 	wg.Wait()
 	local.Close()
 	peer.Close()
 }
 
+// Buffer sizes of copyHalf. A direction reads into a small buffer of its
+// own; when a read fills it, the traffic is bulk and it borrows a large one
+// from bigBuffers until a read comes back small again. An idle connection
+// (most of a mesh's connections, most of the time) so holds 2 x 2 KiB,
+// not 2 x 32 KiB, while bulk transfers still move 32 KiB a read.
+const (
+	smallBuffer = 2 << 10
+	bigBuffer   = 32 << 10
+)
+
+var bigBuffers = sync.Pool{New: func() any { b := make([]byte, bigBuffer); return &b }}
+
 // copyHalf copies src to dst until src ends, then half-closes dst. On an
 // error, or when both directions have been idle for IdleTimeout, it closes
 // both connections.
 func (p *Proxy) copyHalf(dst, src net.Conn, c prometheus.Counter, last *atomic.Int64) {
-	buf := make([]byte, 32<<10)
+	small := make([]byte, smallBuffer)
+	buf := small
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			bigBuffers.Put(big)
+		}
+	}()
 	idle := p.cfg.IdleTimeout
 	for {
 		_ = src.SetReadDeadline(time.Now().Add(idle))
@@ -54,6 +73,14 @@ func (p *Proxy) copyHalf(dst, src net.Conn, c prometheus.Counter, last *atomic.I
 				return
 			}
 			c.Add(float64(n))
+		}
+		switch {
+		case big == nil && n == len(buf): // bulk: read more at a time
+			big = bigBuffers.Get().(*[]byte)
+			buf = *big
+		case big != nil && n < smallBuffer: // quiet again: give the large buffer back
+			bigBuffers.Put(big)
+			big, buf = nil, small
 		}
 		if err == nil {
 			continue

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -77,6 +78,8 @@ type Config struct {
 	WorkloadAPI string
 	// AdminListen serves /metrics, /ready, /live and /identity; empty means none.
 	AdminListen string
+	// AdminExtra are more admin handlers by mux pattern (pprof, say).
+	AdminExtra map[string]http.Handler
 	// HandshakeTimeout bounds a TLS handshake and the dial to the app; 0
 	// means 10 s.
 	HandshakeTimeout time.Duration

@@ -32,6 +32,7 @@ type options struct {
 	backdate        time.Duration
 	tokenCacheTTL   time.Duration
 	listen          string
+	profiling       bool
 	adminListen     string
 	dnsNames        []string
 	replica         string
@@ -56,7 +57,7 @@ func (o *options) config() (ca.Config, error) {
 		Namespace: o.namespace, ServiceAccount: o.serviceAccount,
 		IssuerSecret: o.issuerSecret, IssuerCertFile: o.issuerCertFile, IssuerKeyFile: o.issuerKeyFile,
 		BundleConfigMap: o.trustBundle, BundleFile: o.trustBundleFile, FilePollInterval: o.filePoll,
-		Listen: o.listen, AdminListen: o.adminListen, DNSNames: dns,
+		Listen: o.listen, AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling), DNSNames: dns,
 		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies,
 	}
 	if err := cfg.Validate(); err != nil {
@@ -119,6 +120,7 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", 10*time.Second, "how long a successful token review is reused (never past the token's expiry); 0 disables the cache")
 	fs.StringVar(&o.listen, "listen", ":8443", "address of the gRPC identity API")
 	fs.StringVar(&o.adminListen, "admin-listen", ":9090", "address of /metrics, /ready and /live; empty disables them")
+	cli.ProfilingFlag(fs, &o.profiling)
 	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names for the serving certificate (default meshid-ca, meshid-ca.NAMESPACE, meshid-ca.NAMESPACE.svc, localhost)")
 	fs.StringVar(&o.replica, "replica", "", "name of this replica in fleet reports (default HOSTNAME-PID; the Deployment passes the pod name)")
 	fs.DurationVar(&o.fleetInterval, "fleet-report-interval", 5*time.Second, "how often the proxies this replica serves are published to ConfigMap meshid-fleet-REPLICA; negative disables")

@@ -26,6 +26,7 @@ type options struct {
 	policyFromCA             bool
 	pod                      string
 	workloadAPI, adminListen string
+	profiling                bool
 	log                      cli.LogOptions
 }
 
@@ -40,7 +41,7 @@ func (o *options) config() (proxy.Config, error) {
 		TrustDomain: td, CA: o.ca, TokenFile: o.tokenFile, BundleFile: o.bundleFile,
 		PolicyFile: o.policyFile, DefaultMode: policy.Mode(o.defaultMode), PollInterval: o.pollInterval,
 		PolicyFromCA: o.policyFromCA, Pod: o.pod,
-		AdminListen: o.adminListen, IdleTimeout: o.idleTimeout, DrainTimeout: o.drain, MaxConnections: o.maxConnections,
+		AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling), IdleTimeout: o.idleTimeout, DrainTimeout: o.drain, MaxConnections: o.maxConnections,
 	}
 	if cfg.CAID, err = cli.CAID(o.caID, td); err != nil {
 		return proxy.Config{}, err
@@ -146,6 +147,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the bundle and policy files are checked for changes")
 	fs.StringVar(&o.workloadAPI, "workload-api", "", "serve the SPIFFE Workload API on unix:///PATH")
 	fs.StringVar(&o.adminListen, "admin-listen", ":15000", "address of /metrics, /ready, /live and /identity (kubelet probes and Prometheus reach it on the pod IP); empty disables them")
+	cli.ProfilingFlag(fs, &o.profiling)
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Hour, "close a forwarded connection idle both ways for this long")
 	fs.DurationVar(&o.drain, "drain-timeout", 5*time.Second, "on SIGTERM, how long open connections may finish before they are closed")
 	fs.IntVar(&o.maxConnections, "max-connections", 10000, "connections open at once per listener; more wait to be accepted")
