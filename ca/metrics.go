@@ -19,6 +19,9 @@ type Metrics struct {
 	refusedNow  *prometheus.GaugeVec
 	cacheHits   prometheus.Counter
 	bundleWatch prometheus.Gauge
+	// callerLimited counts what one caller was refused for holding too
+	// much at once, by kind (connections, calls, streams).
+	callerLimited *prometheus.CounterVec
 }
 
 // NewMetrics registers the CA's metrics, and gauges read from store, on a
@@ -51,6 +54,10 @@ func NewMetrics(store *trust.Store) *Metrics {
 			Name: "meshid_ca_token_review_cache_hits_total",
 			Help: "Certify requests whose token review came from the cache.",
 		}),
+		callerLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_ca_caller_limited_total",
+			Help: "Connections, calls and streams refused because one caller (IP address) already held its limit, by kind.",
+		}, []string{"kind"}),
 		bundleWatch: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshid_ca_bundle_watchers",
 			Help: "Open WatchBundle streams.",
@@ -60,9 +67,12 @@ func NewMetrics(store *trust.Store) *Metrics {
 		m.reloads.WithLabelValues("issuer", r)
 		m.reloads.WithLabelValues("bundle", r)
 	}
+	for _, k := range []string{"connections", "calls", "streams"} {
+		m.callerLimited.WithLabelValues(k)
+	}
 	m.refusedNow.WithLabelValues("issuer")
 	m.refusedNow.WithLabelValues("bundle")
-	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.refusedNow, m.cacheHits, m.bundleWatch,
+	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.refusedNow, m.cacheHits, m.bundleWatch, m.callerLimited,
 		&trustCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

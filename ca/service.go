@@ -30,6 +30,7 @@ import (
 	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
 	"github.com/meshid/meshid/ca/authn"
 	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/source"
 	"github.com/meshid/meshid/ca/trust"
@@ -92,6 +93,10 @@ type Config struct {
 
 	// Listen is the gRPC address. Required.
 	Listen string
+	// MaxConnectionsPerCaller, MaxCallsPerCaller and MaxStreamsPerCaller
+	// bound what one IP address may hold open at once; 0 means the
+	// Default, negative means no limit.
+	MaxConnectionsPerCaller, MaxCallsPerCaller, MaxStreamsPerCaller int
 	// AdminListen serves /metrics, /ready and /live; empty means none.
 	AdminListen string
 	// AdminExtra are more admin handlers by mux pattern (pprof, say).
@@ -255,7 +260,15 @@ func (s *Service) Run(ctx context.Context) error {
 		g.Go(func() error { return s.policies.Run(ctx) })
 	}
 
+	limits := newCallerLimits(orDefault(s.cfg.MaxCallsPerCaller, DefaultMaxCallsPerCaller),
+		orDefault(s.cfg.MaxStreamsPerCaller, DefaultMaxStreamsPerCaller), s.metrics)
+	grpcLis = limit.Listener(grpcLis, orDefault(s.cfg.MaxConnectionsPerCaller, DefaultMaxConnectionsPerCaller), func(caller string) {
+		s.metrics.callerLimited.WithLabelValues("connections").Inc()
+		s.cfg.Log.Warn("connection refused: too many from one caller", "caller", caller, "flag", "--max-connections-per-caller")
+	})
 	grpcServer := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(limits.unary),
+		grpc.ChainStreamInterceptor(limits.stream),
 		grpc.Creds(credentials.NewTLS(&tls.Config{
 			MinVersion:     tls.VersionTLS13,
 			GetCertificate: s.serving.GetCertificate,
@@ -439,4 +452,12 @@ func (s *Service) AdminHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// orDefault is v, or def when v is 0; a negative v (no limit) stays.
+func orDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }

@@ -17,28 +17,29 @@ import (
 
 // options are meshid-ca's flags.
 type options struct {
-	kubeconfig      string
-	namespace       string
-	serviceAccount  string
-	issuerSecret    string
-	issuerCertFile  string
-	issuerKeyFile   string
-	trustBundle     string
-	trustBundleFile string
-	filePoll        time.Duration
-	trustDomain     string
-	audience        string
-	leafTTL         time.Duration
-	backdate        time.Duration
-	tokenCacheTTL   time.Duration
-	listen          string
-	profiling       bool
-	adminListen     string
-	dnsNames        []string
-	replica         string
-	watchPolicies   bool
-	fleetInterval   time.Duration
-	log             cli.LogOptions
+	kubeconfig                     string
+	namespace                      string
+	serviceAccount                 string
+	issuerSecret                   string
+	issuerCertFile                 string
+	issuerKeyFile                  string
+	trustBundle                    string
+	trustBundleFile                string
+	filePoll                       time.Duration
+	trustDomain                    string
+	audience                       string
+	leafTTL                        time.Duration
+	backdate                       time.Duration
+	tokenCacheTTL                  time.Duration
+	listen                         string
+	profiling                      bool
+	maxConns, maxCalls, maxStreams int
+	adminListen                    string
+	dnsNames                       []string
+	replica                        string
+	watchPolicies                  bool
+	fleetInterval                  time.Duration
+	log                            cli.LogOptions
 }
 
 // config checks the options and turns them into a ca.Config, less the
@@ -57,7 +58,8 @@ func (o *options) config() (ca.Config, error) {
 		Namespace: o.namespace, ServiceAccount: o.serviceAccount,
 		IssuerSecret: o.issuerSecret, IssuerCertFile: o.issuerCertFile, IssuerKeyFile: o.issuerKeyFile,
 		BundleConfigMap: o.trustBundle, BundleFile: o.trustBundleFile, FilePollInterval: o.filePoll,
-		Listen: o.listen, AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling), DNSNames: dns,
+		Listen: o.listen, AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling),
+		MaxConnectionsPerCaller: o.maxConns, MaxCallsPerCaller: o.maxCalls, MaxStreamsPerCaller: o.maxStreams, DNSNames: dns,
 		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies,
 	}
 	if err := cfg.Validate(); err != nil {
@@ -121,6 +123,9 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.StringVar(&o.listen, "listen", ":8443", "address of the gRPC identity API")
 	fs.StringVar(&o.adminListen, "admin-listen", ":9090", "address of /metrics, /ready and /live; empty disables them")
 	cli.ProfilingFlag(fs, &o.profiling)
+	fs.IntVar(&o.maxConns, "max-connections-per-caller", ca.DefaultMaxConnectionsPerCaller, "connections one IP address may hold open; more are closed at once (-1: no limit)")
+	fs.IntVar(&o.maxCalls, "max-calls-per-caller", ca.DefaultMaxCallsPerCaller, "Certify and other calls one IP address may have in flight; more get RESOURCE_EXHAUSTED (-1: no limit)")
+	fs.IntVar(&o.maxStreams, "max-streams-per-caller", ca.DefaultMaxStreamsPerCaller, "WatchBundle and WatchPolicy streams one IP address may hold open; more get RESOURCE_EXHAUSTED (-1: no limit)")
 	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names for the serving certificate (default meshid-ca, meshid-ca.NAMESPACE, meshid-ca.NAMESPACE.svc, localhost)")
 	fs.StringVar(&o.replica, "replica", "", "name of this replica in fleet reports (default HOSTNAME-PID; the Deployment passes the pod name)")
 	fs.DurationVar(&o.fleetInterval, "fleet-report-interval", 5*time.Second, "how often the proxies this replica serves are published to ConfigMap meshid-fleet-REPLICA; negative disables")

@@ -22,6 +22,7 @@ type options struct {
 	policyFile, defaultMode  string
 	pollInterval             time.Duration
 	idleTimeout, drain       time.Duration
+	handshakeTimeout         time.Duration
 	maxConnections           int
 	policyFromCA             bool
 	pod                      string
@@ -41,7 +42,7 @@ func (o *options) config() (proxy.Config, error) {
 		TrustDomain: td, CA: o.ca, TokenFile: o.tokenFile, BundleFile: o.bundleFile,
 		PolicyFile: o.policyFile, DefaultMode: policy.Mode(o.defaultMode), PollInterval: o.pollInterval,
 		PolicyFromCA: o.policyFromCA, Pod: o.pod,
-		AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling), IdleTimeout: o.idleTimeout, DrainTimeout: o.drain, MaxConnections: o.maxConnections,
+		AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling), IdleTimeout: o.idleTimeout, HandshakeTimeout: o.handshakeTimeout, DrainTimeout: o.drain, MaxConnections: o.maxConnections,
 	}
 	if cfg.CAID, err = cli.CAID(o.caID, td); err != nil {
 		return proxy.Config{}, err
@@ -149,6 +150,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringVar(&o.adminListen, "admin-listen", ":15000", "address of /metrics, /ready, /live and /identity (kubelet probes and Prometheus reach it on the pod IP); empty disables them")
 	cli.ProfilingFlag(fs, &o.profiling)
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Hour, "close a forwarded connection idle both ways for this long")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a peer has to finish its TLS handshake (and to reach the app); a slower one is closed")
 	fs.DurationVar(&o.drain, "drain-timeout", 5*time.Second, "on SIGTERM, how long open connections may finish before they are closed")
 	fs.IntVar(&o.maxConnections, "max-connections", 10000, "connections open at once per listener; more wait to be accepted")
 	o.log.AddFlags(fs)
