@@ -211,7 +211,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	s.cfg.Log.LogAttrs(ctx, slog.LevelInfo, "certificate issued", attrs...)
 
 	resp := &identityv1.CertifyResponse{
-		Leaf:       out.Leaf.Raw,
+		Leaf:       out.DER,
 		ValidUntil: timestamppb.New(out.NotAfter),
 		RenewAfter: timestamppb.New(renew),
 		SpiffeId:   who.ID.String(),

@@ -68,6 +68,10 @@ type Config struct {
 	// Client talks to the API server (TokenReview, and the Secret and
 	// ConfigMap when named). Required.
 	Client kubernetes.Interface
+	// ReviewClient, when set, makes the TokenReviews instead of Client: a
+	// restart storm is a burst of reviews, which deserve a rate limit of
+	// their own (--token-review-qps).
+	ReviewClient kubernetes.Interface
 	// Dynamic reads AuthorizationPolicies; required with WatchPolicies.
 	Dynamic dynamic.Interface
 	// WatchPolicies serves AuthorizationPolicies to proxies (WatchPolicy).
@@ -199,8 +203,12 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: the CA's own identity: %w", err)
 	}
+	reviewClient := cfg.ReviewClient
+	if reviewClient == nil {
+		reviewClient = cfg.Client
+	}
 	reviewer, err := authn.New(authn.Config{
-		Client: cfg.Client, TrustDomain: cfg.TrustDomain, Audience: cfg.Audience,
+		Client: reviewClient, TrustDomain: cfg.TrustDomain, Audience: cfg.Audience,
 		CacheTTL: cfg.TokenCacheTTL, Now: cfg.Now,
 	})
 	if err != nil {

@@ -61,11 +61,15 @@ func (c *servingCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving certificate: %w", err)
 	}
-	chain := [][]byte{out.Leaf.Raw}
+	leaf, err := out.Certificate()
+	if err != nil {
+		return nil, err
+	}
+	chain := [][]byte{out.DER}
 	for _, ic := range out.Intermediates {
 		chain = append(chain, ic.Raw)
 	}
-	c.cert = &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: out.Leaf}
+	c.cert = &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}
 	c.issuerFP = st.Issuer.Fingerprint()
 	c.renewAt = rotation.RenewAt(now, out.NotAfter, 0)
 	return c.cert, nil

@@ -196,15 +196,12 @@ func (kp *KeyPair) Sign(_ context.Context, p LeafParams) (*Issued, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: sign leaf: %w", err)
 	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("issuer: parse signed leaf: %w", err)
-	}
 	return &Issued{
-		Leaf:              leaf,
-		Intermediates:     kp.Certificates(),
-		Serial:            leaf.SerialNumber,
-		NotAfter:          leaf.NotAfter,
+		DER:           der,
+		Intermediates: kp.Certificates(),
+		Serial:        tmpl.SerialNumber,
+		// As encoded: X.509 times have whole seconds.
+		NotAfter:          tmpl.NotAfter.UTC().Truncate(time.Second),
 		IssuerFingerprint: kp.fingerprint,
 	}, nil
 }

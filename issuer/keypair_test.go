@@ -58,7 +58,7 @@ func TestParse(t *testing.T) {
 		{name: "issuer with its anchor appended", cert: append(iss.CertPEM(), anchor.CertPEM()...), key: keyPEM(t, iss), ok: true},
 		{name: "no certificate", cert: nil, key: keyPEM(t, iss)},
 		{name: "key of another CA", cert: iss.CertPEM(), key: keyPEM(t, anchor)},
-		{name: "leaf certificate", cert: bundle.Encode([]*x509.Certificate{leafOut.Leaf}), key: leafKeyPEM},
+		{name: "leaf certificate", cert: bundle.Encode([]*x509.Certificate{mustParse(t, leafOut.DER)}), key: leafKeyPEM},
 		{name: "garbage", cert: []byte("garbage"), key: []byte("garbage")},
 	}
 	for _, tt := range tests {
@@ -112,10 +112,19 @@ func TestSignCapsNotAfter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !out.NotAfter.Equal(iss.Cert.NotAfter) || !out.Leaf.NotAfter.Equal(iss.Cert.NotAfter) {
+	if !out.NotAfter.Equal(iss.Cert.NotAfter) || !mustParse(t, out.DER).NotAfter.Equal(out.NotAfter) {
 		t.Fatalf("leaf NotAfter %s, want the issuer's %s", out.NotAfter, iss.Cert.NotAfter)
 	}
 	if out.IssuerFingerprint != iss.Fingerprint() || !out.Intermediates[0].Equal(iss.Cert) {
 		t.Fatal("Issued does not name its issuer")
 	}
+}
+
+func mustParse(t *testing.T, der []byte) *x509.Certificate {
+	t.Helper()
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

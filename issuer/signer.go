@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"fmt"
 	"math/big"
 	"time"
 )
@@ -26,8 +27,9 @@ type LeafParams struct {
 
 // Issued is a signed leaf and the chain that goes with it.
 type Issued struct {
-	// Leaf is the signed certificate.
-	Leaf *x509.Certificate
+	// DER is the signed certificate. It is not parsed again: the CA sends it
+	// as it is, and crypto/x509 has already verified its signature.
+	DER []byte
 	// Intermediates lead from Leaf's issuer towards an anchor, issuer first,
 	// anchors excluded.
 	Intermediates []*x509.Certificate
@@ -36,4 +38,13 @@ type Issued struct {
 	NotAfter time.Time
 	// IssuerFingerprint is the hex SHA-256 of the issuing certificate.
 	IssuerFingerprint string
+}
+
+// Certificate parses DER, for the callers that need the leaf's fields.
+func (i *Issued) Certificate() (*x509.Certificate, error) {
+	c, err := x509.ParseCertificate(i.DER)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: parse signed leaf: %w", err)
+	}
+	return c, nil
 }

@@ -44,7 +44,7 @@ func signCSR(ctx context.Context, iss *issuer.KeyPair, der []byte, now time.Time
 		return nil, err
 	}
 	resp := &identityv1.CertifyResponse{
-		Leaf: out.Leaf.Raw, SpiffeId: id.String(),
+		Leaf: out.DER, SpiffeId: id.String(),
 		ValidUntil: timestamppb.New(out.NotAfter), RenewAfter: timestamppb.New(rotation.RenewAt(now, out.NotAfter, 0.5)),
 		ServerTime: timestamppb.New(now),
 	}

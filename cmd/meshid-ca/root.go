@@ -34,6 +34,7 @@ type options struct {
 	listen                         string
 	profiling                      bool
 	maxConns, maxCalls, maxStreams int
+	reviewQPS                      float32
 	adminListen                    string
 	dnsNames                       []string
 	replica                        string
@@ -123,6 +124,7 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.StringVar(&o.listen, "listen", ":8443", "address of the gRPC identity API")
 	fs.StringVar(&o.adminListen, "admin-listen", ":9090", "address of /metrics, /ready and /live; empty disables them")
 	cli.ProfilingFlag(fs, &o.profiling)
+	fs.Float32Var(&o.reviewQPS, "token-review-qps", 1000, "TokenReviews a second this CA may send (bursts of twice that); the API server's priority and fairness still applies. A restart storm of N new pods needs N reviews")
 	fs.IntVar(&o.maxConns, "max-connections-per-caller", ca.DefaultMaxConnectionsPerCaller, "connections one IP address may hold open; more are closed at once (-1: no limit)")
 	fs.IntVar(&o.maxCalls, "max-calls-per-caller", ca.DefaultMaxCallsPerCaller, "Certify and other calls one IP address may have in flight; more get RESOURCE_EXHAUSTED (-1: no limit)")
 	fs.IntVar(&o.maxStreams, "max-streams-per-caller", ca.DefaultMaxStreamsPerCaller, "WatchBundle and WatchPolicy streams one IP address may hold open; more get RESOURCE_EXHAUSTED (-1: no limit)")
@@ -146,6 +148,9 @@ func run(ctx context.Context, o *options, cmd *cobra.Command) error {
 		return err
 	}
 	if cfg.Client, err = kube.KubeClient(o.kubeconfig, "meshid-ca"); err != nil {
+		return err
+	}
+	if cfg.ReviewClient, err = kube.KubeClientQPS(o.kubeconfig, "meshid-ca", o.reviewQPS); err != nil {
 		return err
 	}
 	if cfg.Dynamic, err = kube.DynamicClient(o.kubeconfig, "meshid-ca"); err != nil {

@@ -39,7 +39,11 @@ func leafPEM(t *testing.T, iss *issuer.KeyPair) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return bundle.Encode([]*x509.Certificate{out.Leaf})
+	leaf, err := out.Certificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bundle.Encode([]*x509.Certificate{leaf})
 }
 
 // kubectl runs the cluster's kubectl as admin.

@@ -228,7 +228,11 @@ func (c *Cert) mint() error {
 	if err != nil {
 		return err
 	}
-	c.cur.Store(&tls.Certificate{Certificate: [][]byte{out.Leaf.Raw}, PrivateKey: key, Leaf: out.Leaf})
+	leaf, err := out.Certificate()
+	if err != nil {
+		return err
+	}
+	c.cur.Store(&tls.Certificate{Certificate: [][]byte{out.DER}, PrivateKey: key, Leaf: leaf})
 	c.cfg.Log.Info("webhook serving certificate minted", "not_after", out.NotAfter)
 	return nil
 }

@@ -28,9 +28,18 @@ func RESTConfig(path, userAgent string) (*rest.Config, error) {
 
 // KubeClient builds a clientset (see RESTConfig).
 func KubeClient(path, userAgent string) (kubernetes.Interface, error) {
+	return KubeClientQPS(path, userAgent, 0)
+}
+
+// KubeClientQPS is KubeClient with its own client-side rate limit: qps
+// requests a second, bursts of twice that; 0 keeps RESTConfig's.
+func KubeClientQPS(path, userAgent string, qps float32) (kubernetes.Interface, error) {
 	cfg, err := RESTConfig(path, userAgent)
 	if err != nil {
 		return nil, err
+	}
+	if qps > 0 {
+		cfg.QPS, cfg.Burst = qps, int(2*qps)
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
