@@ -1,0 +1,439 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/rotation/bundle"
+	"github.com/meshid/meshid/test/bench"
+)
+
+const (
+	audience    = "identity.meshid.dev"
+	trustDomain = "cluster.local"
+	caNS        = "meshid"
+)
+
+// pki is the trust material of the run, stored for meshid-ca as its issuer
+// Secret and bundle ConfigMap.
+type pki struct {
+	anchor, issuer *issuer.KeyPair
+	bundle         *bundle.Bundle
+}
+
+func newPKI(ctx context.Context, client kubernetes.Interface) (*pki, error) {
+	anchor, err := issuer.NewAnchor(issuer.CAParams{CommonName: "bench anchor", TTL: 48 * time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	iss, err := anchor.NewIntermediate(issuer.CAParams{CommonName: "bench issuer", TTL: 24 * time.Hour, MaxPathLenZero: true})
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := iss.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	b, err := bundle.Parse(anchor.CertPEM())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: caNS}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	if _, err := client.CoreV1().Secrets(caNS).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshid-issuer"},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{"tls.crt": iss.CertPEM(), "tls.key": keyPEM},
+	}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	if _, err := client.CoreV1().ConfigMaps(caNS).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshid-trust-bundle"},
+		Data:       map[string]string{"ca-bundle.crt": string(anchor.CertPEM())},
+	}, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	return &pki{anchor: anchor, issuer: iss, bundle: b}, nil
+}
+
+// caProc is a running meshid-ca and a way to call it.
+type caProc struct {
+	*bench.Proc
+	addr, admin string
+}
+
+// startCA runs meshid-ca under pin and waits until it is ready.
+func (r *runner) startCA(pin bench.Pinned, name string, args ...string) (*caProc, error) {
+	addr, admin := freeAddr(), freeAddr()
+	p, err := pin.Start(r.work, name, filepath.Join(r.bin, "meshid-ca"), append([]string{
+		"--kubeconfig", r.cluster.Kubeconfig, "--namespace", caNS,
+		"--issuer-secret", "meshid-issuer", "--trust-bundle", "meshid-trust-bundle",
+		"--listen", addr, "--admin-listen", admin, "--fleet-report-interval", "-1s",
+		// All the load comes from one address here; in a cluster, from a pod each.
+		"--max-connections-per-caller", "-1", "--max-calls-per-caller", "-1", "--profiling",
+	}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	err = p.WaitFor(30*time.Second, func() error {
+		resp, err := http.Get("http://" + admin + "/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/ready: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return &caProc{Proc: p, addr: addr, admin: admin}, nil
+}
+
+// clients opens n connections to the CA, as n proxies would.
+func (r *runner) clients(ca *caProc, n int) ([]identityv1.IdentityClient, func(), error) {
+	var out []identityv1.IdentityClient
+	var closers []func() error
+	for range n {
+		conn, err := rotation.DialCA(ca.addr, r.pki.bundle.X509Bundle(spiffeid.RequireTrustDomainFromString(trustDomain)),
+			spiffeid.RequireFromSegments(spiffeid.RequireTrustDomainFromString(trustDomain), "ns", caNS, "sa", "meshid-ca"))
+		if err != nil {
+			return nil, nil, err
+		}
+		closers = append(closers, conn.Close)
+		out = append(out, identityv1.NewIdentityClient(conn))
+	}
+	return out, func() {
+		for _, c := range closers {
+			_ = c()
+		}
+	}, nil
+}
+
+// serviceAccounts creates n service accounts in ns.
+func (r *runner) serviceAccounts(ctx context.Context, ns string, n int) error {
+	if _, err := r.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	run := bench.Batch(ctx, n, 16, func(ctx context.Context, i int) error {
+		_, err := r.kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("sa-%d", i)}}, metav1.CreateOptions{})
+		return err
+	})
+	return run.FirstErr
+}
+
+// tokens asks for a new token of each of the n service accounts of ns.
+func (r *runner) tokens(ctx context.Context, ns string, n int) ([]string, error) {
+	toks := make([]string, n)
+	run := bench.Batch(ctx, n, 16, func(ctx context.Context, i int) error {
+		tr, err := r.kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, fmt.Sprintf("sa-%d", i), &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](3600)},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		toks[i] = tr.Status.Token
+		return nil
+	})
+	return toks, run.FirstErr
+}
+
+func workloadID(ns string, i int) string {
+	return fmt.Sprintf("spiffe://%s/ns/%s/sa/sa-%d", trustDomain, ns, i)
+}
+
+// issuance measures the CA: the raw limit, meshid-ca and SPIRE server at
+// each concurrency, and the restart storm.
+func (r *runner) issuance(ctx context.Context) error {
+	if err := r.serviceAccounts(ctx, "bench", 1); err != nil {
+		return err
+	}
+	toks, err := r.tokens(ctx, "bench", 1)
+	if err != nil {
+		return err
+	}
+	csr, err := bench.CSR(workloadID("bench", 0))
+	if err != nil {
+		return err
+	}
+
+	// The raw limit, in a child pinned like the CA.
+	for range r.runs {
+		v, err := r.rawLimit(csr)
+		if err != nil {
+			return err
+		}
+		r.fig("ca/raw").Add(v)
+	}
+	log.Printf("raw limit: %s certificates/s on CPU %s", r.fig("ca/raw"), r.server.CPUs)
+
+	ca, err := r.startCA(r.server, "meshid-ca")
+	if err != nil {
+		return err
+	}
+	defer ca.Stop()
+	clients, closeAll, err := r.clients(ca, slicesMax(r.concurrency))
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	for _, c := range r.concurrency {
+		for i := range r.runs {
+			wait := func() {}
+			if i == 0 && c == slicesMax(r.concurrency) {
+				wait = r.profile(ca.admin, fmt.Sprintf("meshid-ca-c%d", c), r.duration-time.Second)
+			}
+			run := bench.Load(ctx, c, r.duration, func(ctx context.Context, w int) error {
+				_, err := clients[w%len(clients)].Certify(ctx, &identityv1.CertifyRequest{Csr: csr, Token: toks[0]})
+				return err
+			})
+			wait()
+			if run.FirstErr != nil {
+				return fmt.Errorf("meshid-ca at concurrency %d: %w", c, run.FirstErr)
+			}
+			r.record(fmt.Sprintf("ca/meshid/c%d", c), run)
+		}
+		log.Printf("meshid-ca c=%d: %s certificates/s, p99 %s ms", c, r.fig(fmt.Sprintf("ca/meshid/c%d/rate", c)), r.fig(fmt.Sprintf("ca/meshid/c%d/p99", c)))
+	}
+	if rss, err := ca.RSS(); err == nil {
+		r.fig("ca/meshid/rss").Add(float64(rss) / (1 << 20))
+	}
+	ca.Stop()
+
+	if err := r.storm(ctx); err != nil {
+		return err
+	}
+	if r.spireBin != "" {
+		return r.spire(ctx)
+	}
+	return nil
+}
+
+// rawLimit runs `bench raw-limit` pinned to the server CPUs.
+func (r *runner) rawLimit(csr []byte) (float64, error) {
+	keyPEM, err := r.pki.issuer.KeyPEM()
+	if err != nil {
+		return 0, err
+	}
+	certFile, keyFile, csrFile := filepath.Join(r.work, "issuer.crt"), filepath.Join(r.work, "issuer.key"), filepath.Join(r.work, "raw.csr")
+	for f, b := range map[string][]byte{
+		certFile: r.pki.issuer.CertPEM(), keyFile: keyPEM,
+		csrFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}),
+	} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			return 0, err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	out, err := r.server.Command(self, "raw-limit", "--issuer-cert", certFile, "--issuer-key", keyFile,
+		"--csr", csrFile, "--duration", r.duration.String(), "--workers", fmt.Sprint(max(1, r.server.GOMAXPROCS))).Output()
+	if err != nil {
+		return 0, fmt.Errorf("raw-limit: %w", err)
+	}
+	var v float64
+	_, err = fmt.Sscan(strings.TrimSpace(string(out)), &v)
+	return v, err
+}
+
+// storm: a cold meshid-ca certifies 1,000 service accounts, each with a
+// token it has never seen (one TokenReview each); the reference is the
+// API server reviewing the same number of new tokens on its own.
+func (r *runner) storm(ctx context.Context) error {
+	const n, c = 1000, 64
+	if err := r.serviceAccounts(ctx, "storm", n); err != nil {
+		return err
+	}
+	csrs := make([][]byte, n)
+	for i := range csrs {
+		var err error
+		if csrs[i], err = bench.CSR(workloadID("storm", i)); err != nil {
+			return err
+		}
+	}
+	for range r.runs {
+		toks, err := r.tokens(ctx, "storm", n)
+		if err != nil {
+			return err
+		}
+		started := time.Now()
+		ca, err := r.startCA(r.server, "meshid-ca-storm")
+		if err != nil {
+			return err
+		}
+		ready := time.Since(started)
+		clients, closeAll, err := r.clients(ca, c)
+		if err != nil {
+			ca.Stop()
+			return err
+		}
+		run := bench.Batch(ctx, n, c, func(ctx context.Context, i int) error {
+			_, err := clients[i%c].Certify(ctx, &identityv1.CertifyRequest{Csr: csrs[i], Token: toks[i]})
+			return err
+		})
+		closeAll()
+		ca.Stop()
+		if run.FirstErr != nil {
+			return fmt.Errorf("storm: %w", run.FirstErr)
+		}
+		r.fig("storm/meshid/seconds").Add(run.Elapsed.Seconds())
+		r.fig("storm/meshid/ready").Add(ready.Seconds())
+
+		toks, err = r.tokens(ctx, "storm", n)
+		if err != nil {
+			return err
+		}
+		ref := bench.Batch(ctx, n, c, func(ctx context.Context, i int) error {
+			tr, err := r.kube.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
+				Spec: authenticationv1.TokenReviewSpec{Token: toks[i], Audiences: []string{audience}},
+			}, metav1.CreateOptions{})
+			if err == nil && !tr.Status.Authenticated {
+				err = fmt.Errorf("token review: not authenticated: %s", tr.Status.Error)
+			}
+			return err
+		})
+		if ref.FirstErr != nil {
+			return fmt.Errorf("storm reference: %w", ref.FirstErr)
+		}
+		r.fig("storm/tokenreview/seconds").Add(ref.Elapsed.Seconds())
+	}
+	log.Printf("storm: meshid-ca %s s for %d certificates (ready in %s s); TokenReview alone %s s",
+		r.fig("storm/meshid/seconds"), n, r.fig("storm/meshid/ready"), r.fig("storm/tokenreview/seconds"))
+	return nil
+}
+
+// spire measures SPIRE server's MintX509SVID the same way.
+func (r *runner) spire(ctx context.Context) error {
+	start := func(name string) (*bench.SPIRE, error) {
+		dir := filepath.Join(r.work, name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		return bench.StartSPIRE(ctx, filepath.Join(r.spireBin, "spire-server"), dir, r.server.CPUs, r.server.GOMAXPROCS)
+	}
+	mint := func(s *bench.SPIRE, csr []byte) error {
+		chain, err := s.Mint(ctx, csr, time.Hour)
+		if err == nil && len(chain) == 0 {
+			err = fmt.Errorf("MintX509SVID returned no certificate")
+		}
+		return err
+	}
+	s, err := start("spire")
+	if err != nil {
+		return err
+	}
+	csr, err := bench.CSR("spiffe://bench.local/ns/bench/sa/sa-0")
+	if err != nil {
+		return err
+	}
+	for _, c := range r.concurrency {
+		for range r.runs {
+			run := bench.Load(ctx, c, r.duration, func(context.Context, int) error { return mint(s, csr) })
+			if run.FirstErr != nil {
+				s.Stop()
+				return fmt.Errorf("spire at concurrency %d: %w", c, run.FirstErr)
+			}
+			r.record(fmt.Sprintf("ca/spire/c%d", c), run)
+		}
+		log.Printf("spire-server c=%d: %s certificates/s, p99 %s ms", c, r.fig(fmt.Sprintf("ca/spire/c%d/rate", c)), r.fig(fmt.Sprintf("ca/spire/c%d/p99", c)))
+	}
+	if rss, err := rssOf(s.PID()); err == nil {
+		r.fig("ca/spire/rss").Add(float64(rss) / (1 << 20))
+	}
+	_ = s.Stop()
+
+	const n, c = 1000, 64
+	csrs := make([][]byte, n)
+	for i := range csrs {
+		if csrs[i], err = bench.CSR(fmt.Sprintf("spiffe://bench.local/ns/storm/sa/sa-%d", i)); err != nil {
+			return err
+		}
+	}
+	for i := range r.runs {
+		s, err := start(fmt.Sprintf("spire-storm-%d", i))
+		if err != nil {
+			return err
+		}
+		run := bench.Batch(ctx, n, c, func(_ context.Context, i int) error { return mint(s, csrs[i]) })
+		_ = s.Stop()
+		if run.FirstErr != nil {
+			return fmt.Errorf("spire storm: %w", run.FirstErr)
+		}
+		r.fig("storm/spire/seconds").Add(run.Elapsed.Seconds())
+	}
+	log.Printf("storm: spire-server %s s", r.fig("storm/spire/seconds"))
+	return nil
+}
+
+// record keeps a load's rate and latency quantiles under prefix.
+func (r *runner) record(prefix string, run bench.Run) {
+	r.fig(prefix + "/rate").Add(run.PerSec)
+	r.fig(prefix + "/p50").Add(bench.Millis(run.Lat.Quantile(0.50)))
+	r.fig(prefix + "/p99").Add(bench.Millis(run.Lat.Quantile(0.99)))
+}
+
+// rawLimitMain is `bench raw-limit`: the child that measures the limit.
+func rawLimitMain(args []string) error {
+	fs := newFlagSet("raw-limit")
+	certFile := fs.String("issuer-cert", "", "issuer certificate PEM")
+	keyFile := fs.String("issuer-key", "", "issuer key PEM")
+	csrFile := fs.String("csr", "", "CSR PEM")
+	d := fs.Duration("duration", 5*time.Second, "how long to sign")
+	workers := fs.Int("workers", 1, "signing goroutines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	certPEM, err := os.ReadFile(*certFile)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return err
+	}
+	kp, err := issuer.Parse(certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	csrPEM, err := os.ReadFile(*csrFile)
+	if err != nil {
+		return err
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil {
+		return fmt.Errorf("%s: no PEM", *csrFile)
+	}
+	if _, err := x509.ParseCertificateRequest(block.Bytes); err != nil {
+		return err
+	}
+	v, err := bench.RawLimit(kp, block.Bytes, *workers, *d)
+	if err != nil {
+		return err
+	}
+	fmt.Println(v)
+	return nil
+}

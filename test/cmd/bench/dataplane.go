@@ -1,0 +1,383 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/test/bench"
+)
+
+// path is one way from the client to the app: direct, through the meshid
+// proxy pair, or through the nginx pair.
+type path struct {
+	name       string
+	echo, bulk string        // where the client connects
+	procs      []*bench.Proc // the proxies, for RSS; none for direct
+}
+
+const (
+	latencyRate  = 1000    // requests per second in the latency runs
+	bulkBytes    = 1 << 30 // bytes per bulk run
+	heldConns    = 1000    // connections held open for the memory reading
+	connWorkers  = 16      // concurrent new connections
+	dataplaneSAs = 2       // sa-0 is web (client side), sa-1 is db (server side)
+	mib          = 1 << 20 // bytes in a MiB
+)
+
+// dataPlane measures the proxies against a direct connection and nginx.
+func (r *runner) dataPlane(ctx context.Context) error {
+	ca, err := r.startCA(bench.Pinned{}, "meshid-ca-dataplane")
+	if err != nil {
+		return err
+	}
+	defer ca.Stop()
+	if err := r.serviceAccounts(ctx, "dp", dataplaneSAs); err != nil {
+		return err
+	}
+	toks, err := r.tokens(ctx, "dp", dataplaneSAs)
+	if err != nil {
+		return err
+	}
+	anchorsFile := filepath.Join(r.work, "anchors.pem")
+	if err := os.WriteFile(anchorsFile, r.pki.anchor.CertPEM(), 0o600); err != nil {
+		return err
+	}
+
+	// The apps, on the load CPUs.
+	echoL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer bench.ServeEcho(echoL).Close()
+	bulkL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer bulkL.Close()
+	bench.ServeBulk(bulkL)
+	direct := &path{name: "direct", echo: echoL.Addr().String(), bulk: bulkL.Addr().String()}
+
+	mesh, err := r.meshPair(ca, toks, anchorsFile, direct)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, p := range mesh.procs {
+			p.Stop()
+		}
+	}()
+	paths := []*path{direct, mesh}
+	var tlsFiles [dataplaneSAs]bench.NginxTLS
+	for i := range dataplaneSAs {
+		if tlsFiles[i], err = r.svidFiles(ctx, ca, toks[i], fmt.Sprintf("sa-%d", i), anchorsFile); err != nil {
+			return err
+		}
+	}
+	if r.nginx != "" {
+		ng, err := r.nginxPair(tlsFiles, direct)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for _, p := range ng.procs {
+				p.Stop()
+			}
+		}()
+		paths = append(paths, ng)
+	} else {
+		r.note("nginx was skipped (--nginx empty).")
+	}
+	proxied := paths[1:]
+
+	for _, p := range proxied {
+		r.rss("idle", p)
+	}
+	for run := range r.runs {
+		for _, p := range rotate(paths, run) {
+			if err := r.latency(p); err != nil {
+				return err
+			}
+		}
+	}
+	for run := range r.runs {
+		for _, p := range rotate(paths, run) {
+			res := bench.Load(ctx, connWorkers, r.duration, func(context.Context, int) error { return bench.NewConnection(p.echo) })
+			if res.FirstErr != nil {
+				return fmt.Errorf("new connections via %s: %w", p.name, res.FirstErr)
+			}
+			r.fig("conns/" + p.name).Add(res.PerSec)
+		}
+		v, err := r.rawTLS(tlsFiles)
+		if err != nil {
+			return err
+		}
+		r.fig("conns/raw").Add(v)
+	}
+	for run := range r.runs {
+		for _, p := range rotate(paths, run) {
+			v, err := bench.Bulk(p.bulk, bulkBytes)
+			if err != nil {
+				return err
+			}
+			r.fig("bulk/" + p.name).Add(v)
+		}
+	}
+	for _, p := range proxied {
+		if err := r.held(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range paths {
+		log.Printf("%s: latency p50 %s p99 %s p99.9 %s ms; %s conns/s; %s MB/s", p.name,
+			r.fig("lat/"+p.name+"/p50"), r.fig("lat/"+p.name+"/p99"), r.fig("lat/"+p.name+"/p999"),
+			r.fig("conns/"+p.name), r.fig("bulk/"+p.name))
+	}
+	return nil
+}
+
+// rotate starts the order of paths at a different one each run, so that a
+// drift of the machine does not always favour the same path.
+func rotate(paths []*path, run int) []*path {
+	k := run % len(paths)
+	return append(append([]*path{}, paths[k:]...), paths[:k]...)
+}
+
+// meshPair starts the web (outbound) and db (inbound) meshid-proxies.
+func (r *runner) meshPair(ca *caProc, toks []string, anchorsFile string, app *path) (*path, error) {
+	dbID := workloadID("dp", 1)
+	in, bulkIn, out, bulkOut := freeAddr(), freeAddr(), freeAddr(), freeAddr()
+	db, err := r.startProxy(ca, "db-proxy", toks[1], anchorsFile,
+		"--inbound", in+"="+app.echo, "--inbound", bulkIn+"="+app.bulk, "--default-mode", "cluster-authenticated")
+	if err != nil {
+		return nil, err
+	}
+	web, err := r.startProxy(ca, "web-proxy", toks[0], anchorsFile,
+		"--outbound", out+"="+in+",id="+dbID, "--outbound", bulkOut+"="+bulkIn+",id="+dbID)
+	if err != nil {
+		db.Stop()
+		return nil, err
+	}
+	return &path{name: "meshid", echo: out, bulk: bulkOut, procs: []*bench.Proc{web, db}}, nil
+}
+
+func (r *runner) startProxy(ca *caProc, name, token, anchorsFile string, args ...string) (*bench.Proc, error) {
+	tokenFile := filepath.Join(r.work, name+".token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		return nil, err
+	}
+	admin := freeAddr()
+	p, err := r.server.Start(r.work, name, filepath.Join(r.bin, "meshid-proxy"), append([]string{
+		"--ca", ca.addr, "--ca-id", fmt.Sprintf("spiffe://%s/ns/%s/sa/meshid-ca", trustDomain, caNS),
+		"--token-file", tokenFile, "--trust-bundle-file", anchorsFile, "--admin-listen", admin,
+	}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	err = p.WaitFor(30*time.Second, func() error {
+		resp, err := http.Get("http://" + admin + "/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/ready: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// svidFiles certifies a service account and writes its SVID for nginx and
+// the raw handshake loop.
+func (r *runner) svidFiles(ctx context.Context, ca *caProc, token, name, anchorsFile string) (bench.NginxTLS, error) {
+	clients, closeAll, err := r.clients(ca, 1)
+	if err != nil {
+		return bench.NginxTLS{}, err
+	}
+	defer closeAll()
+	issued, err := rotation.Certify(ctx, clients[0], token)
+	if err != nil {
+		return bench.NginxTLS{}, err
+	}
+	certPEM, keyPEM, err := issued.SVID.Marshal()
+	if err != nil {
+		return bench.NginxTLS{}, err
+	}
+	t := bench.NginxTLS{
+		CertFile: filepath.Join(r.work, name+".pem"), KeyFile: filepath.Join(r.work, name+".key"), AnchorsFile: anchorsFile,
+	}
+	if err := os.WriteFile(t.CertFile, certPEM, 0o600); err != nil {
+		return t, err
+	}
+	return t, os.WriteFile(t.KeyFile, keyPEM, 0o600)
+}
+
+// nginxPair starts two nginx stream proxies doing the meshid pair's job.
+func (r *runner) nginxPair(t [dataplaneSAs]bench.NginxTLS, app *path) (*path, error) {
+	in, bulkIn, out, bulkOut := freeAddr(), freeAddr(), freeAddr(), freeAddr()
+	db, err := bench.StartNginx(r.nginx, filepath.Join(r.work, "nginx-db"), r.server, []string{in, bulkIn},
+		bench.NginxInbound(in, app.echo, t[1]), bench.NginxInbound(bulkIn, app.bulk, t[1]))
+	if err != nil {
+		return nil, err
+	}
+	web, err := bench.StartNginx(r.nginx, filepath.Join(r.work, "nginx-web"), r.server, []string{out, bulkOut},
+		bench.NginxOutbound(out, in, t[0]), bench.NginxOutbound(bulkOut, bulkIn, t[0]))
+	if err != nil {
+		db.Stop()
+		return nil, err
+	}
+	return &path{name: "nginx", echo: out, bulk: bulkOut, procs: []*bench.Proc{web, db}}, nil
+}
+
+// rss records the resident memory of each proxy of p (in MiB) under label.
+func (r *runner) rss(label string, p *path) {
+	for i, proc := range p.procs {
+		if v, err := proc.RSS(); err == nil {
+			r.fig(fmt.Sprintf("rss/%s/%s/%d", label, p.name, i)).Add(float64(v) / mib)
+		}
+	}
+}
+
+// latency sends 1 KiB requests at latencyRate on kept-alive connections for
+// the run's duration, and records the quantiles and the proxies' peak RSS.
+func (r *runner) latency(p *path) error {
+	body := []byte(strings.Repeat("q", bench.PayloadSize))
+	target := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: "http://" + p.echo + "/", Body: body})
+	attacker := vegeta.NewAttacker(vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
+	done := make(chan struct{})
+	var peak sync.Map
+	go func() { // sample the proxies' RSS while the load runs
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			for i, proc := range p.procs {
+				if v, err := proc.RSS(); err == nil {
+					if old, ok := peak.Load(i); !ok || v > old.(int64) {
+						peak.Store(i, v)
+					}
+				}
+			}
+		}
+	}()
+	var lat bench.Latencies
+	failed := 0
+	var firstErr string
+	for res := range attacker.Attack(target, vegeta.Rate{Freq: latencyRate, Per: time.Second}, r.duration, p.name) {
+		if res.Error != "" || res.Code != http.StatusOK {
+			failed++
+			if firstErr == "" {
+				firstErr = fmt.Sprintf("code %d: %s", res.Code, res.Error)
+			}
+			continue
+		}
+		lat = append(lat, res.Latency)
+	}
+	close(done)
+	if failed > 0 {
+		return fmt.Errorf("latency via %s: %d requests failed, first: %s", p.name, failed, firstErr)
+	}
+	r.fig("lat/" + p.name + "/p50").Add(bench.Millis(lat.Quantile(0.50)))
+	r.fig("lat/" + p.name + "/p99").Add(bench.Millis(lat.Quantile(0.99)))
+	r.fig("lat/" + p.name + "/p999").Add(bench.Millis(lat.Quantile(0.999)))
+	peak.Range(func(k, v any) bool {
+		r.fig(fmt.Sprintf("rss/load/%s/%d", p.name, k.(int))).Add(float64(v.(int64)) / mib)
+		return true
+	})
+	return nil
+}
+
+// held opens heldConns connections through p, each with one request done,
+// and records the proxies' RSS while they are open.
+func (r *runner) held(p *path) error {
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range heldConns {
+		c, err := bench.Hold(p.echo)
+		if err != nil {
+			return fmt.Errorf("hold %d connections via %s: %w", heldConns, p.name, err)
+		}
+		conns = append(conns, c)
+	}
+	r.rss("held", p)
+	return nil
+}
+
+// rawTLS runs `bench raw-tls` pinned to the server CPUs.
+func (r *runner) rawTLS(t [dataplaneSAs]bench.NginxTLS) (float64, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	out, err := r.server.Command(self, "raw-tls", "--client-cert", t[0].CertFile, "--client-key", t[0].KeyFile,
+		"--server-cert", t[1].CertFile, "--server-key", t[1].KeyFile, "--anchors", t[0].AnchorsFile,
+		"--duration", r.duration.String(), "--workers", fmt.Sprint(connWorkers)).Output()
+	if err != nil {
+		return 0, fmt.Errorf("raw-tls: %w", err)
+	}
+	var v float64
+	_, err = fmt.Sscan(strings.TrimSpace(string(out)), &v)
+	return v, err
+}
+
+// rawTLSMain is `bench raw-tls`: the child that measures the handshake limit.
+func rawTLSMain(args []string) error {
+	fs := newFlagSet("raw-tls")
+	clientCert := fs.String("client-cert", "", "client certificate chain PEM")
+	clientKey := fs.String("client-key", "", "client key PEM")
+	serverCert := fs.String("server-cert", "", "server certificate chain PEM")
+	serverKey := fs.String("server-key", "", "server key PEM")
+	anchorsFile := fs.String("anchors", "", "trust anchors PEM")
+	d := fs.Duration("duration", 5*time.Second, "how long to connect")
+	workers := fs.Int("workers", connWorkers, "client goroutines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	client, err := tls.LoadX509KeyPair(*clientCert, *clientKey)
+	if err != nil {
+		return err
+	}
+	server, err := tls.LoadX509KeyPair(*serverCert, *serverKey)
+	if err != nil {
+		return err
+	}
+	pemBytes, err := os.ReadFile(*anchorsFile)
+	if err != nil {
+		return err
+	}
+	anchors := x509.NewCertPool()
+	if !anchors.AppendCertsFromPEM(pemBytes) {
+		return fmt.Errorf("%s: no certificates", *anchorsFile)
+	}
+	v, err := bench.RawHandshakes(server, client, anchors, *workers, *d)
+	if err != nil {
+		return err
+	}
+	fmt.Println(v)
+	return nil
+}
