@@ -6,10 +6,11 @@ SHELL := bash
 MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 
 GO ?= go
-# The Go release meshid is built and tested with: go1.26.11 has the fixes
-# for the standard library vulnerabilities govulncheck reports in go1.26.8.
-# The go command fetches it from the module proxy once (76 MB).
-export GOTOOLCHAIN ?= go1.26.11
+# The Go release meshid is built and tested with is go.mod's toolchain line
+# (go1.26.11: it has the fixes for the standard library vulnerabilities
+# govulncheck reports in go1.26.8). The go command fetches it from the
+# module proxy once (76 MB); the machine's own Go only starts it.
+export GOTOOLCHAIN ?= $(shell sed -n 's/^toolchain //p' go.mod)
 BIN := bin
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 PROTO := ca/api/identity/v1/identity.proto
