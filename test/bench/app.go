@@ -34,32 +34,23 @@ func ServeEcho(l net.Listener) *http.Server {
 // count and a newline, and the server writes that many bytes and closes.
 func ServeBulk(l net.Listener) {
 	chunk := make([]byte, 64<<10)
-	go func() {
-		for {
-			c, err := l.Accept()
+	acceptEach(l, func(c net.Conn) {
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+		if err != nil {
+			return
+		}
+		for n > 0 {
+			w, err := c.Write(chunk[:min(n, int64(len(chunk)))])
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err != nil {
-					return
-				}
-				n, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
-				if err != nil {
-					return
-				}
-				for n > 0 {
-					w, err := c.Write(chunk[:min(n, int64(len(chunk)))])
-					if err != nil {
-						return
-					}
-					n -= int64(w)
-				}
-			}()
+			n -= int64(w)
 		}
-	}()
+	})
 }
 
 // Bulk asks the bulk server behind addr for n bytes over one connection and

@@ -5,8 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"sync"
-	"sync/atomic"
+	"net"
 	"time"
 )
 
@@ -37,52 +36,19 @@ func RawHandshakes(server, client tls.Certificate, anchors *x509.CertPool, worke
 		return 0, err
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var b [1]byte
-				if _, err := io.ReadFull(c, b[:]); err == nil {
-					_, _ = c.Write(b[:])
-				}
-			}()
+	acceptEach(l, func(c net.Conn) {
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err == nil {
+			_, _ = c.Write(b[:])
 		}
-	}()
+	})
 	cfg := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{client},
 		InsecureSkipVerify: true, // verified by VerifyConnection, as SVIDs have no DNS name
 		VerifyConnection:   verify,
 	}
-	var (
-		n        atomic.Int64
-		firstErr atomic.Value
-		wg       sync.WaitGroup
-	)
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				if err := oneHandshake(l.Addr().String(), cfg); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
-	}
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	return tightLoop(workers, d, func() error { return oneHandshake(l.Addr().String(), cfg) })
 }
 
 func oneHandshake(addr string, cfg *tls.Config) error {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/meshid/meshid/issuer"
@@ -35,29 +34,7 @@ func CSR(id string) ([]byte, error) {
 // the issuer's key, in a tight loop on workers goroutines for d, and
 // returns certificates per second. No network, no token, no logging.
 func RawLimit(iss *issuer.KeyPair, csrDER []byte, workers int, d time.Duration) (float64, error) {
-	var (
-		n        atomic.Int64
-		firstErr error
-		once     sync.Once
-		wg       sync.WaitGroup
-	)
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				if err := signOnce(iss, csrDER); err != nil {
-					once.Do(func() { firstErr = err })
-					return
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds(), firstErr
+	return tightLoop(workers, d, func() error { return signOnce(iss, csrDER) })
 }
 
 func signOnce(iss *issuer.KeyPair, csrDER []byte) error {

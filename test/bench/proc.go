@@ -92,11 +92,11 @@ func (p *Proc) Stop() {
 }
 
 // RSS is the resident memory of the process and its children, in bytes.
-func (p *Proc) RSS() (int64, error) { return TreeRSS(p.PID()) }
+func (p *Proc) RSS() (int64, error) { return treeRSS(p.PID()) }
 
-// TreeRSS is the resident memory of process pid and its descendants, in
+// treeRSS is the resident memory of process pid and its descendants, in
 // bytes (nginx's master and worker, say).
-func TreeRSS(pid int) (int64, error) {
+func treeRSS(pid int) (int64, error) {
 	total, err := rss(pid)
 	if err != nil {
 		return 0, err
@@ -104,7 +104,7 @@ func TreeRSS(pid int) (int64, error) {
 	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	for _, f := range strings.Fields(string(kids)) {
 		if kid, err := strconv.Atoi(f); err == nil {
-			if n, err := TreeRSS(kid); err == nil {
+			if n, err := treeRSS(kid); err == nil {
 				total += n
 			}
 		}

@@ -2,20 +2,13 @@ package bench
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"time"
 
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
@@ -30,29 +23,22 @@ const SPIRETrustDomain = "bench.local"
 
 // SPIRE is a running SPIRE server, pinned to CPUs, with its admin API on a unix socket.
 type SPIRE struct {
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when the process has exited
-	waitErr error         // set before done is closed
+	*Proc
 	conn    *grpc.ClientConn
 	client  svidv1.SVIDClient
 	sockDir string // a short temp folder holding the socket, removed by Stop; "" if the socket is under dir
-	logPath string
-
-	stopOnce sync.Once
-	stopErr  error
 }
 
 // StartSPIRE runs bin (the spire-server binary) with a fresh config and data dir under dir,
 // trust domain "bench.local", an in-memory key manager, sqlite datastore in dir, no upstream authority (self-signed CA),
-// ca_ttl 24h, default_x509_svid_ttl 1h; under `taskset -c cpus` when cpus != "" and with GOMAXPROCS=gomaxprocs when > 0.
-// It waits (polling, no fixed sleeps) until the server's admin API answers (e.g. a first MintX509SVID or the bundle API), or ctx ends.
-// Its stdout/stderr go to dir/spire-server.log.
+// ca_ttl 24h, default_x509_svid_ttl 1h, run under pin. It waits until a
+// first MintX509SVID succeeds. Its output goes to dir/spire-server.log.
 //
 // The admin API is the server's local unix socket (socket_path); SPIRE
 // authorizes MintX509SVID for any caller on it, so no admin ID or agent is
 // needed. The server also needs a TCP listener for agents (bind_address and
 // bind_port are mandatory); it gets a free port on 127.0.0.1.
-func StartSPIRE(ctx context.Context, bin, dir, cpus string, gomaxprocs int) (_ *SPIRE, err error) {
+func StartSPIRE(ctx context.Context, bin, dir string, pin Pinned) (_ *SPIRE, err error) {
 	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("spire: %w", err)
@@ -62,10 +48,10 @@ func StartSPIRE(ctx context.Context, bin, dir, cpus string, gomaxprocs int) (_ *
 		return nil, fmt.Errorf("spire: %w", err)
 	}
 
-	s := &SPIRE{done: make(chan struct{}), logPath: filepath.Join(dir, "spire-server.log")}
+	s := &SPIRE{}
 	defer func() {
 		if err != nil {
-			_ = s.Stop()
+			s.Stop()
 		}
 	}()
 
@@ -111,34 +97,9 @@ plugins {
 		return nil, fmt.Errorf("spire: %w", err)
 	}
 
-	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
+	if s.Proc, err = pin.Start(dir, "spire-server", bin, "run", "-config", confPath); err != nil {
 		return nil, fmt.Errorf("spire: %w", err)
 	}
-	args := []string{bin, "run", "-config", confPath}
-	if cpus != "" {
-		// taskset execs the server, so the pid stays the server's.
-		args = append([]string{"taskset", "-c", cpus}, args...)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = os.Environ()
-	if gomaxprocs > 0 {
-		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(gomaxprocs))
-	}
-	// Die with the process that started us, even if it is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("spire: start %s: %w", bin, err)
-	}
-	s.cmd = cmd
-	go func() {
-		s.waitErr = cmd.Wait()
-		logFile.Close()
-		close(s.done)
-	}()
 
 	// Short reconnect backoff: the socket appears a moment after the start,
 	// and grpc's default backoff (1 s, growing) would only add delay.
@@ -153,46 +114,22 @@ plugins {
 	}
 	s.client = svidv1.NewSVIDClient(s.conn)
 
-	if err := s.waitReady(ctx); err != nil {
+	// Ready when a real MintX509SVID succeeds: the socket and the X.509 CA
+	// are both up.
+	csr, err := CSR("spiffe://" + SPIRETrustDomain + "/bench/ready")
+	if err != nil {
 		return nil, err
 	}
-	return s, nil
-}
-
-// waitReady polls with a real MintX509SVID until one succeeds: that proves
-// both the socket and the X.509 CA are up.
-func (s *SPIRE) waitReady(ctx context.Context) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("spire: %w", err)
-	}
-	id := &url.URL{Scheme: "spiffe", Host: SPIRETrustDomain, Path: "/bench/ready"}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{id}}, key)
-	if err != nil {
-		return fmt.Errorf("spire: %w", err)
-	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		select {
-		case <-s.done:
-			return fmt.Errorf("spire: spire-server exited early (%v); see %s", s.waitErr, s.logPath)
-		default:
-		}
+	err = s.WaitFor(30*time.Second, func() error {
 		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, lastErr = s.Mint(callCtx, csr, time.Minute)
-		cancel()
-		if lastErr == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("spire: not ready (%v): %w; see %s", lastErr, ctx.Err(), s.logPath)
-		case <-s.done:
-		case <-tick.C:
-		}
+		defer cancel()
+		_, err := s.Mint(callCtx, csr, time.Minute)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spire: %w", err)
 	}
+	return s, nil
 }
 
 // Mint calls svid/v1 MintX509SVID with the CSR (DER) and ttl, and returns the parsed chain (leaf first).
@@ -216,45 +153,18 @@ func (s *SPIRE) Mint(ctx context.Context, csrDER []byte, ttl time.Duration) ([]*
 	return chain, nil
 }
 
-// PID is the server process id (for RSS readings).
-func (s *SPIRE) PID() int {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return 0
+// Stop ends the server (SIGTERM, then SIGKILL after 5 s) and waits for it;
+// it is safe to call more than once.
+func (s *SPIRE) Stop() {
+	if s.conn != nil {
+		_ = s.conn.Close()
 	}
-	return s.cmd.Process.Pid
-}
-
-// Stop ends the server (SIGTERM, then SIGKILL after 5 s) and waits for it.
-// It returns nil when the server ended on the signal; it is safe to call
-// more than once.
-func (s *SPIRE) Stop() error {
-	s.stopOnce.Do(func() {
-		if s.conn != nil {
-			_ = s.conn.Close()
-		}
-		if s.cmd != nil {
-			_ = s.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-s.done:
-			case <-time.After(5 * time.Second):
-				_ = s.cmd.Process.Kill()
-				<-s.done
-			}
-			var exit *exec.ExitError
-			if s.waitErr != nil && !(errors.As(s.waitErr, &exit) && (exit.ExitCode() == 0 || signalled(exit))) {
-				s.stopErr = fmt.Errorf("spire: spire-server: %w; see %s", s.waitErr, s.logPath)
-			}
-		}
-		if s.sockDir != "" {
-			_ = os.RemoveAll(s.sockDir)
-		}
-	})
-	return s.stopErr
-}
-
-func signalled(exit *exec.ExitError) bool {
-	ws, ok := exit.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled()
+	if s.Proc != nil {
+		s.Proc.Stop()
+	}
+	if s.sockDir != "" {
+		_ = os.RemoveAll(s.sockDir)
+	}
 }
 
 // freePort returns a free TCP port on 127.0.0.1.

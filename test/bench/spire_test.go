@@ -29,15 +29,11 @@ func TestSPIREMint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	s, err := StartSPIRE(ctx, filepath.Join(binDir, "spire-server"), t.TempDir(), "", 0)
+	s, err := StartSPIRE(ctx, filepath.Join(binDir, "spire-server"), t.TempDir(), Pinned{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		if err := s.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	defer s.Stop()
 	if s.PID() <= 0 {
 		t.Errorf("PID() = %d", s.PID())
 	}

@@ -94,7 +94,16 @@ func (r *runner) startCA(pin bench.Pinned, name string, args ...string) (*caProc
 	if err != nil {
 		return nil, err
 	}
-	err = p.WaitFor(30*time.Second, func() error {
+	if err := waitReady(p, admin); err != nil {
+		return nil, err
+	}
+	return &caProc{Proc: p, addr: addr, admin: admin}, nil
+}
+
+// waitReady waits until the meshid process p answers /ready on admin, and
+// stops it if it never does.
+func waitReady(p *bench.Proc, admin string) error {
+	err := p.WaitFor(30*time.Second, func() error {
 		resp, err := http.Get("http://" + admin + "/ready")
 		if err != nil {
 			return err
@@ -107,9 +116,8 @@ func (r *runner) startCA(pin bench.Pinned, name string, args ...string) (*caProc
 	})
 	if err != nil {
 		p.Stop()
-		return nil, err
 	}
-	return &caProc{Proc: p, addr: addr, admin: admin}, nil
+	return err
 }
 
 // clients opens n connections to the CA, as n proxies would.
@@ -333,7 +341,7 @@ func (r *runner) spire(ctx context.Context) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
-		return bench.StartSPIRE(ctx, filepath.Join(r.spireBin, "spire-server"), dir, r.server.CPUs, r.server.GOMAXPROCS)
+		return bench.StartSPIRE(ctx, filepath.Join(r.spireBin, "spire-server"), dir, r.server)
 	}
 	mint := func(s *bench.SPIRE, csr []byte) error {
 		chain, err := s.Mint(ctx, csr, time.Hour)
@@ -361,10 +369,10 @@ func (r *runner) spire(ctx context.Context) error {
 		}
 		log.Printf("spire-server c=%d: %s certificates/s, p99 %s ms", c, r.fig(fmt.Sprintf("ca/spire/c%d/rate", c)), r.fig(fmt.Sprintf("ca/spire/c%d/p99", c)))
 	}
-	if rss, err := rssOf(s.PID()); err == nil {
+	if rss, err := s.RSS(); err == nil {
 		r.fig("ca/spire/rss").Add(float64(rss) / (1 << 20))
 	}
-	_ = s.Stop()
+	s.Stop()
 
 	const n, c = 1000, 64
 	csrs := make([][]byte, n)
@@ -379,7 +387,7 @@ func (r *runner) spire(ctx context.Context) error {
 			return err
 		}
 		run := bench.Batch(ctx, n, c, func(_ context.Context, i int) error { return mint(s, csrs[i]) })
-		_ = s.Stop()
+		s.Stop()
 		if run.FirstErr != nil {
 			return fmt.Errorf("spire storm: %w", run.FirstErr)
 		}

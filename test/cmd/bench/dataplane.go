@@ -186,19 +186,7 @@ func (r *runner) startProxy(ca *caProc, name, token, anchorsFile string, args ..
 	if err != nil {
 		return nil, err
 	}
-	err = p.WaitFor(30*time.Second, func() error {
-		resp, err := http.Get("http://" + admin + "/ready")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/ready: %s", resp.Status)
-		}
-		return nil
-	})
-	if err != nil {
-		p.Stop()
+	if err := waitReady(p, admin); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -234,8 +234,6 @@ func onlineCPUs() int {
 
 func slicesMax(s []int) int { return slices.Max(s) }
 
-func rssOf(pid int) (int64, error) { return bench.TreeRSS(pid) }
-
 // profile takes a CPU profile of the meshid process whose admin endpoint is
 // admin for d, in the background, into --profiles/name.pprof; wait blocks
 // until it is written.
