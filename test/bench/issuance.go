@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshid/meshid/issuer"
@@ -79,7 +80,29 @@ type Run struct {
 func Load(ctx context.Context, concurrency int, d time.Duration, call func(ctx context.Context, worker int) error) Run {
 	deadline := time.Now().Add(d)
 	return each(ctx, concurrency,
-		func() (int, bool) { return 0, time.Now().Before(deadline) },
+		func() (int, bool) { return 0, time.Now().Before(deadline) }, nil,
+		func(ctx context.Context, worker, _ int) error { return call(ctx, worker) })
+}
+
+// Paced offers rate calls a second for d, from up to concurrency workers
+// at once: an open-loop load, unlike Load. A call's latency counts from
+// when it was due, so time spent waiting for a free worker is not hidden
+// (no coordinated omission).
+func Paced(ctx context.Context, concurrency int, rate float64, d time.Duration, call func(ctx context.Context, worker int) error) Run {
+	interval := time.Duration(float64(time.Second) / rate)
+	n := int(d / interval)
+	start := time.Now()
+	due := func(i int) time.Time { return start.Add(time.Duration(i) * interval) }
+	var next atomic.Int64
+	return each(ctx, concurrency,
+		func() (int, bool) {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return 0, false
+			}
+			time.Sleep(time.Until(due(i)))
+			return i, true
+		}, due,
 		func(ctx context.Context, worker, _ int) error { return call(ctx, worker) })
 }
 
@@ -92,13 +115,14 @@ func Batch(ctx context.Context, n, concurrency int, call func(context.Context, i
 	}
 	close(todo)
 	return each(ctx, concurrency,
-		func() (int, bool) { i, ok := <-todo; return i, ok },
+		func() (int, bool) { i, ok := <-todo; return i, ok }, nil,
 		func(ctx context.Context, _, i int) error { return call(ctx, i) })
 }
 
 // each runs workers that take the next call's argument until next says
-// there is none.
-func each(ctx context.Context, concurrency int, next func() (int, bool), call func(ctx context.Context, worker, arg int) error) Run {
+// there is none. A call's latency counts from due(arg), or from when it
+// starts when due is nil.
+func each(ctx context.Context, concurrency int, next func() (int, bool), due func(int) time.Time, call func(ctx context.Context, worker, arg int) error) Run {
 	var (
 		mu  sync.Mutex
 		run Run
@@ -118,6 +142,9 @@ func each(ctx context.Context, concurrency int, next func() (int, bool), call fu
 					break
 				}
 				t := time.Now()
+				if due != nil {
+					t = due(arg)
+				}
 				if err := call(ctx, w, arg); err != nil {
 					failed++
 					if firstErr == nil {

@@ -197,7 +197,11 @@ func (r *runner) issuance(ctx context.Context) error {
 	}
 	log.Printf("raw limit: %s certificates/s on CPU %s", r.fig("ca/raw"), r.server.CPUs)
 
-	ca, err := r.startCA(r.server, "meshid-ca")
+	pin := r.server
+	if v := os.Getenv("BENCH_CA_GOGC"); v != "" {
+		pin.Env = []string{"GOGC=" + v}
+	}
+	ca, err := r.startCA(pin, "meshid-ca")
 	if err != nil {
 		return err
 	}
@@ -224,6 +228,12 @@ func (r *runner) issuance(ctx context.Context) error {
 			r.record(fmt.Sprintf("ca/meshid/c%d", c), run)
 		}
 		log.Printf("meshid-ca c=%d: %s certificates/s, p99 %s ms", c, r.fig(fmt.Sprintf("ca/meshid/c%d/rate", c)), r.fig(fmt.Sprintf("ca/meshid/c%d/p99", c)))
+	}
+	if err := r.paced(ctx, "ca/meshid", func(ctx context.Context, w int) error {
+		_, err := clients[w%len(clients)].Certify(ctx, &identityv1.CertifyRequest{Csr: csr, Token: toks[0]})
+		return err
+	}); err != nil {
+		return err
 	}
 	if rss, err := ca.RSS(); err == nil {
 		r.fig("ca/meshid/rss").Add(float64(rss) / (1 << 20))
@@ -369,6 +379,10 @@ func (r *runner) spire(ctx context.Context) error {
 		}
 		log.Printf("spire-server c=%d: %s certificates/s, p99 %s ms", c, r.fig(fmt.Sprintf("ca/spire/c%d/rate", c)), r.fig(fmt.Sprintf("ca/spire/c%d/p99", c)))
 	}
+	if err := r.paced(ctx, "ca/spire", func(context.Context, int) error { return mint(s, csr) }); err != nil {
+		s.Stop()
+		return err
+	}
 	if rss, err := s.RSS(); err == nil {
 		r.fig("ca/spire/rss").Add(float64(rss) / (1 << 20))
 	}
@@ -394,6 +408,27 @@ func (r *runner) spire(ctx context.Context) error {
 		r.fig("storm/spire/seconds").Add(run.Elapsed.Seconds())
 	}
 	log.Printf("storm: spire-server %s s", r.fig("storm/spire/seconds"))
+	return nil
+}
+
+// pacedShare is the share of its own closed-loop capacity at the highest
+// concurrency that a server is offered in the open-loop runs.
+const pacedShare = 0.5
+
+// paced offers the server under prefix pacedShare of its measured capacity
+// from as many clients as the highest concurrency, and records the
+// latencies under prefix/paced.
+func (r *runner) paced(ctx context.Context, prefix string, call func(context.Context, int) error) error {
+	c := slicesMax(r.concurrency)
+	rate := pacedShare * r.fig(fmt.Sprintf("%s/c%d/rate", prefix, c)).Median()
+	for range r.runs {
+		run := bench.Paced(ctx, c, rate, r.duration, call)
+		if run.FirstErr != nil {
+			return fmt.Errorf("%s paced at %.0f/s: %w", prefix, rate, run.FirstErr)
+		}
+		r.record(prefix+"/paced", run)
+	}
+	log.Printf("%s at %.0f/s offered by %d clients: p50 %s ms, p99 %s ms", prefix, rate, c, r.fig(prefix+"/paced/p50"), r.fig(prefix+"/paced/p99"))
 	return nil
 }
 

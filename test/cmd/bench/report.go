@@ -71,6 +71,17 @@ func (r *runner) report(only string, took time.Duration) string {
 			})
 		}
 		w("")
+		c := slicesMax(r.concurrency)
+		w("At c=%d the clients wait for each other: a closed loop of %d clients on one core has a mean latency of %d ÷ throughput (Little's law), %.0f ms at the raw limit itself, so a p99 under 5 ms there would need %.0f certificates/s on one core. What a proxy sees in a real storm is an open load: the table below offers %.0f %% of each server's own capacity from %d clients and measures latency from when each request was due.", c, c, c, 1000*float64(c)/med("ca/raw"), float64(c)/0.005, 100*pacedShare, c)
+		w("")
+		w("| open load, %d clients | offered (certificates/s) | p50 (ms) | p99 (ms) |", c)
+		w("|---|---|---|---|")
+		for _, s := range []struct{ name, prefix string }{{"**meshid-ca**", "ca/meshid"}, {"SPIRE server", "ca/spire"}} {
+			if len(r.fig(s.prefix+"/paced/p99").Runs) > 0 {
+				w("| %s | %.0f | %s | %s |", s.name, pacedShare*med(fmt.Sprintf("%s/c%d/rate", s.prefix, c)), cell(s.prefix+"/paced/p50"), cell(s.prefix+"/paced/p99"))
+			}
+		}
+		w("")
 		w("RSS after the load: meshid-ca %s MiB; SPIRE server %s MiB.", cell("ca/meshid/rss"), cell("ca/spire/rss"))
 		w("")
 		w("### Restart storm")
