@@ -8,6 +8,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -88,9 +89,9 @@ func (r *runner) startCA(pin bench.Pinned, name string, args ...string) (*caProc
 		"--kubeconfig", r.cluster.Kubeconfig, "--namespace", caNS,
 		"--issuer-secret", "meshid-issuer", "--trust-bundle", "meshid-trust-bundle",
 		"--listen", addr, "--admin-listen", admin, "--fleet-report-interval", "-1s",
+	}, append(r.supported("meshid-ca",
 		// All the load comes from one address here; in a cluster, from a pod each.
-		"--max-connections-per-caller", "-1", "--max-calls-per-caller", "-1", "--profiling",
-	}, args...)...)
+		"--max-connections-per-caller=-1", "--max-calls-per-caller=-1", "--profiling"), args...)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +119,21 @@ func waitReady(p *bench.Proc, admin string) error {
 		p.Stop()
 	}
 	return err
+}
+
+// supported returns the flags that the binary name in --bin knows, so
+// that an older build can be measured for a before-and-after comparison.
+func (r *runner) supported(name string, flags ...string) []string {
+	help, _ := exec.Command(filepath.Join(r.bin, name), "--help").CombinedOutput()
+	var out []string
+	for _, f := range flags {
+		if flag, _, _ := strings.Cut(f, "="); strings.Contains(string(help), flag+" ") {
+			out = append(out, f)
+		} else {
+			r.note("%s in --bin has no %s flag (an older build): run without it.", name, flag)
+		}
+	}
+	return out
 }
 
 // clients opens n connections to the CA, as n proxies would.

@@ -75,7 +75,9 @@ func (r *runner) fig(name string) *bench.Figure {
 }
 
 func (r *runner) note(format string, args ...any) {
-	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+	if n := fmt.Sprintf(format, args...); !slices.Contains(r.notes, n) {
+		r.notes = append(r.notes, n)
+	}
 }
 
 func newFlagSet(name string) *flag.FlagSet {
