@@ -99,6 +99,12 @@ func (r *Reviewer) Review(ctx context.Context, token string) (Result, bool, erro
 		return Result{}, false, &Error{Reason: Malformed, Detail: fmt.Sprintf("token is %d bytes, more than the %d-byte limit", len(token), MaxTokenSize)}
 	}
 	now := r.cfg.Now()
+	// A cached review is never kept past the token's exp and was made for
+	// this audience, so a hit needs no look at the claims.
+	key := sha256.Sum256([]byte(token))
+	if res, ok := r.cache.get(key, now); ok {
+		return res, true, nil
+	}
 	claims, err := peek(token)
 	if err != nil {
 		return Result{}, false, &Error{Reason: Rejected, Detail: err.Error() + "; send a projected service-account token"}
@@ -108,10 +114,6 @@ func (r *Reviewer) Review(ctx context.Context, token string) (Result, bool, erro
 		return Result{}, false, &Error{Reason: Rejected, Detail: "token has expired (or carries no exp claim); read the projected token file again, kubelet refreshes it"}
 	case !slices.Contains(claims.aud, r.cfg.Audience):
 		return Result{}, false, &Error{Reason: Rejected, Detail: fmt.Sprintf("token is for audience %q, not %q; project the token with audience %q", claims.aud, r.cfg.Audience, r.cfg.Audience)}
-	}
-	key := sha256.Sum256([]byte(token))
-	if res, ok := r.cache.get(key, now); ok {
-		return res, true, nil
 	}
 	// The review runs detached from any one caller: callers waiting on the
 	// same token share it, and one of them hanging up must not fail the rest.
