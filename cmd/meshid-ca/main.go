@@ -4,5 +4,6 @@ package main
 import "github.com/meshid/meshid/cmd/internal/cli"
 
 func main() {
+	cli.TuneGC(400) // signing throughput over memory (see cli.TuneGC)
 	cli.Main(newRootCommand(run))
 }

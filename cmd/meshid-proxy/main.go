@@ -4,5 +4,6 @@ package main
 import "github.com/meshid/meshid/cmd/internal/cli"
 
 func main() {
+	cli.TuneGC(50) // a small footprint in every pod (see cli.TuneGC)
 	cli.Main(newRootCommand(run))
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ type path struct {
 	name       string
 	echo, bulk string        // where the client connects
 	procs      []*bench.Proc // the proxies, for RSS; none for direct
+	admins     []string      // their admin addresses, for profiles (meshid only)
 }
 
 const (
@@ -170,26 +172,36 @@ func (r *runner) meshPair(ca *caProc, toks []string, anchorsFile string, app *pa
 		db.Stop()
 		return nil, err
 	}
-	return &path{name: "meshid", echo: out, bulk: bulkOut, procs: []*bench.Proc{web, db}}, nil
+	return &path{name: "meshid", echo: out, bulk: bulkOut, procs: []*bench.Proc{web.Proc, db.Proc}, admins: []string{web.admin, db.admin}}, nil
 }
 
-func (r *runner) startProxy(ca *caProc, name, token, anchorsFile string, args ...string) (*bench.Proc, error) {
+// proxyProc is a running meshid-proxy.
+type proxyProc struct {
+	*bench.Proc
+	admin string
+}
+
+func (r *runner) startProxy(ca *caProc, name, token, anchorsFile string, args ...string) (*proxyProc, error) {
 	tokenFile := filepath.Join(r.work, name+".token")
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		return nil, err
 	}
 	admin := freeAddr()
-	p, err := r.server.Start(r.work, name, filepath.Join(r.bin, "meshid-proxy"), append([]string{
+	pin := r.server
+	if v := os.Getenv("BENCH_PROXY_GOGC"); v != "" {
+		pin.Env = []string{"GOGC=" + v}
+	}
+	p, err := pin.Start(r.work, name, filepath.Join(r.bin, "meshid-proxy"), append([]string{
 		"--ca", ca.addr, "--ca-id", fmt.Sprintf("spiffe://%s/ns/%s/sa/meshid-ca", trustDomain, caNS),
 		"--token-file", tokenFile, "--trust-bundle-file", anchorsFile, "--admin-listen", admin,
-	}, args...)...)
+	}, append(r.supported("meshid-proxy", "--profiling"), args...)...)...)
 	if err != nil {
 		return nil, err
 	}
 	if err := waitReady(p, admin); err != nil {
 		return nil, err
 	}
-	return p, nil
+	return &proxyProc{Proc: p, admin: admin}, nil
 }
 
 // svidFiles certifies a service account and writes its SVID for nginx and
@@ -272,7 +284,7 @@ func (r *runner) latency(p *path) error {
 	var lat bench.Latencies
 	failed := 0
 	var firstErr string
-	for res := range attacker.Attack(target, vegeta.Rate{Freq: latencyRate, Per: time.Second}, r.duration, p.name) {
+	for res := range attacker.Attack(target, vegeta.Rate{Freq: latencyRate, Per: time.Second}, 2*r.duration, p.name) {
 		if res.Error != "" || res.Code != http.StatusOK {
 			failed++
 			if firstErr == "" {
@@ -313,6 +325,19 @@ func (r *runner) held(p *path) error {
 		conns = append(conns, c)
 	}
 	r.rss("held", p)
+	for i, admin := range p.admins {
+		r.pprof(admin, fmt.Sprintf("%s-held-heap-%d", p.name, i), "heap")()
+		if resp, err := http.Get("http://" + admin + "/metrics"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, line := range strings.Split(string(body), "\n") {
+				if strings.HasPrefix(line, "go_memstats_stack_inuse_bytes") || strings.HasPrefix(line, "go_memstats_heap_inuse_bytes") ||
+					strings.HasPrefix(line, "go_memstats_next_gc_bytes") || strings.HasPrefix(line, "go_goroutines") || strings.HasPrefix(line, "go_memstats_heap_idle_bytes") || strings.HasPrefix(line, "go_memstats_heap_released_bytes") {
+					log.Printf("%s proxy %d with %d connections: %s", p.name, i, heldConns, line)
+				}
+			}
+		}
+	}
 	return nil
 }
 

@@ -240,13 +240,22 @@ func slicesMax(s []int) int { return slices.Max(s) }
 // admin for d, in the background, into --profiles/name.pprof; wait blocks
 // until it is written.
 func (r *runner) profile(admin, name string, d time.Duration) (wait func()) {
-	if r.profiles == "" || d < time.Second {
+	if d < time.Second {
+		return func() {}
+	}
+	return r.pprof(admin, name, fmt.Sprintf("profile?seconds=%d", int(d.Seconds())))
+}
+
+// pprof fetches /debug/pprof/what from admin into --profiles/name.pprof in
+// the background (nothing without --profiles); wait blocks until written.
+func (r *runner) pprof(admin, name, what string) (wait func()) {
+	if r.profiles == "" {
 		return func() {}
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, int(d.Seconds())))
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s", admin, what))
 		if err != nil {
 			log.Printf("profile %s: %v", name, err)
 			return
