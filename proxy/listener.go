@@ -40,8 +40,11 @@ func (p *Proxy) listen() ([]*listener, error) {
 		}
 		port, _ := listenPort(lis.Addr().String())
 		p.log.Info("inbound listening", "listen", lis.Addr().String(), "app", in.App)
+		// One TLS configuration per listener: it reads the certificate,
+		// bundle and policy in force at each handshake.
+		cfg := p.serverTLS(port)
 		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log,
-			handle: func(ctx context.Context, c net.Conn) { p.inbound(ctx, port, in.App, c) }})
+			handle: func(ctx context.Context, c net.Conn) { p.inbound(ctx, port, in.App, cfg, c) }})
 	}
 	for _, out := range p.cfg.Outbound {
 		lis, err := net.Listen("tcp", out.Listen)
@@ -49,8 +52,9 @@ func (p *Proxy) listen() ([]*listener, error) {
 			return fail(fmt.Errorf("proxy: outbound %s: %w", out.Listen, err))
 		}
 		p.log.Info("outbound listening", "listen", lis.Addr().String(), "target", out.Target, "server_id", out.ID.String())
+		cfg := p.clientTLS(out.ID)
 		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log,
-			handle: func(ctx context.Context, c net.Conn) { p.outbound(ctx, out, c) }})
+			handle: func(ctx context.Context, c net.Conn) { p.outbound(ctx, out, cfg, c) }})
 	}
 	return ls, nil
 }
@@ -92,7 +96,7 @@ func (l *listener) serve(ctx context.Context) error {
 
 // inbound serves one connection to listen port n: mTLS (or plain TCP where
 // the port's mode allows it), then the app.
-func (p *Proxy) inbound(ctx context.Context, n int, app string, c net.Conn) {
+func (p *Proxy) inbound(ctx context.Context, n int, app string, cfg *tls.Config, c net.Conn) {
 	const dir = "inbound"
 	p.metrics.connections.WithLabelValues(dir).Inc()
 	p.metrics.active.WithLabelValues(dir).Inc()
@@ -117,7 +121,7 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, c net.Conn) {
 			return
 		}
 	} else {
-		tc := tls.Server(peerConn, p.serverTLS(n))
+		tc := tls.Server(peerConn, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			p.refuse(log, dir, err)
 			return
@@ -142,7 +146,7 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, c net.Conn) {
 
 // outbound serves one connection from the app: dial the target with mTLS
 // and check who answered.
-func (p *Proxy) outbound(ctx context.Context, out Outbound, app net.Conn) {
+func (p *Proxy) outbound(ctx context.Context, out Outbound, cfg *tls.Config, app net.Conn) {
 	const dir = "outbound"
 	p.metrics.connections.WithLabelValues(dir).Inc()
 	p.metrics.active.WithLabelValues(dir).Inc()
@@ -158,7 +162,7 @@ func (p *Proxy) outbound(ctx context.Context, out Outbound, app net.Conn) {
 		p.refuse(log, dir, &refusal{reason: reasonDial, err: fmt.Errorf("proxy: %w", err)})
 		return
 	}
-	tc := tls.Client(raw, p.clientTLS(out.ID))
+	tc := tls.Client(raw, cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		raw.Close()
 		p.refuse(log, dir, err)

@@ -72,6 +72,10 @@ func (p *Proxy) serverTLS(n int) *tls.Config {
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return p.certificate() },
 		ClientAuth:     tls.RequestClientCert, // verified below, by policy
+		// No session tickets: meshid-proxy clients never resume (each
+		// connection is verified against the bundle in force), so a ticket
+		// would only cost an encryption of the peer's chain per handshake.
+		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			port := p.policy.Load().For(n)
 			if len(cs.PeerCertificates) == 0 {

@@ -106,6 +106,9 @@ func (r *runner) dataPlane(ctx context.Context) error {
 
 	for _, p := range proxied {
 		r.rss("idle", p)
+		if err := r.held(p, "held"); err != nil {
+			return err
+		}
 	}
 	for run := range r.runs {
 		for _, p := range rotate(paths, run) {
@@ -138,7 +141,7 @@ func (r *runner) dataPlane(ctx context.Context) error {
 		}
 	}
 	for _, p := range proxied {
-		if err := r.held(p); err != nil {
+		if err := r.held(p, "held-after"); err != nil {
 			return err
 		}
 	}
@@ -309,8 +312,8 @@ func (r *runner) latency(p *path) error {
 }
 
 // held opens heldConns connections through p, each with one request done,
-// and records the proxies' RSS while they are open.
-func (r *runner) held(p *path) error {
+// and records the proxies' RSS while they are open, under label.
+func (r *runner) held(p *path, label string) error {
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -324,16 +327,16 @@ func (r *runner) held(p *path) error {
 		}
 		conns = append(conns, c)
 	}
-	r.rss("held", p)
+	r.rss(label, p)
 	for i, admin := range p.admins {
-		r.pprof(admin, fmt.Sprintf("%s-held-heap-%d", p.name, i), "heap")()
+		r.pprof(admin, fmt.Sprintf("%s-%s-heap-%d", p.name, label, i), "heap")()
 		if resp, err := http.Get("http://" + admin + "/metrics"); err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			for _, line := range strings.Split(string(body), "\n") {
 				if strings.HasPrefix(line, "go_memstats_stack_inuse_bytes") || strings.HasPrefix(line, "go_memstats_heap_inuse_bytes") ||
 					strings.HasPrefix(line, "go_memstats_next_gc_bytes") || strings.HasPrefix(line, "go_goroutines") || strings.HasPrefix(line, "go_memstats_heap_idle_bytes") || strings.HasPrefix(line, "go_memstats_heap_released_bytes") {
-					log.Printf("%s proxy %d with %d connections: %s", p.name, i, heldConns, line)
+					log.Printf("%s proxy %d with %d connections (%s): %s", p.name, i, heldConns, label, line)
 				}
 			}
 		}
