@@ -110,7 +110,9 @@ func (r *runner) dataPlane(ctx context.Context) error {
 			return err
 		}
 	}
-	for run := range r.runs {
+	// Latency gets three times the runs: its tail is what a pause of the
+	// machine hits, and more, shorter runs in turn share those out evenly.
+	for run := range 3 * r.runs {
 		for _, p := range rotate(paths, run) {
 			if err := r.latency(p); err != nil {
 				return err
@@ -284,10 +286,19 @@ func (r *runner) latency(p *path) error {
 			}
 		}
 	}()
+	var waits []func()
+	for i, admin := range p.admins {
+		waits = append(waits, r.profile(admin, fmt.Sprintf("%s-latency-cpu-%d", p.name, i), r.duration-time.Second))
+	}
+	defer func() {
+		for _, wait := range waits {
+			wait()
+		}
+	}()
 	var lat bench.Latencies
 	failed := 0
 	var firstErr string
-	for res := range attacker.Attack(target, vegeta.Rate{Freq: latencyRate, Per: time.Second}, 2*r.duration, p.name) {
+	for res := range attacker.Attack(target, vegeta.Rate{Freq: latencyRate, Per: time.Second}, r.duration, p.name) {
 		if res.Error != "" || res.Code != http.StatusOK {
 			failed++
 			if firstErr == "" {
@@ -301,6 +312,14 @@ func (r *runner) latency(p *path) error {
 	if failed > 0 {
 		return fmt.Errorf("latency via %s: %d requests failed, first: %s", p.name, failed, firstErr)
 	}
+	slow := 0
+	for _, l := range lat {
+		if l > 10*time.Millisecond {
+			slow++
+		}
+	}
+	log.Printf("latency via %s: p50 %.2f p99 %.2f p99.9 %.2f max %.1f ms; %d of %d over 10 ms", p.name,
+		bench.Millis(lat.Quantile(0.5)), bench.Millis(lat.Quantile(0.99)), bench.Millis(lat.Quantile(0.999)), bench.Millis(lat.Quantile(1)), slow, len(lat))
 	r.fig("lat/" + p.name + "/p50").Add(bench.Millis(lat.Quantile(0.50)))
 	r.fig("lat/" + p.name + "/p99").Add(bench.Millis(lat.Quantile(0.99)))
 	r.fig("lat/" + p.name + "/p999").Add(bench.Millis(lat.Quantile(0.999)))

@@ -111,7 +111,7 @@ func (r *runner) report(only string, took time.Duration) string {
 		w("")
 		w("### Latency at %d requests/s", latencyRate)
 		w("")
-		w("1 KiB HTTP/1.1 POST, 1 KiB response, kept-alive connections, vegeta at a fixed rate for %s per run.", 2*r.duration)
+		w("1 KiB HTTP/1.1 POST, 1 KiB response, kept-alive connections, vegeta at a fixed rate for %s per run, %d runs per path taken in turn (medians of those).", r.duration, 3*r.runs)
 		w("")
 		w("| path | p50 (ms) | p99 (ms) | p99.9 (ms) | added p50 | added p99 | added p99.9 |")
 		w("|---|---|---|---|---|---|---|")
