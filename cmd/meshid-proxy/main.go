@@ -4,6 +4,6 @@ package main
 import "github.com/meshid/meshid/cmd/internal/cli"
 
 func main() {
-	cli.TuneGC(50) // a small footprint in every pod (see cli.TuneGC)
+	cli.TuneGC(100) // Go's default pacing, and a soft limit under the container's (see cli.TuneGC)
 	cli.Main(newRootCommand(run))
 }

@@ -160,7 +160,7 @@ func (r *runner) report(only string, took time.Duration) string {
 		w("")
 		w("### Proxy memory (RSS, MiB)")
 		w("")
-		w("Per proxy process (nginx: master and worker together). Idle: ready, before any load. Held: %d connections open through the pair, one request done on each, right after idle; and again after all the load runs (what the allocator kept from them counts too). Load: the peak during the latency runs. Goals for meshid-proxy: idle < 20 MiB, held < 64 MiB.", heldConns)
+		w("Per proxy process (nginx: master and worker together). Idle: ready, before any load. Held: %d connections open through the pair, one request done on each, after the latency runs; and again after all the load runs (what the allocator kept from the new-connection and bulk runs counts too). Load: the peak during the latency runs. Goals for meshid-proxy: idle < 20 MiB, held < 64 MiB.", heldConns)
 		w("")
 		w("| proxy | idle | %d connections held | held, after the load runs | under load |", heldConns)
 		w("|---|---|---|---|---|")
