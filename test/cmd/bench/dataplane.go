@@ -106,6 +106,9 @@ func (r *runner) dataPlane(ctx context.Context) error {
 
 	for _, p := range proxied {
 		r.rss("idle", p)
+		if err := r.held(p, "held"); err != nil {
+			return err
+		}
 	}
 	// Latency gets three times the runs: its tail is what a pause of the
 	// machine hits, and more, shorter runs in turn share those out evenly.
@@ -114,11 +117,6 @@ func (r *runner) dataPlane(ctx context.Context) error {
 			if err := r.latency(p); err != nil {
 				return err
 			}
-		}
-	}
-	for _, p := range proxied {
-		if err := r.held(p, "held"); err != nil {
-			return err
 		}
 	}
 	for run := range r.runs {
