@@ -68,7 +68,7 @@ func TestCADownLongerThanLeaf(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("kept its certificate until it expired at %s, was not ready, and was ready again %s after the CA returned (%s after it expired)",
+	t.Logf("kept its certificate until it expired at %s, was not ready, and was ready again %s after the CA returned (%s after it was seen not ready)",
 		first.NotAfter.Format(time.TimeOnly), time.Since(back).Round(time.Millisecond), time.Since(unready).Round(time.Millisecond))
 	if web.identity(t).Serial == first.Serial {
 		t.Fatal("ready again without a new certificate")
