@@ -390,8 +390,7 @@ func (s *Server) WatchPolicy(req *identityv1.WatchPolicyRequest, stream identity
 			return nil
 		case <-s.closed:
 			return status.Error(codes.Unavailable, "the CA is shutting down; reconnect to another replica")
-		case <-changed:
-		case <-time.After(time.Second): // until the first list is done
+		case <-changed: // a policy changed, or the first list is done
 		}
 	}
 }

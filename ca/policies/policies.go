@@ -69,6 +69,13 @@ func (w *Watcher) Changed() <-chan struct{} {
 
 // Run watches until ctx ends.
 func (w *Watcher) Run(ctx context.Context) error {
+	go func() {
+		// Streams waiting for the first list learn that it is done here,
+		// even when it found no policy (and so no event).
+		if cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
+			w.bump()
+		}
+	}()
 	w.informer.RunWithContext(ctx)
 	return nil
 }

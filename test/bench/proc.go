@@ -27,7 +27,6 @@ type Proc struct {
 type Pinned struct {
 	CPUs       string
 	GOMAXPROCS int
-	Env        []string // more environment, KEY=VALUE
 }
 
 // Command builds the command for bin args under p, with extra environment.
@@ -42,7 +41,6 @@ func (p Pinned) Command(bin string, args ...string) *exec.Cmd {
 	if p.GOMAXPROCS > 0 {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(p.GOMAXPROCS))
 	}
-	cmd.Env = append(cmd.Env, p.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd
 }

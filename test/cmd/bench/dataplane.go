@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -192,11 +193,7 @@ func (r *runner) startProxy(ca *caProc, name, token, anchorsFile string, args ..
 		return nil, err
 	}
 	admin := freeAddr()
-	pin := r.server
-	if v := os.Getenv("BENCH_PROXY_GOGC"); v != "" {
-		pin.Env = []string{"GOGC=" + v}
-	}
-	p, err := pin.Start(r.work, name, filepath.Join(r.bin, "meshid-proxy"), append([]string{
+	p, err := r.server.Start(r.work, name, filepath.Join(r.bin, "meshid-proxy"), append([]string{
 		"--ca", ca.addr, "--ca-id", fmt.Sprintf("spiffe://%s/ns/%s/sa/meshid-ca", trustDomain, caNS),
 		"--token-file", tokenFile, "--trust-bundle-file", anchorsFile, "--admin-listen", admin,
 	}, append(r.supported("meshid-proxy", "--profiling"), args...)...)...)
@@ -330,6 +327,11 @@ func (r *runner) latency(p *path) error {
 	return nil
 }
 
+// memSeries are the Go runtime figures logged with the held connections:
+// where a proxy's memory goes.
+var memSeries = []string{"go_goroutines", "go_memstats_stack_inuse_bytes", "go_memstats_heap_inuse_bytes",
+	"go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes", "go_memstats_next_gc_bytes"}
+
 // held opens heldConns connections through p, each with one request done,
 // and records the proxies' RSS while they are open, under label.
 func (r *runner) held(p *path, label string) error {
@@ -353,8 +355,7 @@ func (r *runner) held(p *path, label string) error {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			for _, line := range strings.Split(string(body), "\n") {
-				if strings.HasPrefix(line, "go_memstats_stack_inuse_bytes") || strings.HasPrefix(line, "go_memstats_heap_inuse_bytes") ||
-					strings.HasPrefix(line, "go_memstats_next_gc_bytes") || strings.HasPrefix(line, "go_goroutines") || strings.HasPrefix(line, "go_memstats_heap_idle_bytes") || strings.HasPrefix(line, "go_memstats_heap_released_bytes") {
+				if series, _, _ := strings.Cut(line, " "); slices.Contains(memSeries, series) {
 					log.Printf("%s proxy %d with %d connections (%s): %s", p.name, i, heldConns, label, line)
 				}
 			}

@@ -202,7 +202,7 @@ func runMain(args []string) error {
 			return fmt.Errorf("data plane: %w", err)
 		}
 	}
-	report := r.report(*only, time.Since(started))
+	report := r.report(*only, *out, time.Since(started))
 	if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
 		return err
 	}

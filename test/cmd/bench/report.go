@@ -17,7 +17,7 @@ import (
 // follows it in the existing file (the profiling notes) is kept.
 const handWritten = "<!-- Everything below this line is written by hand and kept by make bench. -->"
 
-func (r *runner) report(only string, took time.Duration) string {
+func (r *runner) report(only, out string, took time.Duration) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	med := func(name string) float64 { return r.fig(name).Median() }
@@ -185,12 +185,12 @@ func (r *runner) report(only string, took time.Duration) string {
 		w("")
 	}
 	w("%s", handWritten)
-	return b.String() + keptTail()
+	return b.String() + keptTail(out)
 }
 
-// keptTail is the hand-written part of the existing report.
-func keptTail() string {
-	old, err := os.ReadFile("docs/benchmarks.md")
+// keptTail is the hand-written part of the existing report at path.
+func keptTail(path string) string {
+	old, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
