@@ -89,7 +89,7 @@ func (l *listener) serve(ctx context.Context) error {
 		backoff.Reset()
 		go func() {
 			defer func() { <-l.slots }()
-			l.handle(ctx, c)
+			l.handle(ctx, direct(c))
 		}()
 	}
 }
@@ -141,7 +141,7 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, cfg *tls.Config,
 		return
 	}
 	log.Debug("connection accepted", "peer_id", peer)
-	p.pipe(dir, appConn, peerConn)
+	p.pipe(dir, direct(appConn), peerConn)
 }
 
 // outbound serves one connection from the app: dial the target with mTLS
@@ -162,7 +162,7 @@ func (p *Proxy) outbound(ctx context.Context, out Outbound, cfg *tls.Config, app
 		p.refuse(log, dir, &refusal{reason: reasonDial, err: fmt.Errorf("proxy: %w", err)})
 		return
 	}
-	tc := tls.Client(raw, cfg)
+	tc := tls.Client(direct(raw), cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		raw.Close()
 		p.refuse(log, dir, err)

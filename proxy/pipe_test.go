@@ -15,12 +15,19 @@ import (
 
 // TestPipeCarriesEveryByte: bursts of every size, around the small and the
 // large buffer, both ways at once, arrive whole and in order, and an end of
-// stream is passed on as a half-close.
+// stream is passed on as a half-close; over net's connections and over the
+// proxy's direct ones.
 func TestPipeCarriesEveryByte(t *testing.T) {
+	for name, wrap := range map[string]func(net.Conn) net.Conn{"net": func(c net.Conn) net.Conn { return c }, "direct": direct} {
+		t.Run(name, func(t *testing.T) { testPipeCarriesEveryByte(t, wrap) })
+	}
+}
+
+func testPipeCarriesEveryByte(t *testing.T, wrap func(net.Conn) net.Conn) {
 	p := &Proxy{cfg: Config{IdleTimeout: time.Minute}, metrics: newMetrics(state.NewStore(spiffeid.RequireTrustDomainFromString("cluster.local"))), conns: newConnSet()}
 	app, local := tcpPair(t)
 	peer, remote := tcpPair(t)
-	go p.pipe("inbound", local, peer)
+	go p.pipe("inbound", wrap(local), wrap(peer))
 
 	sizes := []int{1, smallBuffer - 1, smallBuffer, smallBuffer + 1, bigBuffer, 3*bigBuffer + 7, 10, 1 << 20, 5}
 	send := func(w net.Conn) []byte {

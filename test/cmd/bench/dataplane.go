@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -111,14 +110,8 @@ func (r *runner) dataPlane(ctx context.Context) error {
 			return err
 		}
 	}
-	// Latency gets three times the runs: its tail is what a pause of the
-	// machine hits, and more, shorter runs in turn share those out evenly.
-	for run := range 3 * r.runs {
-		for _, p := range rotate(paths, run) {
-			if err := r.latency(p); err != nil {
-				return err
-			}
-		}
+	if err := r.latency(paths); err != nil {
+		return err
 	}
 	for run := range r.runs {
 		for _, p := range rotate(paths, run) {
@@ -156,11 +149,11 @@ func (r *runner) dataPlane(ctx context.Context) error {
 	return nil
 }
 
-// rotate starts the order of paths at a different one each run, so that a
-// drift of the machine does not always favour the same path.
-func rotate(paths []*path, run int) []*path {
-	k := run % len(paths)
-	return append(append([]*path{}, paths[k:]...), paths[:k]...)
+// rotate starts the order of s (paths) at a different one each run, so
+// that a drift of the machine does not always favour the same path.
+func rotate[T any](s []T, run int) []T {
+	k := run % len(s)
+	return append(append([]T{}, s[k:]...), s[:k]...)
 }
 
 // meshPair starts the web (outbound) and db (inbound) meshid-proxies.
@@ -257,15 +250,43 @@ func (r *runner) rss(label string, p *path) {
 	}
 }
 
-// latency sends 1 KiB requests at latencyRate on kept-alive connections for
-// the run's duration, and records the quantiles and the proxies' peak RSS.
-func (r *runner) latency(p *path) error {
+// Latency is measured in rounds of latencyRound, the paths taking turns
+// round by round: a pause of the machine (this is a VM with neighbours)
+// lasts seconds, and so falls on every path alike instead of on whichever
+// path had the longer run at that moment. A run's quantiles are over all
+// of its rounds' requests.
+const latencyRound = time.Second
+
+// latencyLoad is the kept-alive load on one path: one client whose
+// connections last across rounds, as an app's would.
+type latencyLoad struct {
+	p         *path
+	transport *http.Transport
+	client    *http.Client
+	target    vegeta.Targeter
+	lat       bench.Latencies // this run's requests
+	slow      int             // this run's rounds with a request over 10 ms
+	peak      []int64         // the proxies' peak RSS under load
+}
+
+func newLatencyLoad(p *path) *latencyLoad {
 	body := []byte(strings.Repeat("q", bench.PayloadSize))
-	target := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: "http://" + p.echo + "/", Body: body})
-	attacker := vegeta.NewAttacker(vegeta.KeepAlive(true), vegeta.Timeout(10*time.Second))
+	tr := &http.Transport{MaxIdleConnsPerHost: 1000, DisableCompression: true}
+	return &latencyLoad{
+		p:         p,
+		transport: tr,
+		client:    &http.Client{Transport: tr, Timeout: 10 * time.Second},
+		target:    vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: "http://" + p.echo + "/", Body: body}),
+		peak:      make([]int64, len(p.procs)),
+	}
+}
+
+// round sends latencyRate requests/s for d and keeps their latencies.
+func (l *latencyLoad) round(d time.Duration) error {
 	done := make(chan struct{})
-	var peak sync.Map
-	go func() { // sample the proxies' RSS while the load runs
+	sampled := make(chan struct{})
+	go func() { // the proxies' RSS while the load runs
+		defer close(sampled)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -274,28 +295,18 @@ func (r *runner) latency(p *path) error {
 				return
 			case <-tick.C:
 			}
-			for i, proc := range p.procs {
+			for i, proc := range l.p.procs {
 				if v, err := proc.RSS(); err == nil {
-					if old, ok := peak.Load(i); !ok || v > old.(int64) {
-						peak.Store(i, v)
-					}
+					l.peak[i] = max(l.peak[i], v)
 				}
 			}
 		}
 	}()
-	var waits []func()
-	for i, admin := range p.admins {
-		waits = append(waits, r.profile(admin, fmt.Sprintf("%s-latency-cpu-%d", p.name, i), r.duration-time.Second))
-	}
-	defer func() {
-		for _, wait := range waits {
-			wait()
-		}
-	}()
-	var lat bench.Latencies
-	failed := 0
-	var firstErr string
-	for res := range attacker.Attack(target, vegeta.Rate{Freq: latencyRate, Per: time.Second}, r.duration, p.name) {
+	defer func() { close(done); <-sampled }()
+	failed, firstErr := 0, ""
+	var worst time.Duration
+	attacker := vegeta.NewAttacker(vegeta.Client(l.client)) // one per round: an attack ends by stopping its attacker
+	for res := range attacker.Attack(l.target, vegeta.Rate{Freq: latencyRate, Per: time.Second}, d, l.p.name) {
 		if res.Error != "" || res.Code != http.StatusOK {
 			failed++
 			if firstErr == "" {
@@ -303,27 +314,73 @@ func (r *runner) latency(p *path) error {
 			}
 			continue
 		}
-		lat = append(lat, res.Latency)
+		l.lat = append(l.lat, res.Latency)
+		worst = max(worst, res.Latency)
 	}
-	close(done)
 	if failed > 0 {
-		return fmt.Errorf("latency via %s: %d requests failed, first: %s", p.name, failed, firstErr)
+		return fmt.Errorf("latency via %s: %d requests failed, first: %s", l.p.name, failed, firstErr)
 	}
-	slow := 0
-	for _, l := range lat {
-		if l > 10*time.Millisecond {
-			slow++
+	if worst > 10*time.Millisecond {
+		l.slow++
+	}
+	return nil
+}
+
+// latency measures every path's latency in r.runs runs of interleaved
+// rounds, three times r.duration of requests per path and run, and records
+// the quantiles and the proxies' peak RSS.
+func (r *runner) latency(paths []*path) error {
+	loads := make([]*latencyLoad, len(paths))
+	for i, p := range paths {
+		loads[i] = newLatencyLoad(p)
+		defer loads[i].transport.CloseIdleConnections()
+		if err := loads[i].round(latencyRound); err != nil { // warm up: connect
+			return err
+		}
+		loads[i].lat, loads[i].slow = nil, 0
+	}
+	rounds := int(3 * r.duration / latencyRound)
+	for run := range r.runs {
+		var waits []func()
+		if run == 0 { // a CPU profile of the proxies over the first run
+			for _, p := range paths {
+				for i, admin := range p.admins {
+					waits = append(waits, r.profile(admin, fmt.Sprintf("%s-latency-cpu-%d", p.name, i), time.Duration(rounds*len(paths))*latencyRound))
+				}
+			}
+		}
+		for round := range rounds {
+			for _, l := range rotate(loads, round) {
+				if err := l.round(latencyRound); err != nil {
+					return err
+				}
+			}
+		}
+		for _, wait := range waits {
+			wait()
+		}
+		for _, l := range loads {
+			name, lat := l.p.name, l.lat
+			over := 0
+			for _, v := range lat {
+				if v > 10*time.Millisecond {
+					over++
+				}
+			}
+			log.Printf("latency via %s, run %d: p50 %.2f p99 %.2f p99.9 %.2f max %.1f ms; %d of %d requests over 10 ms, in %d of %d rounds",
+				name, run+1, bench.Millis(lat.Quantile(0.5)), bench.Millis(lat.Quantile(0.99)), bench.Millis(lat.Quantile(0.999)),
+				bench.Millis(lat.Quantile(1)), over, len(lat), l.slow, rounds)
+			r.fig("lat/" + name + "/p50").Add(bench.Millis(lat.Quantile(0.50)))
+			r.fig("lat/" + name + "/p99").Add(bench.Millis(lat.Quantile(0.99)))
+			r.fig("lat/" + name + "/p999").Add(bench.Millis(lat.Quantile(0.999)))
+			l.lat, l.slow = nil, 0
 		}
 	}
-	log.Printf("latency via %s: p50 %.2f p99 %.2f p99.9 %.2f max %.1f ms; %d of %d over 10 ms", p.name,
-		bench.Millis(lat.Quantile(0.5)), bench.Millis(lat.Quantile(0.99)), bench.Millis(lat.Quantile(0.999)), bench.Millis(lat.Quantile(1)), slow, len(lat))
-	r.fig("lat/" + p.name + "/p50").Add(bench.Millis(lat.Quantile(0.50)))
-	r.fig("lat/" + p.name + "/p99").Add(bench.Millis(lat.Quantile(0.99)))
-	r.fig("lat/" + p.name + "/p999").Add(bench.Millis(lat.Quantile(0.999)))
-	peak.Range(func(k, v any) bool {
-		r.fig(fmt.Sprintf("rss/load/%s/%d", p.name, k.(int))).Add(float64(v.(int64)) / mib)
-		return true
-	})
+	for _, l := range loads {
+		for i, v := range l.peak {
+			r.fig(fmt.Sprintf("rss/load/%s/%d", l.p.name, i)).Add(float64(v) / mib)
+		}
+	}
 	return nil
 }
 
