@@ -32,40 +32,37 @@ func direct(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &directConn{TCPConn: tc, rc: rc}
+	d := &directConn{TCPConn: tc, rc: rc}
+	d.readFn, d.writeFn = d.read, d.write
+	return d
 }
 
 // directConn is a TCP connection read and written with raw system calls.
-// Everything but Read and Write is the TCPConn's own.
+// Everything but Read and Write is the TCPConn's own. A read and a write
+// may run at once (one goroutine each way), so each has its own fields;
+// readFn and writeFn are bound once, so that neither allocates.
 type directConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+
+	readFn  func(fd uintptr) bool
+	rbuf    []byte
+	rn      int
+	rerr    syscall.Errno
+	writeFn func(fd uintptr) bool
+	wbuf    []byte
+	wn      int
+	werr    syscall.Errno
 }
 
 func (c *directConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var (
-		n    int
-		serr syscall.Errno
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait until readable
-			}
-			if e == 0 {
-				n = int(r)
-			}
-			serr = e
-			return true
-		}
-	})
+	c.rbuf, c.rn, c.rerr = b, 0, 0
+	err := c.rc.Read(c.readFn)
+	n, serr := c.rn, c.rerr
+	c.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -77,32 +74,55 @@ func (c *directConn) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-func (c *directConn) Write(b []byte) (int, error) {
-	written := 0
-	var serr syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		for written < len(b) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[written])), uintptr(len(b)-written))
-			switch e {
-			case 0:
-				written += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // wait until writable
-			default:
-				serr = e
-				return true
-			}
+// read is one attempt of Read; false means wait until readable.
+func (c *directConn) read(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		switch e {
+		case 0:
+			c.rn = int(r)
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.rerr = e
 		}
 		return true
-	})
+	}
+}
+
+func (c *directConn) Write(b []byte) (int, error) {
+	c.wbuf, c.wn, c.werr = b, 0, 0
+	err := c.rc.Write(c.writeFn)
+	n, serr := c.wn, c.werr
+	c.wbuf = nil
 	switch {
 	case err != nil:
-		return written, c.opError("write", err)
+		return n, c.opError("write", err)
 	case serr != 0:
-		return written, c.opError("write", serr)
+		return n, c.opError("write", serr)
 	}
-	return written, nil
+	return n, nil
+}
+
+// write is one attempt of Write: it writes until done, or until the socket
+// is full (false: wait until writable).
+func (c *directConn) write(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.wbuf[c.wn])), uintptr(len(c.wbuf)-c.wn))
+		switch e {
+		case 0:
+			c.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
 }
 
 // opError wraps err as net does, so that callers (crypto/tls among them)

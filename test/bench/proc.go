@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -92,40 +91,112 @@ func (p *Proc) Stop() {
 }
 
 // RSS is the resident memory of the process and its children, in bytes.
-func (p *Proc) RSS() (int64, error) { return treeRSS(p.PID()) }
-
-// treeRSS is the resident memory of process pid and its descendants, in
-// bytes (nginx's master and worker, say).
-func treeRSS(pid int) (int64, error) {
-	total, err := rss(pid)
-	if err != nil {
-		return 0, err
-	}
-	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	for _, f := range strings.Fields(string(kids)) {
-		if kid, err := strconv.Atoi(f); err == nil {
-			if n, err := treeRSS(kid); err == nil {
-				total += n
-			}
-		}
-	}
-	return total, nil
+func (p *Proc) RSS() (int64, error) {
+	var total int64
+	err := eachInTree(p.PID(), func(pid int) error {
+		n, err := rss(pid)
+		total += n
+		return err
+	})
+	return total, err
 }
 
-func rss(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+// Usage is what a process tree has used so far.
+type Usage struct {
+	CPU      time.Duration // user and system time
+	Switches int64         // context switches, voluntary and not, over every thread
+}
+
+// Sub is u minus an earlier reading.
+func (u Usage) Sub(earlier Usage) Usage {
+	return Usage{CPU: u.CPU - earlier.CPU, Switches: u.Switches - earlier.Switches}
+}
+
+// Usage is the CPU time and context switches of the process and its
+// children so far (nginx's master and worker, say).
+func (p *Proc) Usage() (Usage, error) {
+	var u Usage
+	err := eachInTree(p.PID(), func(pid int) error {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return err
+		}
+		// Fields after the command (which may hold spaces): utime and
+		// stime are the 12th and 13th, in clock ticks of 1/100 s.
+		_, rest, _ := strings.Cut(string(stat), ") ")
+		f := strings.Fields(rest)
+		if len(f) < 13 {
+			return fmt.Errorf("/proc/%d/stat: too few fields", pid)
+		}
+		for _, s := range f[11:13] {
+			ticks, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return err
+			}
+			u.CPU += time.Duration(ticks) * 10 * time.Millisecond
+		}
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			n, err := statusField(t, "voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")
+			if err != nil {
+				return err
+			}
+			u.Switches += n
+		}
+		return nil
+	})
+	return u, err
+}
+
+// eachInTree calls f for process pid and each of its descendants. An error
+// of pid's is returned; a descendant's is not (it may have just exited).
+func eachInTree(pid int, f func(pid int) error) error {
+	if err := f(pid); err != nil {
+		return err
+	}
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, k := range strings.Fields(string(kids)) {
+		if kid, err := strconv.Atoi(k); err == nil {
+			_ = eachInTree(kid, f)
+		}
+	}
+	return nil
+}
+
+// statusField sums the values of the named fields of a /proc status file.
+func statusField(path string, names ...string) (int64, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
+	var total int64
+	found := 0
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10, err
+		for _, name := range names {
+			if rest, ok := strings.CutPrefix(s.Text(), name); ok {
+				v, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("%s: %s: %w", path, name, err)
+				}
+				total += v
+				found++
+			}
 		}
 	}
-	return 0, errors.New("no VmRSS line")
+	if found < len(names) {
+		return 0, fmt.Errorf("%s: no %s line", path, strings.Join(names, " or "))
+	}
+	return total, s.Err()
+}
+
+func rss(pid int) (int64, error) {
+	kb, err := statusField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
+	return kb << 10, err
 }
 
 // WaitFor polls cond every 50 ms until it returns nil, the process exits,

@@ -1,18 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
@@ -264,21 +265,31 @@ type latencyLoad struct {
 	transport *http.Transport
 	client    *http.Client
 	target    vegeta.Targeter
+	dials     atomic.Int64    // connections the client opened
 	lat       bench.Latencies // this run's requests
 	slow      int             // this run's rounds with a request over 10 ms
-	peak      []int64         // the proxies' peak RSS under load
+	gcs       []float64       // the proxies' GC cycles and allocations so far
+	mallocs   []float64
+	used      bench.Usage // this run's, all the path's proxies together
+	peak      []int64 // the proxies' peak RSS under load
 }
 
 func newLatencyLoad(p *path) *latencyLoad {
 	body := []byte(strings.Repeat("q", bench.PayloadSize))
-	tr := &http.Transport{MaxIdleConnsPerHost: 1000, DisableCompression: true}
-	return &latencyLoad{
-		p:         p,
-		transport: tr,
-		client:    &http.Client{Transport: tr, Timeout: 10 * time.Second},
-		target:    vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: "http://" + p.echo + "/", Body: body}),
-		peak:      make([]int64, len(p.procs)),
+	l := &latencyLoad{
+		p:      p,
+		target: vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: "http://" + p.echo + "/", Body: body}),
+		peak:   make([]int64, len(p.procs)),
+		gcs:    make([]float64, len(p.admins)), mallocs: make([]float64, len(p.admins)),
 	}
+	var d net.Dialer
+	l.transport = &http.Transport{MaxIdleConnsPerHost: 1000, DisableCompression: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			l.dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		}}
+	l.client = &http.Client{Transport: l.transport, Timeout: 10 * time.Second}
+	return l
 }
 
 // round sends latencyRate requests/s for d and keeps their latencies.
@@ -303,6 +314,17 @@ func (l *latencyLoad) round(d time.Duration) error {
 		}
 	}()
 	defer func() { close(done); <-sampled }()
+	before, err := l.usage()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if after, err := l.usage(); err == nil {
+			u := after.Sub(before)
+			l.used.CPU += u.CPU
+			l.used.Switches += u.Switches
+		}
+	}()
 	failed, firstErr := 0, ""
 	var worst time.Duration
 	attacker := vegeta.NewAttacker(vegeta.Client(l.client)) // one per round: an attack ends by stopping its attacker
@@ -326,6 +348,20 @@ func (l *latencyLoad) round(d time.Duration) error {
 	return nil
 }
 
+// usage is the proxies' CPU time and context switches so far.
+func (l *latencyLoad) usage() (bench.Usage, error) {
+	var total bench.Usage
+	for _, proc := range l.p.procs {
+		u, err := proc.Usage()
+		if err != nil {
+			return total, fmt.Errorf("usage of %s's proxies: %w", l.p.name, err)
+		}
+		total.CPU += u.CPU
+		total.Switches += u.Switches
+	}
+	return total, nil
+}
+
 // latency measures every path's latency in r.runs runs of interleaved
 // rounds, three times r.duration of requests per path and run, and records
 // the quantiles and the proxies' peak RSS.
@@ -338,6 +374,8 @@ func (r *runner) latency(paths []*path) error {
 			return err
 		}
 		loads[i].lat, loads[i].slow = nil, 0
+		loads[i].dials.Store(0)
+		loads[i].used = bench.Usage{}
 	}
 	rounds := int(3 * r.duration / latencyRound)
 	for run := range r.runs {
@@ -361,15 +399,29 @@ func (r *runner) latency(paths []*path) error {
 		}
 		for _, l := range loads {
 			name, lat := l.p.name, l.lat
+			var gcs []string
+			for i, admin := range l.p.admins {
+				m := scrape(admin)
+				gcs = append(gcs, fmt.Sprintf("proxy %d: %.0f GCs, %.0f allocations", i, m["go_gc_duration_seconds_count"]-l.gcs[i], m["go_memstats_mallocs_total"]-l.mallocs[i]))
+				l.gcs[i], l.mallocs[i] = m["go_gc_duration_seconds_count"], m["go_memstats_mallocs_total"]
+			}
 			over := 0
 			for _, v := range lat {
 				if v > 10*time.Millisecond {
 					over++
 				}
 			}
-			log.Printf("latency via %s, run %d: p50 %.2f p99 %.2f p99.9 %.2f max %.1f ms; %d of %d requests over 10 ms, in %d of %d rounds",
+			log.Printf("latency via %s, run %d: p50 %.2f p99 %.2f p99.9 %.2f max %.1f ms; %d of %d requests over 10 ms, in %d of %d rounds; %d connections opened; %s",
 				name, run+1, bench.Millis(lat.Quantile(0.5)), bench.Millis(lat.Quantile(0.99)), bench.Millis(lat.Quantile(0.999)),
-				bench.Millis(lat.Quantile(1)), over, len(lat), l.slow, rounds)
+				bench.Millis(lat.Quantile(1)), over, len(lat), l.slow, rounds, l.dials.Swap(0), strings.Join(gcs, "; "))
+			if len(l.p.procs) > 0 && len(lat) > 0 {
+				cpu := float64(l.used.CPU.Microseconds()) / float64(len(lat))
+				sw := float64(l.used.Switches) / float64(len(lat))
+				log.Printf("%s proxies, run %d: %.1f µs of CPU and %.2f context switches per request, both proxies together", name, run+1, cpu, sw)
+				r.fig("cpu/" + name).Add(cpu)
+				r.fig("switches/" + name).Add(sw)
+			}
+			l.used = bench.Usage{}
 			r.fig("lat/" + name + "/p50").Add(bench.Millis(lat.Quantile(0.50)))
 			r.fig("lat/" + name + "/p99").Add(bench.Millis(lat.Quantile(0.99)))
 			r.fig("lat/" + name + "/p999").Add(bench.Millis(lat.Quantile(0.999)))
@@ -408,17 +460,30 @@ func (r *runner) held(p *path, label string) error {
 	r.rss(label, p)
 	for i, admin := range p.admins {
 		r.pprof(admin, fmt.Sprintf("%s-%s-heap-%d", p.name, label, i), "heap")()
-		if resp, err := http.Get("http://" + admin + "/metrics"); err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			for _, line := range strings.Split(string(body), "\n") {
-				if series, _, _ := strings.Cut(line, " "); slices.Contains(memSeries, series) {
-					log.Printf("%s proxy %d with %d connections (%s): %s", p.name, i, heldConns, label, line)
-				}
-			}
+		m := scrape(admin)
+		for _, series := range memSeries {
+			log.Printf("%s proxy %d with %d connections (%s): %s %.0f", p.name, i, heldConns, label, series, m[series])
 		}
 	}
 	return nil
+}
+
+// scrape reads the unlabelled series of a proxy's /metrics (none on error).
+func scrape(admin string) map[string]float64 {
+	m := map[string]float64{}
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return m
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		series, value, ok := strings.Cut(sc.Text(), " ")
+		if v, err := strconv.ParseFloat(value, 64); ok && err == nil && !strings.HasPrefix(series, "#") {
+			m[series] = v
+		}
+	}
+	return m
 }
 
 // rawTLS runs `bench raw-tls` pinned to the server CPUs.

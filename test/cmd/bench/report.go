@@ -112,7 +112,7 @@ func (r *runner) report(only, out string, took time.Duration) string {
 		w("")
 		w("### Latency at %d requests/s", latencyRate)
 		w("")
-		w("1 KiB HTTP/1.1 POST, 1 KiB response, kept-alive connections, vegeta at a fixed rate for %s per run, %d runs per path taken in turn (medians of those).", r.duration, 3*r.runs)
+		w("1 KiB HTTP/1.1 POST, 1 KiB response, on kept-alive connections (one HTTP client per path, its connections opened in a warm-up round and kept), vegeta at a fixed rate. The paths take turns in rounds of %s, so that a pause of the machine, which lasts seconds on this VM, falls on all of them alike; each run is %d rounds per path, its quantiles over all their requests, and the figures are medians of %d runs.", latencyRound, int(3*r.duration/latencyRound), r.runs)
 		w("")
 		w("| path | p50 (ms) | p99 (ms) | p99.9 (ms) | added p50 | added p99 | added p99.9 |")
 		w("|---|---|---|---|---|---|---|")
@@ -135,6 +135,18 @@ func (r *runner) report(only, out string, took time.Duration) string {
 		w("")
 		w("meshid's added latency as a share of nginx's: p50 %s, p99 %s (goal ≤ 100 %%), p99.9 %s.", addedRatio("p50"), addedRatio("p99"), addedRatio("p999"))
 		w("")
+		if len(r.fig("cpu/meshid").Runs) > 0 {
+			w("What the proxies spent per request in the latency runs, both proxies of the pair together (from /proc: user and system time, and context switches over every thread; a request crosses each proxy twice):")
+			w("")
+			w("| proxies | CPU per request (µs) | context switches per request |")
+			w("|---|---|---|")
+			for _, p := range []string{"meshid", "nginx"} {
+				if len(r.fig("cpu/"+p).Runs) > 0 {
+					w("| %s | %s | %s |", p, cell("cpu/"+p), cell("switches/"+p))
+				}
+			}
+			w("")
+		}
 		w("### New connections")
 		w("")
 		w("%d clients each open a connection, send one request, read the response and close, for %s per run. Through a proxy pair every client connection is a new mTLS handshake between the proxies. The raw limit is Go's crypto/tls with the same certificates and keys, both sides in one process on the proxies' core, one byte each way.", connWorkers, r.duration)
