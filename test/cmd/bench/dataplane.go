@@ -271,7 +271,7 @@ type latencyLoad struct {
 	gcs       []float64       // the proxies' GC cycles and allocations so far
 	mallocs   []float64
 	used      bench.Usage // this run's, all the path's proxies together
-	peak      []int64 // the proxies' peak RSS under load
+	peak      []int64     // the proxies' peak RSS under load
 }
 
 func newLatencyLoad(p *path) *latencyLoad {
