@@ -224,7 +224,8 @@ func (r *runner) issuance(ctx context.Context) error {
 			r.fig("ca/raw").Add(v)
 			wait := func() {}
 			if i == 0 && c == slicesMax(r.concurrency) {
-				wait = r.profile(ca.admin, fmt.Sprintf("meshid-ca-c%d", c), r.duration-time.Second)
+				cpu := r.profile(ca.admin, fmt.Sprintf("meshid-ca-c%d", c), r.duration-time.Second)
+				wait = func() { cpu(); r.pprof(ca.admin, fmt.Sprintf("meshid-ca-c%d-allocs", c), "allocs")() }
 			}
 			run := bench.Load(ctx, c, r.duration, func(ctx context.Context, w int) error {
 				_, err := clients[w%len(clients)].Certify(ctx, &identityv1.CertifyRequest{Csr: csr, Token: toks[0]})
