@@ -102,8 +102,18 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, cfg *tls.Config,
 	p.metrics.active.WithLabelValues(dir).Inc()
 	defer p.metrics.active.WithLabelValues(dir).Dec()
 	defer c.Close()
-	log := p.log.With("direction", dir, "port", n, "remote", c.RemoteAddr().String())
+	var appConn, peerConn net.Conn
+	aside(func() { appConn, peerConn = p.setUpInbound(ctx, n, app, cfg, c) })
+	if appConn != nil {
+		p.pipe(dir, appConn, peerConn)
+	}
+}
 
+// setUpInbound authenticates and authorizes the peer on c and dials the
+// app; on a refusal it logs, counts and returns nils.
+func (p *Proxy) setUpInbound(ctx context.Context, n int, app string, cfg *tls.Config, c net.Conn) (appConn, peerConn net.Conn) {
+	const dir = "inbound"
+	log := p.log.With("direction", dir, "port", n, "remote", c.RemoteAddr().String())
 	_ = c.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 	br := bufio.NewReaderSize(c, 16) // the minimum: it only peeks one byte, and lives as long as the connection
 	first, err := br.Peek(1)
@@ -111,20 +121,20 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, cfg *tls.Config,
 		// A health check or port scan: not worth a warning.
 		p.metrics.handshake.WithLabelValues(dir, reasonNoData).Inc()
 		log.Debug("connection closed before sending anything", "error", err.Error())
-		return
+		return nil, nil
 	}
-	peerConn := net.Conn(&peeked{Conn: c, r: br})
+	peerConn = &peeked{Conn: c, r: br}
 	peer := "unauthenticated"
 	if first[0] != 0x16 { // not a TLS handshake record
 		if mode := p.policy.Load().For(n).Mode; mode != policy.AllUnauthenticated {
 			p.refuse(log, dir, &refusal{reason: reasonPlaintext, err: fmt.Errorf("proxy: plain TCP refused on port %d (mode %s); connect with mTLS", n, mode)})
-			return
+			return nil, nil
 		}
 	} else {
 		tc := tls.Server(peerConn, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			p.refuse(log, dir, err)
-			return
+			return nil, nil
 		}
 		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
 			if id, err := x509svid.IDFromCert(certs[0]); err == nil { // verified in VerifyConnection
@@ -135,13 +145,13 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, cfg *tls.Config,
 	}
 	_ = c.SetDeadline(time.Time{})
 	d := net.Dialer{Timeout: p.cfg.HandshakeTimeout}
-	appConn, err := d.DialContext(ctx, "tcp", app)
+	appConn, err = d.DialContext(ctx, "tcp", app)
 	if err != nil {
 		p.refuse(log, dir, &refusal{reason: reasonDial, err: fmt.Errorf("proxy: app %s: %w", app, err)})
-		return
+		return nil, nil
 	}
 	log.Debug("connection accepted", "peer_id", peer)
-	p.pipe(dir, direct(appConn), peerConn)
+	return direct(appConn), peerConn
 }
 
 // outbound serves one connection from the app: dial the target with mTLS
@@ -152,23 +162,45 @@ func (p *Proxy) outbound(ctx context.Context, out Outbound, cfg *tls.Config, app
 	p.metrics.active.WithLabelValues(dir).Inc()
 	defer p.metrics.active.WithLabelValues(dir).Dec()
 	defer app.Close()
-	log := p.log.With("direction", dir, "target", out.Target)
+	var tc *tls.Conn
+	aside(func() { tc = p.dialOutbound(ctx, out, cfg) })
+	if tc != nil {
+		p.pipe(dir, app, tc)
+	}
+}
 
+// dialOutbound dials out's target with mTLS and checks who answered; on a
+// refusal it logs, counts and returns nil.
+func (p *Proxy) dialOutbound(ctx context.Context, out Outbound, cfg *tls.Config) *tls.Conn {
+	const dir = "outbound"
 	hctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
 	defer cancel()
 	var d net.Dialer
 	raw, err := d.DialContext(hctx, "tcp", out.Target)
 	if err != nil {
-		p.refuse(log, dir, &refusal{reason: reasonDial, err: fmt.Errorf("proxy: %w", err)})
-		return
+		p.refuse(p.log.With("direction", dir, "target", out.Target), dir, &refusal{reason: reasonDial, err: fmt.Errorf("proxy: %w", err)})
+		return nil
 	}
 	tc := tls.Client(direct(raw), cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		raw.Close()
-		p.refuse(log, dir, err)
-		return
+		p.refuse(p.log.With("direction", dir, "target", out.Target), dir, err)
+		return nil
 	}
-	p.pipe(dir, app, tc)
+	return tc
+}
+
+// aside runs f, a connection's set-up (dials, the TLS handshake), on a
+// goroutine of its own and waits for it. The handshake's cryptography
+// (ML-KEM above all) and the dialer grow a goroutine's stack to tens of
+// KiB; on the connection's goroutine, which then copies for the
+// connection's whole life, that stack would stay (Go gives a stack back
+// only by halves, at garbage collections). A short-lived goroutine's stack
+// goes back to the runtime's pool at once, for the next set-up.
+func aside(f func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	<-done
 }
 
 // refuse logs and counts a connection that was not forwarded.
