@@ -58,8 +58,8 @@ func (r *runner) report(only, out string, took time.Duration) string {
 		}
 		row("raw limit (certificates/s)", func(int) string { return cell("ca/raw") })
 		row("**meshid-ca** (certificates/s)", func(c int) string { return cell(fmt.Sprintf("ca/meshid/c%d/rate", c)) })
-		row("meshid-ca / raw limit (goal ≥ 80 %)", func(c int) string {
-			return bench.Ratio(med(fmt.Sprintf("ca/meshid/c%d/rate", c)), med("ca/raw"))
+		row("meshid-ca / raw limit, % (goal ≥ 80; each run against the raw limit right before it)", func(c int) string {
+			return cell(fmt.Sprintf("ca/meshid/c%d/share", c))
 		})
 		row("meshid-ca p50 (ms)", func(c int) string { return cell(fmt.Sprintf("ca/meshid/c%d/p50", c)) })
 		row("meshid-ca p99 (ms) (goal < 5 at c=64)", func(c int) string { return cell(fmt.Sprintf("ca/meshid/c%d/p99", c)) })
