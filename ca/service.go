@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
