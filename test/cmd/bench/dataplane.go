@@ -376,6 +376,10 @@ func (r *runner) latency(paths []*path) error {
 		loads[i].lat, loads[i].slow = nil, 0
 		loads[i].dials.Store(0)
 		loads[i].used = bench.Usage{}
+		for j, admin := range p.admins { // GCs and allocations are counted from here
+			m := scrape(admin)
+			loads[i].gcs[j], loads[i].mallocs[j] = m["go_gc_duration_seconds_count"], m["go_memstats_mallocs_total"]
+		}
 	}
 	rounds := int(3 * r.duration / latencyRound)
 	for run := range r.runs {
