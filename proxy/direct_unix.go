@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -39,17 +40,20 @@ func direct(c net.Conn) net.Conn {
 
 // directConn is a TCP connection read and written with raw system calls.
 // Everything but Read and Write is the TCPConn's own. A read and a write
-// may run at once (one goroutine each way), so each has its own fields;
-// readFn and writeFn are bound once, so that neither allocates.
+// may run at once (one goroutine each way), so each has its own fields,
+// under its own lock, as net.Conn allows any goroutines to call it; readFn
+// and writeFn are bound once, so that neither allocates.
 type directConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
 
+	rmu     sync.Mutex
 	readFn  func(fd uintptr) bool
 	rbuf    []byte
 	rn      int
 	rerr    syscall.Errno
 	writeFn func(fd uintptr) bool
+	wmu     sync.Mutex
 	wbuf    []byte
 	wn      int
 	werr    syscall.Errno
@@ -59,10 +63,12 @@ func (c *directConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	c.rmu.Lock()
 	c.rbuf, c.rn, c.rerr = b, 0, 0
 	err := c.rc.Read(c.readFn)
 	n, serr := c.rn, c.rerr
 	c.rbuf = nil
+	c.rmu.Unlock()
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -93,10 +99,12 @@ func (c *directConn) read(fd uintptr) bool {
 }
 
 func (c *directConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
 	c.wbuf, c.wn, c.werr = b, 0, 0
 	err := c.rc.Write(c.writeFn)
 	n, serr := c.wn, c.werr
 	c.wbuf = nil
+	c.wmu.Unlock()
 	switch {
 	case err != nil:
 		return n, c.opError("write", err)

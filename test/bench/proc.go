@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -141,6 +142,9 @@ func (p *Proc) Usage() (Usage, error) {
 		}
 		for _, t := range tasks {
 			n, err := statusField(t, "voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")
+			if errors.Is(err, os.ErrNotExist) {
+				continue // the thread ended since the listing
+			}
 			if err != nil {
 				return err
 			}
