@@ -13,7 +13,7 @@ GO ?= go
 export GOTOOLCHAIN ?= $(shell sed -n 's/^toolchain //p' go.mod)
 BIN := bin
 CLUSTER_DIR ?= $(CURDIR)/.cluster
-PROTO := ca/api/identity/v1/identity.proto
+PROTO := api/identity/v1/identity.proto
 CMDS := meshid meshid-ca meshid-proxy meshid-webhook
 
 .PHONY: help
@@ -62,7 +62,7 @@ fmt: ## format the Go code
 
 .PHONY: generate
 generate: ## regenerate the gRPC code from $(PROTO), and the AuthorizationPolicy deep copies and CRD
-	$(GO) tool controller-gen object paths=./ca/api/policy/... crd:crdVersions=v1 paths=./ca/api/policy/... output:crd:dir=ca/api/policy/crd
+	$(GO) tool controller-gen object paths=./api/policy/... crd:crdVersions=v1 paths=./api/policy/... output:crd:dir=api/policy/crd
 	protoc --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 	  --plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
 	  --go_out=. --go_opt=module=github.com/meshid/meshid \
@@ -71,7 +71,7 @@ generate: ## regenerate the gRPC code from $(PROTO), and the AuthorizationPolicy
 
 .PHONY: generate-check
 generate-check: generate ## fail if the generated code differs from what is committed
-	@if [[ -n "$$(git status --porcelain -- ca/api)" ]]; then git status --short -- ca/api; echo "generated code differs from the commit: run 'make generate' and commit it"; exit 1; fi
+	@if [[ -n "$$(git status --porcelain -- api)" ]]; then git status --short -- api; echo "generated code differs from the commit: run 'make generate' and commit it"; exit 1; fi
 
 BENCH_FLAGS ?=
 .PHONY: bench

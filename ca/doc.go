@@ -2,9 +2,13 @@
 // (Certify, GetBundle, WatchBundle), the leaf template, audit logging and
 // metrics, and the Service that wires them to their trust sources and
 // serves them. Its subpackages own the parts a request passes through:
-// authn (who is calling), identity (which SPIFFE ID that is), csr (what
-// the caller may ask for), trust (what the CA signs with and publishes),
-// source (where trust material comes from) and api (the wire types).
+// authn (who is calling), csr (what the caller may ask for), trust (what
+// the CA signs with and publishes), source (where trust material comes
+// from), limit (per-caller rate limits), fleet (what the proxies report),
+// policies (which AuthorizationPolicies select a pod) and manifest (what
+// `meshid install` renders). The wire types are api/'s, the SPIFFE-ID
+// mapping identity's, the bundle bundle's.
 //
-// ca imports issuer/ and rotation/; it must never import proxy/ or webhooks/.
+// ca imports issuer/ and shared nouns; it must never import rotation/,
+// proxy/ or webhooks/.
 package ca

@@ -14,15 +14,6 @@ import (
 	"github.com/meshid/meshid/ca/fleet"
 )
 
-// Fleet reports: every replica publishes the proxies it serves to a
-// ConfigMap of its own, so `meshid rotate-anchor` can see the whole fleet
-// from the API server alone.
-const (
-	FleetPrefix = "meshid-fleet-"
-	FleetLabel  = "meshid.dev/fleet"
-	FleetKey    = "fleet.json"
-)
-
 func (s *Service) fleetReport() fleet.Report {
 	st := s.store.Load()
 	r := fleet.Report{Replica: s.cfg.Replica, Updated: s.cfg.Now(), Proxies: s.server.Fleet().Live()}
@@ -44,10 +35,10 @@ func FleetConfigMapName(replica string) string {
 		}
 		return '-'
 	}, name)
-	if len(FleetPrefix)+len(name) > 253 {
-		name = name[:253-len(FleetPrefix)]
+	if len(fleet.ConfigMapPrefix)+len(name) > 253 {
+		name = name[:253-len(fleet.ConfigMapPrefix)]
 	}
-	return FleetPrefix + name
+	return fleet.ConfigMapPrefix + name
 }
 
 // publishFleet writes this replica's report every FleetReportInterval.
@@ -61,8 +52,8 @@ func (s *Service) publishFleet(ctx context.Context) error {
 		data, err := json.Marshal(s.fleetReport())
 		if err == nil {
 			err = upsertConfigMap(ctx, cms, &corev1.ConfigMap{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.cfg.Namespace, Labels: map[string]string{FleetLabel: "true"}},
-				Data:       map[string]string{FleetKey: string(data)},
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.cfg.Namespace, Labels: map[string]string{fleet.Label: "true"}},
+				Data:       map[string]string{fleet.ConfigMapKey: string(data)},
 			})
 		}
 		switch {

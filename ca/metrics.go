@@ -4,8 +4,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/trust"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 // Metrics are the CA's Prometheus metrics, on a registry of their own.

@@ -19,15 +19,15 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/ca/authn"
 	"github.com/meshid/meshid/ca/csr"
 	"github.com/meshid/meshid/ca/fleet"
-	"github.com/meshid/meshid/ca/identity"
 	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/trust"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/policy"
 )
 
 // Defaults for ServerConfig.
@@ -196,7 +196,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	if err != nil {
 		return nil, "sign_failed", status.Errorf(codes.Internal, "signing failed: %v", err)
 	}
-	renew := rotation.RenewAt(now, out.NotAfter, s.cfg.Jitter())
+	renew := issuer.RenewAt(now, out.NotAfter, s.cfg.Jitter())
 
 	attrs := []slog.Attr{
 		slog.String("spiffe_id", who.ID.String()),
@@ -374,7 +374,7 @@ func (s *Server) WatchPolicy(req *identityv1.WatchPolicyRequest, stream identity
 	for {
 		changed := s.cfg.Policies.Changed()
 		if s.cfg.Policies.Synced() {
-			data, sum, err := s.cfg.Policies.For(pod, req.GetDefaultMode())
+			data, sum, err := s.cfg.Policies.For(pod, policy.Mode(req.GetDefaultMode()))
 			if err != nil {
 				return status.Error(codes.Internal, err.Error())
 			}

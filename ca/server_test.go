@@ -14,11 +14,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/ca"
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
 	"github.com/meshid/meshid/ca/authn"
-	"github.com/meshid/meshid/ca/identity"
 	"github.com/meshid/meshid/ca/trust"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
 )
 

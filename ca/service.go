@@ -28,23 +28,20 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/authn"
-	"github.com/meshid/meshid/ca/identity"
 	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/source"
 	"github.com/meshid/meshid/ca/trust"
+	"github.com/meshid/meshid/identity"
 )
 
 // Keys of the objects and files trust material is read from.
 const (
 	KeyIssuerCert = corev1.TLSCertKey       // tls.crt: issuer certificate, then its chain
 	KeyIssuerKey  = corev1.TLSPrivateKeyKey // tls.key: issuer private key
-	KeyBundle     = "ca-bundle.crt"         // the trust bundle ConfigMap's key
-	// KeyReissueWindow, in the bundle ConfigMap, asks proxies with a leaf
-	// from another issuer to renew within that duration ("30s").
-	KeyReissueWindow = "reissue-window"
 )
 
 // retryInterval is how often a held-back issuer is tried again.
@@ -368,7 +365,7 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 		g.Go(func() error { return source.WatchConfigMap(ctx, obj(s.cfg.BundleConfigMap, source.Bundle), bundleSink) })
 	} else {
 		g.Go(func() error {
-			return source.WatchFiles(ctx, files(source.Bundle, map[string]string{KeyBundle: s.cfg.BundleFile}), bundleSink)
+			return source.WatchFiles(ctx, files(source.Bundle, map[string]string{bundle.Key: s.cfg.BundleFile}), bundleSink)
 		})
 	}
 	// A held-back issuer that was not valid yet is tried again.
@@ -423,15 +420,15 @@ func (s *Service) setIssuer(data map[string][]byte) (bool, error) {
 }
 
 func (s *Service) setBundle(data map[string][]byte) (bool, error) {
-	pem, ok := data[KeyBundle]
+	pem, ok := data[bundle.Key]
 	if !ok {
-		return false, fmt.Errorf("bundle: key %s is missing (the ConfigMap must hold the PEM anchors under it)", KeyBundle)
+		return false, fmt.Errorf("bundle: key %s is missing (the ConfigMap must hold the PEM anchors under it)", bundle.Key)
 	}
 	var window time.Duration
-	if w := strings.TrimSpace(string(data[KeyReissueWindow])); w != "" {
+	if w := strings.TrimSpace(string(data[bundle.ReissueWindowKey])); w != "" {
 		var err error
 		if window, err = time.ParseDuration(w); err != nil || window < 0 {
-			return false, fmt.Errorf("bundle: %s %q is not a duration such as 30s", KeyReissueWindow, w)
+			return false, fmt.Errorf("bundle: %s %q is not a duration such as 30s", bundle.ReissueWindowKey, w)
 		}
 	}
 	// The window applies even when the bundle itself is held back: it asks

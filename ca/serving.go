@@ -15,7 +15,6 @@ import (
 
 	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation"
 )
 
 // servingCert is the CA's own TLS certificate, an X.509-SVID for the CA's
@@ -71,6 +70,6 @@ func (c *servingCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 	}
 	c.cert = &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}
 	c.issuerFP = st.Issuer.Fingerprint()
-	c.renewAt = rotation.RenewAt(now, out.NotAfter, 0)
+	c.renewAt = issuer.RenewAt(now, out.NotAfter, 0)
 	return c.cert, nil
 }

@@ -8,5 +8,9 @@
 // bundle before it is used (Verify); it never changes afterwards, so hot
 // reload is an atomic swap of one pointer, done by the caller.
 //
-// issuer imports rotation/bundle; it must not import proxy/ or ca/.
+// It also owns when a leaf is renewed (RenewAt), which the CA uses to pace
+// renewals and clients fall back on.
+//
+// issuer imports bundle; it must not import ca/, proxy/, webhooks/ or
+// rotation/.
 package issuer

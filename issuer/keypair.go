@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/meshid/meshid/rotation/bundle"
+	"github.com/meshid/meshid/bundle"
 )
 
 // ErrInvalid is wrapped by every error Parse and Verify return: the material

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 func mustAnchor(t *testing.T, name string) *issuer.KeyPair {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/meshid/meshid/rotation/bundle"
+	"github.com/meshid/meshid/bundle"
 )
 
 // Identity is what /identity reports.

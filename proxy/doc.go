@@ -3,10 +3,11 @@
 // and the CA's WatchBundle stream), terminates inbound mTLS and authorizes
 // peers by policy, originates outbound mTLS and checks the server's
 // identity, serves the SPIFFE Workload API, and reports on an admin
-// endpoint. Its subpackages own the snapshot every handshake reads (state),
-// the policy (policy) and the Workload API server (workload).
+// endpoint. Its subpackages own the snapshot every handshake reads (state)
+// and the Workload API server (workload); the policy it enforces is package
+// policy's.
 //
-// The proxy talks to the CA only through the generated client in ca/api; it
-// may use ca/identity (the one SA-to-SPIFFE-ID mapping) and must import
-// nothing else from ca/ or issuer/.
+// The proxy talks to the CA only through the generated client in
+// api/identity and rotation's client; it may use shared nouns and issuer/,
+// and never imports ca/ or webhooks/.
 package proxy

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/meshid/meshid/proxy/policy"
+	"github.com/meshid/meshid/policy"
 	"github.com/meshid/meshid/rotation"
 )
 

@@ -17,13 +17,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
-	"github.com/meshid/meshid/proxy/policy"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/policy"
+	"github.com/meshid/meshid/poll"
 	"github.com/meshid/meshid/proxy/state"
 	"github.com/meshid/meshid/proxy/workload"
 	"github.com/meshid/meshid/rotation"
-	"github.com/meshid/meshid/rotation/bundle"
-	"github.com/meshid/meshid/rotation/poll"
 )
 
 // Inbound terminates mTLS on Listen and forwards plain TCP to App.

@@ -12,10 +12,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/proxy/state"
 	"github.com/meshid/meshid/rotation"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 // heartbeat is how often the proxy reports its status to the CA.

@@ -9,7 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/meshid/meshid/proxy/policy"
+	"github.com/meshid/meshid/policy"
 )
 
 // refusal is why a connection was not forwarded; reason labels metrics.
@@ -85,7 +85,7 @@ func (p *Proxy) serverTLS(n int) *tls.Config {
 				return &refusal{reason: reasonNoCertificate, err: fmt.Errorf("proxy: port %d (mode %s) requires a client certificate and none was sent", n, port.Mode)}
 			}
 			var source x509bundle.Source = p.store
-			if port.Mode == policy.AllAuthenticated || port.Mode == policy.AllUnauthenticated {
+			if port.Mode.AcceptsEveryPeer() {
 				source = anyTrustDomain{p}
 			}
 			id, _, err := x509svid.Verify(cs.PeerCertificates, source)

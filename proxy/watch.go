@@ -10,11 +10,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
-	"github.com/meshid/meshid/proxy/policy"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/policy"
+	"github.com/meshid/meshid/poll"
 	"github.com/meshid/meshid/rotation"
-	"github.com/meshid/meshid/rotation/bundle"
-	"github.com/meshid/meshid/rotation/poll"
 )
 
 // setBundle installs a bundle from source ("file" or "ca"), or refuses it

@@ -22,7 +22,8 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/issuer"
 )
 
 // Issued is a certificate the CA issued, with its private key and the time
@@ -79,7 +80,7 @@ func Certify(ctx context.Context, c identityv1.IdentityClient, token string) (*I
 	now, notAfter := time.Now(), svid.Certificates[0].NotAfter
 	renew := resp.GetRenewAfter().AsTime()
 	if resp.GetRenewAfter() == nil || renew.Before(now) || renew.After(notAfter) {
-		renew = RenewAt(now, notAfter, mrand.Float64())
+		renew = issuer.RenewAt(now, notAfter, mrand.Float64())
 	}
 	out := &Issued{SVID: svid, RenewAfter: renew}
 	if resp.GetServerTime() != nil {

@@ -9,9 +9,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation"
 )
 
 func newIssuer(t *testing.T) *issuer.KeyPair {
@@ -45,7 +44,7 @@ func signCSR(ctx context.Context, iss *issuer.KeyPair, der []byte, now time.Time
 	}
 	resp := &identityv1.CertifyResponse{
 		Leaf: out.DER, SpiffeId: id.String(),
-		ValidUntil: timestamppb.New(out.NotAfter), RenewAfter: timestamppb.New(rotation.RenewAt(now, out.NotAfter, 0.5)),
+		ValidUntil: timestamppb.New(out.NotAfter), RenewAfter: timestamppb.New(issuer.RenewAt(now, out.NotAfter, 0.5)),
 		ServerTime: timestamppb.New(now),
 	}
 	for _, c := range out.Intermediates {

@@ -10,7 +10,8 @@ import (
 
 	"k8s.io/utils/clock"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/issuer"
 )
 
 // Defaults for RenewerConfig.
@@ -149,7 +150,7 @@ func (r *Renewer) attempt(ctx context.Context) (*Issued, error) {
 		}
 	}
 	if got.RenewAfter.Before(now) || got.RenewAfter.After(leaf.NotAfter) {
-		got.RenewAfter = RenewAt(now, leaf.NotAfter, rand.Float64())
+		got.RenewAfter = issuer.RenewAt(now, leaf.NotAfter, rand.Float64())
 	}
 	return got, nil
 }

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation"
 )

@@ -4,6 +4,7 @@
 // server (injection, AuthorizationPolicy validation) and its serving
 // certificate.
 //
-// webhooks may use the API types in ca/api and the policy checks in
-// proxy/policy; nothing imports webhooks.
+// webhooks may use shared nouns (the API types in api/, the policy model
+// in policy) and issuer/; it never imports ca/ or proxy/, and nothing
+// imports webhooks.
 package webhooks

@@ -7,5 +7,5 @@
 // token itself is never stored or logged), bounded in size, and never past
 // the token's own expiry. Identical reviews in flight are made once.
 //
-// It imports ca/identity; it must not import proxy/.
+// It imports identity; it must not import proxy/ or webhooks/.
 package authn

@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/identity"
 )
 
 // MaxTokenSize is the largest token Review sends to the API server, in bytes.

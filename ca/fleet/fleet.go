@@ -17,6 +17,18 @@ import (
 	"time"
 )
 
+// Every CA replica publishes the proxies it serves to a ConfigMap of its
+// own, so `meshid rotate-anchor` can see the whole fleet from the API
+// server alone.
+const (
+	// ConfigMapPrefix starts the name of each replica's ConfigMap.
+	ConfigMapPrefix = "meshid-fleet-"
+	// Label marks those ConfigMaps (value "true").
+	Label = "meshid.dev/fleet"
+	// ConfigMapKey holds the replica's Report as JSON.
+	ConfigMapKey = "fleet.json"
+)
+
 // Proxy is one proxy instance's last report.
 type Proxy struct {
 	ID               string    `json:"id"`

@@ -5,5 +5,6 @@
 // expiry alert rules), built as typed API objects from Options.
 //
 // It only builds objects; checking the trust material and applying the
-// objects are the caller's. It imports nothing from meshid but ca/identity.
+// objects are the caller's. It imports only shared nouns (api/policy/crd for the CRD it installs);
+// it must not import proxy/ or webhooks/.
 package manifest

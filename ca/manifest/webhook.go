@@ -19,7 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshid/meshid/ca/api/policy/crd"
+	"github.com/meshid/meshid/api/policy/crd"
 )
 
 // Names of the webhook's objects.

@@ -3,7 +3,9 @@
 // policy file its proxy enforces (the policies of the pod's namespace whose
 // selector matches the pod's labels, one entry per port).
 //
-// It imports ca/api/policy; it must not import proxy/.
+// The policy model itself (conversion, merge, the file format) is package
+// policy's; this package only selects. It imports api/policy and policy;
+// it must not import proxy/ or webhooks/.
 package policies
 
 import (
@@ -12,7 +14,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,9 +24,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/yaml"
 
-	"github.com/meshid/meshid/ca/api/policy/v1alpha1"
+	"github.com/meshid/meshid/api/policy/v1alpha1"
+	"github.com/meshid/meshid/policy"
 )
 
 // Watcher keeps every AuthorizationPolicy of the cluster.
@@ -83,24 +84,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 // Synced reports whether the first list is done.
 func (w *Watcher) Synced() bool { return w.informer.HasSynced() }
 
-// file and port are the YAML of meshid-proxy's policy file.
-type file struct {
-	Default string `json:"default,omitempty"`
-	Ports   []port `json:"ports,omitempty"`
-}
-
-type port struct {
-	Port  int32           `json:"port"`
-	Mode  string          `json:"mode,omitempty"`
-	Allow []v1alpha1.Rule `json:"allow,omitempty"`
-}
-
 // For compiles the policy file of pod, with defaultMode for ports no
-// policy names, and returns it with its SHA-256. Policies that name the
-// same port are merged: the most permissive mode wins over deny only when
-// one says so explicitly; their allow rules add up.
-func (w *Watcher) For(pod *corev1.Pod, defaultMode string) ([]byte, string, error) {
-	byPort := map[int32]*port{}
+// policy names, and returns it with its SHA-256: the AuthorizationPolicies
+// of the pod's namespace whose selector matches its labels, merged by
+// policy.Merge.
+func (w *Watcher) For(pod *corev1.Pod, defaultMode policy.Mode) ([]byte, string, error) {
+	var ports []policy.PortFile
 	for _, obj := range w.informer.GetStore().List() {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok || u.GetNamespace() != pod.Namespace {
@@ -111,27 +100,11 @@ func (w *Watcher) For(pod *corev1.Pod, defaultMode string) ([]byte, string, erro
 			w.log.Warn("skipping an AuthorizationPolicy that does not decode", "namespace", u.GetNamespace(), "name", u.GetName(), "error", err)
 			continue
 		}
-		if !selects(ap.Spec.Selector, pod.Labels) {
-			continue
+		if selects(ap.Spec.Selector, pod.Labels) {
+			ports = append(ports, policy.FromSpec(ap.Spec))
 		}
-		p := byPort[ap.Spec.Port]
-		if p == nil {
-			p = &port{Port: ap.Spec.Port, Mode: ap.Spec.Mode}
-			byPort[ap.Spec.Port] = p
-		} else if ap.Spec.Mode != "" && ap.Spec.Mode != "deny" {
-			p.Mode = ap.Spec.Mode
-		}
-		p.Allow = append(p.Allow, ap.Spec.Allow...)
 	}
-	f := file{Default: defaultMode}
-	for _, p := range byPort {
-		if p.Mode == "all-authenticated" || p.Mode == "all-unauthenticated" {
-			p.Allow = nil // everyone is in already
-		}
-		f.Ports = append(f.Ports, *p)
-	}
-	slices.SortFunc(f.Ports, func(a, b port) int { return int(a.Port - b.Port) })
-	data, err := yaml.Marshal(f)
+	data, err := policy.Merge(defaultMode, ports).Marshal()
 	if err != nil {
 		return nil, "", fmt.Errorf("policies: %w", err)
 	}

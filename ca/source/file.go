@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshid/meshid/rotation/poll"
+	"github.com/meshid/meshid/poll"
 )
 
 // DefaultPollInterval is how often WatchFiles reads its files.

@@ -9,5 +9,6 @@
 // bundle arrives that it chains to, so the order of updates during an anchor
 // rotation does not matter.
 //
-// trust imports issuer/ and rotation/bundle; it must not import proxy/.
+// trust imports issuer/ and bundle; it must not import proxy/, webhooks/ or
+// rotation/.
 package trust

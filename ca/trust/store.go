@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 // State is one consistent view of the trust material. Either field may be

@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 func mustCA(t *testing.T, parent *issuer.KeyPair, name string, nb time.Time, ttl time.Duration) *issuer.KeyPair {

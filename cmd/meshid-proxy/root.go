@@ -11,8 +11,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/policy"
 	"github.com/meshid/meshid/proxy"
-	"github.com/meshid/meshid/proxy/policy"
 )
 
 type options struct {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshid/meshid/rotation/bundle"
+	"github.com/meshid/meshid/bundle"
 )
 
 // certReport describes one certificate, for inspect, verify and check.

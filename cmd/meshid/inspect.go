@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/cmd/internal/cli"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 type inspectOptions struct {

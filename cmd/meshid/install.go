@@ -21,11 +21,11 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/utils/ptr"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 type installOptions struct {

@@ -17,6 +17,7 @@
 // meshid-rotation for keys), so a rerun or a second operator resumes it, and
 // every stage is idempotent. Abort goes back from any stage before Remove.
 //
-// It imports ca/ for the names of the objects meshid-ca reads, issuer/ and
-// rotation/bundle; never proxy/.
+// It imports ca/manifest and ca/fleet for the objects meshid-ca reads and
+// publishes, rotation/health, issuer/ and bundle; never proxy/ or
+// webhooks/.
 package anchor

@@ -16,11 +16,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation/bundle"
 	"github.com/meshid/meshid/rotation/health"
 )
 
@@ -604,14 +603,14 @@ func first(s []string, n int) []string {
 
 // fleet reads every replica's report.
 func (r *Rotator) fleet(ctx context.Context) (fleet.View, error) {
-	cms, err := r.cfg.Client.CoreV1().ConfigMaps(r.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: ca.FleetLabel + "=true"})
+	cms, err := r.cfg.Client.CoreV1().ConfigMaps(r.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: fleet.Label + "=true"})
 	if err != nil {
 		return fleet.View{}, fmt.Errorf("anchor: read the fleet reports: %w", err)
 	}
 	var reports []fleet.Report
 	for _, cm := range cms.Items {
 		var rep fleet.Report
-		if json.Unmarshal([]byte(cm.Data[ca.FleetKey]), &rep) == nil {
+		if json.Unmarshal([]byte(cm.Data[fleet.ConfigMapKey]), &rep) == nil {
 			reports = append(reports, rep)
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/issuer"
 )
@@ -98,9 +98,9 @@ func (r *Rotator) bundlePEM(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("anchor: read the trust bundle ConfigMap %s/%s: %w", r.cfg.Namespace, manifest.BundleConfigMap, err)
 	}
-	pem, ok := cm.Data[ca.KeyBundle]
+	pem, ok := cm.Data[bundle.Key]
 	if !ok {
-		return nil, errors.New("anchor: the trust bundle ConfigMap has no " + ca.KeyBundle)
+		return nil, errors.New("anchor: the trust bundle ConfigMap has no " + bundle.Key)
 	}
 	return []byte(pem), nil
 }
@@ -119,14 +119,14 @@ func (r *Rotator) setBundle(ctx context.Context, pem []byte, window time.Duratio
 	if w == "0s" {
 		w = ""
 	}
-	if cm.Data[ca.KeyBundle] == string(pem) && cm.Data[ca.KeyReissueWindow] == w {
+	if cm.Data[bundle.Key] == string(pem) && cm.Data[bundle.ReissueWindowKey] == w {
 		return nil
 	}
-	cm.Data[ca.KeyBundle] = string(pem)
+	cm.Data[bundle.Key] = string(pem)
 	if w == "" {
-		delete(cm.Data, ca.KeyReissueWindow)
+		delete(cm.Data, bundle.ReissueWindowKey)
 	} else {
-		cm.Data[ca.KeyReissueWindow] = w
+		cm.Data[bundle.ReissueWindowKey] = w
 	}
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("anchor: write the trust bundle ConfigMap: %w", err)

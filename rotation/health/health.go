@@ -5,7 +5,7 @@
 // and names the earliest expiry: the time to outage.
 //
 // Checks are pure functions of their Input (now included); reading the
-// cluster is the caller's job. It imports issuer/ and rotation/bundle.
+// cluster is the caller's job. It imports issuer/ and bundle.
 package health
 
 import (
@@ -18,8 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 // Status of one check.

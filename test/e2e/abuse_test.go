@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/rotation"
 )
 

@@ -18,10 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 const audience = "identity.meshid.dev"

@@ -18,9 +18,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/rotation"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 // startCertManager applies cert-manager's CRDs (from its Go module) and runs

@@ -23,10 +23,10 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	identityv1 "github.com/meshid/meshid/ca/api/identity/v1"
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 // leafPEM signs a non-CA certificate with iss.

@@ -19,7 +19,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
-	"github.com/meshid/meshid/rotation/bundle"
+	"github.com/meshid/meshid/bundle"
 )
 
 // meshProxy is a meshid-proxy process for one service account.

@@ -16,8 +16,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
-	"github.com/meshid/meshid/rotation/bundle"
 )
 
 // traffic sends requests through webOut until stop is called, over one

@@ -2,10 +2,10 @@
 // AdmissionReview requests from the API server, answers /inject with the
 // sidecar injection patch (package inject decides and builds) and
 // /validate with the verdict on an AuthorizationPolicy (the checks of
-// proxy/policy, plus conflicts), and serves TLS with a certificate it keeps
+// policy, plus conflicts), and serves TLS with a certificate it keeps
 // fresh itself (see Cert).
 //
-// It imports webhooks/inject, proxy/policy and ca/api/policy.
+// It imports webhooks/inject, policy, api/policy and issuer.
 package admission
 
 import (

@@ -17,7 +17,7 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/meshid/meshid/ca/api/policy/v1alpha1"
+	"github.com/meshid/meshid/api/policy/v1alpha1"
 	"github.com/meshid/meshid/webhooks/admission"
 	"github.com/meshid/meshid/webhooks/inject"
 )

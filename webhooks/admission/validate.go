@@ -11,8 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/meshid/meshid/ca/api/policy/v1alpha1"
-	"github.com/meshid/meshid/proxy/policy"
+	"github.com/meshid/meshid/api/policy/v1alpha1"
+	"github.com/meshid/meshid/policy"
 )
 
 func (s *Server) serveValidate(w http.ResponseWriter, r *http.Request) {
@@ -40,10 +40,7 @@ func (s *Server) validate(ctx context.Context, req *admissionv1.AdmissionRequest
 	if err := json.Unmarshal(req.Object.Raw, &ap); err != nil {
 		return deny("meshid: the AuthorizationPolicy does not decode: %v", err)
 	}
-	pf := policy.PortFile{Port: int(ap.Spec.Port), Mode: policy.Mode(ap.Spec.Mode)}
-	for _, r := range ap.Spec.Allow {
-		pf.Allow = append(pf.Allow, policy.Rule{ID: r.ID, ServiceAccount: r.ServiceAccount, Namespace: r.Namespace, Pattern: r.Pattern})
-	}
+	pf := policy.FromSpec(ap.Spec)
 	if _, err := policy.Compile(policy.File{Ports: []policy.PortFile{pf}}, s.cfg.TrustDomain); err != nil {
 		return deny("meshid: AuthorizationPolicy %s/%s: %v", req.Namespace, ap.Name, err)
 	}
@@ -57,23 +54,17 @@ func (s *Server) validate(ctx context.Context, req *admissionv1.AdmissionRequest
 		s.cfg.Log.Error("cannot list AuthorizationPolicies to look for conflicts; admitting", "error", err)
 		return &admissionv1.AdmissionResponse{Allowed: true, Warnings: []string{"meshid: conflicts not checked: " + err.Error()}}
 	}
-	mode := or(ap.Spec.Mode, "deny")
+	mode := pf.Mode.OrDeny()
 	for _, item := range list.Items {
 		var other v1alpha1.AuthorizationPolicy
 		if runtime.DefaultUnstructuredConverter.FromUnstructured(item.Object, &other) != nil || other.Name == ap.Name {
 			continue
 		}
-		if other.Spec.Port == ap.Spec.Port && reflect.DeepEqual(other.Spec.Selector, ap.Spec.Selector) && or(other.Spec.Mode, "deny") != mode {
+		otherMode := policy.Mode(other.Spec.Mode).OrDeny()
+		if other.Spec.Port == ap.Spec.Port && reflect.DeepEqual(other.Spec.Selector, ap.Spec.Selector) && otherMode != mode {
 			return deny("meshid: AuthorizationPolicy %s/%s conflicts with %s: both select the same pods and port %d, with modes %s and %s; merge them, or make their selectors differ",
-				req.Namespace, ap.Name, other.Name, ap.Spec.Port, mode, or(other.Spec.Mode, "deny"))
+				req.Namespace, ap.Name, other.Name, ap.Spec.Port, mode, otherMode)
 		}
 	}
 	return &admissionv1.AdmissionResponse{Allowed: true}
-}
-
-func or(s, def string) string {
-	if s != "" {
-		return s
-	}
-	return def
 }

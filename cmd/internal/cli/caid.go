@@ -4,7 +4,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/identity"
 )
 
 // CAIDHelp documents --ca-id.

@@ -1,10 +1,10 @@
-package rotation_test
+package issuer_test
 
 import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/issuer"
 )
 
 func TestRenewAt(t *testing.T) {
@@ -25,7 +25,7 @@ func TestRenewAt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := rotation.RenewAt(now, tt.notAfter, tt.jitter); !got.Equal(tt.want) {
+			if got := issuer.RenewAt(now, tt.notAfter, tt.jitter); !got.Equal(tt.want) {
 				t.Fatalf("RenewAt = %s, want %s", got, tt.want)
 			}
 		})

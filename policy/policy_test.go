@@ -7,7 +7,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshid/meshid/proxy/policy"
+	"github.com/meshid/meshid/policy"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")

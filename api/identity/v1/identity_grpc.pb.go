@@ -6,7 +6,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             v3.21.12
-// source: ca/api/identity/v1/identity.proto
+// source: api/identity/v1/identity.proto
 
 package identityv1
 
@@ -324,5 +324,5 @@ var Identity_ServiceDesc = grpc.ServiceDesc{
 			ServerStreams: true,
 		},
 	},
-	Metadata: "ca/api/identity/v1/identity.proto",
+	Metadata: "api/identity/v1/identity.proto",
 }

@@ -1,13 +1,11 @@
 package policy
 
 import (
-	"crypto/x509"
 	"fmt"
 	"path"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 )
 
 // DeniedError says why a peer was refused.
@@ -68,9 +66,4 @@ func (p *Port) allows(peer spiffeid.ID) bool {
 
 func (p *Port) deny(peer spiffeid.ID, reason string) error {
 	return &DeniedError{Port: p.Number, Peer: peer, Mode: p.Mode, Reason: reason}
-}
-
-// Authorizer returns Authorize as a go-spiffe tlsconfig.Authorizer.
-func (p *Port) Authorizer() tlsconfig.Authorizer {
-	return func(peer spiffeid.ID, _ [][]*x509.Certificate) error { return p.Authorize(peer) }
 }

@@ -10,7 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/api/policy/v1alpha1"
+	"github.com/meshid/meshid/identity"
 )
 
 // Mode is what a port accepts before its allow rules are applied.
@@ -48,18 +49,13 @@ type PortFile struct {
 	Allow []Rule `json:"allow,omitempty"`
 }
 
-// Rule allows peers; exactly one field is set.
-type Rule struct {
-	// ID is one SPIFFE ID.
-	ID string `json:"id,omitempty"`
-	// ServiceAccount is NAMESPACE/NAME in the proxy's trust domain.
-	ServiceAccount string `json:"serviceAccount,omitempty"`
-	// Namespace allows every service account in it, in the proxy's trust domain.
-	Namespace string `json:"namespace,omitempty"`
-	// Pattern is a SPIFFE ID in which * matches one path segment or part of
-	// one, as in path.Match; "*" alone matches every ID.
-	Pattern string `json:"pattern,omitempty"`
-}
+// Rule allows peers; exactly one field is set: ID (one SPIFFE ID),
+// ServiceAccount (NAMESPACE/NAME in the proxy's trust domain), Namespace
+// (every service account in it, in the proxy's trust domain) or Pattern (a
+// SPIFFE ID in which * matches one path segment or part of one, as in
+// path.Match; "*" alone matches every ID). It is the CRD's own type, so
+// that an AuthorizationPolicy's rules reach the proxy unconverted.
+type Rule = v1alpha1.Rule
 
 // Policy is a compiled policy. It is immutable.
 type Policy struct {
@@ -147,14 +143,24 @@ func (m Mode) Validate() error {
 	return fmt.Errorf("%w: unknown mode %q; use one of %s", ErrInvalid, m, joinModes())
 }
 
+// AcceptsEveryPeer reports whether m admits every peer whose certificate
+// verifies against a trusted anchor, of any trust domain, so that allow
+// rules add nothing to it.
+func (m Mode) AcceptsEveryPeer() bool { return m == AllAuthenticated || m == AllUnauthenticated }
+
 func checkMode(m Mode, where string) (Mode, error) {
 	if err := m.Validate(); err != nil {
 		return "", fmt.Errorf("%s: %w", where, err)
 	}
+	return m.OrDeny(), nil
+}
+
+// OrDeny returns m, or Deny when m is empty.
+func (m Mode) OrDeny() Mode {
 	if m == "" {
-		return Deny, nil
+		return Deny
 	}
-	return m, nil
+	return m
 }
 
 func joinModes() string {
@@ -171,7 +177,7 @@ func compilePort(pf PortFile, td spiffeid.TrustDomain, where string) (*Port, err
 		return nil, err
 	}
 	port := &Port{Number: pf.Port, Mode: mode, td: td, ids: map[spiffeid.ID]bool{}}
-	if len(pf.Allow) > 0 && (mode == AllAuthenticated || mode == AllUnauthenticated) {
+	if len(pf.Allow) > 0 && mode.AcceptsEveryPeer() {
 		return nil, fmt.Errorf("%w: %s: mode %s already accepts every authenticated peer, so its allow rules would do nothing; use mode deny to restrict, or remove the rules", ErrInvalid, where, mode)
 	}
 	for j, r := range pf.Allow {

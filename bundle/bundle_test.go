@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshid/meshid/rotation/bundle"
+	"github.com/meshid/meshid/bundle"
 )
 
 func cert(t testing.TB, isCA bool, usage x509.KeyUsage) *x509.Certificate {

@@ -6,7 +6,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: ca/api/identity/v1/identity.proto
+// source: api/identity/v1/identity.proto
 
 package identityv1
 
@@ -38,7 +38,7 @@ type WatchPolicyRequest struct {
 
 func (x *WatchPolicyRequest) Reset() {
 	*x = WatchPolicyRequest{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +50,7 @@ func (x *WatchPolicyRequest) String() string {
 func (*WatchPolicyRequest) ProtoMessage() {}
 
 func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +63,7 @@ func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPolicyRequest.ProtoReflect.Descriptor instead.
 func (*WatchPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{0}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *WatchPolicyRequest) GetPod() string {
@@ -91,7 +91,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -103,7 +103,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -116,7 +116,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Policy) GetYaml() []byte {
@@ -148,7 +148,7 @@ type CertifyRequest struct {
 
 func (x *CertifyRequest) Reset() {
 	*x = CertifyRequest{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -160,7 +160,7 @@ func (x *CertifyRequest) String() string {
 func (*CertifyRequest) ProtoMessage() {}
 
 func (x *CertifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -173,7 +173,7 @@ func (x *CertifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertifyRequest.ProtoReflect.Descriptor instead.
 func (*CertifyRequest) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{2}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CertifyRequest) GetCsr() []byte {
@@ -213,7 +213,7 @@ type CertifyResponse struct {
 
 func (x *CertifyResponse) Reset() {
 	*x = CertifyResponse{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +225,7 @@ func (x *CertifyResponse) String() string {
 func (*CertifyResponse) ProtoMessage() {}
 
 func (x *CertifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +238,7 @@ func (x *CertifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertifyResponse.ProtoReflect.Descriptor instead.
 func (*CertifyResponse) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{3}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CertifyResponse) GetLeaf() []byte {
@@ -291,7 +291,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +303,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +316,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{4}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{4}
 }
 
 type WatchBundleRequest struct {
@@ -327,7 +327,7 @@ type WatchBundleRequest struct {
 
 func (x *WatchBundleRequest) Reset() {
 	*x = WatchBundleRequest{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +339,7 @@ func (x *WatchBundleRequest) String() string {
 func (*WatchBundleRequest) ProtoMessage() {}
 
 func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +352,7 @@ func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBundleRequest.ProtoReflect.Descriptor instead.
 func (*WatchBundleRequest) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{5}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{5}
 }
 
 // Bundle is the set of trust anchors a workload verifies peers against.
@@ -377,7 +377,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +389,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +402,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{6}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -462,7 +462,7 @@ type ProxyStatus struct {
 
 func (x *ProxyStatus) Reset() {
 	*x = ProxyStatus{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[7]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +474,7 @@ func (x *ProxyStatus) String() string {
 func (*ProxyStatus) ProtoMessage() {}
 
 func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[7]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +487,7 @@ func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyStatus.ProtoReflect.Descriptor instead.
 func (*ProxyStatus) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{7}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ProxyStatus) GetInstance() string {
@@ -547,7 +547,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +559,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ca_api_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,14 +572,14 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_ca_api_identity_v1_identity_proto_rawDescGZIP(), []int{8}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{8}
 }
 
-var File_ca_api_identity_v1_identity_proto protoreflect.FileDescriptor
+var File_api_identity_v1_identity_proto protoreflect.FileDescriptor
 
-const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
+const file_api_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"!ca/api/identity/v1/identity.proto\x12\x12meshid.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n" +
+	"\x1eapi/identity/v1/identity.proto\x12\x12meshid.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n" +
 	"\x12WatchPolicyRequest\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12!\n" +
 	"\fdefault_mode\x18\x02 \x01(\tR\vdefaultMode\"4\n" +
@@ -622,22 +622,22 @@ const file_ca_api_identity_v1_identity_proto_rawDesc = "" +
 	"\tGetBundle\x12$.meshid.identity.v1.GetBundleRequest\x1a\x1a.meshid.identity.v1.Bundle\x12S\n" +
 	"\vWatchBundle\x12&.meshid.identity.v1.WatchBundleRequest\x1a\x1a.meshid.identity.v1.Bundle0\x01\x12Y\n" +
 	"\fReportStatus\x12\x1f.meshid.identity.v1.ProxyStatus\x1a(.meshid.identity.v1.ReportStatusResponse\x12S\n" +
-	"\vWatchPolicy\x12&.meshid.identity.v1.WatchPolicyRequest\x1a\x1a.meshid.identity.v1.Policy0\x01B8Z6github.com/meshid/meshid/ca/api/identity/v1;identityv1b\x06proto3"
+	"\vWatchPolicy\x12&.meshid.identity.v1.WatchPolicyRequest\x1a\x1a.meshid.identity.v1.Policy0\x01B5Z3github.com/meshid/meshid/api/identity/v1;identityv1b\x06proto3"
 
 var (
-	file_ca_api_identity_v1_identity_proto_rawDescOnce sync.Once
-	file_ca_api_identity_v1_identity_proto_rawDescData []byte
+	file_api_identity_v1_identity_proto_rawDescOnce sync.Once
+	file_api_identity_v1_identity_proto_rawDescData []byte
 )
 
-func file_ca_api_identity_v1_identity_proto_rawDescGZIP() []byte {
-	file_ca_api_identity_v1_identity_proto_rawDescOnce.Do(func() {
-		file_ca_api_identity_v1_identity_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_ca_api_identity_v1_identity_proto_rawDesc), len(file_ca_api_identity_v1_identity_proto_rawDesc)))
+func file_api_identity_v1_identity_proto_rawDescGZIP() []byte {
+	file_api_identity_v1_identity_proto_rawDescOnce.Do(func() {
+		file_api_identity_v1_identity_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_api_identity_v1_identity_proto_rawDesc), len(file_api_identity_v1_identity_proto_rawDesc)))
 	})
-	return file_ca_api_identity_v1_identity_proto_rawDescData
+	return file_api_identity_v1_identity_proto_rawDescData
 }
 
-var file_ca_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
-var file_ca_api_identity_v1_identity_proto_goTypes = []any{
+var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_api_identity_v1_identity_proto_goTypes = []any{
 	(*WatchPolicyRequest)(nil),    // 0: meshid.identity.v1.WatchPolicyRequest
 	(*Policy)(nil),                // 1: meshid.identity.v1.Policy
 	(*CertifyRequest)(nil),        // 2: meshid.identity.v1.CertifyRequest
@@ -649,7 +649,7 @@ var file_ca_api_identity_v1_identity_proto_goTypes = []any{
 	(*ReportStatusResponse)(nil),  // 8: meshid.identity.v1.ReportStatusResponse
 	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
-var file_ca_api_identity_v1_identity_proto_depIdxs = []int32{
+var file_api_identity_v1_identity_proto_depIdxs = []int32{
 	9, // 0: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
 	9, // 1: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
 	9, // 2: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
@@ -671,26 +671,26 @@ var file_ca_api_identity_v1_identity_proto_depIdxs = []int32{
 	0, // [0:4] is the sub-list for field type_name
 }
 
-func init() { file_ca_api_identity_v1_identity_proto_init() }
-func file_ca_api_identity_v1_identity_proto_init() {
-	if File_ca_api_identity_v1_identity_proto != nil {
+func init() { file_api_identity_v1_identity_proto_init() }
+func file_api_identity_v1_identity_proto_init() {
+	if File_api_identity_v1_identity_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ca_api_identity_v1_identity_proto_rawDesc), len(file_ca_api_identity_v1_identity_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_identity_v1_identity_proto_rawDesc), len(file_api_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_ca_api_identity_v1_identity_proto_goTypes,
-		DependencyIndexes: file_ca_api_identity_v1_identity_proto_depIdxs,
-		MessageInfos:      file_ca_api_identity_v1_identity_proto_msgTypes,
+		GoTypes:           file_api_identity_v1_identity_proto_goTypes,
+		DependencyIndexes: file_api_identity_v1_identity_proto_depIdxs,
+		MessageInfos:      file_api_identity_v1_identity_proto_msgTypes,
 	}.Build()
-	File_ca_api_identity_v1_identity_proto = out.File
-	file_ca_api_identity_v1_identity_proto_goTypes = nil
-	file_ca_api_identity_v1_identity_proto_depIdxs = nil
+	File_api_identity_v1_identity_proto = out.File
+	file_api_identity_v1_identity_proto_goTypes = nil
+	file_api_identity_v1_identity_proto_depIdxs = nil
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/meshid/meshid/ca/identity"
+	"github.com/meshid/meshid/identity"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
