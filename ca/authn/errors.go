@@ -27,16 +27,21 @@ const (
 	Missing Reason = "token_missing"
 	// Malformed: the token is larger than the limit.
 	Malformed Reason = "token_malformed"
+	// MultiAudience: the token is for the CA's audience and for others too,
+	// so whoever holds one of those others could replay it to the CA.
+	MultiAudience Reason = "token_multi_audience"
 )
 
 // Error is a refused or unreviewable token.
 type Error struct {
 	Reason Reason
-	// Detail says what happened, for the caller. It never holds the token,
-	// nor anything about the CA's own configuration.
+	// Detail says what happened, for the caller: a fixed message per case.
+	// It never holds the token, the API server's own words (they name
+	// service-account and pod UIDs), nor anything about the CA's own
+	// configuration.
 	Detail string
-	// Internal adds what the operator of the CA should know; it is logged,
-	// never sent to the caller.
+	// Internal adds what the operator of the CA should know, such as the
+	// API server's answer; it is logged, never sent to the caller.
 	Internal string
 	err      error
 }

@@ -40,6 +40,10 @@ type Config struct {
 	// Audience every token must be issued for. Required: a review without an
 	// audience would accept tokens meant for any other service.
 	Audience string
+	// AllowMultiAudience accepts a token whose aud claim names audiences
+	// besides Audience. False refuses it (MultiAudience): whoever a token is
+	// also for (a Vault, a cloud API) could replay it to the CA.
+	AllowMultiAudience bool
 	// CacheTTL is how long a positive review is reused; 0 means do not cache.
 	// An entry never outlives the token's exp claim.
 	CacheTTL time.Duration
@@ -114,6 +118,8 @@ func (r *Reviewer) Review(ctx context.Context, token string) (Result, bool, erro
 		return Result{}, false, &Error{Reason: Rejected, Detail: "token has expired (or carries no exp claim); read the projected token file again, kubelet refreshes it"}
 	case !slices.Contains(claims.aud, r.cfg.Audience):
 		return Result{}, false, &Error{Reason: Rejected, Detail: fmt.Sprintf("token is for audience %q, not %q; project the token with audience %q", claims.aud, r.cfg.Audience, r.cfg.Audience)}
+	case !r.cfg.AllowMultiAudience && r.othersIn(claims.aud):
+		return Result{}, false, r.multiAudience(claims.aud)
 	}
 	// The review runs detached from any one caller: callers waiting on the
 	// same token share it, and one of them hanging up must not fail the rest.
@@ -158,24 +164,34 @@ func (r *Reviewer) review(ctx context.Context, token string) (Result, error) {
 		}
 		return Result{}, e
 	}
+	// What the API server says goes to the operator's log only: it names
+	// service-account and pod UIDs, which are no business of the caller.
 	st := tr.Status
 	if !st.Authenticated {
-		msg := st.Error
-		if msg == "" {
-			msg = "not authenticated"
-		}
-		return Result{}, &Error{Reason: Rejected, Detail: fmt.Sprintf("token not accepted for audience %q: %s (is it a projected token with that audience, unexpired, for a service account and pod that still exist?)", r.cfg.Audience, msg)}
+		return Result{}, &Error{Reason: Rejected, Internal: "the API server said: " + orNone(st.Error),
+			Detail: fmt.Sprintf("token not accepted for audience %q: is it a projected token with that audience, unexpired, for a service account and pod that still exist? Read the projected token file again", r.cfg.Audience)}
 	}
 	if !slices.Contains(st.Audiences, r.cfg.Audience) {
-		return Result{}, &Error{Reason: AudienceDropped, Detail: fmt.Sprintf("the Kubernetes API server did not confirm audience %q (it answered %q), so the CA refuses the token; this is a fault of the API server, not the caller", r.cfg.Audience, st.Audiences)}
+		return Result{}, &Error{Reason: AudienceDropped, Internal: fmt.Sprintf("the API server answered audiences %q", st.Audiences),
+			Detail: fmt.Sprintf("the Kubernetes API server did not confirm audience %q, so the CA refuses the token; this is a fault of the API server, not the caller", r.cfg.Audience)}
 	}
+	// The review confirms only the audience it was asked about; the aud
+	// claim read before it is what names the others. This guards an API
+	// server that answers more.
+	if !r.cfg.AllowMultiAudience && r.othersIn(st.Audiences) {
+		return Result{}, r.multiAudience(st.Audiences)
+	}
+	notSA := &Error{Reason: NotServiceAccount, Internal: fmt.Sprintf("the API server authenticated it as %q", st.User.Username),
+		Detail: "the token is valid but not a Kubernetes service account's; meshid issues identities to service accounts only: send the workload's projected service-account token"}
 	sa, err := identity.FromUsername(st.User.Username)
 	if err != nil {
-		return Result{}, &Error{Reason: NotServiceAccount, Detail: fmt.Sprintf("the token belongs to %q, not a service account", st.User.Username), err: err}
+		notSA.err = err
+		return Result{}, notSA
 	}
 	id, err := sa.ID(r.cfg.TrustDomain)
 	if err != nil {
-		return Result{}, &Error{Reason: NotServiceAccount, Detail: err.Error(), err: err}
+		notSA.err = err
+		return Result{}, notSA
 	}
 	return Result{
 		ID:             id,
@@ -183,6 +199,26 @@ func (r *Reviewer) review(ctx context.Context, token string) (Result, error) {
 		Pod:            first(st.User.Extra[extraPodName]),
 		PodUID:         first(st.User.Extra[extraPodUID]),
 	}, nil
+}
+
+// othersIn reports whether auds names an audience other than the CA's.
+func (r *Reviewer) othersIn(auds []string) bool {
+	return slices.ContainsFunc(auds, func(a string) bool { return a != r.cfg.Audience })
+}
+
+func (r *Reviewer) multiAudience(auds []string) *Error {
+	return &Error{
+		Reason:   MultiAudience,
+		Detail:   fmt.Sprintf("the token is for other audiences besides %q, so each service it is for could replay it here; project a token for audience %q alone", r.cfg.Audience, r.cfg.Audience),
+		Internal: fmt.Sprintf("the token's audiences are %q; --allow-multi-audience-tokens accepts such tokens", auds),
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(no reason given)"
+	}
+	return s
 }
 
 func first(v authenticationv1.ExtraValue) string {
@@ -199,9 +235,12 @@ type claims struct {
 }
 
 // peek reads the exp and aud claims of a JWT without verifying it. It only
-// refuses tokens early (garbage, expired, another audience) so they never
-// cost a TokenReview, and bounds how long a review is cached; the API
-// server's review stays the only proof of identity.
+// refuses tokens early (garbage, expired, another audience, more audiences
+// than the CA's) so they never cost a TokenReview, and bounds how long a
+// review is cached; the API server's review stays the only proof of
+// identity. A TokenReview confirms only the audiences it is asked about, so
+// the aud claim is the one place that names a token's other audiences; the
+// API server verifies the signature over exactly these bytes.
 func peek(token string) (claims, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {

@@ -3,8 +3,10 @@ package authn_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,7 +29,12 @@ func jwt(sub string, exp time.Time) string {
 }
 
 func jwtFor(sub, aud string, exp time.Time) string {
-	payload := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"sub":%q,"aud":[%q],"exp":%d}`, sub, aud, exp.Unix()))
+	return jwtAud(sub, []string{aud}, exp)
+}
+
+func jwtAud(sub string, auds []string, exp time.Time) string {
+	a, _ := json.Marshal(auds)
+	payload := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"sub":%q,"aud":%s,"exp":%d}`, sub, a, exp.Unix()))
 	return "eyJhbGciOiJSUzI1NiJ9." + payload + ".c2ln"
 }
 
@@ -60,10 +67,16 @@ func ok(username string, extra map[string]authenticationv1.ExtraValue) authentic
 
 func newReviewer(t *testing.T, s *apiServer, ttl time.Duration, now *time.Time) *authn.Reviewer {
 	t.Helper()
-	r, err := authn.New(authn.Config{
-		Client: s.client(), TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
-		Audience: audience, CacheTTL: ttl, CacheSize: 2, Now: func() time.Time { return *now },
-	})
+	return newReviewerWith(t, s, authn.Config{CacheTTL: ttl}, now)
+}
+
+// newReviewerWith fills cfg's client, trust domain, audience, cache size
+// and clock.
+func newReviewerWith(t *testing.T, s *apiServer, cfg authn.Config, now *time.Time) *authn.Reviewer {
+	t.Helper()
+	cfg.Client, cfg.TrustDomain, cfg.Audience = s.client(), spiffeid.RequireTrustDomainFromString("cluster.local"), audience
+	cfg.CacheSize, cfg.Now = 2, func() time.Time { return *now }
+	r, err := authn.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +136,92 @@ func TestReview(t *testing.T) {
 	}
 	if len(s.lastAud) != 1 || s.lastAud[0] != audience {
 		t.Fatalf("review sent audiences %q, want [%s]", s.lastAud, audience)
+	}
+}
+
+// TestReviewMultiAudience: a token for the CA's audience and another is
+// refused before any TokenReview, unless AllowMultiAudience; so is one the
+// API server confirms for more than the CA's audience.
+func TestReviewMultiAudience(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	both := jwtAud("web", []string{audience, "vault"}, now.Add(time.Hour))
+	twice := jwtAud("web", []string{audience, audience}, now.Add(time.Hour))
+	overConfirmed := jwt("over", now.Add(time.Hour))
+	over := ok("system:serviceaccount:a:web", nil)
+	over.Audiences = []string{audience, "vault"}
+	s := &apiServer{statuses: map[string]authenticationv1.TokenReviewStatus{
+		both: ok("system:serviceaccount:a:web", nil), twice: ok("system:serviceaccount:a:web", nil), overConfirmed: over,
+	}}
+	tests := []struct {
+		name     string
+		allow    bool
+		token    string
+		reason   authn.Reason // empty: accepted
+		reviewed bool
+	}{
+		{name: "refused by default", token: both, reason: authn.MultiAudience},
+		{name: "allowed by the flag", allow: true, token: both, reviewed: true},
+		{name: "our audience twice is one audience", token: twice, reviewed: true},
+		{name: "api server confirms more", token: overConfirmed, reason: authn.MultiAudience, reviewed: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newReviewerWith(t, s, authn.Config{AllowMultiAudience: tt.allow}, &now)
+			calls := s.calls.Load()
+			res, _, err := r.Review(context.Background(), tt.token)
+			if reviewed := s.calls.Load() > calls; reviewed != tt.reviewed {
+				t.Errorf("API server asked: %v, want %v", reviewed, tt.reviewed)
+			}
+			if got := authn.ReasonOf(err); got != tt.reason {
+				t.Fatalf("reason %q (%v), want %q", got, err, tt.reason)
+			}
+			if tt.reason == "" && res.ID.String() != "spiffe://cluster.local/ns/a/sa/web" {
+				t.Fatalf("ID %s", res.ID)
+			}
+			if tt.reason != "" && strings.Contains(err.Error(), "vault") {
+				t.Errorf("the caller is told %q: it names the token's other audiences", err)
+			}
+		})
+	}
+}
+
+// TestReviewRefusalsKeepTheAPIServerToItself: what the API server says
+// about a refused token (it names service-account and pod UIDs) reaches the
+// CA's log, never the caller.
+func TestReviewRefusalsKeepTheAPIServerToItself(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	const secret = "pod UID (5d0c1c9e-0c4b-4bd8-9d0e-5b1e3e5f7a11) does not match service account pod ref claim"
+	rejected, user, dropped := jwt("rejected", now.Add(time.Hour)), jwt("user", now.Add(time.Hour)), jwt("dropped", now.Add(time.Hour))
+	s := &apiServer{statuses: map[string]authenticationv1.TokenReviewStatus{
+		rejected: {Authenticated: false, Error: "[invalid bearer token, " + secret + "]"},
+		user:     ok("oidc:secret-admin@example.com", nil),
+		dropped:  {Authenticated: true, Audiences: []string{"secret-audience"}, User: authenticationv1.UserInfo{Username: "system:serviceaccount:a:web"}},
+	}}
+	r := newReviewer(t, s, 0, &now)
+	for _, tt := range []struct {
+		name, token, hidden string
+		reason              authn.Reason
+	}{
+		{"rejected", rejected, secret, authn.Rejected},
+		{"not a service account", user, "secret-admin", authn.NotServiceAccount},
+		{"audience dropped", dropped, "secret-audience", authn.AudienceDropped},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := r.Review(context.Background(), tt.token)
+			var e *authn.Error
+			if !errors.As(err, &e) || e.Reason != tt.reason {
+				t.Fatalf("got %v, want reason %s", err, tt.reason)
+			}
+			if strings.Contains(err.Error(), tt.hidden) || strings.Contains(e.Detail, tt.hidden) {
+				t.Errorf("the caller is told %q, which holds the API server's %q", err, tt.hidden)
+			}
+			if len(e.Detail) < 40 {
+				t.Errorf("detail %q does not say what to do", e.Detail)
+			}
+			if !strings.Contains(e.LogValue(), tt.hidden) {
+				t.Errorf("the log line %q lost the API server's %q", e.LogValue(), tt.hidden)
+			}
+		})
 	}
 }
 
