@@ -31,6 +31,13 @@ func mustCSR(t testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []b
 	return der
 }
 
+func mustDER(der []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return der
+}
+
 func uri(s string) *url.URL {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -48,6 +55,16 @@ func TestCheck(t *testing.T) {
 	rsa1024, _ := rsa.GenerateKey(rand.Reader, 1024)
 	caTrue, _ := asn1.Marshal(struct{ IsCA bool }{true})
 	caFalse, _ := asn1.Marshal(struct{}{})
+	keyUsage, _ := asn1.Marshal(asn1.BitString{Bytes: []byte{0x06}, BitLength: 7})       // keyCertSign, cRLSign
+	extKeyUsage, _ := asn1.Marshal([]asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 3}}) // code signing
+	nameConstraints, _ := asn1.Marshal(struct {
+		Permitted []asn1.RawValue `asn1:"optional,tag:0"`
+	}{Permitted: []asn1.RawValue{{FullBytes: mustDER(asn1.Marshal(struct {
+		Base asn1.RawValue
+	}{asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte("example.com")}}))}}})
+	ext := func(oid asn1.ObjectIdentifier, value []byte) *x509.CertificateRequest {
+		return &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{{Id: oid, Value: value}}}
+	}
 
 	good := mustCSR(t, p256, &x509.CertificateRequest{})
 	badSig := append([]byte(nil), good...)
@@ -78,6 +95,12 @@ func TestCheck(t *testing.T) {
 		{name: "dns san", der: mustCSR(t, p256, &x509.CertificateRequest{DNSNames: []string{"kubernetes.default.svc"}}), want: csr.NameMismatch},
 		{name: "ip san", der: mustCSR(t, p256, &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}}), want: csr.NameMismatch},
 		{name: "email san", der: mustCSR(t, p256, &x509.CertificateRequest{EmailAddresses: []string{"root@example.com"}}), want: csr.NameMismatch},
+		{name: "own id twice", der: mustCSR(t, p256, &x509.CertificateRequest{URIs: []*url.URL{id.URL(), id.URL()}}), want: csr.NameMismatch},
+		{name: "upper case scheme", der: mustCSR(t, p256, &x509.CertificateRequest{URIs: []*url.URL{{Scheme: "SPIFFE", Host: "cluster.local", Path: "/ns/a/sa/web"}}}), want: csr.NameMismatch},
+		{name: "percent-encoded own id", der: mustCSR(t, p256, &x509.CertificateRequest{URIs: []*url.URL{uri("spiffe://cluster.local/ns/a/sa/w%65b")}}), want: csr.NameMismatch},
+		{name: "key usage", der: mustCSR(t, p256, ext(asn1.ObjectIdentifier{2, 5, 29, 15}, keyUsage)), want: csr.ExtensionRefused},
+		{name: "extended key usage", der: mustCSR(t, p256, ext(asn1.ObjectIdentifier{2, 5, 29, 37}, extKeyUsage)), want: csr.ExtensionRefused},
+		{name: "name constraints", der: mustCSR(t, p256, ext(asn1.ObjectIdentifier{2, 5, 29, 30}, nameConstraints)), want: csr.ExtensionRefused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +126,8 @@ func FuzzCheck(f *testing.F) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	f.Add(mustCSR(f, key, &x509.CertificateRequest{}))
 	f.Add(mustCSR(f, key, &x509.CertificateRequest{URIs: []*url.URL{id.URL()}, DNSNames: []string{"x"}}))
+	f.Add(mustCSR(f, key, &x509.CertificateRequest{URIs: []*url.URL{{Scheme: "SPIFFE", Host: "cluster.local", Path: "/ns/a/sa/web"}}}))
+	f.Add(mustCSR(f, key, &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 37}, Value: []byte{0x30, 0x00}}}}))
 	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x00})
 	f.Fuzz(func(t *testing.T, der []byte) {
 		pub, err := csr.Check(der, id)
@@ -125,6 +150,16 @@ func FuzzCheck(f *testing.F) {
 		}
 		if len(req.DNSNames)+len(req.IPAddresses)+len(req.EmailAddresses) > 0 {
 			t.Fatal("accepted a request with a non-URI SAN")
+		}
+		if len(req.URIs) > 1 {
+			t.Fatalf("accepted a request naming %d URIs", len(req.URIs))
+		}
+		for _, ext := range req.Extensions {
+			for _, refused := range []asn1.ObjectIdentifier{{2, 5, 29, 15}, {2, 5, 29, 37}, {2, 5, 29, 30}} {
+				if ext.Id.Equal(refused) {
+					t.Fatalf("accepted a request asking for extension %s", ext.Id)
+				}
+			}
 		}
 	})
 }

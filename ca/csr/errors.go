@@ -14,9 +14,13 @@ const (
 	WeakKey Reason = "csr_key_refused"
 	// CARequested: the request asks for a CA certificate.
 	CARequested Reason = "csr_ca_requested"
-	// NameMismatch: the request names an identity other than the proven one,
-	// or a kind of name (DNS, IP, email) a workload certificate never carries.
+	// NameMismatch: the request names an identity other than the proven one
+	// (or spells it otherwise, or more than once), or a kind of name (DNS,
+	// IP, email) a workload certificate never carries.
 	NameMismatch Reason = "csr_name_mismatch"
+	// ExtensionRefused: the request asks for key usages, extended key
+	// usages or name constraints, which the CA alone decides.
+	ExtensionRefused Reason = "csr_extension_refused"
 )
 
 // Error is a refused CSR.
