@@ -185,7 +185,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	if err := st.Check(now); err != nil {
 		return nil, "issuer_invalid", status.Errorf(codes.Unavailable, "this CA's issuer cannot sign now (%v); try another replica, and the operator must install a valid issuer", err)
 	}
-	tmpl, err := leafTemplate(leafParams{ID: who.ID, Now: now, TTL: s.cfg.LeafTTL, Backdate: s.cfg.Backdate})
+	tmpl, err := leafTemplate(leafParams{ID: who.ID, PublicKey: pub, Now: now, TTL: s.cfg.LeafTTL, Backdate: s.cfg.Backdate})
 	if err != nil {
 		return nil, "internal", status.Error(codes.Internal, err.Error())
 	}

@@ -1,16 +1,22 @@
 package ca_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -123,6 +129,50 @@ func TestCertifyLeaf(t *testing.T) {
 	}
 	if len(resp.GetIntermediates()) != 1 {
 		t.Fatalf("%d intermediates, want the issuer only", len(resp.GetIntermediates()))
+	}
+}
+
+// TestCertifyLeafKeyID: the leaf names its key (SubjectKeyIdentifier, RFC
+// 5280 4.2.1.2, derived as RFC 7093 method 1) and its issuer's, and is still
+// an X.509-SVID to go-spiffe's parser.
+func TestCertifyLeafKeyID(t *testing.T) {
+	f := newFixture(t, 48*time.Hour)
+	f.load(t)
+	seen := map[string]bool{}
+	for range 2 {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		resp, err := f.server.Certify(context.Background(), &identityv1.CertifyRequest{Csr: der, Token: "web"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+		svid, err := x509svid.ParseRaw(slices.Concat(append([][]byte{resp.GetLeaf()}, resp.GetIntermediates()...)...), keyDER)
+		if err != nil {
+			t.Fatalf("go-spiffe does not take the leaf as an X.509-SVID: %v", err)
+		}
+		if svid.ID.String() != "spiffe://cluster.local/ns/shop/sa/web" {
+			t.Fatalf("SVID ID %s", svid.ID)
+		}
+		leaf := svid.Certificates[0]
+		var spki struct {
+			Algorithm pkix.AlgorithmIdentifier
+			PublicKey asn1.BitString
+		}
+		if _, err := asn1.Unmarshal(leaf.RawSubjectPublicKeyInfo, &spki); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(spki.PublicKey.Bytes)
+		if !bytes.Equal(leaf.SubjectKeyId, sum[:20]) {
+			t.Fatalf("SubjectKeyId %x, want %x (the first 160 bits of the SHA-256 of the key)", leaf.SubjectKeyId, sum[:20])
+		}
+		if !bytes.Equal(leaf.AuthorityKeyId, f.issuer.Cert.SubjectKeyId) || len(leaf.AuthorityKeyId) == 0 {
+			t.Fatalf("AuthorityKeyId %x, want the issuer's %x", leaf.AuthorityKeyId, f.issuer.Cert.SubjectKeyId)
+		}
+		seen[string(leaf.SubjectKeyId)] = true
+	}
+	if len(seen) != 2 {
+		t.Fatal("two keys got the same SubjectKeyId")
 	}
 }
 

@@ -52,7 +52,7 @@ func (c *servingCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving key: %w", err)
 	}
-	tmpl, err := leafTemplate(leafParams{ID: c.id, Now: now, TTL: c.ttl, Backdate: c.backdate, DNSNames: c.dnsNames})
+	tmpl, err := leafTemplate(leafParams{ID: c.id, PublicKey: key.Public(), Now: now, TTL: c.ttl, Backdate: c.backdate, DNSNames: c.dnsNames})
 	if err != nil {
 		return nil, err
 	}
