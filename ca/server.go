@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/ca/authn"
@@ -137,10 +140,16 @@ func (s *Server) Certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	resp, reason, err := s.certify(ctx, req)
 	if err != nil {
 		s.cfg.Metrics.refused.WithLabelValues(reason).Inc()
+		// The log gets what the caller is not told: the API server's
+		// answer, the signer's error.
 		msg := status.Convert(err).Message()
 		var ae *authn.Error
-		if errors.As(err, &ae) {
+		var r *refusal
+		switch {
+		case errors.As(err, &ae):
 			msg = ae.LogValue()
+		case errors.As(err, &r) && r.cause != nil:
+			msg += ": " + r.cause.Error()
 		}
 		s.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "certify refused", slog.String("reason", reason), slog.String("code", status.Code(err).String()), slog.String("error", msg))
 		return nil, err
@@ -163,7 +172,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 		return nil, string(reason), &refusal{status: status.New(authnCode(reason), err.Error()), cause: err}
 	}
 	if slices.Contains(s.cfg.Reserved, who.ID) {
-		return nil, "reserved_identity", status.Errorf(codes.PermissionDenied, "%s is reserved for meshid itself and is never issued to a workload", who.ID)
+		return nil, "reserved_identity", status.Errorf(codes.PermissionDenied, "%s is reserved (meshid's own, or named by the operator): it is never issued to a workload; run the workload as a service account of its own", who.ID)
 	}
 	if cached {
 		s.cfg.Metrics.cacheHits.Inc()
@@ -194,7 +203,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	}
 	out, err := st.Issuer.Sign(ctx, issuer.LeafParams{Template: tmpl, PublicKey: pub})
 	if err != nil {
-		return nil, "sign_failed", status.Errorf(codes.Internal, "signing failed: %v", err)
+		return nil, "sign_failed", &refusal{status: status.New(codes.Internal, "the issuer could not sign the certificate; retry, and if it persists the operator finds the cause in the CA's log"), cause: err}
 	}
 	renew := issuer.RenewAt(now, out.NotAfter, s.cfg.Jitter())
 
@@ -363,18 +372,32 @@ func (s *Server) WatchPolicy(req *identityv1.WatchPolicyRequest, stream identity
 	if err != nil {
 		return status.Errorf(codes.PermissionDenied, "%s is not a service account identity", id)
 	}
-	pod, err := s.cfg.Pods(ctx, sa.Namespace, req.GetPod())
-	if err != nil {
-		return status.Errorf(codes.NotFound, "pod %s/%s: %v (pass the pod's name, e.g. from the downward API)", sa.Namespace, req.GetPod(), err)
+	mode := policy.Mode(req.GetDefaultMode())
+	if err := mode.Validate(); err != nil {
+		return status.Errorf(codes.InvalidArgument, "default_mode: %v (empty means deny)", err)
 	}
-	if pod.Spec.ServiceAccountName != sa.Name {
-		return status.Errorf(codes.PermissionDenied, "pod %s/%s runs as %q, not %s: a proxy only gets its own pod's policy", sa.Namespace, pod.Name, pod.Spec.ServiceAccountName, sa.Name)
+	if errs := validation.IsDNS1123Subdomain(req.GetPod()); len(errs) > 0 {
+		return status.Errorf(codes.InvalidArgument, "pod %q is not a pod name: %s; pass the proxy's own pod name, e.g. from the downward API", req.GetPod(), strings.Join(errs, "; "))
+	}
+	// No such pod and another service account's pod get the same answer,
+	// which names no one else: a caller learns nothing about which pods
+	// exist in its namespace.
+	notYours := status.Errorf(codes.PermissionDenied, "pod %s/%s is not a pod that runs as %s: a proxy only gets its own pod's policy; pass its own pod name, e.g. from the downward API", sa.Namespace, req.GetPod(), sa.Name)
+	pod, err := s.cfg.Pods(ctx, sa.Namespace, req.GetPod())
+	switch {
+	case apierrors.IsNotFound(err):
+		return notYours
+	case err != nil:
+		s.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "watch policy: cannot read the pod", slog.String("pod", sa.Namespace+"/"+req.GetPod()), slog.String("error", err.Error()))
+		return status.Error(codes.Unavailable, "the CA could not read the pod from the Kubernetes API server; retry")
+	case pod.Spec.ServiceAccountName != sa.Name:
+		return notYours
 	}
 	sent := ""
 	for {
 		changed := s.cfg.Policies.Changed()
 		if s.cfg.Policies.Synced() {
-			data, sum, err := s.cfg.Policies.For(pod, policy.Mode(req.GetDefaultMode()))
+			data, sum, err := s.cfg.Policies.For(pod, mode)
 			if err != nil {
 				return status.Error(codes.Internal, err.Error())
 			}

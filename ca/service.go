@@ -62,6 +62,14 @@ type Config struct {
 	// TokenCacheTTL is how long a positive token review is reused; 0 means
 	// no cache.
 	TokenCacheTTL time.Duration
+	// AllowMultiAudienceTokens accepts tokens issued for other audiences
+	// besides Audience; false refuses them, since each of those services
+	// could replay such a token to the CA (--allow-multi-audience-tokens).
+	AllowMultiAudienceTokens bool
+	// ReservedServiceAccounts are never issued a certificate, like the CA's
+	// own, which is always reserved: meshid-webhook's, and any the operator
+	// names (--reserved-service-accounts). Nil reserves only the CA's own.
+	ReservedServiceAccounts []identity.ServiceAccount
 
 	// Client talks to the API server (TokenReview, and the Secret and
 	// ConfigMap when named). Required.
@@ -135,6 +143,11 @@ func (c *Config) Validate() error {
 	if c.ServiceAccount == "" {
 		errs = append(errs, errors.New("the CA's own service account is required (--service-account)"))
 	}
+	for _, sa := range c.ReservedServiceAccounts {
+		if _, err := sa.ID(c.TrustDomain); err != nil && !c.TrustDomain.IsZero() {
+			errs = append(errs, fmt.Errorf("--reserved-service-accounts %s: %w", sa, err))
+		}
+	}
 	files := c.IssuerCertFile != "" || c.IssuerKeyFile != ""
 	switch {
 	case c.IssuerSecret != "" && files:
@@ -207,10 +220,18 @@ func New(cfg Config) (*Service, error) {
 	}
 	reviewer, err := authn.New(authn.Config{
 		Client: reviewClient, TrustDomain: cfg.TrustDomain, Audience: cfg.Audience,
-		CacheTTL: cfg.TokenCacheTTL, Now: cfg.Now,
+		AllowMultiAudience: cfg.AllowMultiAudienceTokens, CacheTTL: cfg.TokenCacheTTL, Now: cfg.Now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
+	}
+	reserved := []spiffeid.ID{ownID}
+	for _, sa := range cfg.ReservedServiceAccounts {
+		id, err := sa.ID(cfg.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("ca: reserved service account: %w", err)
+		}
+		reserved = append(reserved, id)
 	}
 	store := trust.NewStore(trust.Config{Now: cfg.Now, Log: cfg.Log})
 	var watcher *policies.Watcher
@@ -224,7 +245,7 @@ func New(cfg Config) (*Service, error) {
 	server, err := NewServer(ServerConfig{
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
 		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Now: cfg.Now, Log: cfg.Log,
-		Reserved: []spiffeid.ID{ownID},
+		Reserved: reserved,
 		Policies: watcher,
 		Pods: func(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 			return cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})

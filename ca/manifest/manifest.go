@@ -184,7 +184,9 @@ func Args(o Options) []string {
 		"--replica=$(POD_NAME)",
 	}
 	if o.Webhook != nil {
-		args = append(args, "--watch-policies")
+		// meshid-webhook's account may rewrite every pod; no workload runs
+		// as it, and none gets a certificate for it.
+		args = append(args, "--watch-policies", "--reserved-service-accounts="+o.Namespace+"/"+WebhookName)
 	}
 	return args
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/meshid/meshid/ca"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
+	"github.com/meshid/meshid/identity"
 )
 
 // options are meshid-ca's flags.
@@ -31,6 +32,8 @@ type options struct {
 	leafTTL                        time.Duration
 	backdate                       time.Duration
 	tokenCacheTTL                  time.Duration
+	allowMultiAudience             bool
+	reserved                       []string
 	listen                         string
 	profiling                      bool
 	maxConns, maxCalls, maxStreams int
@@ -50,12 +53,21 @@ func (o *options) config() (ca.Config, error) {
 	if err != nil {
 		return ca.Config{}, cli.Usagef("--trust-domain %q: %v", o.trustDomain, err)
 	}
+	var reserved []identity.ServiceAccount
+	for _, s := range o.reserved {
+		ns, name, ok := strings.Cut(s, "/")
+		if !ok {
+			return ca.Config{}, cli.Usagef("--reserved-service-accounts %q: name each service account as NAMESPACE/NAME", s)
+		}
+		reserved = append(reserved, identity.ServiceAccount{Namespace: ns, Name: name})
+	}
 	dns := o.dnsNames
 	if len(dns) == 0 {
 		dns = []string{"meshid-ca", "meshid-ca." + o.namespace, "meshid-ca." + o.namespace + ".svc", "localhost"}
 	}
 	cfg := ca.Config{
 		TrustDomain: td, Audience: o.audience, LeafTTL: o.leafTTL, Backdate: o.backdate, TokenCacheTTL: o.tokenCacheTTL,
+		AllowMultiAudienceTokens: o.allowMultiAudience, ReservedServiceAccounts: reserved,
 		Namespace: o.namespace, ServiceAccount: o.serviceAccount,
 		IssuerSecret: o.issuerSecret, IssuerCertFile: o.issuerCertFile, IssuerKeyFile: o.issuerKeyFile,
 		BundleConfigMap: o.trustBundle, BundleFile: o.trustBundleFile, FilePollInterval: o.filePoll,
@@ -118,6 +130,8 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.DurationVar(&o.filePoll, "file-poll-interval", 10*time.Second, "how often the issuer and bundle files are re-read for changes")
 	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the identities issued")
 	fs.StringVar(&o.audience, "audience", "identity.meshid.dev", "audience every service-account token must be issued for")
+	fs.BoolVar(&o.allowMultiAudience, "allow-multi-audience-tokens", false, "accept tokens issued for other audiences besides --audience; each of those services (a Vault, a cloud API) could then replay them here")
+	fs.StringSliceVar(&o.reserved, "reserved-service-accounts", nil, "service accounts (NAMESPACE/NAME, comma-separated) never issued a certificate, besides the CA's own; meshid install names meshid-webhook's")
 	fs.DurationVar(&o.leafTTL, "leaf-ttl", ca.DefaultLeafTTL, "lifetime of a workload certificate (capped at the issuer's expiry)")
 	fs.DurationVar(&o.backdate, "backdate", ca.DefaultBackdate, "how far NotBefore is set in the past, for peers whose clocks are behind")
 	fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", 10*time.Second, "how long a successful token review is reused (never past the token's expiry); 0 disables the cache")

@@ -90,6 +90,8 @@ func checkLeaf(t *testing.T, leaf *x509.Certificate, ca *caProcess) {
 		t.Errorf("key usage %v", leaf.KeyUsage)
 	case len(leaf.ExtKeyUsage) != 2:
 		t.Errorf("ext key usage %v, want server and client auth", leaf.ExtKeyUsage)
+	case len(leaf.SubjectKeyId) != 20 || len(leaf.AuthorityKeyId) == 0:
+		t.Errorf("key identifiers: subject %x, authority %x", leaf.SubjectKeyId, leaf.AuthorityKeyId)
 	case leaf.SerialNumber.BitLen() < 64:
 		t.Errorf("serial %s is not random enough", leaf.SerialNumber)
 	case !leaf.NotBefore.Before(time.Now().Add(-time.Minute)):

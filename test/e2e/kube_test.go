@@ -52,8 +52,14 @@ func pod(t *testing.T, ns, name, sa string) *corev1.Pod {
 // p when it is not nil.
 func token(t *testing.T, ns, sa, audience string, p *corev1.Pod) string {
 	t.Helper()
+	return tokenFor(t, ns, sa, []string{audience}, p)
+}
+
+// tokenFor is token for several audiences.
+func tokenFor(t *testing.T, ns, sa string, audiences []string, p *corev1.Pod) string {
+	t.Helper()
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences:         []string{audience},
+		Audiences:         audiences,
 		ExpirationSeconds: ptr.To[int64](3600),
 	}}
 	if p != nil {

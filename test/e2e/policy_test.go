@@ -17,7 +17,7 @@ import (
 // crdFile is the generated AuthorizationPolicy CRD.
 func crdFile(t *testing.T) string {
 	_, here, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(here), "..", "..", "ca", "api", "policy", "crd", "meshid.dev_authorizationpolicies.yaml")
+	return filepath.Join(filepath.Dir(here), "..", "..", "api", "policy", "crd", "meshid.dev_authorizationpolicies.yaml")
 }
 
 // startPolicyWebhook applies the CRD and runs meshid-webhook with a
@@ -27,12 +27,7 @@ func startPolicyWebhook(t *testing.T, selector string) {
 	t.Helper()
 	e := need(t)
 	ctx := context.Background()
-	if out, err := kubectl(t, "", "apply", "--server-side", "-f", crdFile(t)); err != nil {
-		t.Fatalf("apply the CRD: %v\n%s", err, out)
-	}
-	if out, err := kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/authorizationpolicies.meshid.dev"); err != nil {
-		t.Fatalf("CRD not established: %v\n%s", err, out)
-	}
+	applyPolicyCRD(t)
 	home := namespace(t, "policyhook")
 	name := "meshid-policy-validation-" + home
 	addr := freeAddr(t)
@@ -68,6 +63,18 @@ func startPolicyWebhook(t *testing.T, selector string) {
 		}
 		return nil
 	}, "-n", home, "--listen", addr, "--ip", "127.0.0.1", "--mutating-webhook=", "--validating-webhook", name, "--proxy-image", "unused:1")
+}
+
+// applyPolicyCRD applies the AuthorizationPolicy CRD and waits until it is
+// served.
+func applyPolicyCRD(t *testing.T) {
+	t.Helper()
+	if out, err := kubectl(t, "", "apply", "--server-side", "-f", crdFile(t)); err != nil {
+		t.Fatalf("apply the CRD: %v\n%s", err, out)
+	}
+	if out, err := kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/authorizationpolicies.meshid.dev"); err != nil {
+		t.Fatalf("CRD not established: %v\n%s", err, out)
+	}
 }
 
 func labelNamespace(t *testing.T, ns, key, value string) {
