@@ -250,7 +250,7 @@ func authnCode(r authn.Reason) codes.Code {
 
 func csrCode(r csr.Reason) codes.Code {
 	switch r {
-	case csr.CARequested, csr.NameMismatch:
+	case csr.CARequested, csr.NameMismatch, csr.ExtensionRefused:
 		return codes.PermissionDenied
 	}
 	return codes.InvalidArgument

@@ -104,6 +104,17 @@ func csr(t *testing.T) []byte {
 	return der
 }
 
+// csrAsking is a CSR with the given extensions.
+func csrAsking(t *testing.T, exts ...pkix.Extension) []byte {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{ExtraExtensions: exts}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
 func TestCertifyLeaf(t *testing.T) {
 	f := newFixture(t, 48*time.Hour)
 	f.load(t)
@@ -210,6 +221,7 @@ func TestCertifyErrors(t *testing.T) {
 		{name: "not a service account", token: "user", csr: csr(t), want: codes.PermissionDenied},
 		{name: "oversized csr", token: "web", csr: make([]byte, 9<<10), want: codes.InvalidArgument},
 		{name: "the CA's own identity", token: "ca", csr: csr(t), want: codes.PermissionDenied},
+		{name: "csr asks for extended key usages", token: "web", csr: csrAsking(t, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 37}, Value: []byte{0x30, 0x00}}), want: codes.PermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
