@@ -144,7 +144,10 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("the CA's own service account is required (--service-account)"))
 	}
 	for _, sa := range c.ReservedServiceAccounts {
-		if _, err := sa.ID(c.TrustDomain); err != nil && !c.TrustDomain.IsZero() {
+		if c.TrustDomain.IsZero() {
+			break // reported above; names are checked as part of an ID
+		}
+		if _, err := sa.ID(c.TrustDomain); err != nil {
 			errs = append(errs, fmt.Errorf("--reserved-service-accounts %s: %w", sa, err))
 		}
 	}
