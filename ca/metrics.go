@@ -5,7 +5,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/trust"
+)
+
+// Refusal reasons the server counts beside those of authn, csr and fleet.
+const (
+	// reasonTooLarge: the request was over MaxMessageSize, refused by gRPC
+	// before it was read (Certify and ReportStatus).
+	reasonTooLarge = "request_too_large"
+	// reasonUnauthenticated: a status report without a client certificate
+	// that verifies.
+	reasonUnauthenticated = "unauthenticated"
+	// reasonNoBundle: a status report before the CA has a bundle to verify
+	// the client certificate with.
+	reasonNoBundle = "no_bundle"
 )
 
 // Metrics are the CA's Prometheus metrics, on a registry of their own.
@@ -22,6 +36,11 @@ type Metrics struct {
 	// callerLimited counts what one caller was refused for holding too
 	// much at once, by kind (connections, calls, streams).
 	callerLimited *prometheus.CounterVec
+	// fleetRefused counts refused status reports, by reason.
+	fleetRefused *prometheus.CounterVec
+	// fleetConflicts counts proxies whose first report names an instance
+	// another identity's live proxy reports too.
+	fleetConflicts prometheus.Counter
 }
 
 // NewMetrics registers the CA's metrics, and gauges read from store, on a
@@ -58,6 +77,14 @@ func NewMetrics(store *trust.Store) *Metrics {
 			Name: "meshid_ca_caller_limited_total",
 			Help: "Connections, calls and streams refused because one caller (IP address) already held its limit, by kind.",
 		}, []string{"kind"}),
+		fleetRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_ca_fleet_reports_refused_total",
+			Help: "ReportStatus calls refused, by reason: a field out of bounds, an identity or the replica over its cap of proxy instances, no client certificate, a request too large.",
+		}, []string{"reason"}),
+		fleetConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_ca_fleet_instance_conflicts_total",
+			Help: "Proxies whose first status report named an instance that another identity's live proxy also reports: a forged report or a collision. Both are kept.",
+		}),
 		bundleWatch: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshid_ca_bundle_watchers",
 			Help: "Open WatchBundle streams.",
@@ -70,9 +97,16 @@ func NewMetrics(store *trust.Store) *Metrics {
 	for _, k := range []string{"connections", "calls", "streams"} {
 		m.callerLimited.WithLabelValues(k)
 	}
+	for _, r := range fleet.Reasons {
+		m.fleetRefused.WithLabelValues(string(r))
+	}
+	for _, r := range []string{reasonUnauthenticated, reasonNoBundle, reasonTooLarge} {
+		m.fleetRefused.WithLabelValues(r)
+	}
+	m.refused.WithLabelValues(reasonTooLarge)
 	m.refusedNow.WithLabelValues("issuer")
 	m.refusedNow.WithLabelValues("bundle")
-	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.refusedNow, m.cacheHits, m.bundleWatch, m.callerLimited,
+	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.refusedNow, m.cacheHits, m.bundleWatch, m.callerLimited, m.fleetRefused, m.fleetConflicts,
 		&trustCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -73,7 +74,8 @@ type ServerConfig struct {
 	// Reserved are identities Certify never issues, such as the CA's own:
 	// its holder would receive every workload's token.
 	Reserved []spiffeid.ID
-	// Fleet receives proxies' status reports; nil means a new registry.
+	// Fleet receives proxies' status reports; nil means a new registry
+	// with the default caps.
 	Fleet *fleet.Registry
 	// Policies serves WatchPolicy; nil means WatchPolicy is UNIMPLEMENTED.
 	Policies *policies.Watcher
@@ -121,7 +123,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Fleet == nil {
-		cfg.Fleet = fleet.NewRegistry(cfg.Now)
+		cfg.Fleet = fleet.NewRegistry(fleet.Config{Now: cfg.Now})
 	}
 	return &Server{cfg: cfg, closed: make(chan struct{})}, nil
 }
@@ -315,25 +317,60 @@ func (s *Server) bundleMessage(st *trust.State) *identityv1.Bundle {
 }
 
 // ReportStatus implements identityv1.IdentityServer: it files a proxy's
-// report under the identity its client certificate proves.
+// report under the identity its client certificate proves, never another,
+// once fleet.Check and the registry's caps accept it.
 func (s *Server) ReportStatus(ctx context.Context, req *identityv1.ProxyStatus) (*identityv1.ReportStatusResponse, error) {
 	id, err := s.peerID(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if req.GetInstance() == "" || len(req.GetInstance()) > 64 {
-		return nil, status.Error(codes.InvalidArgument, "instance must be 1 to 64 characters")
+		reason := reasonUnauthenticated
+		if status.Code(err) == codes.Unavailable {
+			reason = reasonNoBundle
+		}
+		return nil, s.reportRefused(ctx, reason, spiffeid.ID{}, err)
 	}
 	p := fleet.Proxy{
 		ID: id.String(), Instance: req.GetInstance(), BundleSHA256: req.GetBundleSha256(),
 		LeafSerial: req.GetLeafSerial(), LeafIssuerSHA256: req.GetLeafIssuerSha256(), LeafAnchorSHA256: req.GetLeafAnchorSha256(),
-		Heartbeat: fleet.Duration(time.Duration(req.GetHeartbeatSeconds()) * time.Second),
+		// Clamped so that no value overflows; fleet.Check refuses what is
+		// out of range.
+		Heartbeat: fleet.Duration(time.Duration(min(max(req.GetHeartbeatSeconds(), -1), math.MaxInt32)) * time.Second),
 	}
-	if req.GetLeafNotAfter() != nil {
-		p.LeafNotAfter = req.GetLeafNotAfter().AsTime()
+	if ts := req.GetLeafNotAfter(); ts != nil {
+		if err := ts.CheckValid(); err != nil {
+			return nil, s.reportRefused(ctx, string(fleet.NotAfterInvalid), id,
+				status.Errorf(codes.InvalidArgument, "leaf_not_after is not a valid time (%v); send the leaf's NotAfter", err))
+		}
+		p.LeafNotAfter = ts.AsTime()
 	}
-	s.cfg.Fleet.Report(p)
+	shared, err := s.cfg.Fleet.Report(p)
+	if err != nil {
+		var fe *fleet.Error
+		if !errors.As(err, &fe) {
+			return nil, s.reportRefused(ctx, "internal", id, status.Error(codes.Internal, err.Error()))
+		}
+		code := codes.InvalidArgument
+		if fe.Full() {
+			code = codes.ResourceExhausted
+		}
+		return nil, s.reportRefused(ctx, string(fe.Reason), id, status.Error(code, err.Error()))
+	}
+	if len(shared) > 0 {
+		s.cfg.Metrics.fleetConflicts.Inc()
+		s.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "two identities report the same proxy instance: one of them may be forging status reports; both are kept, so anchor rotation waits for both",
+			slog.String("spiffe_id", id.String()), slog.String("instance", p.Instance), slog.Any("also_reported_by", shared))
+	}
 	return &identityv1.ReportStatusResponse{}, nil
+}
+
+// reportRefused counts and logs a refused status report, and returns err.
+func (s *Server) reportRefused(ctx context.Context, reason string, id spiffeid.ID, err error) error {
+	s.cfg.Metrics.fleetRefused.WithLabelValues(reason).Inc()
+	attrs := []slog.Attr{slog.String("reason", reason), slog.String("code", status.Code(err).String()), slog.String("error", status.Convert(err).Message())}
+	if !id.IsZero() {
+		attrs = append(attrs, slog.String("spiffe_id", id.String()))
+	}
+	s.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "status report refused", attrs...)
+	return err
 }
 
 // peerID verifies the caller's client certificate against the bundle in
@@ -351,7 +388,7 @@ func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
 	if b == nil {
 		return spiffeid.ID{}, status.Error(codes.Unavailable, "the CA has no trust bundle yet")
 	}
-	id, _, err := x509svid.Verify(info.State.PeerCertificates, b.X509Bundle(s.cfg.TrustDomain))
+	id, _, err := x509svid.Verify(info.State.PeerCertificates, b.X509Bundle(s.cfg.TrustDomain), x509svid.WithTime(s.cfg.Now()))
 	if err != nil {
 		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "the client certificate does not verify against the trust bundle: %v", err)
 	}

@@ -31,6 +31,7 @@ import (
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/authn"
+	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/source"
@@ -48,7 +49,8 @@ const (
 const retryInterval = 10 * time.Second
 
 // MaxMessageSize bounds a request to the CA, in bytes: a CSR and a token
-// with room to spare. Larger requests are refused before they are parsed.
+// with room to spare. gRPC refuses larger requests with RESOURCE_EXHAUSTED
+// before they are read; tooLarge counts them.
 const MaxMessageSize = 64 << 10
 
 // Config configures a Service: one meshid-ca process.
@@ -120,6 +122,11 @@ type Config struct {
 	// it serves to a ConfigMap meshid-fleet-REPLICA in Namespace, for
 	// `meshid rotate-anchor`; 0 means 5 s, negative disables it.
 	FleetReportInterval time.Duration
+	// MaxFleetInstancesPerIdentity and MaxFleetInstances bound the proxy
+	// instances this replica holds for one identity and in all; 0 means
+	// fleet.DefaultMaxPerIdentity and fleet.DefaultMaxInstances, negative
+	// means no limit.
+	MaxFleetInstancesPerIdentity, MaxFleetInstances int
 
 	// Log receives everything the CA logs; nil discards.
 	Log *slog.Logger
@@ -249,6 +256,7 @@ func New(cfg Config) (*Service, error) {
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
 		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Now: cfg.Now, Log: cfg.Log,
 		Reserved: reserved,
+		Fleet:    fleet.NewRegistry(fleet.Config{Now: cfg.Now, MaxPerIdentity: cfg.MaxFleetInstancesPerIdentity, MaxInstances: cfg.MaxFleetInstances}),
 		Policies: watcher,
 		Pods: func(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 			return cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
@@ -307,6 +315,7 @@ func (s *Service) Run(ctx context.Context) error {
 			ClientAuth: tls.RequestClientCert,
 		})),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.StatsHandler(newTooLarge(s.metrics, s.cfg.Log)),
 		// Calls run on a pool of goroutines that keep their stacks: signing
 		// grows a fresh goroutine's stack several times (runtime.morestack
 		// was 3 % of the CA's CPU at 64 concurrent calls). A call that finds

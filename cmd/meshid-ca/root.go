@@ -11,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/identity"
@@ -43,6 +44,7 @@ type options struct {
 	replica                        string
 	watchPolicies                  bool
 	fleetInterval                  time.Duration
+	fleetPerIdentity, fleetMax     int
 	log                            cli.LogOptions
 }
 
@@ -74,6 +76,7 @@ func (o *options) config() (ca.Config, error) {
 		Listen: o.listen, AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling),
 		MaxConnectionsPerCaller: o.maxConns, MaxCallsPerCaller: o.maxCalls, MaxStreamsPerCaller: o.maxStreams, DNSNames: dns,
 		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies,
+		MaxFleetInstancesPerIdentity: o.fleetPerIdentity, MaxFleetInstances: o.fleetMax,
 	}
 	if err := cfg.Validate(); err != nil {
 		return ca.Config{}, &cli.UsageError{Err: err}
@@ -145,6 +148,8 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names for the serving certificate (default meshid-ca, meshid-ca.NAMESPACE, meshid-ca.NAMESPACE.svc, localhost)")
 	fs.StringVar(&o.replica, "replica", "", "name of this replica in fleet reports (default HOSTNAME-PID; the Deployment passes the pod name)")
 	fs.DurationVar(&o.fleetInterval, "fleet-report-interval", 5*time.Second, "how often the proxies this replica serves are published to ConfigMap meshid-fleet-REPLICA; negative disables")
+	fs.IntVar(&o.fleetPerIdentity, "max-fleet-instances-per-identity", fleet.DefaultMaxPerIdentity, "proxy instances of one SPIFFE ID this replica keeps status reports of; a new one beyond it is refused (RESOURCE_EXHAUSTED) and holds anchor rotation back (-1: no limit)")
+	fs.IntVar(&o.fleetMax, "max-fleet-instances", fleet.DefaultMaxInstances, "proxy instances this replica keeps status reports of, in all; a new one beyond it is refused and holds anchor rotation back. The fleet ConfigMap must stay under 1 MiB: 1,500 proxies with SPIFFE IDs of 250 characters fit, about 2,000 with IDs of 50 (-1: no limit)")
 	fs.BoolVar(&o.watchPolicies, "watch-policies", false, "serve AuthorizationPolicies (meshid.dev/v1alpha1) to proxies over WatchPolicy; needs list/watch on them and get on pods")
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)

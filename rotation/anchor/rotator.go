@@ -62,10 +62,11 @@ type Config struct {
 type Rotator struct {
 	cfg     Config
 	version string // resourceVersion of the state this run loaded or saved
-	// seen holds every proxy instance this run has seen, so one that drops
-	// out of the fleet view (its replica restarted or went quiet) still
-	// counts until it converges or has been gone for fleet.Forget.
-	seen map[string]fleet.Proxy
+	// seen holds every proxy (identity and instance) this run has seen, so
+	// one that drops out of the fleet view (its replica restarted or went
+	// quiet) still counts until it converges or has been gone for
+	// fleet.Forget.
+	seen map[fleet.Key]fleet.Proxy
 }
 
 // New returns a Rotator.
@@ -88,7 +89,7 @@ func New(cfg Config) (*Rotator, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Rotator{cfg: cfg, seen: map[string]fleet.Proxy{}}, nil
+	return &Rotator{cfg: cfg, seen: map[fleet.Key]fleet.Proxy{}}, nil
 }
 
 func (r *Rotator) say(format string, args ...any) {
@@ -542,13 +543,13 @@ func (r *Rotator) wait(ctx context.Context, st *State, what string, proxyDone fu
 		}
 		now := r.cfg.Now()
 		for _, p := range view.Proxies {
-			r.seen[p.Instance] = p
+			r.seen[p.Key()] = p
 		}
 		var lag []string
 		total := 0
-		for inst, p := range r.seen {
+		for k, p := range r.seen {
 			if now.Sub(p.LastSeen) > fleet.Forget {
-				delete(r.seen, inst)
+				delete(r.seen, k)
 				continue
 			}
 			total++
