@@ -21,15 +21,6 @@ const (
 // Stages are the forward stages, in order.
 var Stages = []Stage{Add, SwitchIssuer, Reissue, Remove, Done}
 
-func (s Stage) next() Stage {
-	for i, st := range Stages {
-		if st == s && i+1 < len(Stages) {
-			return Stages[i+1]
-		}
-	}
-	return Done
-}
-
 // Finished reports whether nothing more is to be done.
 func (s Stage) Finished() bool { return s == Done || s == Aborted }
 

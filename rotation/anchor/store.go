@@ -2,6 +2,7 @@ package anchor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -11,8 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/manifest"
-	"github.com/meshid/meshid/issuer"
 )
 
 // load reads the stored rotation, or nil when there is none, and
@@ -58,19 +59,50 @@ func (r *Rotator) save(ctx context.Context, st *State) error {
 	return nil
 }
 
-func (r *Rotator) loadKeys(ctx context.Context) (map[string][]byte, error) {
+// Keys in KeysSecret.
+const (
+	keyNewAnchor    = "new-anchor.key"
+	keyOldIssuerCrt = "old-issuer.crt"
+	keyOldIssuerKey = "old-issuer.key"
+	keyOldAnchorCrt = "old-anchor.crt"
+	keyOldAnchorKey = "old-anchor.key"
+)
+
+func (r *Rotator) loadKeys(ctx context.Context) (Saved, error) {
 	s, err := r.cfg.Client.CoreV1().Secrets(r.cfg.Namespace).Get(ctx, KeysSecret, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return map[string][]byte{}, nil
+		return Saved{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("anchor: read the rotation's keys: %w", err)
+		return Saved{}, fmt.Errorf("anchor: read the rotation's keys: %w", err)
 	}
-	return s.Data, nil
+	return Saved{
+		NewAnchorKey:  s.Data[keyNewAnchor],
+		OldIssuerCert: s.Data[keyOldIssuerCrt], OldIssuerKey: s.Data[keyOldIssuerKey],
+		OldAnchorCert: s.Data[keyOldAnchorCrt], OldAnchorKey: s.Data[keyOldAnchorKey],
+	}, nil
 }
 
-func (r *Rotator) saveKeys(ctx context.Context, keys map[string][]byte) error {
-	return r.putSecret(ctx, KeysSecret, corev1.SecretTypeOpaque, keys)
+func (r *Rotator) saveKeys(ctx context.Context, k Saved) error {
+	data := map[string][]byte{}
+	for name, v := range map[string][]byte{
+		keyNewAnchor:    k.NewAnchorKey,
+		keyOldIssuerCrt: k.OldIssuerCert, keyOldIssuerKey: k.OldIssuerKey,
+		keyOldAnchorCrt: k.OldAnchorCert, keyOldAnchorKey: k.OldAnchorKey,
+	} {
+		if v != nil {
+			data[name] = v
+		}
+	}
+	return r.putSecret(ctx, KeysSecret, corev1.SecretTypeOpaque, data)
+}
+
+// deleteKeys removes the rotation's Secret (anchor and issuer keys).
+func (r *Rotator) deleteKeys(ctx context.Context) error {
+	if err := r.cfg.Client.CoreV1().Secrets(r.cfg.Namespace).Delete(ctx, KeysSecret, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("anchor: delete the rotation's keys (Secret %s): %w", KeysSecret, err)
+	}
+	return nil
 }
 
 // putSecret creates or replaces a Secret's data.
@@ -98,6 +130,11 @@ func (r *Rotator) bundlePEM(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("anchor: read the trust bundle ConfigMap %s/%s: %w", r.cfg.Namespace, manifest.BundleConfigMap, err)
 	}
+	return bundleData(cm)
+}
+
+// bundleData is the bundle a trust bundle ConfigMap holds.
+func bundleData(cm *corev1.ConfigMap) ([]byte, error) {
 	pem, ok := cm.Data[bundle.Key]
 	if !ok {
 		return nil, errors.New("anchor: the trust bundle ConfigMap has no " + bundle.Key)
@@ -115,10 +152,7 @@ func (r *Rotator) setBundle(ctx context.Context, pem []byte, window time.Duratio
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	w := window.String()
-	if w == "0s" {
-		w = ""
-	}
+	w := windowValue(window)
 	if cm.Data[bundle.Key] == string(pem) && cm.Data[bundle.ReissueWindowKey] == w {
 		return nil
 	}
@@ -134,11 +168,33 @@ func (r *Rotator) setBundle(ctx context.Context, pem []byte, window time.Duratio
 	return nil
 }
 
-// issuer reads and parses the issuer Secret.
-func (r *Rotator) issuer(ctx context.Context) (*issuer.KeyPair, error) {
-	s, err := r.cfg.Client.CoreV1().Secrets(r.cfg.Namespace).Get(ctx, manifest.IssuerSecret, metav1.GetOptions{})
-	if err != nil {
-		return nil, err
+// check runs meshid check's trust checks on the bundle and the issuer in
+// place; nil when they pass.
+func (r *Rotator) check(ctx context.Context) error {
+	pem, bundleErr := r.bundlePEM(ctx)
+	var cert, key []byte
+	s, issuerErr := r.cfg.Client.CoreV1().Secrets(r.cfg.Namespace).Get(ctx, manifest.IssuerSecret, metav1.GetOptions{})
+	if issuerErr == nil {
+		cert, key = s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]
 	}
-	return issuer.Parse(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
+	if f := checkTrust(healthInput(r.clock.Now(), pem, bundleErr, cert, key, issuerErr)); f != nil {
+		return f
+	}
+	return nil
+}
+
+// fleet reads every replica's report.
+func (r *Rotator) fleet(ctx context.Context) (fleet.View, error) {
+	cms, err := r.cfg.Client.CoreV1().ConfigMaps(r.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: fleet.Label + "=true"})
+	if err != nil {
+		return fleet.View{}, fmt.Errorf("anchor: read the fleet reports: %w", err)
+	}
+	var reports []fleet.Report
+	for _, cm := range cms.Items {
+		var rep fleet.Report
+		if json.Unmarshal([]byte(cm.Data[fleet.ConfigMapKey]), &rep) == nil {
+			reports = append(reports, rep)
+		}
+	}
+	return fleet.Merge(reports, r.clock.Now(), 30*time.Second), nil
 }
