@@ -28,7 +28,7 @@ import (
 	"github.com/meshid/meshid/issuer"
 )
 
-var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+var td = spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain)
 
 // tokens is an Authenticator that knows a fixed set of tokens.
 type tokens map[string]string // token -> "ns/sa", or an authn.Reason

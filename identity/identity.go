@@ -75,3 +75,15 @@ func FromID(id spiffeid.ID) (ServiceAccount, error) {
 // DefaultCA is the service account meshid-ca runs as by default; clients
 // expect the CA to present its ID unless told otherwise.
 var DefaultCA = ServiceAccount{Namespace: "meshid", Name: "meshid-ca"}
+
+// Defaults every meshid component uses unless told otherwise (--trust-domain,
+// --audience): one value each, so that the CA, the proxy, the webhook, the
+// manifest and the CLI always agree.
+const (
+	// DefaultTrustDomain is the trust domain of workload IDs, named after
+	// Kubernetes' default cluster domain.
+	DefaultTrustDomain = "cluster.local"
+	// DefaultAudience is the audience of the service-account tokens that
+	// prove a workload's identity to meshid-ca.
+	DefaultAudience = "identity.meshid.dev"
+)

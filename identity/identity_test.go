@@ -10,7 +10,7 @@ import (
 	"github.com/meshid/meshid/identity"
 )
 
-var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+var td = spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain)
 
 func TestFromUsername(t *testing.T) {
 	tests := []struct {

@@ -7,10 +7,11 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/policy"
 )
 
-var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+var td = spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain)
 
 const example = `
 default: deny

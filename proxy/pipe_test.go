@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/proxy/state"
 )
 
@@ -24,7 +25,7 @@ func TestPipeCarriesEveryByte(t *testing.T) {
 }
 
 func testPipeCarriesEveryByte(t *testing.T, wrap func(net.Conn) net.Conn) {
-	p := &Proxy{cfg: Config{IdleTimeout: time.Minute}, metrics: newMetrics(state.NewStore(spiffeid.RequireTrustDomainFromString("cluster.local"))), conns: newConnSet()}
+	p := &Proxy{cfg: Config{IdleTimeout: time.Minute}, metrics: newMetrics(state.NewStore(spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain))), conns: newConnSet()}
 	app, local := tcpPair(t)
 	peer, remote := tcpPair(t)
 	go p.pipe("inbound", wrap(local), wrap(peer))

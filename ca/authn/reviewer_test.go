@@ -18,9 +18,10 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/meshid/meshid/ca/authn"
+	"github.com/meshid/meshid/identity"
 )
 
-const audience = "identity.meshid.dev"
+const audience = identity.DefaultAudience
 
 // jwt returns a token-shaped string for the CA's audience whose payload has
 // the given exp. Its signature is not real: only the API server checks it.
@@ -74,7 +75,7 @@ func newReviewer(t *testing.T, s *apiServer, ttl time.Duration, now *time.Time) 
 // and clock.
 func newReviewerWith(t *testing.T, s *apiServer, cfg authn.Config, now *time.Time) *authn.Reviewer {
 	t.Helper()
-	cfg.Client, cfg.TrustDomain, cfg.Audience = s.client(), spiffeid.RequireTrustDomainFromString("cluster.local"), audience
+	cfg.Client, cfg.TrustDomain, cfg.Audience = s.client(), spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain), audience
 	cfg.CacheSize, cfg.Now = 2, func() time.Time { return *now }
 	r, err := authn.New(cfg)
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/meshid/meshid/identity"
 )
 
 // Names of what the manifest creates, and the CA's ports.
@@ -64,10 +66,10 @@ func (o *Options) defaults() error {
 		o.Replicas = 2
 	}
 	if o.TrustDomain == "" {
-		o.TrustDomain = "cluster.local"
+		o.TrustDomain = identity.DefaultTrustDomain
 	}
 	if o.Audience == "" {
-		o.Audience = "identity.meshid.dev"
+		o.Audience = identity.DefaultAudience
 	}
 	if o.LeafTTL == 0 {
 		o.LeafTTL = 24 * time.Hour

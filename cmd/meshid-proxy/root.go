@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/policy"
 	"github.com/meshid/meshid/proxy"
 )
@@ -136,7 +137,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs := cmd.Flags()
 	fs.StringVar(&o.ca, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca gRPC address, or several replicas' addresses separated by commas (used round-robin, with failover)")
 	cli.AddCAIDFlag(fs, &o.caID)
-	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.StringVar(&o.trustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain")
 	fs.StringVar(&o.tokenFile, "token-file", "/var/run/secrets/meshid/token", "projected service-account token (audience identity.meshid.dev), re-read for every request")
 	fs.StringVar(&o.bundleFile, "trust-bundle-file", "/var/run/meshid/ca-bundle.crt", "PEM trust anchors; re-read for changes")
 	fs.StringArrayVar(&o.inbound, "inbound", nil, "LISTEN=APP_ADDR (repeatable)")

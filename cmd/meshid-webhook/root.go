@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/webhooks/admission"
 	"github.com/meshid/meshid/webhooks/distribute"
 	"github.com/meshid/meshid/webhooks/inject"
@@ -130,8 +131,8 @@ CA.
 	fs.StringVar(&o.certDir, "cert-dir", "", "serve the certificate in this folder (tls.crt, tls.key, ca.crt: a cert-manager Secret) instead of issuing one; it is re-read every minute")
 	fs.StringVar(&o.inject.Image, "proxy-image", "ghcr.io/meshid/meshid-proxy:latest", "meshid-proxy image to inject")
 	fs.StringVar(&o.inject.CA, "ca-address", "meshid-ca.meshid.svc:8443", "meshid-ca address the injected proxy uses")
-	fs.StringVar(&o.inject.TrustDomain, "trust-domain", "cluster.local", "trust domain")
-	fs.StringVar(&o.inject.Audience, "audience", "identity.meshid.dev", "audience of the injected token")
+	fs.StringVar(&o.inject.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain")
+	fs.StringVar(&o.inject.Audience, "audience", identity.DefaultAudience, "audience of the injected token")
 	fs.StringVar(&o.inject.BundleConfigMap, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap in --namespace; a copy is kept in every namespace labelled meshid.dev/inject=enabled and every namespace a pod is injected into, for the pods to mount")
 	fs.Int64Var(&o.inject.TokenExpirationSeconds, "token-expiration", 3600, "lifetime of the injected token, seconds (at least 600)")
 	o.log.AddFlags(fs)

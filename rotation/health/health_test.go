@@ -9,11 +9,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation/health"
 )
 
-var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+var td = spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain)
 
 func ca(t *testing.T, parent *issuer.KeyPair, name string, nb time.Time, ttl time.Duration) *issuer.KeyPair {
 	t.Helper()

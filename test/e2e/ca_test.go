@@ -20,13 +20,14 @@ import (
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation"
 )
 
-const audience = "identity.meshid.dev"
+const audience = identity.DefaultAudience
 
-var trustDomain = spiffeid.RequireTrustDomainFromString("cluster.local")
+var trustDomain = spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain)
 
 // caProcess is a meshid-ca process with its own namespace, anchor, issuer
 // Secret and trust bundle ConfigMap.

@@ -13,6 +13,7 @@ import (
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation"
 )
@@ -140,7 +141,7 @@ func TestBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.GetSha256() != ca.bundle.SHA256() || got.GetTrustDomain() != "cluster.local" {
+	if got.GetSha256() != ca.bundle.SHA256() || got.GetTrustDomain() != identity.DefaultTrustDomain {
 		t.Fatalf("GetBundle = %s/%s, want %s", got.GetTrustDomain(), got.GetSha256(), ca.bundle.SHA256())
 	}
 	stream, err := ca.client.WatchBundle(ctx, &identityv1.WatchBundleRequest{})

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/meshid/meshid/api/policy/v1alpha1"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/webhooks/admission"
 	"github.com/meshid/meshid/webhooks/inject"
 )
@@ -33,7 +34,7 @@ func newServer(t testing.TB) http.Handler {
 		t.Fatal(err)
 	}
 	s, err := admission.New(admission.Config{
-		Client: client, Dynamic: dyn, TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
+		Client: client, Dynamic: dyn, TrustDomain: spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain),
 		Inject: inject.Config{Image: "proxy:1", CA: "ca:8443"}, Listen: "127.0.0.1:0", Cert: cert,
 	})
 	if err != nil {

@@ -3,7 +3,7 @@
 // service-account token for the CA's audience, and the trust bundle.
 // Injection is idempotent and recorded in an annotation.
 //
-// It imports nothing from meshid.
+// It imports only identity, for the default trust domain and audience.
 package inject
 
 import (
@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/meshid/meshid/identity"
 )
 
 // Labels and annotations that steer injection.
@@ -109,7 +111,7 @@ func Pod(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 	}
 	args := []string{
 		"--ca=" + cfg.CA,
-		"--trust-domain=" + or(cfg.TrustDomain, "cluster.local"),
+		"--trust-domain=" + or(cfg.TrustDomain, identity.DefaultTrustDomain),
 		"--token-file=" + TokenPath + "/token",
 		"--trust-bundle-file=" + BundlePath + "/ca-bundle.crt",
 		"--admin-listen=:15000",
@@ -149,7 +151,7 @@ func Pod(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 	out.Spec.Volumes = append(out.Spec.Volumes,
 		corev1.Volume{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-				Audience: or(cfg.Audience, "identity.meshid.dev"), ExpirationSeconds: ptr.To(expiration), Path: "token",
+				Audience: or(cfg.Audience, identity.DefaultAudience), ExpirationSeconds: ptr.To(expiration), Path: "token",
 			}}},
 		}}},
 		corev1.Volume{Name: BundleVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{

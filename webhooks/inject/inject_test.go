@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/webhooks/inject"
 )
 
@@ -81,7 +82,7 @@ func TestPod(t *testing.T) {
 			token = v.Projected.Sources[0].ServiceAccountToken
 		}
 	}
-	if token == nil || token.Audience != "identity.meshid.dev" || *token.ExpirationSeconds < 600 {
+	if token == nil || token.Audience != identity.DefaultAudience || *token.ExpirationSeconds < 600 {
 		t.Fatalf("token projection %+v", token)
 	}
 	if _, err := inject.Pod(pod(map[string]string{inject.InboundAnnotation: "8443"}), cfg); err == nil {

@@ -22,14 +22,15 @@ import (
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation"
 	"github.com/meshid/meshid/test/bench"
 )
 
 const (
-	audience    = "identity.meshid.dev"
-	trustDomain = "cluster.local"
+	audience    = identity.DefaultAudience
+	trustDomain = identity.DefaultTrustDomain
 	caNS        = "meshid"
 )
 
