@@ -1,8 +1,13 @@
 // Command meshid is the meshid operator CLI. See `meshid --help`.
 package main
 
-import "github.com/meshid/meshid/cmd/internal/cli"
+import (
+	"os"
+
+	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
+)
 
 func main() {
-	cli.Main(newRootCommand())
+	cli.Main(newRootCommand(kube.NewClients, os.Stdin))
 }

@@ -1,15 +1,25 @@
 package main
 
 import (
-	"os"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
+	"github.com/meshid/meshid/cmd/meshid/internal/anchor"
+	"github.com/meshid/meshid/cmd/meshid/internal/certify"
+	"github.com/meshid/meshid/cmd/meshid/internal/check"
+	"github.com/meshid/meshid/cmd/meshid/internal/inspect"
+	"github.com/meshid/meshid/cmd/meshid/internal/install"
+	"github.com/meshid/meshid/cmd/meshid/internal/verify"
 )
 
-func newRootCommand() *cobra.Command {
+// newRootCommand builds meshid. connect builds the Kubernetes clients of
+// every command that talks to the API server, from its --kubeconfig;
+// stdin is what inspect reads for "-".
+func newRootCommand(connect kube.Connect, stdin io.Reader) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "meshid",
 		Short: "Operate meshid, the workload identity CA for Kubernetes service meshes",
@@ -20,7 +30,14 @@ Kubernetes service account a short-lived SPIFFE identity
 
 ` + cli.ExitCodes),
 	}
-	cmd.AddCommand(newCertifyCommand(runCertify), newInspectCommand(os.Stdin), newCheckCommand(), newVerifyCommand(), newInstallCommand(), newRotateCommand())
+	cmd.AddCommand(
+		newCertifyCommand(certify.Run),
+		newInspectCommand(stdin, inspect.Run),
+		newCheckCommand(connect, check.Run),
+		newVerifyCommand(connect, verify.Run),
+		newInstallCommand(connect, install.Run),
+		newRotateCommand(connect, anchor.Run),
+	)
 	cli.Setup(cmd)
 	return cmd
 }

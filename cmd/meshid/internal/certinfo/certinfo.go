@@ -1,10 +1,17 @@
-package main
+// Package certinfo owns how the meshid CLI reads certificates from PEM and
+// describes them to an operator (inspect, verify, certify, check): subject,
+// SPIFFE ID, validity, time left, key type, fingerprint.
+//
+// It imports bundle only.
+package certinfo
 
 import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,8 +19,8 @@ import (
 	"github.com/meshid/meshid/bundle"
 )
 
-// certReport describes one certificate, for inspect, verify and check.
-type certReport struct {
+// Report describes one certificate, for inspect, verify and check.
+type Report struct {
 	Subject   string    `json:"subject"`
 	Issuer    string    `json:"issuer"`
 	SPIFFEID  string    `json:"spiffe_id,omitempty"`
@@ -27,11 +34,12 @@ type certReport struct {
 	SHA256    string    `json:"sha256"`
 }
 
-func describe(c *x509.Certificate, now time.Time) certReport {
-	r := certReport{
+// Describe reports c as of now.
+func Describe(c *x509.Certificate, now time.Time) Report {
+	r := Report{
 		Subject: c.Subject.String(), Issuer: c.Issuer.String(), DNSNames: c.DNSNames,
 		Serial: c.SerialNumber.Text(16), NotBefore: c.NotBefore, NotAfter: c.NotAfter,
-		TimeLeft: timeLeft(c.NotAfter, now), KeyType: keyType(c), IsCA: c.IsCA, SHA256: bundle.Fingerprint(c),
+		TimeLeft: TimeLeft(c.NotAfter, now), KeyType: keyType(c), IsCA: c.IsCA, SHA256: bundle.Fingerprint(c),
 	}
 	for _, u := range c.URIs {
 		if u.Scheme == "spiffe" {
@@ -41,8 +49,8 @@ func describe(c *x509.Certificate, now time.Time) certReport {
 	return r
 }
 
-// timeLeft says how long until t, or how long ago it passed.
-func timeLeft(t, now time.Time) string {
+// TimeLeft says how long until t, or how long ago it passed.
+func TimeLeft(t, now time.Time) string {
 	d := t.Sub(now)
 	if d < 0 {
 		return "expired " + human(-d) + " ago"
@@ -73,4 +81,29 @@ func keyType(c *x509.Certificate) string {
 		return "Ed25519"
 	}
 	return strings.TrimPrefix(fmt.Sprintf("%T", c.PublicKey), "*")
+}
+
+// Parse reads every CERTIFICATE block; other blocks are refused, as keys
+// have no business being inspected by accident.
+func Parse(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for n := 1; ; n++ {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("block %d is %q; inspect reads certificates only", n, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("block %d: %w", n, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block found")
+	}
+	return certs, nil
 }

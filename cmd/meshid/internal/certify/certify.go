@@ -1,0 +1,199 @@
+// Package certify is `meshid certify`: it does what meshid-proxy does at
+// start-up (a fresh key, a CSR and a service-account token to meshid-ca,
+// the CA's own SPIFFE ID verified), checks the answer is an X.509-SVID for
+// that key, prints it, and can write it to files.
+//
+// It imports rotation (the client side of issuance), api, bundle,
+// identity and cmd/internal/cli.
+package certify
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/meshid/internal/certinfo"
+	"github.com/meshid/meshid/cmd/meshid/internal/output"
+	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/rotation"
+)
+
+// Options are certify's flags.
+type Options struct {
+	// CA is meshid-ca's gRPC address (host:port). Required.
+	CA string
+	// CAID is the SPIFFE ID the CA must present; empty means meshid-ca's
+	// default identity in TrustDomain.
+	CAID        string
+	TrustDomain string
+	// TokenFile holds the service-account token. Required.
+	TokenFile string
+	// TrustBundleFile holds the PEM anchors, to verify the CA. Required.
+	TrustBundleFile string
+	// OutDir, when set, receives svid.pem, svid.key and bundle.pem.
+	OutDir string
+	// Timeout bounds the whole command.
+	Timeout time.Duration
+	// Output is "table" or "json".
+	Output string
+}
+
+// Validate refuses flags that cannot work, as usage errors.
+func (o *Options) Validate() error {
+	switch {
+	case o.CA == "":
+		return cli.Usagef("--ca is required: the address of meshid-ca, e.g. meshid-ca.meshid.svc:8443")
+	case o.TokenFile == "":
+		return cli.Usagef("--token-file is required: a service-account token for the CA's audience (kubectl create token SA --audience %s)", identity.DefaultAudience)
+	case o.TrustBundleFile == "":
+		return cli.Usagef("--trust-bundle-file is required: the PEM trust anchors, to verify the CA")
+	case o.Output != "table" && o.Output != "json":
+		return cli.Usagef("-o %q: use table or json", o.Output)
+	}
+	if _, err := o.serverID(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (o *Options) serverID() (spiffeid.ID, error) {
+	td, err := spiffeid.TrustDomainFromString(o.TrustDomain)
+	if err != nil {
+		return spiffeid.ID{}, cli.Usagef("--trust-domain %q: %v", o.TrustDomain, err)
+	}
+	return cli.CAID(o.CAID, td)
+}
+
+// Report is what certify prints.
+type Report struct {
+	SPIFFEID   string            `json:"spiffe_id"`
+	Serial     string            `json:"serial"`
+	NotBefore  time.Time         `json:"not_before"`
+	NotAfter   time.Time         `json:"not_after"`
+	RenewAfter time.Time         `json:"renew_after"`
+	Chain      []certinfo.Report `json:"chain"`
+	Anchor     string            `json:"anchor"`
+	Files      []string          `json:"files,omitempty"`
+}
+
+// Run gets a certificate from the CA and prints it.
+func Run(ctx context.Context, o *Options, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	tokenData, err := os.ReadFile(o.TokenFile)
+	if err != nil {
+		return fmt.Errorf("certify: %w", err)
+	}
+	bundleData, err := os.ReadFile(o.TrustBundleFile)
+	if err != nil {
+		return fmt.Errorf("certify: %w", err)
+	}
+	anchors, err := bundle.Parse(bundleData)
+	if err != nil {
+		return fmt.Errorf("certify: %s: %w", o.TrustBundleFile, err)
+	}
+	caID, err := o.serverID()
+	if err != nil {
+		return err
+	}
+	conn, err := rotation.DialCA(o.CA, anchors.X509Bundle(caID.TrustDomain()), caID)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), strings.TrimSpace(string(tokenData)))
+	if err != nil {
+		return err
+	}
+	chains, err := verifyChain(got.SVID, anchors)
+	if err != nil {
+		return err
+	}
+	rep := Report{
+		SPIFFEID:   got.SVID.ID.String(),
+		Serial:     got.SVID.Certificates[0].SerialNumber.Text(16),
+		NotBefore:  got.SVID.Certificates[0].NotBefore,
+		NotAfter:   got.SVID.Certificates[0].NotAfter,
+		RenewAfter: got.RenewAfter,
+		Chain:      chains,
+		Anchor:     chains[len(chains)-1].Subject,
+	}
+	if o.OutDir != "" {
+		if rep.Files, err = writeSVID(o.OutDir, got.SVID, anchors); err != nil {
+			return err
+		}
+	}
+	if o.Output == "json" {
+		return output.JSON(out, rep)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "SPIFFE ID\t%s\n", rep.SPIFFEID)
+	fmt.Fprintf(tw, "Serial\t%s\n", rep.Serial)
+	fmt.Fprintf(tw, "Valid\t%s to %s (%s)\n", rep.NotBefore.UTC().Format(time.RFC3339), rep.NotAfter.UTC().Format(time.RFC3339), time.Until(rep.NotAfter).Round(time.Second))
+	fmt.Fprintf(tw, "Renew after\t%s\n", rep.RenewAfter.UTC().Format(time.RFC3339))
+	for i, c := range rep.Chain {
+		name := c.Subject
+		if c.SPIFFEID != "" {
+			name = c.SPIFFEID
+		}
+		fmt.Fprintf(tw, "Chain[%d]\t%s (expires %s, in %s)\n", i, name, c.NotAfter.UTC().Format(time.RFC3339), c.TimeLeft)
+	}
+	for _, f := range rep.Files {
+		fmt.Fprintf(tw, "Wrote\t%s\n", f)
+	}
+	return tw.Flush()
+}
+
+// verifyChain verifies the SVID against the anchors with go-spiffe and
+// describes the chain, leaf first, anchor last.
+func verifyChain(svid *x509svid.SVID, anchors *bundle.Bundle) ([]certinfo.Report, error) {
+	_, chains, err := x509svid.Verify(svid.Certificates, anchors.X509Bundle(svid.ID.TrustDomain()))
+	if err != nil {
+		return nil, fmt.Errorf("certify: the certificate does not verify against the trust bundle: %w", err)
+	}
+	now := time.Now()
+	var rep []certinfo.Report
+	for _, c := range chains[0] {
+		rep = append(rep, certinfo.Describe(c, now))
+	}
+	return rep, nil
+}
+
+func writeSVID(dir string, svid *x509svid.SVID, anchors *bundle.Bundle) ([]string, error) {
+	certPEM, keyPEM, err := svid.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("certify: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("certify: %w", err)
+	}
+	files := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{"svid.pem", certPEM, 0o644},
+		{"svid.key", keyPEM, 0o600},
+		{"bundle.pem", anchors.PEM(), 0o644},
+	}
+	var written []string
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		if err := output.WriteFile(p, f.data, f.mode); err != nil {
+			return nil, err
+		}
+		written = append(written, p)
+	}
+	return written, nil
+}

@@ -1,0 +1,159 @@
+// Package check is `meshid check`: it reads the cluster (the trust-bundle
+// ConfigMap, the issuer Secret and cert-manager's Certificate for it, the
+// webhook's CA and serving certificate, the CA Deployment) and the proxies'
+// /identity into rotation/health's Input, and prints health's rows as a
+// table or JSON, once or on every --interval.
+//
+// The checks themselves are rotation/health's; this package only reads and
+// prints. It imports rotation/health, ca/manifest (the names of what
+// install creates), bundle, cmd/internal/cli and cmd/internal/kube.
+package check
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
+	"github.com/meshid/meshid/cmd/meshid/internal/certinfo"
+	"github.com/meshid/meshid/cmd/meshid/internal/output"
+	"github.com/meshid/meshid/rotation/health"
+)
+
+// Options are check's flags, and what tests replace.
+type Options struct {
+	// Kubeconfig is the kubeconfig file; empty means $KUBECONFIG,
+	// ~/.kube/config or the pod's configuration.
+	Kubeconfig string
+	// Namespace of meshid-ca, the bundle and the issuer.
+	Namespace string
+	// Bundle is the trust-bundle ConfigMap; Issuer the issuer Secret.
+	Bundle, Issuer string
+	// Deployment is the meshid-ca Deployment; empty skips its check.
+	Deployment string
+	// TrustDomain of the proxies' certificates.
+	TrustDomain string
+	// Proxies are admin addresses (host:port) whose /identity to check.
+	Proxies []string
+	// WarnWithin: an anchor expiring sooner is a warning.
+	WarnWithin time.Duration
+	// IssuerWarnWithin: an issuer expiring sooner fails; 0 means
+	// cert-manager's renewBefore, else a third of its lifetime.
+	IssuerWarnWithin time.Duration
+	// FailOnWarning makes warnings exit 1 too.
+	FailOnWarning bool
+	// Watch checks again every Interval and prints the rows that change,
+	// until the context ends.
+	Watch    bool
+	Interval time.Duration
+	// Output is "table" or "json".
+	Output string
+
+	// Connect builds the Kubernetes clients; nil means kube.NewClients.
+	Connect kube.Connect
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Validate refuses flags that cannot work, as usage errors.
+func (o *Options) Validate() error {
+	if o.Output != "table" && o.Output != "json" {
+		return cli.Usagef("-o %q: use table or json", o.Output)
+	}
+	if _, err := spiffeid.TrustDomainFromString(o.TrustDomain); err != nil {
+		return cli.Usagef("--trust-domain %q: %v", o.TrustDomain, err)
+	}
+	if o.Interval <= 0 {
+		return cli.Usagef("--interval must be positive")
+	}
+	return nil
+}
+
+// ErrProblems makes check exit 1 without printing an extra error line: the
+// rows already said what is wrong.
+var ErrProblems = &cli.SilentError{Err: errors.New("check: problems found")}
+
+// Run checks once and prints the report, returning ErrProblems on a
+// failure (or a warning, with FailOnWarning); with Watch it prints a line
+// whenever a row's status changes, until ctx ends, and returns nil.
+func Run(ctx context.Context, o *Options, out io.Writer) error {
+	connect, now := o.Connect, o.Now
+	if connect == nil {
+		connect = kube.NewClients
+	}
+	if now == nil {
+		now = time.Now
+	}
+	c, err := connect(o.Kubeconfig, "meshid-check")
+	if err != nil {
+		return err
+	}
+	r := reader{o: o, c: c}
+	if !o.Watch {
+		t := now()
+		rep := health.Run(r.input(ctx, t))
+		if err := printReport(out, o, rep, t); err != nil {
+			return err
+		}
+		if w := rep.Worst(); w == health.Fail || (w == health.Warn && o.FailOnWarning) {
+			return ErrProblems
+		}
+		return nil
+	}
+	last := map[string]health.Status{}
+	tick := time.NewTicker(o.Interval)
+	defer tick.Stop()
+	for {
+		t := now()
+		rep := health.Run(r.input(ctx, t))
+		for _, row := range rep.Rows {
+			if last[row.Check] != row.Status {
+				fmt.Fprintf(out, "%s  %-5s %s: %s\n", t.UTC().Format(time.RFC3339), row.Status, row.Check, row.Detail)
+				last[row.Check] = row.Status
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func printReport(out io.Writer, o *Options, rep *health.Report, now time.Time) error {
+	if o.Output == "json" {
+		return output.JSON(out, struct {
+			*health.Report
+			Status health.Status `json:"status"`
+		}{rep, rep.Worst()})
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tSTATUS\tEXPIRES IN\tDETAIL")
+	for _, r := range rep.Rows {
+		exp := "-"
+		if r.Expires != nil {
+			exp = certinfo.TimeLeft(*r.Expires, now)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Check, strings.ToUpper(string(r.Status)), exp, r.Detail)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range rep.Rows {
+		if r.Hint != "" && r.Status != health.OK {
+			fmt.Fprintf(out, "hint: %s: %s\n", r.Check, r.Hint)
+		}
+	}
+	if !rep.Outage.IsZero() {
+		fmt.Fprintf(out, "\nTime to outage: %s (%s, at %s)\n", certinfo.TimeLeft(rep.Outage, now), rep.OutageWhat, rep.Outage.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(out, "Status: %s\n", strings.ToUpper(string(rep.Worst())))
+	return nil
+}
