@@ -2,4 +2,7 @@
 // the API server (meshid, meshid-ca, meshid-webhook). It is apart from
 // package cli so that meshid-proxy, which never talks to the API server,
 // does not link client-go: a smaller binary and a smaller idle footprint.
+//
+// Clients and Connect are how the meshid CLI gets its clients: built once
+// per command from --kubeconfig by NewClients, and handed to fakes in tests.
 package kube

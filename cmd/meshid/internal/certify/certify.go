@@ -1,10 +1,3 @@
-// Package certify is `meshid certify`: it does what meshid-proxy does at
-// start-up (a fresh key, a CSR and a service-account token to meshid-ca,
-// the CA's own SPIFFE ID verified), checks the answer is an X.509-SVID for
-// that key, prints it, and can write it to files.
-//
-// It imports rotation (the client side of issuance), api, bundle,
-// identity and cmd/internal/cli.
 package certify
 
 import (

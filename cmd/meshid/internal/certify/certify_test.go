@@ -1,0 +1,154 @@
+package certify_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/meshid/internal/catest"
+	"github.com/meshid/meshid/cmd/meshid/internal/certify"
+	"github.com/meshid/meshid/cmd/meshid/internal/pkitest"
+	"github.com/meshid/meshid/identity"
+)
+
+var web = identity.ServiceAccount{Namespace: "shop", Name: "web"}
+
+// options are certify's flag defaults against ca, with token.
+func options(t *testing.T, ca *catest.CA, token string) *certify.Options {
+	dir := t.TempDir()
+	return &certify.Options{
+		CA: ca.Addr, TrustDomain: identity.DefaultTrustDomain,
+		TokenFile:       pkitest.File(t, dir, "token", []byte(token+"\n")),
+		TrustBundleFile: pkitest.File(t, dir, "bundle.pem", ca.Anchor.CertPEM()),
+		Timeout:         30 * time.Second, Output: "table",
+	}
+}
+
+func TestCertify(t *testing.T) {
+	ca := catest.Start(t, catest.Tokens{"web-token": web})
+	o := options(t, ca, "web-token")
+	o.OutDir = filepath.Join(t.TempDir(), "out")
+	var out bytes.Buffer
+	if err := certify.Run(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`(?m)^SPIFFE ID\s+spiffe://cluster.local/ns/shop/sa/web$`,
+		`(?m)^Serial\s+[0-9a-f]+$`,
+		`(?m)^Valid\s+\S+Z to \S+Z \(2[34]h\d+m\d+s\)$`,
+		`(?m)^Renew after\s+\S+Z$`,
+		`(?m)^Chain\[0\]\s+spiffe://cluster.local/ns/shop/sa/web \(expires \S+Z, in 2[34]h\d\dm\)$`,
+		`(?m)^Chain\[1\]\s+CN=catest issuer,O=meshid `,
+		`(?m)^Chain\[2\]\s+CN=catest anchor,O=meshid `,
+		`(?m)^Wrote\s+.*/out/svid.pem$`,
+		`(?m)^Wrote\s+.*/out/svid.key$`,
+		`(?m)^Wrote\s+.*/out/bundle.pem$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("no line matching %s in\n%s", want, out.String())
+		}
+	}
+	svid, err := x509svid.Load(filepath.Join(o.OutDir, "svid.pem"), filepath.Join(o.OutDir, "svid.key"))
+	if err != nil || svid.ID.String() != "spiffe://cluster.local/ns/shop/sa/web" {
+		t.Fatalf("the written SVID: %v, %v", svid, err)
+	}
+	if fi, err := os.Stat(filepath.Join(o.OutDir, "svid.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("svid.key: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	if b, _ := os.ReadFile(filepath.Join(o.OutDir, "bundle.pem")); !bytes.Equal(b, ca.Anchor.CertPEM()) {
+		t.Fatal("bundle.pem is not the trust bundle")
+	}
+}
+
+func TestCertifyJSON(t *testing.T) {
+	ca := catest.Start(t, catest.Tokens{"web-token": web})
+	o := options(t, ca, "web-token")
+	o.Output = "json"
+	var out bytes.Buffer
+	if err := certify.Run(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	var rep certify.Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.SPIFFEID != "spiffe://cluster.local/ns/shop/sa/web" || len(rep.Chain) != 3 || rep.Anchor != "CN=catest anchor,O=meshid" || !rep.RenewAfter.After(rep.NotBefore) || len(rep.Files) != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+func TestCertifyRefusals(t *testing.T) {
+	ca := catest.Start(t, catest.Tokens{"web-token": web})
+	tests := []struct {
+		name    string
+		mod     func(*certify.Options)
+		message string
+	}{
+		{name: "unknown token", mod: func(o *certify.Options) { pkitest.File(t, filepath.Dir(o.TokenFile), "token", []byte("nobody")) }, message: "unknown token"},
+		{name: "CA is not who it should be", mod: func(o *certify.Options) { o.CAID = "spiffe://cluster.local/ns/x/sa/impostor" }, message: "spiffe://cluster.local/ns/x/sa/impostor was expected"},
+		{name: "token file missing", mod: func(o *certify.Options) { o.TokenFile = filepath.Join(t.TempDir(), "missing") }, message: "certify: open "},
+		{name: "bundle file missing", mod: func(o *certify.Options) { o.TrustBundleFile = filepath.Join(t.TempDir(), "missing") }, message: "certify: open "},
+		{name: "bundle does not parse", mod: func(o *certify.Options) {
+			pkitest.File(t, filepath.Dir(o.TrustBundleFile), "bundle.pem", []byte("junk"))
+		}, message: "certify: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := options(t, ca, "web-token")
+			tt.mod(o)
+			var out bytes.Buffer
+			err := certify.Run(context.Background(), o, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.message) || out.Len() != 0 {
+				t.Fatalf("Run = %v, printed %q; want an error containing %q", err, out.String(), tt.message)
+			}
+			var usage *cli.UsageError
+			if errors.As(err, &usage) {
+				t.Fatalf("Run = %v: a usage error (exit 2) for a failure", err)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	valid := func() *certify.Options {
+		return &certify.Options{CA: "ca:8443", TrustDomain: identity.DefaultTrustDomain, TokenFile: "t", TrustBundleFile: "b", Output: "table"}
+	}
+	tests := []struct {
+		name    string
+		mod     func(*certify.Options)
+		message string
+	}{
+		{name: "valid", mod: func(*certify.Options) {}},
+		{name: "json", mod: func(o *certify.Options) { o.Output = "json" }},
+		{name: "no --ca", mod: func(o *certify.Options) { o.CA = "" }, message: "--ca is required"},
+		{name: "no --token-file", mod: func(o *certify.Options) { o.TokenFile = "" }, message: "--token-file is required: a service-account token for the CA's audience (kubectl create token SA --audience identity.meshid.dev)"},
+		{name: "no --trust-bundle-file", mod: func(o *certify.Options) { o.TrustBundleFile = "" }, message: "--trust-bundle-file is required"},
+		{name: "bad output", mod: func(o *certify.Options) { o.Output = "yaml" }, message: `-o "yaml": use table or json`},
+		{name: "bad trust domain", mod: func(o *certify.Options) { o.TrustDomain = "Not Valid" }, message: `--trust-domain "Not Valid"`},
+		{name: "bad --ca-id", mod: func(o *certify.Options) { o.CAID = "not an ID" }, message: `--ca-id "not an ID"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := valid()
+			tt.mod(o)
+			err := o.Validate()
+			var usage *cli.UsageError
+			switch {
+			case tt.message == "" && err != nil:
+				t.Fatalf("Validate = %v", err)
+			case tt.message != "" && (!errors.As(err, &usage) || !strings.Contains(err.Error(), tt.message)):
+				t.Fatalf("Validate = %v, want a usage error containing %q", err, tt.message)
+			}
+		})
+	}
+}

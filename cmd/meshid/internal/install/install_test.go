@@ -1,0 +1,581 @@
+package install_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/ca/manifest"
+	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
+	"github.com/meshid/meshid/cmd/meshid/internal/install"
+	"github.com/meshid/meshid/cmd/meshid/internal/pkitest"
+	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/issuer"
+)
+
+const day = 24 * time.Hour
+
+var now = time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// options are install's flag defaults, at a fixed time, with no cluster.
+func options() *install.Options {
+	return &install.Options{
+		Namespace: "meshid", Image: "ghcr.io/meshid/meshid-ca:latest", Replicas: 2,
+		TrustDomain: identity.DefaultTrustDomain, Audience: identity.DefaultAudience, LeafTTL: 24 * time.Hour,
+		Webhook: true, WebhookImage: "ghcr.io/meshid/meshid-webhook:latest", ProxyImage: "ghcr.io/meshid/meshid-proxy:latest",
+		Output: "yaml",
+		Now:    func() time.Time { return now },
+		Connect: func(string, string) (*kube.Clients, error) {
+			return nil, errors.New("install: this test has no cluster")
+		},
+	}
+}
+
+// material is an operator's own anchor and issuer, as files.
+type material struct {
+	anchor, issuer *issuer.KeyPair
+	anchorCert     string
+	anchorKey      string
+	issuerCert     string
+	issuerKey      string
+}
+
+func newMaterial(t *testing.T, dir string, anchor, iss *issuer.KeyPair) material {
+	ak, err := anchor.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ik, err := iss.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return material{
+		anchor: anchor, issuer: iss,
+		anchorCert: pkitest.File(t, dir, "anchor.crt", anchor.CertPEM()), anchorKey: pkitest.File(t, dir, "anchor.key", ak),
+		issuerCert: pkitest.File(t, dir, "issuer.crt", iss.CertPEM()), issuerKey: pkitest.File(t, dir, "issuer.key", ik),
+	}
+}
+
+func goodMaterial(t *testing.T) material {
+	anchor := pkitest.CA(t, nil, "my anchor", now.Add(-day), 365*day)
+	return newMaterial(t, t.TempDir(), anchor, pkitest.CA(t, anchor, "my issuer", now.Add(-day), 30*day))
+}
+
+// objects decodes what install printed, YAML or JSON.
+func objects(t *testing.T, out []byte) []*unstructured.Unstructured {
+	t.Helper()
+	var objs []*unstructured.Unstructured
+	if bytes.HasPrefix(out, []byte("{")) {
+		var list struct {
+			Kind  string                   `json:"kind"`
+			Items []map[string]interface{} `json:"items"`
+		}
+		if err := json.Unmarshal(out, &list); err != nil || list.Kind != "List" {
+			t.Fatalf("not a JSON List (%v):\n%.300s", err, out)
+		}
+		for _, it := range list.Items {
+			objs = append(objs, &unstructured.Unstructured{Object: it})
+		}
+		return objs
+	}
+	for _, doc := range strings.Split(string(out), "\n---\n") {
+		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
+			continue
+		}
+		var m map[string]interface{}
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			t.Fatalf("YAML: %v\n%.300s", err, doc)
+		}
+		objs = append(objs, &unstructured.Unstructured{Object: m})
+	}
+	return objs
+}
+
+func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
+
+// secretData returns a Secret's key, decoded.
+func secretData(t *testing.T, s *unstructured.Unstructured, key string) []byte {
+	t.Helper()
+	v, _, _ := unstructured.NestedString(s.Object, "data", key)
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil || len(b) == 0 {
+		t.Fatalf("Secret %s has no %s (%v)", s.GetName(), key, err)
+	}
+	return b
+}
+
+func bundleOf(t *testing.T, objs []*unstructured.Unstructured) *bundle.Bundle {
+	t.Helper()
+	cm := find(objs, "ConfigMap", manifest.BundleConfigMap)
+	if cm == nil {
+		t.Fatal("no trust-bundle ConfigMap rendered")
+	}
+	pem, _, _ := unstructured.NestedString(cm.Object, "data", bundle.Key)
+	b, err := bundle.Parse([]byte(pem))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestOwnMaterial(t *testing.T) {
+	m := goodMaterial(t)
+	for _, format := range []string{"yaml", "json"} {
+		t.Run(format, func(t *testing.T) {
+			o := options()
+			o.AnchorCert, o.IssuerCert, o.IssuerKey, o.Output = m.anchorCert, m.issuerCert, m.issuerKey, format
+			var out, stderr bytes.Buffer
+			o.Stderr = &stderr
+			if err := install.Run(context.Background(), o, &out); err != nil {
+				t.Fatal(err)
+			}
+			objs := objects(t, out.Bytes())
+			if b := bundleOf(t, objs); len(b.Anchors()) != 1 || !b.Contains(m.anchor.Cert) {
+				t.Fatalf("the bundle is not the given anchor")
+			}
+			s := find(objs, "Secret", manifest.IssuerSecret)
+			if s == nil {
+				t.Fatal("no issuer Secret rendered")
+			}
+			if !bytes.Equal(secretData(t, s, "tls.crt"), m.issuer.CertPEM()) {
+				t.Fatal("the issuer Secret does not hold the given issuer")
+			}
+			if find(objs, "Certificate", "meshid-issuer") != nil || find(objs, "Deployment", "meshid-webhook") == nil {
+				t.Fatal("rendered cert-manager objects, or no webhook")
+			}
+			if stderr.Len() != 0 {
+				t.Fatalf("notes about given material: %q", stderr.String())
+			}
+		})
+	}
+}
+
+func TestGenerated(t *testing.T) {
+	tests := []struct {
+		name        string
+		mod         func(*install.Options, string)
+		anchorTTL   time.Duration
+		issuerTTL   time.Duration // 0: cert-manager issues it
+		keyFile     bool
+		noteDiscard bool
+	}{
+		{name: "defaults", mod: func(*install.Options, string) {}, anchorTTL: 3650 * day, issuerTTL: 90 * day, noteDiscard: true},
+		{name: "lifetimes", mod: func(o *install.Options, _ string) { o.AnchorTTL, o.IssuerTTL = 400*day, 10*day }, anchorTTL: 400 * day, issuerTTL: 10 * day, noteDiscard: true},
+		{name: "key kept", mod: func(o *install.Options, dir string) { o.WriteAnchorKey = filepath.Join(dir, "anchor.key") }, anchorTTL: 3650 * day, issuerTTL: 90 * day, keyFile: true},
+		{name: "cert-manager", mod: func(o *install.Options, _ string) { o.CertManager = true }, anchorTTL: 3650 * day},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			o := options()
+			tt.mod(o, dir)
+			var out, stderr bytes.Buffer
+			o.Stderr = &stderr
+			if err := install.Run(context.Background(), o, &out); err != nil {
+				t.Fatal(err)
+			}
+			objs := objects(t, out.Bytes())
+			b := bundleOf(t, objs)
+			anchor := b.Anchors()[0]
+			if len(b.Anchors()) != 1 || !anchor.NotBefore.Equal(now.Add(-time.Hour)) || !anchor.NotAfter.Equal(now.Add(-time.Hour).Add(tt.anchorTTL)) {
+				t.Fatalf("anchor valid %s to %s, want from an hour before now for %s", anchor.NotBefore, anchor.NotAfter, tt.anchorTTL)
+			}
+			notes := stderr.String()
+			if !strings.Contains(notes, `GENERATED A NEW TRUST ANCHOR "meshid trust anchor"`) || !strings.Contains(notes, "fingerprint "+bundle.Fingerprint(anchor)) {
+				t.Fatalf("notes do not name the new anchor and its fingerprint:\n%s", notes)
+			}
+			if got := strings.Contains(notes, "private key is discarded"); got != tt.noteDiscard {
+				t.Fatalf("note that the key is discarded: %v, want %v:\n%s", got, tt.noteDiscard, notes)
+			}
+			if tt.keyFile {
+				checkKeyFile(t, o.WriteAnchorKey, anchor)
+			}
+			if tt.issuerTTL == 0 {
+				if find(objs, "Secret", manifest.IssuerSecret) != nil || find(objs, "Certificate", manifest.IssuerSecret) == nil {
+					t.Fatal("cert-manager mode rendered the issuer Secret, or no Certificate for it")
+				}
+				kp, err := issuer.Parse(secretData(t, find(objs, "Secret", manifest.AnchorSecret), "tls.crt"), secretData(t, find(objs, "Secret", manifest.AnchorSecret), "tls.key"))
+				if err != nil || !kp.Cert.Equal(anchor) {
+					t.Fatalf("the anchor Secret for cert-manager is not the generated anchor and its key (%v)", err)
+				}
+				return
+			}
+			s := find(objs, "Secret", manifest.IssuerSecret)
+			iss, err := issuer.Parse(secretData(t, s, "tls.crt"), secretData(t, s, "tls.key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := iss.Verify(b, now); err != nil {
+				t.Fatalf("the generated issuer does not chain to the generated anchor: %v", err)
+			}
+			if !iss.Cert.NotAfter.Equal(now.Add(-time.Hour).Add(tt.issuerTTL)) || !iss.Cert.MaxPathLenZero {
+				t.Fatalf("issuer valid until %s (path length zero %v), want %s after an hour before now", iss.Cert.NotAfter, iss.Cert.MaxPathLenZero, tt.issuerTTL)
+			}
+		})
+	}
+}
+
+func checkKeyFile(t *testing.T, path string, anchor *x509.Certificate) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %v, want 0600", path, fi.Mode().Perm())
+	}
+	key, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issuer.Parse(bundle.Encode([]*x509.Certificate{anchor}), key); err != nil {
+		t.Fatalf("the saved key is not the anchor's: %v", err)
+	}
+}
+
+func TestCertManagerOwnAnchor(t *testing.T) {
+	m := goodMaterial(t)
+	o := options()
+	o.CertManager, o.AnchorCert, o.AnchorKey = true, m.anchorCert, m.anchorKey
+	var out, stderr bytes.Buffer
+	o.Stderr = &stderr
+	if err := install.Run(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	objs := objects(t, out.Bytes())
+	if b := bundleOf(t, objs); !b.Contains(m.anchor.Cert) || len(b.Anchors()) != 1 {
+		t.Fatal("the bundle is not the given anchor")
+	}
+	if !bytes.Equal(secretData(t, find(objs, "Secret", manifest.AnchorSecret), "tls.crt"), m.anchor.CertPEM()) || stderr.Len() != 0 {
+		t.Fatalf("the anchor Secret is not the given anchor, or notes %q", stderr.String())
+	}
+}
+
+// TestRefusals: inconsistent material is refused before anything is
+// rendered, with what was wrong.
+func TestRefusals(t *testing.T) {
+	dir := t.TempDir()
+	good := goodMaterial(t)
+	expiredAnchor := pkitest.CA(t, nil, "expired anchor", now.Add(-400*day), 365*day)
+	futureAnchor := pkitest.CA(t, nil, "future anchor", now.Add(day), 365*day)
+	stranger := pkitest.CA(t, nil, "stranger", now.Add(-day), 365*day)
+	leaf, leafKey := pkitest.Leaf(t, good.issuer, spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain), "/ns/shop/sa/web"), now.Add(-time.Hour), day)
+	expired := newMaterial(t, t.TempDir(), expiredAnchor, pkitest.CA(t, expiredAnchor, "issuer", now.Add(-400*day), 365*day))
+	future := newMaterial(t, t.TempDir(), futureAnchor, pkitest.CA(t, futureAnchor, "issuer", now.Add(day), 30*day))
+	foreign := newMaterial(t, t.TempDir(), good.anchor, pkitest.CA(t, stranger, "foreign issuer", now.Add(-day), 30*day))
+	lapsed := newMaterial(t, t.TempDir(), good.anchor, pkitest.CA(t, good.anchor, "lapsed issuer", now.Add(-31*day), 30*day))
+	leafFile := pkitest.File(t, dir, "leaf.crt", pkitest.PEM(leaf...))
+	leafKeyFile := pkitest.File(t, dir, "leaf.key", pkitest.KeyPEM(t, leafKey))
+	missing := filepath.Join(dir, "missing.pem")
+
+	own := func(anchorCert, issuerCert, issuerKey string) func(*install.Options) {
+		return func(o *install.Options) { o.AnchorCert, o.IssuerCert, o.IssuerKey = anchorCert, issuerCert, issuerKey }
+	}
+	cm := func(anchorCert, anchorKey string) func(*install.Options) {
+		return func(o *install.Options) { o.CertManager, o.AnchorCert, o.AnchorKey = true, anchorCert, anchorKey }
+	}
+	tests := []struct {
+		name    string
+		mod     func(*install.Options)
+		message string
+	}{
+		{name: "anchor file missing", mod: own(missing, good.issuerCert, good.issuerKey), message: "install: open " + missing},
+		{name: "anchor expired", mod: own(expired.anchorCert, expired.issuerCert, expired.issuerKey), message: "install: --anchor-cert " + expired.anchorCert + ": anchor CN=expired anchor,O=meshid is not valid now"},
+		{name: "anchor not valid yet", mod: own(future.anchorCert, future.issuerCert, future.issuerKey), message: "anchor CN=future anchor,O=meshid is not valid now"},
+		{name: "anchor is not a CA", mod: own(leafFile, good.issuerCert, good.issuerKey), message: "install: --anchor-cert " + leafFile + ": "},
+		{name: "issuer file missing", mod: own(good.anchorCert, missing, good.issuerKey), message: "install: open " + missing},
+		{name: "issuer key file missing", mod: own(good.anchorCert, good.issuerCert, missing), message: "install: open " + missing},
+		{name: "issuer key does not match", mod: own(good.anchorCert, good.issuerCert, good.anchorKey), message: "install: --issuer-cert/--issuer-key: "},
+		{name: "issuer is not a CA", mod: own(good.anchorCert, leafFile, leafKeyFile), message: "install: --issuer-cert/--issuer-key: "},
+		{name: "issuer from another anchor", mod: own(foreign.anchorCert, foreign.issuerCert, foreign.issuerKey), message: "install: the issuer cannot be used with these anchors: "},
+		{name: "issuer expired", mod: own(lapsed.anchorCert, lapsed.issuerCert, lapsed.issuerKey), message: "install: the issuer cannot be used with these anchors: "},
+		{name: "cert-manager anchor file missing", mod: cm(missing, good.anchorKey), message: "install: open " + missing},
+		{name: "cert-manager anchor key file missing", mod: cm(good.anchorCert, missing), message: "install: open " + missing},
+		{name: "cert-manager anchor key does not match", mod: cm(good.anchorCert, good.issuerKey), message: "install: --anchor-cert/--anchor-key: "},
+		{name: "cert-manager anchor expired", mod: cm(expired.anchorCert, expired.anchorKey), message: "install: --anchor-cert " + expired.anchorCert + ": anchor CN=expired anchor,O=meshid is not valid now"},
+		{name: "anchor key file unwritable", mod: func(o *install.Options) { o.WriteAnchorKey = filepath.Join(missing, "anchor.key") }, message: missing},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := options()
+			tt.mod(o)
+			if err := o.Validate(); err != nil {
+				t.Fatalf("Validate = %v; the case should pass it and be refused by Run", err)
+			}
+			var out bytes.Buffer
+			err := install.Run(context.Background(), o, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.message) {
+				t.Fatalf("Run = %v, want an error containing %q", err, tt.message)
+			}
+			if out.Len() != 0 {
+				t.Fatalf("rendered despite the refusal:\n%.300s", out.String())
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(*install.Options)
+		message string // empty: valid
+	}{
+		{name: "generate", mod: func(*install.Options) {}},
+		{name: "generate, keep the key", mod: func(o *install.Options) { o.WriteAnchorKey = "k" }},
+		{name: "own material", mod: func(o *install.Options) { o.AnchorCert, o.IssuerCert, o.IssuerKey = "a", "i", "k" }},
+		{name: "cert-manager", mod: func(o *install.Options) { o.CertManager = true }},
+		{name: "cert-manager, own anchor", mod: func(o *install.Options) { o.CertManager, o.AnchorCert, o.AnchorKey = true, "a", "k" }},
+		{name: "json", mod: func(o *install.Options) { o.Output = "json" }},
+		{name: "bad output", mod: func(o *install.Options) { o.Output = "table" }, message: `-o "table": use yaml or json`},
+		{name: "cert-manager with an issuer", mod: func(o *install.Options) { o.CertManager, o.IssuerCert = true, "i" }, message: "--cert-manager manages the issuer itself"},
+		{name: "issuer without key", mod: func(o *install.Options) { o.AnchorCert, o.IssuerCert = "a", "i" }, message: "your own material takes --anchor-cert, --issuer-cert and --issuer-key together"},
+		{name: "issuer key alone", mod: func(o *install.Options) { o.IssuerKey = "k" }, message: "your own material takes"},
+		{name: "issuer without anchor", mod: func(o *install.Options) { o.IssuerCert, o.IssuerKey = "i", "k" }, message: "your own material takes"},
+		{name: "cert-manager anchor without key", mod: func(o *install.Options) { o.CertManager, o.AnchorCert = true, "a" }, message: "--cert-manager with your own anchor takes --anchor-cert and --anchor-key together"},
+		{name: "cert-manager anchor key alone", mod: func(o *install.Options) { o.CertManager, o.AnchorKey = true, "k" }, message: "--cert-manager with your own anchor takes"},
+		{name: "anchor alone", mod: func(o *install.Options) { o.AnchorCert = "a" }, message: "--anchor-cert alone is not enough"},
+		{name: "anchor key alone", mod: func(o *install.Options) { o.AnchorKey = "k" }, message: "--anchor-cert alone is not enough"},
+		{name: "write key with own material", mod: func(o *install.Options) {
+			o.AnchorCert, o.IssuerCert, o.IssuerKey, o.WriteAnchorKey = "a", "i", "k", "w"
+		}, message: "--write-anchor-key only applies when install generates the anchor"},
+		{name: "write key with cert-manager's own anchor", mod: func(o *install.Options) {
+			o.CertManager, o.AnchorCert, o.AnchorKey, o.WriteAnchorKey = true, "a", "k", "w"
+		}, message: "--write-anchor-key only applies"},
+		{name: "no replicas", mod: func(o *install.Options) { o.Replicas = 0 }, message: "--replicas must be at least 1"},
+		{name: "bad trust domain", mod: func(o *install.Options) { o.TrustDomain = "Not Valid" }, message: `--trust-domain "Not Valid"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := options()
+			tt.mod(o)
+			err := o.Validate()
+			var usage *cli.UsageError
+			switch {
+			case tt.message == "" && err != nil:
+				t.Fatalf("Validate = %v", err)
+			case tt.message != "" && (!errors.As(err, &usage) || !strings.Contains(err.Error(), tt.message)):
+				t.Fatalf("Validate = %v, want a usage error containing %q", err, tt.message)
+			}
+		})
+	}
+}
+
+// cluster is a fake API server for --apply: a RESTMapper serving the core
+// kinds (and cert-manager's when asked), and a dynamic client that records
+// every apply.
+type cluster struct {
+	clients *kube.Clients
+	applied []k8stesting.PatchAction
+	connect []string
+}
+
+func newCluster(t *testing.T, certManager bool, objs ...runtime.Object) *cluster {
+	mapper := meta.NewDefaultRESTMapper(nil)
+	for _, k := range []struct {
+		gv      string
+		kind    string
+		cluster bool
+	}{
+		{"v1", "Namespace", true}, {"v1", "ServiceAccount", false}, {"v1", "ConfigMap", false}, {"v1", "Secret", false}, {"v1", "Service", false},
+		{"apps/v1", "Deployment", false},
+		{"rbac.authorization.k8s.io/v1", "Role", false}, {"rbac.authorization.k8s.io/v1", "RoleBinding", false},
+		{"rbac.authorization.k8s.io/v1", "ClusterRole", true}, {"rbac.authorization.k8s.io/v1", "ClusterRoleBinding", true},
+		{"apiextensions.k8s.io/v1", "CustomResourceDefinition", true},
+		{"admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", true}, {"admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", true},
+		{"cert-manager.io/v1", "Certificate", false}, {"cert-manager.io/v1", "Issuer", false},
+	} {
+		if strings.HasPrefix(k.gv, "cert-manager") && !certManager {
+			continue
+		}
+		gv, _ := schema.ParseGroupVersion(k.gv)
+		scope := meta.RESTScopeNamespace
+		if k.cluster {
+			scope = meta.RESTScopeRoot
+		}
+		mapper.Add(gv.WithKind(k.kind), scope)
+	}
+	dyn := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme(), objs...)
+	c := &cluster{clients: &kube.Clients{Dynamic: dyn, Mapper: mapper}}
+	dyn.PrependReactor("patch", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		p := a.(k8stesting.PatchAction)
+		c.applied = append(c.applied, p)
+		return true, &unstructured.Unstructured{Object: map[string]interface{}{}}, nil
+	})
+	return c
+}
+
+func (c *cluster) options(o *install.Options) *install.Options {
+	o.Apply, o.Kubeconfig = true, "/path/kubeconfig"
+	o.Connect = func(kubeconfig, agent string) (*kube.Clients, error) {
+		c.connect = append(c.connect, kubeconfig+" "+agent)
+		return c.clients, nil
+	}
+	return o
+}
+
+func TestApply(t *testing.T) {
+	m := goodMaterial(t)
+	c := newCluster(t, false)
+	o := c.options(options())
+	o.AnchorCert, o.IssuerCert, o.IssuerKey = m.anchorCert, m.issuerCert, m.issuerKey
+	var out bytes.Buffer
+	if err := install.Run(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.connect) != 1 || c.connect[0] != "/path/kubeconfig meshid-install" {
+		t.Fatalf("Connect calls %q, want one for /path/kubeconfig as meshid-install", c.connect)
+	}
+	// The same objects, in the same order, as install prints.
+	printed := options()
+	printed.AnchorCert, printed.IssuerCert, printed.IssuerKey = m.anchorCert, m.issuerCert, m.issuerKey
+	var rendered bytes.Buffer
+	if err := install.Run(context.Background(), printed, &rendered); err != nil {
+		t.Fatal(err)
+	}
+	want := objects(t, rendered.Bytes())
+	if len(c.applied) != len(want) {
+		t.Fatalf("applied %d objects, want %d", len(c.applied), len(want))
+	}
+	var lines []string
+	for i, p := range c.applied {
+		w := want[i]
+		if p.GetPatchType() != types.ApplyPatchType || p.GetName() != w.GetName() || p.GetNamespace() != w.GetNamespace() {
+			t.Fatalf("apply %d: %s %s/%s, want a server-side apply of %s %s/%s", i, p.GetPatchType(), p.GetNamespace(), p.GetName(), w.GetKind(), w.GetNamespace(), w.GetName())
+		}
+		var got unstructured.Unstructured
+		if err := got.UnmarshalJSON(p.GetPatch()); err != nil || got.GetKind() != w.GetKind() {
+			t.Fatalf("apply %d: patch of kind %q (%v), want %s", i, got.GetKind(), err, w.GetKind())
+		}
+		lines = append(lines, strings.ToLower(w.GetKind())+"/"+w.GetName()+" applied")
+	}
+	if got := strings.TrimSuffix(out.String(), "\n"); got != strings.Join(lines, "\n") {
+		t.Fatalf("printed\n%s\nwant\n%s", got, strings.Join(lines, "\n"))
+	}
+	if !strings.HasPrefix(out.String(), "namespace/meshid applied\n") {
+		t.Fatalf("the namespace is not applied first:\n%s", out.String())
+	}
+}
+
+func TestApplyFieldManager(t *testing.T) {
+	c := newCluster(t, false)
+	var opts []metav1.PatchOptions
+	c.clients.Dynamic.(*dynamicfake.FakeDynamicClient).PrependReactor("patch", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		opts = append(opts, a.(k8stesting.PatchActionImpl).PatchOptions)
+		return false, nil, nil
+	})
+	if err := install.Run(context.Background(), c.options(options()), &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range opts {
+		if p.FieldManager != "meshid" || p.Force == nil || !*p.Force {
+			t.Fatalf("applied with %+v, want field manager meshid, forced", p)
+		}
+	}
+	if len(opts) == 0 {
+		t.Fatal("nothing applied")
+	}
+}
+
+// TestApplyRefusals: what --apply refuses, and that it applies nothing then
+// (or nothing after the object it could not apply).
+func TestApplyRefusals(t *testing.T) {
+	existing := &unstructured.Unstructured{Object: map[string]interface{}{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]interface{}{"namespace": "meshid", "name": manifest.BundleConfigMap},
+	}}
+	tests := []struct {
+		name    string
+		cluster func(*testing.T) *cluster
+		mod     func(*install.Options)
+		message string
+		applied int // objects applied before the refusal
+	}{
+		{
+			name:    "generated anchor over an install",
+			cluster: func(t *testing.T) *cluster { return newCluster(t, true, existing) },
+			mod:     func(*install.Options) {},
+			message: "install: meshid is already installed in namespace meshid (ConfigMap meshid-trust-bundle exists); a generated anchor would replace the one every workload trusts",
+		},
+		{
+			name:    "generated anchor for cert-manager over an install",
+			cluster: func(t *testing.T) *cluster { return newCluster(t, true, existing) },
+			mod:     func(o *install.Options) { o.CertManager = true },
+			message: "install: meshid is already installed",
+		},
+		{
+			name:    "cert-manager CRDs missing",
+			cluster: func(t *testing.T) *cluster { return newCluster(t, false) },
+			mod:     func(o *install.Options) { o.CertManager = true },
+			message: "install: the cluster does not serve Issuer (cert-manager.io/v1): install its CRDs first",
+			applied: -1, // everything before the first cert-manager object
+		},
+		{
+			name: "apply refused",
+			cluster: func(t *testing.T) *cluster {
+				c := newCluster(t, false)
+				c.clients.Dynamic.(*dynamicfake.FakeDynamicClient).PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, errors.New("admission says no")
+				})
+				return c
+			},
+			mod:     func(*install.Options) {},
+			message: "install: apply Deployment meshid-ca: admission says no",
+			applied: -1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.cluster(t)
+			o := c.options(options())
+			tt.mod(o)
+			var out bytes.Buffer
+			err := install.Run(context.Background(), o, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.message) {
+				t.Fatalf("Run = %v, want an error containing %q", err, tt.message)
+			}
+			switch {
+			case tt.applied == 0 && len(c.applied) != 0:
+				t.Fatalf("applied %d objects before refusing", len(c.applied))
+			case tt.applied == -1 && (len(c.applied) == 0 || strings.Count(out.String(), "\n") != len(c.applied)):
+				t.Fatalf("applied %d objects, printed\n%s", len(c.applied), out.String())
+			}
+		})
+	}
+}
+
+func TestApplyConnectError(t *testing.T) {
+	o := options()
+	o.Apply = true
+	var out bytes.Buffer
+	if err := install.Run(context.Background(), o, &out); err == nil || !strings.Contains(err.Error(), "this test has no cluster") || out.Len() != 0 {
+		t.Fatalf("Run = %v, printed %q; want the Connect error", err, out.String())
+	}
+}

@@ -1,0 +1,9 @@
+// Package verify is `meshid verify`: a real mTLS handshake to an endpoint,
+// as a service account (a token from the TokenRequest API and a
+// certificate from meshid-ca) or with a certificate the operator has, that
+// reports who answered, the chain, the anchor that validated it, and
+// whether the server accepted us.
+//
+// It imports rotation (the client side of issuance), api, bundle,
+// cmd/internal/cli, cmd/internal/kube and its siblings certinfo and output.
+package verify
