@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/ca/csr"
+	"github.com/meshid/meshid/identity"
 )
 
 var id = spiffeid.RequireFromString("spiffe://cluster.local/ns/a/sa/web")
@@ -96,7 +97,7 @@ func TestCheck(t *testing.T) {
 		{name: "ip san", der: mustCSR(t, p256, &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}}), want: csr.NameMismatch},
 		{name: "email san", der: mustCSR(t, p256, &x509.CertificateRequest{EmailAddresses: []string{"root@example.com"}}), want: csr.NameMismatch},
 		{name: "own id twice", der: mustCSR(t, p256, &x509.CertificateRequest{URIs: []*url.URL{id.URL(), id.URL()}}), want: csr.NameMismatch},
-		{name: "upper case scheme", der: mustCSR(t, p256, &x509.CertificateRequest{URIs: []*url.URL{{Scheme: "SPIFFE", Host: "cluster.local", Path: "/ns/a/sa/web"}}}), want: csr.NameMismatch},
+		{name: "upper case scheme", der: mustCSR(t, p256, &x509.CertificateRequest{URIs: []*url.URL{{Scheme: "SPIFFE", Host: identity.DefaultTrustDomain, Path: "/ns/a/sa/web"}}}), want: csr.NameMismatch},
 		{name: "percent-encoded own id", der: mustCSR(t, p256, &x509.CertificateRequest{URIs: []*url.URL{uri("spiffe://cluster.local/ns/a/sa/w%65b")}}), want: csr.NameMismatch},
 		{name: "key usage", der: mustCSR(t, p256, ext(asn1.ObjectIdentifier{2, 5, 29, 15}, keyUsage)), want: csr.ExtensionRefused},
 		{name: "extended key usage", der: mustCSR(t, p256, ext(asn1.ObjectIdentifier{2, 5, 29, 37}, extKeyUsage)), want: csr.ExtensionRefused},
@@ -126,7 +127,7 @@ func FuzzCheck(f *testing.F) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	f.Add(mustCSR(f, key, &x509.CertificateRequest{}))
 	f.Add(mustCSR(f, key, &x509.CertificateRequest{URIs: []*url.URL{id.URL()}, DNSNames: []string{"x"}}))
-	f.Add(mustCSR(f, key, &x509.CertificateRequest{URIs: []*url.URL{{Scheme: "SPIFFE", Host: "cluster.local", Path: "/ns/a/sa/web"}}}))
+	f.Add(mustCSR(f, key, &x509.CertificateRequest{URIs: []*url.URL{{Scheme: "SPIFFE", Host: identity.DefaultTrustDomain, Path: "/ns/a/sa/web"}}}))
 	f.Add(mustCSR(f, key, &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 37}, Value: []byte{0x30, 0x00}}}}))
 	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x00})
 	f.Fuzz(func(t *testing.T, der []byte) {
