@@ -72,15 +72,30 @@ func TestRenewer(t *testing.T) {
 	if err := <-results; err != nil {
 		t.Fatal(err)
 	}
-	// The next renewal waits for renew_after, not less.
+	// The next renewal waits for renew_after, not less. The clock walks
+	// to a second before it in steps; after each one the renewer must be
+	// waiting on the clock again without having asked the CA. That proves
+	// it saw the new time: a Step fires and removes every due waiter before
+	// it returns, and a renewer woken early only waits again after it has
+	// called the CA and Update.
 	waitForTimer(t, clock)
-	clock.Step(first.RenewAfter.Sub(clock.Now()) - time.Second)
-	select {
-	case <-updates:
-		t.Fatal("renewed before renew_after")
-	default:
+	calls := ca.calls.Load()
+	const steps = 4
+	step := (first.RenewAfter.Sub(clock.Now()) - time.Second) / steps
+	for i := range steps {
+		clock.Step(step)
+		waitForTimer(t, clock)
+		select {
+		case got := <-updates:
+			t.Fatalf("renewed %s before renew_after (step %d of %d): renew_after %s, new renew_after %s",
+				first.RenewAfter.Sub(clock.Now()), i+1, steps, first.RenewAfter, got.RenewAfter)
+		default:
+		}
+		if n := ca.calls.Load(); n != calls {
+			t.Fatalf("asked the CA %d times %s before renew_after", n-calls, first.RenewAfter.Sub(clock.Now()))
+		}
 	}
-	clock.Step(time.Second)
+	clock.Step(first.RenewAfter.Sub(clock.Now()))
 	second := <-updates
 	if first.SVID.PrivateKey.(*ecdsa.PrivateKey).Equal(second.SVID.PrivateKey) {
 		t.Fatal("a renewal reused the private key")
