@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -43,17 +44,33 @@ func TestCADownLongerThanLeaf(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := web.identity(t) // the certificate it holds when the CA goes
-	// Until the leaf expires the proxy stays ready on its last certificate.
-	if code, body := readyStatus(web.process); code != http.StatusOK && time.Now().Before(first.NotAfter) {
-		t.Fatalf("not ready (%d %s) while its certificate is still valid", code, body)
-	}
+	// Until the leaf expires the proxy stays ready on its last certificate:
+	// every check answered before NotAfter must say ready, and at least one
+	// must have been, or the test proved nothing; every check asked after
+	// it must end in "not ready, expired" (a check that straddles NotAfter
+	// proves neither).
+	var readyChecks int
 	eventually(t, time.Minute, func() error {
+		asked := time.Now()
 		code, body := readyStatus(web.process)
-		if code != http.StatusServiceUnavailable || !strings.Contains(body, "expired") {
-			return fmt.Errorf("ready %d %q, want 503 saying the certificate expired", code, body)
+		answered := time.Now()
+		switch {
+		case answered.Before(first.NotAfter):
+			if code != http.StatusOK {
+				t.Fatalf("not ready (%d %q) at %s, while its certificate is valid until %s", code, body, answered.Format(time.StampMilli), first.NotAfter.Format(time.StampMilli))
+			}
+			readyChecks++
+			return errors.New("the certificate has not expired yet")
+		case asked.Before(first.NotAfter):
+			return errors.New("that check straddled the expiry")
+		case readyChecks == 0:
+			t.Fatalf("the first readiness check ended at %s, after the certificate expired (%s): too late to show it stays ready until then", answered.Format(time.StampMilli), first.NotAfter.Format(time.StampMilli))
+		case code != http.StatusServiceUnavailable || !strings.Contains(body, "expired"):
+			return fmt.Errorf("ready %d %q after the certificate expired at %s, want 503 saying it expired", code, body, first.NotAfter.Format(time.StampMilli))
 		}
 		return nil
 	})
+	t.Logf("ready at %d checks while the certificate was valid, not ready after it expired", readyChecks)
 	if got := web.identity(t); got.Serial != first.Serial {
 		t.Fatalf("the proxy's certificate changed (%s -> %s) while the CA was down", first.Serial, got.Serial)
 	}
