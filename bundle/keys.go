@@ -8,3 +8,7 @@ const (
 	// another issuer than the CA's current one to renew within that long.
 	ReissueWindowKey = "reissue-window"
 )
+
+// CopyLabel marks a copy of the trust-bundle ConfigMap (value "copy") that
+// meshid-webhook keeps in a workload namespace for pods to mount.
+const CopyLabel = "meshid.dev/trust-bundle"

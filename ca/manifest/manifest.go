@@ -8,13 +8,13 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/identity"
 )
 
@@ -100,10 +100,10 @@ func Render(o Options) ([]runtime.Object, error) {
 		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: o.Namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "meshid"}}},
 		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(CAName)},
 	}
-	objs = append(objs, rbac(o, meta)...)
+	objs = append(objs, caRBAC(o, meta)...)
 	objs = append(objs, &corev1.ConfigMap{
 		TypeMeta: typeMeta("v1", "ConfigMap"), ObjectMeta: meta(BundleConfigMap),
-		Data: map[string]string{"ca-bundle.crt": string(o.BundlePEM)},
+		Data: map[string]string{bundle.Key: string(o.BundlePEM)},
 	})
 	if o.CertManager != nil {
 		cm, err := certManagerObjects(o, meta)
@@ -131,43 +131,6 @@ func Render(o Options) ([]runtime.Object, error) {
 
 func typeMeta(apiVersion, kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
-}
-
-// rbac grants meshid-ca exactly what it uses: TokenReviews (cluster-wide,
-// as authentication is), read and watch of its one issuer Secret and one
-// bundle ConfigMap (by name), and Events in its namespace.
-func rbac(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
-	clusterName := "meshid-ca-" + o.Namespace + "-tokenreview"
-	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: CAName, Namespace: o.Namespace}}
-	clusterMeta := metav1.ObjectMeta{Name: clusterName, Labels: meta("").Labels}
-	return []runtime.Object{
-		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta, Rules: clusterRules(o)},
-		&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
-			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterName}, Subjects: subject},
-		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(CAName),
-			Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{IssuerSecret}, Verbs: []string{"get", "list", "watch"}},
-				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{BundleConfigMap}, Verbs: []string{"get", "list", "watch"}},
-				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-				// Fleet reports (meshid-fleet-POD): RBAC cannot name objects
-				// that do not exist yet, so create is namespace-wide.
-				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create", "get", "update"}},
-			}},
-		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(CAName),
-			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: CAName}, Subjects: subject},
-	}
-}
-
-// clusterRules: TokenReviews always; with the webhook, reading the
-// AuthorizationPolicies and the pods whose proxies ask for them.
-func clusterRules(o Options) []rbacv1.PolicyRule {
-	rules := []rbacv1.PolicyRule{{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}}
-	if o.Webhook != nil {
-		rules = append(rules,
-			rbacv1.PolicyRule{APIGroups: []string{"meshid.dev"}, Resources: []string{"authorizationpolicies"}, Verbs: []string{"get", "list", "watch"}},
-			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}})
-	}
-	return rules
 }
 
 // Args are the flags the Deployment runs meshid-ca with (no --kubeconfig:

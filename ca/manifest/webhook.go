@@ -10,7 +10,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -48,7 +47,7 @@ type Webhook struct {
 }
 
 // webhookObjects renders the AuthorizationPolicy CRD, meshid-webhook with
-// least-privilege RBAC, and its webhook configurations: injection never
+// least-privilege RBAC (rbac.go), and its webhook configurations: injection never
 // blocks a pod (failurePolicy Ignore) and never touches kube-system or the
 // control plane's namespace; policy validation fails closed, on meshid's
 // own resources only.
@@ -58,8 +57,6 @@ func webhookObjects(o Options, meta func(string) metav1.ObjectMeta) ([]runtime.O
 		return nil, fmt.Errorf("manifest: the CRD: %w", err)
 	}
 	labels := map[string]string{"app.kubernetes.io/name": WebhookName, "app.kubernetes.io/part-of": "meshid"}
-	clusterMeta := metav1.ObjectMeta{Name: "meshid-webhook-" + o.Namespace, Labels: labels}
-	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: WebhookName, Namespace: o.Namespace}}
 	wm := meta(WebhookName)
 	wm.Labels = labels
 	svc := &admissionregistrationv1.ServiceReference{Name: WebhookName, Namespace: o.Namespace, Port: ptr.To[int32](443)}
@@ -84,25 +81,9 @@ func webhookObjects(o Options, meta func(string) metav1.ObjectMeta) ([]runtime.O
 	objs := []runtime.Object{
 		&unstructured.Unstructured{Object: crdObj},
 		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: wm},
-		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list"}},
-			// Copies of the trust bundle in meshed namespaces, for pods to
-			// mount (the source is read from the control plane's namespace).
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "create", "update"}},
-			{APIGroups: []string{"meshid.dev"}, Resources: []string{"authorizationpolicies"}, Verbs: []string{"list"}},
-			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{InjectorConfig(o.Namespace)}, Verbs: []string{"get", "update"}},
-			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"}, ResourceNames: []string{ValidationConfig(o.Namespace)}, Verbs: []string{"get", "update"}},
-		}},
-		&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
-			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterMeta.Name}, Subjects: subject},
-		// The webhook CA Secret: created on first start (RBAC cannot name an
-		// object before it exists), read by name afterwards.
-		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: wm, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
-			{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{WebhookCASecret}, Verbs: []string{"get"}},
-		}},
-		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: wm,
-			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: WebhookName}, Subjects: subject},
+	}
+	objs = append(objs, webhookRBAC(o, meta, labels)...)
+	objs = append(objs,
 		&appsv1.Deployment{TypeMeta: typeMeta("apps/v1", "Deployment"), ObjectMeta: wm, Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](2),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
@@ -146,7 +127,7 @@ func webhookObjects(o Options, meta func(string) metav1.ObjectMeta) ([]runtime.O
 				FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](5),
 			}},
 		},
-	}
+	)
 	if o.CertManager != nil {
 		objs = append(objs, webhookCertManager(o, meta)...)
 	}

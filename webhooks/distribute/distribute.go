@@ -5,7 +5,11 @@
 // CA's bundle stream, so a copy only has to be good enough to start with;
 // the copies still follow every change within an interval.
 //
-// It imports nothing from meshid.
+// Every request names the ConfigMap, so the webhook's RBAC can be limited
+// to that name: copies are listed with a fieldSelector and created by
+// server-side apply (a plain create carries no name RBAC could check).
+//
+// It imports only the shared noun bundle.
 package distribute
 
 import (
@@ -19,11 +23,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshid/meshid/bundle"
 )
 
-// CopyLabel marks the copies.
-const CopyLabel = "meshid.dev/trust-bundle"
+// FieldManager owns the copies' fields.
+const FieldManager = "meshid-webhook"
 
 // Config configures a Distributor.
 type Config struct {
@@ -88,7 +96,9 @@ func (d *Distributor) Reconcile(ctx context.Context) error {
 			targets[ns.Name] = true
 		}
 	}
-	copies, err := d.cfg.Client.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{LabelSelector: CopyLabel + "=copy"})
+	copies, err := d.cfg.Client.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{
+		LabelSelector: bundle.CopyLabel + "=copy", FieldSelector: fields.OneTermEqualSelector("metadata.name", d.cfg.Name).String(),
+	})
 	if err != nil {
 		return fmt.Errorf("distribute: list copies: %w", err)
 	}
@@ -128,19 +138,19 @@ func (d *Distributor) source(ctx context.Context) (*corev1.ConfigMap, error) {
 func (d *Distributor) put(ctx context.Context, ns string, data map[string]string) error {
 	cms := d.cfg.Client.CoreV1().ConfigMaps(ns)
 	// Only the bundle travels (not the CA's re-issue window).
-	want := map[string]string{"ca-bundle.crt": data["ca-bundle.crt"]}
+	want := map[string]string{bundle.Key: data[bundle.Key]}
 	cur, err := cms.Get(ctx, d.cfg.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		_, err = cms.Create(ctx, &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Name: d.cfg.Name, Namespace: ns, Labels: map[string]string{CopyLabel: "copy"}},
-			Data:       want,
-		}, metav1.CreateOptions{})
+		// Applied, not created: the request names the object. Not forced,
+		// so a ConfigMap someone made meanwhile is not taken over.
+		_, err = cms.Apply(ctx, corev1ac.ConfigMap(d.cfg.Name, ns).WithLabels(map[string]string{bundle.CopyLabel: "copy"}).WithData(want),
+			metav1.ApplyOptions{FieldManager: FieldManager})
 		if err == nil {
 			d.cfg.Log.Info("trust bundle copied", "namespace", ns)
 		}
 	case err != nil:
-	case cur.Labels[CopyLabel] != "copy":
+	case cur.Labels[bundle.CopyLabel] != "copy":
 		return fmt.Errorf("distribute: %s/%s exists and is not a meshid copy; leaving it alone", ns, d.cfg.Name)
 	case !maps.Equal(cur.Data, want):
 		cur.Data = want

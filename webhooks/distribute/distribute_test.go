@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/webhooks/distribute"
 )
 
@@ -35,7 +36,7 @@ func TestReconcile(t *testing.T) {
 		}
 		return cm
 	}
-	if cm := get("shop"); cm == nil || cm.Data["ca-bundle.crt"] != "A" || len(cm.Data) != 1 || cm.Labels[distribute.CopyLabel] != "copy" {
+	if cm := get("shop"); cm == nil || cm.Data["ca-bundle.crt"] != "A" || len(cm.Data) != 1 || cm.Labels[bundle.CopyLabel] != "copy" {
 		t.Fatalf("copy in the labelled namespace: %+v", cm)
 	}
 	if get("other") != nil {
