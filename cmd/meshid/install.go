@@ -22,12 +22,16 @@ func newInstallCommand(connect kube.Connect, run func(context.Context, *install.
 		Long: strings.TrimSpace(`
 install renders the whole meshid control plane as YAML for kubectl apply -f -
 (or applies it itself with --apply, by server-side apply): the namespace, the
-meshid-ca service account with least-privilege RBAC (create TokenReviews; get,
-list and watch its one issuer Secret and one bundle ConfigMap; Events), the
-meshid-ca Deployment (2 replicas, probes, resource requests, non-root,
-read-only root filesystem) and Service, the trust-bundle ConfigMap, and the
-expiry alert rules (a Prometheus rule file in a ConfigMap, or a PrometheusRule
-with --prometheus-operator).
+meshid-ca service account with least-privilege RBAC (create TokenReviews; list
+and watch its one issuer Secret and one bundle ConfigMap; write its fleet
+reports; Events) and an admission policy refusing its writes to any other
+ConfigMap, the meshid-ca Deployment (2 replicas, probes, resource requests,
+non-root, read-only root filesystem) and Service, the trust-bundle ConfigMap,
+and the expiry alert rules (a Prometheus rule file in a ConfigMap, or a
+PrometheusRule with --prometheus-operator). With --webhook (the default): the
+AuthorizationPolicy CRD, meshid-webhook with its RBAC (by name where
+Kubernetes allows it) and admission policy, and its webhook configurations.
+docs/cli.md lists every rule.
 
 Trust material comes one of three ways:
   --cert-manager              cert-manager keeps the issuer fresh: a CA Issuer
