@@ -18,8 +18,9 @@ import (
 	"github.com/meshid/meshid/cmd/internal/kube"
 )
 
-// apply server-side applies every object, in order. With a generated
-// anchor it first refuses a namespace that already holds meshid.
+// apply server-side applies every object, in order, once it knows the
+// cluster serves every kind. With a generated anchor it first refuses a
+// namespace that already holds meshid.
 func apply(ctx context.Context, o *Options, generated bool, objs []*unstructured.Unstructured, out io.Writer) error {
 	connect := o.Connect
 	if connect == nil {
@@ -37,15 +38,22 @@ func apply(ctx context.Context, o *Options, generated bool, objs []*unstructured
 			return fmt.Errorf("install: meshid is already installed in namespace %s (ConfigMap %s exists); a generated anchor would replace the one every workload trusts. Pass the existing material (--anchor-cert ...), or change anchors with meshid rotate-anchor", o.Namespace, manifest.BundleConfigMap)
 		}
 	}
-	for _, u := range objs {
+	// Every kind must be served before anything is applied, so that a
+	// missing API (cert-manager's, say) leaves the cluster as it was.
+	mappings := make([]*meta.RESTMapping, len(objs))
+	for i, u := range objs {
 		gvk := u.GroupVersionKind()
 		m, err := c.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
 			if meta.IsNoMatchError(err) {
-				return fmt.Errorf("install: the cluster does not serve %s (%s): install its CRDs first (cert-manager, or the Prometheus Operator for --prometheus-operator)", gvk.Kind, gvk.GroupVersion())
+				return fmt.Errorf("install: the cluster does not serve %s (%s): %s; nothing was applied", gvk.Kind, gvk.GroupVersion(), notServedHint(gvk.Group))
 			}
 			return fmt.Errorf("install: %s: %w", gvk.Kind, err)
 		}
+		mappings[i] = m
+	}
+	for i, u := range objs {
+		gvk, m := u.GroupVersionKind(), mappings[i]
 		var ri dynamic.ResourceInterface = c.Dynamic.Resource(m.Resource)
 		if m.Scope.Name() == meta.RESTScopeNameNamespace {
 			ri = c.Dynamic.Resource(m.Resource).Namespace(u.GetNamespace())
@@ -60,4 +68,17 @@ func apply(ctx context.Context, o *Options, generated bool, objs []*unstructured
 		fmt.Fprintf(out, "%s/%s applied\n", strings.ToLower(gvk.Kind), u.GetName())
 	}
 	return nil
+}
+
+// notServedHint says what to do about a kind the cluster does not serve.
+func notServedHint(group string) string {
+	switch group {
+	case "cert-manager.io":
+		return "install cert-manager's CRDs first, or install without --cert-manager"
+	case "monitoring.coreos.com":
+		return "install the Prometheus Operator's CRDs first, or install without --prometheus-operator"
+	case "admissionregistration.k8s.io":
+		return "meshid's admission policies need Kubernetes 1.30 or later (ValidatingAdmissionPolicy); upgrade the cluster"
+	}
+	return "install the API that serves it first"
 }
