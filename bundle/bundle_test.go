@@ -2,34 +2,24 @@ package bundle_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"testing"
 	"time"
 
 	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/issuer/issuertest"
 )
 
+// cert is a new self-signed certificate, a CA or not, with key usage usage.
 func cert(t testing.TB, isCA bool, usage x509.KeyUsage) *x509.Certificate {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "test"},
-		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
-		BasicConstraintsValid: true, IsCA: isCA, KeyUsage: usage,
+	opts := []issuertest.Option{issuertest.KeyUsage(usage), issuertest.TTL(time.Hour)}
+	if !isCA {
+		opts = append(opts, issuertest.NotCA())
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c
+	return issuertest.Certificate(t, nil, opts...).Cert
 }
 
 func TestParse(t *testing.T) {

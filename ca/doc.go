@@ -1,6 +1,7 @@
 // Package ca owns the meshid identity service: the gRPC Identity server
-// (Certify, GetBundle, WatchBundle), the leaf template, audit logging and
-// metrics, and the Service that wires them to their trust sources and
+// (Certify, GetBundle, WatchBundle), the steps of a Certify (authenticate,
+// check, sign through the issuer.Signer in force, audit, answer), metrics,
+// and the Service that wires them to their trust sources and
 // serves them. Its subpackages own the parts a request passes through:
 // authn (who is calling), csr (what the caller may ask for), trust (what
 // the CA signs with and publishes), source (where trust material comes

@@ -12,13 +12,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshid/meshid/ca/fleet"
+	"github.com/meshid/meshid/issuer"
 )
 
 func (s *Service) fleetReport() fleet.Report {
 	st := s.store.Load()
 	r := fleet.Report{Replica: s.cfg.Replica, Updated: s.cfg.Now(), Proxies: s.server.Fleet().Live()}
 	if st.Issuer != nil {
-		r.IssuerSHA256 = st.Issuer.Fingerprint()
+		r.IssuerSHA256 = issuer.Fingerprint(st.Issuer)
 	}
 	if st.Bundle != nil {
 		r.BundleSHA256 = st.Bundle.SHA256()

@@ -7,6 +7,7 @@ import (
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/trust"
+	"github.com/meshid/meshid/issuer"
 )
 
 // Refusal reasons the server counts beside those of authn, csr and fleet.
@@ -147,8 +148,9 @@ func (c *trustCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *trustCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.store.Load()
 	if st.Issuer != nil {
+		cert := st.Issuer.Certificate()
 		ch <- prometheus.MustNewConstMetric(issuerExpiryDesc, prometheus.GaugeValue,
-			float64(st.Issuer.Cert.NotAfter.Unix()), st.Issuer.Fingerprint(), st.Issuer.Cert.Subject.String())
+			float64(cert.NotAfter.Unix()), issuer.Fingerprint(st.Issuer), cert.Subject.String())
 	}
 	if st.Bundle != nil {
 		ch <- prometheus.MustNewConstMetric(bundleInfoDesc, prometheus.GaugeValue, 1, st.Bundle.SHA256())

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -139,76 +140,118 @@ func (s *Server) Certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	start := time.Now()
 	defer func() { s.cfg.Metrics.latency.Observe(time.Since(start).Seconds()) }()
 
-	resp, reason, err := s.certify(ctx, req)
-	if err != nil {
-		s.cfg.Metrics.refused.WithLabelValues(reason).Inc()
+	resp, r := s.certify(ctx, req)
+	if r != nil {
+		s.cfg.Metrics.refused.WithLabelValues(r.reason).Inc()
 		// The log gets what the caller is not told: the API server's
 		// answer, the signer's error.
-		msg := status.Convert(err).Message()
+		msg := r.status.Message()
 		var ae *authn.Error
-		var r *refusal
 		switch {
-		case errors.As(err, &ae):
+		case errors.As(r, &ae):
 			msg = ae.LogValue()
-		case errors.As(err, &r) && r.cause != nil:
+		case r.cause != nil:
 			msg += ": " + r.cause.Error()
 		}
-		s.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "certify refused", slog.String("reason", reason), slog.String("code", status.Code(err).String()), slog.String("error", msg))
-		return nil, err
+		s.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "certify refused", slog.String("reason", r.reason), slog.String("code", r.status.Code().String()), slog.String("error", msg))
+		return nil, r
 	}
 	s.cfg.Metrics.issued.Inc()
 	return resp, nil
 }
 
-// certify does the work of Certify; on error it returns the metric reason.
-func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*identityv1.CertifyResponse, string, error) {
-	if n := len(req.GetCsr()); n > csr.MaxSize {
-		return nil, string(csr.Malformed), status.Errorf(codes.InvalidArgument, "csr is %d bytes, more than the %d-byte limit", n, csr.MaxSize)
+// certify does the work of Certify, one step after the other: authenticate
+// the caller, check its request, sign, audit, answer.
+func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*identityv1.CertifyResponse, *refusal) {
+	// A request too large to check is refused before its token costs a
+	// TokenReview.
+	if r := checkSize(req.GetCsr()); r != nil {
+		return nil, r
 	}
-	who, cached, err := s.cfg.Authenticator.Review(ctx, req.GetToken())
+	who, r := s.authenticate(ctx, req.GetToken())
+	if r != nil {
+		return nil, r
+	}
+	pub, r := check(req.GetCsr(), who.ID)
+	if r != nil {
+		return nil, r
+	}
+	now := s.cfg.Now()
+	out, r := s.sign(ctx, who.ID, pub, now)
+	if r != nil {
+		return nil, r
+	}
+	renew := issuer.RenewAt(now, out.NotAfter, s.cfg.Jitter())
+	s.audit(ctx, who, out, renew)
+	return answer(who.ID, out, now, renew), nil
+}
+
+// checkSize refuses a CSR larger than csr.Check would parse.
+func checkSize(der []byte) *refusal {
+	if n := len(der); n > csr.MaxSize {
+		return refuse(string(csr.Malformed), codes.InvalidArgument, nil, "csr is %d bytes, more than the %d-byte limit", n, csr.MaxSize)
+	}
+	return nil
+}
+
+// authenticate reviews the caller's token and returns the identity it
+// proves, unless meshid reserves that identity for itself.
+func (s *Server) authenticate(ctx context.Context, token string) (authn.Result, *refusal) {
+	who, cached, err := s.cfg.Authenticator.Review(ctx, token)
 	if err != nil {
 		reason := authn.ReasonOf(err)
 		if reason == "" {
-			return nil, "internal", status.Error(codes.Internal, "ca: token review failed")
+			return authn.Result{}, refuse("internal", codes.Internal, nil, "ca: token review failed")
 		}
-		return nil, string(reason), &refusal{status: status.New(authnCode(reason), err.Error()), cause: err}
+		return authn.Result{}, &refusal{reason: string(reason), status: status.New(authnCode(reason), err.Error()), cause: err}
 	}
 	if slices.Contains(s.cfg.Reserved, who.ID) {
-		return nil, "reserved_identity", status.Errorf(codes.PermissionDenied, "%s is reserved (meshid's own, or named by the operator): it is never issued to a workload; run the workload as a service account of its own", who.ID)
+		return authn.Result{}, refuse("reserved_identity", codes.PermissionDenied, nil, "%s is reserved (meshid's own, or named by the operator): it is never issued to a workload; run the workload as a service account of its own", who.ID)
 	}
 	if cached {
 		s.cfg.Metrics.cacheHits.Inc()
 	}
-	pub, err := csr.Check(req.GetCsr(), who.ID)
+	return who, nil
+}
+
+// check checks the CSR against the identity the caller proved and returns
+// the key to certify.
+func check(der []byte, id spiffeid.ID) (crypto.PublicKey, *refusal) {
+	pub, err := csr.Check(der, id)
 	if err != nil {
 		var e *csr.Error
 		if !errors.As(err, &e) {
-			return nil, "internal", status.Error(codes.Internal, err.Error())
+			return nil, refuse("internal", codes.Internal, nil, "%s", err)
 		}
-		return nil, string(e.Reason), status.Error(csrCode(e.Reason), err.Error())
+		return nil, refuse(string(e.Reason), csrCode(e.Reason), nil, "%s", err)
 	}
+	return pub, nil
+}
 
-	now := s.cfg.Now()
+// sign has the issuer in force sign a leaf for id and pub at now, with the
+// configured TTL and backdate, never outliving the issuer's chain (anchor
+// included).
+func (s *Server) sign(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey, now time.Time) (*issuer.Issued, *refusal) {
 	st := s.cfg.Trust.Load()
 	if st.Issuer == nil || st.Bundle == nil {
-		return nil, "no_issuer", status.Error(codes.Unavailable, "the CA has not loaded its issuer and trust bundle yet; retry shortly")
+		return nil, refuse("no_issuer", codes.Unavailable, nil, "the CA has not loaded its issuer and trust bundle yet; retry shortly")
 	}
 	if err := st.Check(now); err != nil {
-		return nil, "issuer_invalid", status.Errorf(codes.Unavailable, "this CA's issuer cannot sign now (%v); try another replica, and the operator must install a valid issuer", err)
+		return nil, refuse("issuer_invalid", codes.Unavailable, nil, "this CA's issuer cannot sign now (%v); try another replica, and the operator must install a valid issuer", err)
 	}
-	tmpl, err := leafTemplate(leafParams{ID: who.ID, PublicKey: pub, Now: now, TTL: s.cfg.LeafTTL, Backdate: s.cfg.Backdate})
+	out, err := st.Issuer.Sign(ctx, issuer.LeafParams{
+		ID: id, PublicKey: pub, Now: now, TTL: s.cfg.LeafTTL, Backdate: s.cfg.Backdate,
+		MaxNotAfter: st.ChainExpiry(), // never outlive the anchor
+	})
 	if err != nil {
-		return nil, "internal", status.Error(codes.Internal, err.Error())
+		return nil, refuse("sign_failed", codes.Internal, err, "the issuer could not sign the certificate; retry, and if it persists the operator finds the cause in the CA's log")
 	}
-	if exp := st.ChainExpiry(); tmpl.NotAfter.After(exp) {
-		tmpl.NotAfter = exp // never outlive the anchor
-	}
-	out, err := st.Issuer.Sign(ctx, issuer.LeafParams{Template: tmpl, PublicKey: pub})
-	if err != nil {
-		return nil, "sign_failed", &refusal{status: status.New(codes.Internal, "the issuer could not sign the certificate; retry, and if it persists the operator finds the cause in the CA's log"), cause: err}
-	}
-	renew := issuer.RenewAt(now, out.NotAfter, s.cfg.Jitter())
+	return out, nil
+}
 
+// audit logs the issued certificate: who got it, its serial, lifetime and
+// issuer. Never the token or the CSR.
+func (s *Server) audit(ctx context.Context, who authn.Result, out *issuer.Issued, renew time.Time) {
 	attrs := []slog.Attr{
 		slog.String("spiffe_id", who.ID.String()),
 		slog.String("serial", out.Serial.Text(16)),
@@ -220,18 +263,21 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 		attrs = append(attrs, slog.String("pod", who.ServiceAccount.Namespace+"/"+who.Pod), slog.String("pod_uid", who.PodUID))
 	}
 	s.cfg.Log.LogAttrs(ctx, slog.LevelInfo, "certificate issued", attrs...)
+}
 
+// answer is the reply to a Certify that issued out to id at now.
+func answer(id spiffeid.ID, out *issuer.Issued, now, renew time.Time) *identityv1.CertifyResponse {
 	resp := &identityv1.CertifyResponse{
 		Leaf:       out.DER,
 		ValidUntil: timestamppb.New(out.NotAfter),
 		RenewAfter: timestamppb.New(renew),
-		SpiffeId:   who.ID.String(),
+		SpiffeId:   id.String(),
 		ServerTime: timestamppb.New(now),
 	}
 	for _, c := range out.Intermediates {
 		resp.Intermediates = append(resp.Intermediates, c.Raw)
 	}
-	return resp, "", nil
+	return resp
 }
 
 func authnCode(r authn.Reason) codes.Code {
@@ -294,11 +340,17 @@ func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1
 	}
 }
 
-// refusal is a gRPC status that keeps its cause, so the CA can log what it
-// does not tell the caller.
+// refusal is a refused Certify: the reason that labels the metric, the
+// gRPC status the caller gets, and the cause, which the CA logs but does
+// not tell the caller (nil when the status says it all).
 type refusal struct {
+	reason string
 	status *status.Status
 	cause  error
+}
+
+func refuse(reason string, code codes.Code, cause error, format string, args ...any) *refusal {
+	return &refusal{reason: reason, status: status.Newf(code, format, args...), cause: cause}
 }
 
 func (r *refusal) Error() string              { return r.status.Err().Error() }
@@ -311,7 +363,7 @@ func (s *Server) bundleMessage(st *trust.State) *identityv1.Bundle {
 		ReissueWindowSeconds: int64(st.ReissueWindow / time.Second),
 	}
 	if st.Issuer != nil {
-		msg.IssuerSha256 = st.Issuer.Fingerprint()
+		msg.IssuerSha256 = issuer.Fingerprint(st.Issuer)
 	}
 	return msg
 }

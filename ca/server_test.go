@@ -26,6 +26,7 @@ import (
 	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 )
 
 var td = spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain)
@@ -56,18 +57,12 @@ type fixture struct {
 	issuer *issuer.KeyPair
 }
 
-func newFixture(t *testing.T, issuerTTL time.Duration) *fixture {
+func newFixture(t testing.TB, issuerTTL time.Duration) *fixture {
 	t.Helper()
 	f := &fixture{now: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
+	f.anchor = issuertest.Anchor(t, issuertest.NotBefore(f.now.Add(-time.Hour)))
+	f.issuer = issuertest.Intermediate(t, f.anchor, issuertest.NotBefore(f.now.Add(-time.Hour)), issuertest.TTL(issuerTTL+time.Hour))
 	var err error
-	f.anchor, err = issuer.NewAnchor(issuer.CAParams{CommonName: "anchor", NotBefore: f.now.Add(-time.Hour), TTL: 365 * 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.issuer, err = f.anchor.NewIntermediate(issuer.CAParams{CommonName: "issuer", NotBefore: f.now.Add(-time.Hour), TTL: issuerTTL + time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
 	f.store = trust.NewStore(trust.Config{Now: func() time.Time { return f.now }})
 	f.server, err = ca.NewServer(ca.ServerConfig{
 		TrustDomain:   td,
@@ -239,7 +234,7 @@ func TestCertifyErrors(t *testing.T) {
 // BenchmarkCertify measures one Certify in process (token review answered
 // by a fake, as from the cache): CSR parse and check, template, signature.
 func BenchmarkCertify(b *testing.B) {
-	f := newFixture(&testing.T{}, 48*time.Hour)
+	f := newFixture(b, 48*time.Hour)
 	if _, err := f.store.SetBundle(f.anchor.CertPEM()); err != nil {
 		b.Fatal(err)
 	}

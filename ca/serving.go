@@ -45,18 +45,17 @@ func (c *servingCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 		return nil, errors.New("ca: no issuer loaded yet to mint the serving certificate")
 	}
 	now := c.now()
-	if c.cert != nil && c.issuerFP == st.Issuer.Fingerprint() && now.Before(c.renewAt) {
+	fp := issuer.Fingerprint(st.Issuer)
+	if c.cert != nil && c.issuerFP == fp && now.Before(c.renewAt) {
 		return c.cert, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving key: %w", err)
 	}
-	tmpl, err := leafTemplate(leafParams{ID: c.id, PublicKey: key.Public(), Now: now, TTL: c.ttl, Backdate: c.backdate, DNSNames: c.dnsNames})
-	if err != nil {
-		return nil, err
-	}
-	out, err := st.Issuer.Sign(context.Background(), issuer.LeafParams{Template: tmpl, PublicKey: key.Public()})
+	out, err := st.Issuer.Sign(context.Background(), issuer.LeafParams{
+		ID: c.id, PublicKey: key.Public(), Now: now, TTL: c.ttl, Backdate: c.backdate, DNSNames: c.dnsNames,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving certificate: %w", err)
 	}
@@ -69,7 +68,7 @@ func (c *servingCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 		chain = append(chain, ic.Raw)
 	}
 	c.cert = &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}
-	c.issuerFP = st.Issuer.Fingerprint()
+	c.issuerFP = fp
 	c.renewAt = issuer.RenewAt(now, out.NotAfter, 0)
 	return c.cert, nil
 }

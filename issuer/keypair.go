@@ -32,7 +32,8 @@ var (
 )
 
 // KeyPair is a CA certificate with its private key: the local Signer.
-// It is immutable once made.
+// Key is any crypto.Signer, so it may be held in memory or by an HSM or
+// KMS. It is immutable once made.
 type KeyPair struct {
 	// Cert is the issuing certificate.
 	Cert *x509.Certificate
@@ -99,18 +100,18 @@ func newKeyPair(cert *x509.Certificate, chain []*x509.Certificate, key crypto.Si
 	for len(chain) > 0 && isSelfSigned(chain[len(chain)-1]) {
 		chain = chain[:len(chain)-1]
 	}
-	notAfter := cert.NotAfter
-	for _, c := range chain {
-		if c.NotAfter.Before(notAfter) {
-			notAfter = c.NotAfter
-		}
-	}
-	return &KeyPair{Cert: cert, Chain: chain, Key: key, fingerprint: bundle.Fingerprint(cert), notAfter: notAfter}, nil
+	return &KeyPair{Cert: cert, Chain: chain, Key: key, fingerprint: bundle.Fingerprint(cert), notAfter: earliestNotAfter(cert, chain)}, nil
 }
 
 func isSelfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
+
+// Certificate returns the issuing certificate. It implements Signer.
+func (kp *KeyPair) Certificate() *x509.Certificate { return kp.Cert }
+
+// UpstreamChain returns Chain. It implements Signer.
+func (kp *KeyPair) UpstreamChain() []*x509.Certificate { return kp.Chain }
 
 // Certificates returns Cert followed by Chain: what leaves ship after
 // themselves.
@@ -125,74 +126,44 @@ func (kp *KeyPair) NotAfter() time.Time { return kp.notAfter }
 // Fingerprint returns the hex SHA-256 of the issuing certificate.
 func (kp *KeyPair) Fingerprint() string { return kp.fingerprint }
 
-// CheckValidity checks that the issuing certificate is inside its validity
-// at now.
-func (kp *KeyPair) CheckValidity(now time.Time) error {
-	switch {
-	case now.Before(kp.Cert.NotBefore):
-		return fmt.Errorf("%w: %s is %w: it starts at %s (check the clocks)", ErrInvalid, kp.Cert.Subject, ErrNotYetValid, kp.Cert.NotBefore.UTC().Format(time.RFC3339))
-	case now.After(kp.notAfter):
-		return fmt.Errorf("%w: %s has %w: its chain ends at %s", ErrInvalid, kp.Cert.Subject, ErrExpired, kp.notAfter.UTC().Format(time.RFC3339))
-	}
-	return nil
-}
+// CheckValidity is CheckValidity(kp, now).
+func (kp *KeyPair) CheckValidity(now time.Time) error { return CheckValidity(kp, now) }
 
-// Verify checks that the issuing certificate is inside its validity at now
-// and chains to an anchor of b through kp.Chain.
-func (kp *KeyPair) Verify(b *bundle.Bundle, now time.Time) error {
-	_, err := kp.ChainExpiry(b, now)
-	return err
-}
+// Verify is Verify(kp, b, now).
+func (kp *KeyPair) Verify(b *bundle.Bundle, now time.Time) error { return Verify(kp, b, now) }
 
-// ChainExpiry verifies like Verify and returns the earliest NotAfter along
-// the verified chain, anchor included: when it passes, leaves signed by kp
-// stop verifying.
+// ChainExpiry is ChainExpiry(kp, b, now).
 func (kp *KeyPair) ChainExpiry(b *bundle.Bundle, now time.Time) (time.Time, error) {
-	if err := kp.CheckValidity(now); err != nil {
-		return time.Time{}, err
-	}
-	if b == nil {
-		return time.Time{}, fmt.Errorf("%w: no trust bundle is loaded to verify it against", ErrInvalid)
-	}
-	inter := x509.NewCertPool()
-	for _, c := range kp.Chain {
-		inter.AddCert(c)
-	}
-	var expiry time.Time
-	// Leaves are used for both server and client auth: the chain must allow
-	// each (crypto/x509 accepts a chain that allows any one listed usage).
-	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
-		chains, err := kp.Cert.Verify(x509.VerifyOptions{
-			Roots:         b.Pool(),
-			Intermediates: inter,
-			CurrentTime:   now,
-			KeyUsages:     []x509.ExtKeyUsage{usage},
-		})
-		if err != nil {
-			return time.Time{}, fmt.Errorf("%w: %s %w %.12s: %w", ErrInvalid, kp.Cert.Subject, ErrUntrusted, b.SHA256(), err)
-		}
-		for _, c := range chains[0] {
-			if expiry.IsZero() || c.NotAfter.Before(expiry) {
-				expiry = c.NotAfter
-			}
-		}
-	}
-	return expiry, nil
+	return ChainExpiry(kp, b, now)
 }
 
-// Sign signs a leaf. It implements Signer.
+// Sign signs the leaf p describes (LeafTemplate) with Key. It implements
+// Signer.
 func (kp *KeyPair) Sign(_ context.Context, p LeafParams) (*Issued, error) {
-	if p.Template == nil || p.PublicKey == nil {
-		return nil, errors.New("issuer: Sign needs a template and a public key")
+	tmpl, err := LeafTemplate(p, kp)
+	if err != nil {
+		return nil, err
 	}
-	tmpl := *p.Template
-	if tmpl.NotAfter.After(kp.notAfter) {
-		tmpl.NotAfter = kp.notAfter
+	return kp.sign(tmpl, p.PublicKey)
+}
+
+// SignTemplate signs a certificate for pub from tmpl, which it does not
+// modify, with NotAfter capped at kp's lifetime: for certificates that are
+// not X.509-SVIDs, such as meshid-webhook's serving certificate. Leaves
+// for workloads go through Sign.
+func (kp *KeyPair) SignTemplate(tmpl *x509.Certificate, pub crypto.PublicKey) (*Issued, error) {
+	if tmpl == nil || pub == nil {
+		return nil, errors.New("issuer: SignTemplate needs a template and a public key")
 	}
-	if !tmpl.NotAfter.After(tmpl.NotBefore) {
-		return nil, fmt.Errorf("issuer: %s (or its chain) expires at %s, too soon to sign a leaf", kp.Cert.Subject, kp.notAfter.UTC().Format(time.RFC3339))
+	t := *tmpl
+	if err := capValidity(&t, kp.Cert, kp.notAfter); err != nil {
+		return nil, err
 	}
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, kp.Cert, p.PublicKey, kp.Key)
+	return kp.sign(&t, pub)
+}
+
+func (kp *KeyPair) sign(tmpl *x509.Certificate, pub crypto.PublicKey) (*Issued, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, kp.Cert, pub, kp.Key)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: sign leaf: %w", err)
 	}

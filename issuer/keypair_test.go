@@ -2,63 +2,35 @@ package issuer_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
-	"net/url"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 )
 
-func mustAnchor(t *testing.T, name string) *issuer.KeyPair {
-	t.Helper()
-	kp, err := issuer.NewAnchor(issuer.CAParams{CommonName: name, TTL: 365 * 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
-}
-
-func keyPEM(t *testing.T, kp *issuer.KeyPair) []byte {
-	t.Helper()
-	b, err := kp.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+var id = spiffeid.RequireFromString("spiffe://cluster.local/ns/a/sa/b")
 
 func TestParse(t *testing.T) {
-	anchor := mustAnchor(t, "anchor")
-	iss, err := anchor.NewIntermediate(issuer.CAParams{CommonName: "issuer", TTL: 48 * time.Hour, MaxPathLenZero: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	anchor := issuertest.Anchor(t)
+	iss := issuertest.Intermediate(t, anchor, issuertest.PathLenZero())
 	// A leaf signed by the issuer: not a CA.
-	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "leaf"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true}
-	leafOut, err := iss.Sign(context.Background(), issuer.LeafParams{Template: leafTmpl, PublicKey: leafKey.Public()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafKeyPEM, _ := (&issuer.KeyPair{Key: leafKey}).KeyPEM()
+	leaf := issuertest.Leaf(t, iss, id)
 
 	tests := []struct {
 		name      string
 		cert, key []byte
 		ok        bool
 	}{
-		{name: "issuer with its anchor appended", cert: append(iss.CertPEM(), anchor.CertPEM()...), key: keyPEM(t, iss), ok: true},
-		{name: "no certificate", cert: nil, key: keyPEM(t, iss)},
-		{name: "key of another CA", cert: iss.CertPEM(), key: keyPEM(t, anchor)},
-		{name: "leaf certificate", cert: bundle.Encode([]*x509.Certificate{mustParse(t, leafOut.DER)}), key: leafKeyPEM},
+		{name: "issuer with its anchor appended", cert: append(iss.CertPEM(), anchor.CertPEM()...), key: issuertest.KeyPEM(t, iss.Key), ok: true},
+		{name: "no certificate", cert: nil, key: issuertest.KeyPEM(t, iss.Key)},
+		{name: "key of another CA", cert: iss.CertPEM(), key: issuertest.KeyPEM(t, anchor.Key)},
+		{name: "leaf certificate", cert: bundle.Encode([]*x509.Certificate{leaf.Cert}), key: leaf.KeyPEM(t)},
 		{name: "garbage", cert: []byte("garbage"), key: []byte("garbage")},
 	}
 	for _, tt := range tests {
@@ -82,8 +54,8 @@ func TestParse(t *testing.T) {
 
 func TestVerify(t *testing.T) {
 	now := time.Now()
-	anchor, other := mustAnchor(t, "anchor"), mustAnchor(t, "other")
-	iss, _ := anchor.NewIntermediate(issuer.CAParams{CommonName: "issuer", TTL: 48 * time.Hour})
+	anchor, other := issuertest.Anchor(t, issuertest.Name("anchor")), issuertest.Anchor(t, issuertest.Name("other"))
+	iss := issuertest.Intermediate(t, anchor, issuertest.NotBefore(now))
 	b, _ := bundle.New(anchor.Cert)
 	wrong, _ := bundle.New(other.Cert)
 	if err := iss.Verify(b, now); err != nil {
@@ -102,13 +74,10 @@ func TestVerify(t *testing.T) {
 }
 
 func TestSignCapsNotAfter(t *testing.T) {
-	anchor := mustAnchor(t, "anchor")
-	iss, _ := anchor.NewIntermediate(issuer.CAParams{CommonName: "issuer", TTL: time.Hour})
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse("spiffe://cluster.local/ns/a/sa/b")
-	out, err := iss.Sign(context.Background(), issuer.LeafParams{PublicKey: key.Public(), Template: &x509.Certificate{
-		SerialNumber: big.NewInt(1), URIs: []*url.URL{u}, NotBefore: time.Now(), NotAfter: time.Now().Add(24 * time.Hour),
-	}})
+	anchor := issuertest.Anchor(t)
+	iss := issuertest.Intermediate(t, anchor, issuertest.TTL(time.Hour))
+	key := issuertest.Leaf(t, iss, id).Key // any key
+	out, err := iss.Sign(context.Background(), issuer.LeafParams{ID: id, PublicKey: key.Public(), Now: time.Now(), TTL: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

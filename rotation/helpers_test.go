@@ -3,27 +3,21 @@ package rotation_test
 import (
 	"context"
 	"crypto/x509"
-	"net/url"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 )
 
 func newIssuer(t *testing.T) *issuer.KeyPair {
 	t.Helper()
-	anchor, err := issuer.NewAnchor(issuer.CAParams{CommonName: "anchor", NotBefore: time.Now().Add(-time.Hour), TTL: 365 * 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := anchor.NewIntermediate(issuer.CAParams{CommonName: "issuer", NotBefore: time.Now().Add(-time.Hour), TTL: 30 * 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return iss
+	anchor := issuertest.Anchor(t, issuertest.NotBefore(time.Now().Add(-time.Hour)))
+	return issuertest.Intermediate(t, anchor, issuertest.NotBefore(time.Now().Add(-time.Hour)), issuertest.TTL(30*24*time.Hour))
 }
 
 // signCSR answers a CSR as the CA would, for spiffe://cluster.local/ns/a/sa/web.
@@ -32,13 +26,11 @@ func signCSR(ctx context.Context, iss *issuer.KeyPair, der []byte, now time.Time
 	if err != nil {
 		return nil, err
 	}
-	serial, _ := issuer.NewSerial()
-	id, _ := url.Parse("spiffe://cluster.local/ns/a/sa/web")
-	out, err := iss.Sign(ctx, issuer.LeafParams{PublicKey: req.PublicKey, Template: &x509.Certificate{
-		SerialNumber: serial, URIs: []*url.URL{id}, NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(ttl), // backdated as the CA does
-		KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}})
+	id := spiffeid.RequireFromString("spiffe://cluster.local/ns/a/sa/web")
+	out, err := iss.Sign(ctx, issuer.LeafParams{
+		ID: id, PublicKey: req.PublicKey, Now: now, TTL: ttl,
+		Backdate: 5 * time.Minute, // as the CA does
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -1,5 +1,7 @@
 // Package trust owns the CA's trust state: the trust bundle and the issuer
-// it signs with, swapped together as one immutable snapshot.
+// (an issuer.Signer) it signs with, swapped together as one immutable
+// snapshot. The issuer is checked only through what every Signer exposes,
+// so any key source passes the same checks.
 //
 // Updates arrive from Secrets, ConfigMaps or files in any order. A bundle is
 // taken when it parses; an issuer only when it is a CA inside its validity

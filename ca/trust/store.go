@@ -16,7 +16,9 @@ import (
 // nil until its first good update.
 type State struct {
 	Bundle *bundle.Bundle
-	Issuer *issuer.KeyPair
+	// Issuer signs the CA's leaves. The store checks it only through what
+	// every issuer.Signer exposes (issuer.Verify, issuer.ChainExpiry).
+	Issuer issuer.Signer
 	// ReissueWindow, when above zero, asks proxies holding a leaf from
 	// another issuer to renew within it (anchor rotation sets it).
 	ReissueWindow time.Duration
@@ -38,7 +40,7 @@ func (s *State) Check(now time.Time) error {
 	case s.Issuer == nil:
 		return errors.New("trust: no issuer loaded yet")
 	}
-	if err := s.Issuer.CheckValidity(now); err != nil {
+	if err := issuer.CheckValidity(s.Issuer, now); err != nil {
 		return err
 	}
 	if s.chainErr != nil {
@@ -77,7 +79,7 @@ type Store struct {
 	state atomic.Pointer[State]
 
 	mu            sync.Mutex
-	pendingIssuer *issuer.KeyPair
+	pendingIssuer issuer.Signer
 	pendingBundle *bundle.Bundle
 	changed       chan struct{} // closed and replaced on every change
 }
@@ -122,16 +124,16 @@ func (s *Store) SetBundle(pemData []byte) (bool, error) {
 	}
 	now := s.now()
 	switch {
-	case s.pendingIssuer != nil && s.pendingIssuer.Verify(b, now) == nil:
-		s.log.Info("the held-back issuer chains to the new trust bundle; using both", "issuer", s.pendingIssuer.Fingerprint(), "bundle_sha256", b.SHA256())
+	case s.pendingIssuer != nil && issuer.Verify(s.pendingIssuer, b, now) == nil:
+		s.log.Info("the held-back issuer chains to the new trust bundle; using both", "issuer", issuer.Fingerprint(s.pendingIssuer), "bundle_sha256", b.SHA256())
 		s.swap(&State{Bundle: b, Issuer: s.pendingIssuer, ReissueWindow: cur.ReissueWindow})
 		s.pendingIssuer = nil
-	case cur.Issuer == nil || cur.Check(now) != nil || cur.Issuer.Verify(b, now) == nil:
+	case cur.Issuer == nil || cur.Check(now) != nil || issuer.Verify(cur.Issuer, b, now) == nil:
 		// Nothing usable to protect, or the issuer in use still chains.
 		s.swap(&State{Bundle: b, Issuer: cur.Issuer, ReissueWindow: cur.ReissueWindow})
 	default:
 		s.pendingBundle = b
-		return false, fmt.Errorf("trust: bundle %.12s does not hold the anchor of the issuer in use (%s), so new certificates would not verify; it is held back and will be used together with an issuer that chains to it", b.SHA256(), cur.Issuer.Cert.Subject)
+		return false, fmt.Errorf("trust: bundle %.12s does not hold the anchor of the issuer in use (%s), so new certificates would not verify; it is held back and will be used together with an issuer that chains to it", b.SHA256(), cur.Issuer.Certificate().Subject)
 	}
 	s.log.Info("trust bundle loaded", "bundle_sha256", b.SHA256(), "anchors", len(b.Anchors()), "not_after", b.Expiry())
 	return true, nil
@@ -155,35 +157,36 @@ func (s *Store) SetIssuer(certPEM, keyPEM []byte) (bool, error) {
 func (s *Store) Retry() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	kp := s.pendingIssuer
-	if kp == nil {
+	sg := s.pendingIssuer
+	if sg == nil {
 		return false, nil
 	}
 	s.pendingIssuer = nil
-	return s.useIssuer(kp)
+	return s.useIssuer(sg)
 }
 
-// useIssuer installs kp, holds it back, or refuses it. s.mu must be held.
-func (s *Store) useIssuer(kp *issuer.KeyPair) (bool, error) {
+// useIssuer installs sg, holds it back, or refuses it. s.mu must be held.
+func (s *Store) useIssuer(sg issuer.Signer) (bool, error) {
 	cur := s.state.Load()
-	if cur.Issuer != nil && cur.Issuer.Fingerprint() == kp.Fingerprint() {
+	fp := issuer.Fingerprint(sg)
+	if cur.Issuer != nil && issuer.Fingerprint(cur.Issuer) == fp {
 		return false, nil
 	}
 	now := s.now()
-	if pb := s.pendingBundle; pb != nil && kp.Verify(pb, now) == nil {
-		s.log.Info("the new issuer chains to the held-back trust bundle; using both", "issuer", kp.Fingerprint(), "bundle_sha256", pb.SHA256())
-		s.swap(&State{Bundle: pb, Issuer: kp, ReissueWindow: cur.ReissueWindow})
+	if pb := s.pendingBundle; pb != nil && issuer.Verify(sg, pb, now) == nil {
+		s.log.Info("the new issuer chains to the held-back trust bundle; using both", "issuer", fp, "bundle_sha256", pb.SHA256())
+		s.swap(&State{Bundle: pb, Issuer: sg, ReissueWindow: cur.ReissueWindow})
 		s.pendingBundle = nil
-	} else if err := kp.Verify(cur.Bundle, now); err != nil {
+	} else if err := issuer.Verify(sg, cur.Bundle, now); err != nil {
 		if errors.Is(err, issuer.ErrUntrusted) || errors.Is(err, issuer.ErrNotYetValid) {
-			s.pendingIssuer = kp
+			s.pendingIssuer = sg
 			return false, fmt.Errorf("%w (held back: it will be used once the trust bundle holds its anchor and it is valid)", err)
 		}
 		return false, err
 	} else {
-		s.swap(&State{Bundle: cur.Bundle, Issuer: kp, ReissueWindow: cur.ReissueWindow})
+		s.swap(&State{Bundle: cur.Bundle, Issuer: sg, ReissueWindow: cur.ReissueWindow})
 	}
-	s.log.Info("issuer loaded", "issuer", kp.Fingerprint(), "subject", kp.Cert.Subject.String(), "not_after", kp.NotAfter())
+	s.log.Info("issuer loaded", "issuer", fp, "subject", sg.Certificate().Subject.String(), "not_after", issuer.NotAfter(sg))
 	return true, nil
 }
 
@@ -205,7 +208,7 @@ func (s *Store) SetReissueWindow(d time.Duration) bool {
 // swap installs next and wakes the followers. s.mu must be held.
 func (s *Store) swap(next *State) {
 	if next.Issuer != nil && next.Bundle != nil {
-		next.chainExpiry, next.chainErr = next.Issuer.ChainExpiry(next.Bundle, s.now())
+		next.chainExpiry, next.chainErr = issuer.ChainExpiry(next.Issuer, next.Bundle, s.now())
 	}
 	s.state.Store(next)
 	close(s.changed)

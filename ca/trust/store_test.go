@@ -7,40 +7,39 @@ import (
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 )
 
-func mustCA(t *testing.T, parent *issuer.KeyPair, name string, nb time.Time, ttl time.Duration) *issuer.KeyPair {
+// ca makes an anchor (parent nil) or an intermediate of parent.
+func ca(t *testing.T, parent *issuer.KeyPair, name string, nb time.Time, ttl time.Duration) *issuer.KeyPair {
 	t.Helper()
-	p := issuer.CAParams{CommonName: name, NotBefore: nb, TTL: ttl}
-	var kp *issuer.KeyPair
-	var err error
+	opts := []issuertest.Option{issuertest.Name(name), issuertest.NotBefore(nb), issuertest.TTL(ttl)}
 	if parent == nil {
-		kp, err = issuer.NewAnchor(p)
-	} else {
-		kp, err = parent.NewIntermediate(p)
+		return issuertest.Anchor(t, opts...)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
+	return issuertest.Intermediate(t, parent, opts...)
 }
 
 func pems(t *testing.T, kp *issuer.KeyPair) ([]byte, []byte) {
 	t.Helper()
-	key, err := kp.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
+	return kp.CertPEM(), issuertest.KeyPEM(t, kp.Key)
+}
+
+// fingerprint names the issuer of st, or "" when it has none.
+func fingerprint(st *trust.State) string {
+	if st.Issuer == nil {
+		return ""
 	}
-	return kp.CertPEM(), key
+	return issuer.Fingerprint(st.Issuer)
 }
 
 func TestStore(t *testing.T) {
 	now := time.Now()
-	oldAnchor := mustCA(t, nil, "old anchor", now.Add(-time.Hour), 365*24*time.Hour)
-	newAnchor := mustCA(t, nil, "new anchor", now.Add(-time.Hour), 365*24*time.Hour)
-	oldIssuer := mustCA(t, oldAnchor, "old issuer", now.Add(-time.Hour), 48*time.Hour)
-	newIssuer := mustCA(t, newAnchor, "new issuer", now.Add(-time.Hour), 48*time.Hour)
-	expiredIssuer := mustCA(t, oldAnchor, "expired issuer", now.Add(-72*time.Hour), 48*time.Hour)
+	oldAnchor := ca(t, nil, "old anchor", now.Add(-time.Hour), 365*24*time.Hour)
+	newAnchor := ca(t, nil, "new anchor", now.Add(-time.Hour), 365*24*time.Hour)
+	oldIssuer := ca(t, oldAnchor, "old issuer", now.Add(-time.Hour), 48*time.Hour)
+	newIssuer := ca(t, newAnchor, "new issuer", now.Add(-time.Hour), 48*time.Hour)
+	expiredIssuer := ca(t, oldAnchor, "expired issuer", now.Add(-72*time.Hour), 48*time.Hour)
 
 	s := trust.NewStore(trust.Config{Now: func() time.Time { return now }})
 	if err := s.Load().Check(now); err == nil {
@@ -96,8 +95,8 @@ func TestStore(t *testing.T) {
 	if _, err := s.SetBundle(both.PEM()); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Load().Issuer; got.Fingerprint() != newIssuer.Fingerprint() {
-		t.Fatalf("issuer %s after the bundle gained its anchor, want the pending new issuer", got.Cert.Subject)
+	if got := s.Load().Issuer; issuer.Fingerprint(got) != newIssuer.Fingerprint() {
+		t.Fatalf("issuer %s after the bundle gained its anchor, want the pending new issuer", got.Certificate().Subject)
 	}
 	if err := s.Load().Check(now); err != nil {
 		t.Fatal(err)
@@ -120,10 +119,10 @@ func loaded(t *testing.T, now *time.Time, anchor, iss *issuer.KeyPair) *trust.St
 
 func TestStoreHoldsBack(t *testing.T) {
 	now := time.Now()
-	oldAnchor := mustCA(t, nil, "old anchor", now.Add(-time.Hour), 365*24*time.Hour)
-	newAnchor := mustCA(t, nil, "new anchor", now.Add(-time.Hour), 365*24*time.Hour)
-	oldIssuer := mustCA(t, oldAnchor, "old issuer", now.Add(-time.Hour), 48*time.Hour)
-	newIssuer := mustCA(t, newAnchor, "new issuer", now.Add(-time.Hour), 48*time.Hour)
+	oldAnchor := ca(t, nil, "old anchor", now.Add(-time.Hour), 365*24*time.Hour)
+	newAnchor := ca(t, nil, "new anchor", now.Add(-time.Hour), 365*24*time.Hour)
+	oldIssuer := ca(t, oldAnchor, "old issuer", now.Add(-time.Hour), 48*time.Hour)
+	newIssuer := ca(t, newAnchor, "new issuer", now.Add(-time.Hour), 48*time.Hour)
 	newCert, newKey := pems(t, newIssuer)
 
 	t.Run("a bundle that orphans the issuer in use waits for its issuer", func(t *testing.T) {
@@ -138,7 +137,7 @@ func TestStoreHoldsBack(t *testing.T) {
 		if ok, err := s.SetIssuer(newCert, newKey); !ok || err != nil {
 			t.Fatalf("SetIssuer(new) = %v, %v; want both installed", ok, err)
 		}
-		if st := s.Load(); st.Issuer.Fingerprint() != newIssuer.Fingerprint() || !st.Bundle.Contains(newAnchor.Cert) || st.Check(now) != nil {
+		if st := s.Load(); fingerprint(st) != newIssuer.Fingerprint() || !st.Bundle.Contains(newAnchor.Cert) || st.Check(now) != nil {
 			t.Fatal("the pair was not installed together")
 		}
 	})
@@ -150,7 +149,7 @@ func TestStoreHoldsBack(t *testing.T) {
 		if ok, err := s.SetBundle(newAnchor.CertPEM()); !ok || err != nil {
 			t.Fatalf("SetBundle(new) = %v, %v; want both installed", ok, err)
 		}
-		if s.Load().Issuer.Fingerprint() != newIssuer.Fingerprint() {
+		if fingerprint(s.Load()) != newIssuer.Fingerprint() {
 			t.Fatal("the held-back issuer was not used")
 		}
 	})
@@ -164,14 +163,14 @@ func TestStoreHoldsBack(t *testing.T) {
 		if _, err := s.SetBundle(both.PEM()); err != nil {
 			t.Fatal(err)
 		}
-		if s.Load().Issuer.Fingerprint() != oldIssuer.Fingerprint() {
+		if fingerprint(s.Load()) != oldIssuer.Fingerprint() {
 			t.Fatal("an issuer withdrawn from the Secret came back when its anchor arrived")
 		}
 	})
 	t.Run("a not-yet-valid issuer is used once valid", func(t *testing.T) {
 		clock := now
 		s := loaded(t, &clock, oldAnchor, oldIssuer)
-		future := mustCA(t, oldAnchor, "future issuer", now.Add(time.Minute), 48*time.Hour)
+		future := ca(t, oldAnchor, "future issuer", now.Add(time.Minute), 48*time.Hour)
 		cert, key := pems(t, future)
 		if ok, err := s.SetIssuer(cert, key); ok || err == nil {
 			t.Fatalf("SetIssuer(not yet valid) = %v, %v; want held back", ok, err)
@@ -183,7 +182,7 @@ func TestStoreHoldsBack(t *testing.T) {
 		if ok, err := s.Retry(); !ok || err != nil {
 			t.Fatalf("Retry after NotBefore = %v, %v", ok, err)
 		}
-		if s.Load().Issuer.Fingerprint() != future.Fingerprint() {
+		if fingerprint(s.Load()) != future.Fingerprint() {
 			t.Fatal("the issuer was not installed")
 		}
 	})

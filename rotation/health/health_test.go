@@ -11,25 +11,20 @@ import (
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 	"github.com/meshid/meshid/rotation/health"
 )
 
 var td = spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain)
 
+// ca makes an anchor (parent nil) or an intermediate of parent.
 func ca(t *testing.T, parent *issuer.KeyPair, name string, nb time.Time, ttl time.Duration) *issuer.KeyPair {
 	t.Helper()
-	p := issuer.CAParams{CommonName: name, NotBefore: nb, TTL: ttl}
-	var kp *issuer.KeyPair
-	var err error
+	opts := []issuertest.Option{issuertest.Name(name), issuertest.NotBefore(nb), issuertest.TTL(ttl)}
 	if parent == nil {
-		kp, err = issuer.NewAnchor(p)
-	} else {
-		kp, err = parent.NewIntermediate(p)
+		return issuertest.Anchor(t, opts...)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
+	return issuertest.Intermediate(t, parent, opts...)
 }
 
 func input(t *testing.T, now time.Time, anchors []*issuer.KeyPair, iss *issuer.KeyPair) health.Input {
@@ -38,10 +33,9 @@ func input(t *testing.T, now time.Time, anchors []*issuer.KeyPair, iss *issuer.K
 	for _, a := range anchors {
 		certs = append(certs, a.CertPEM()...)
 	}
-	key, _ := iss.KeyPEM()
 	return health.Input{
 		Now: now, TrustDomain: td, BundleName: "meshid/bundle", IssuerName: "meshid/issuer",
-		BundlePEM: certs, IssuerCert: iss.CertPEM(), IssuerKey: key, WarnWithin: 60 * 24 * time.Hour,
+		BundlePEM: certs, IssuerCert: iss.CertPEM(), IssuerKey: issuertest.KeyPEM(t, iss.Key), WarnWithin: 60 * 24 * time.Hour,
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 	"github.com/meshid/meshid/rotation"
 )
 
@@ -41,22 +42,17 @@ type caProcess struct {
 	bundle *bundle.Bundle
 }
 
+// newAnchor is a trust anchor named name, valid from now for a year.
 func newAnchor(t *testing.T, name string) *issuer.KeyPair {
 	t.Helper()
-	kp, err := issuer.NewAnchor(issuer.CAParams{CommonName: name, TTL: 365 * 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
+	return issuertest.Anchor(t, issuertest.Name(name))
 }
 
+// newIssuer is an issuer of anchor named name, valid from now for 48 h,
+// with path length zero as meshid's issuers have.
 func newIssuer(t *testing.T, anchor *issuer.KeyPair, name string) *issuer.KeyPair {
 	t.Helper()
-	kp, err := anchor.NewIntermediate(issuer.CAParams{CommonName: name, TTL: 48 * time.Hour, MaxPathLenZero: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
+	return issuertest.Intermediate(t, anchor, issuertest.Name(name), issuertest.PathLenZero())
 }
 
 func issuerSecret(t *testing.T, kp *issuer.KeyPair) *corev1.Secret {

@@ -2,11 +2,7 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,26 +21,9 @@ import (
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
-	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 	"github.com/meshid/meshid/rotation"
 )
-
-// leafPEM signs a non-CA certificate with iss.
-func leafPEM(t *testing.T, iss *issuer.KeyPair) []byte {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	out, err := iss.Sign(context.Background(), issuer.LeafParams{PublicKey: key.Public(), Template: &x509.Certificate{
-		SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := out.Certificate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bundle.Encode([]*x509.Certificate{leaf})
-}
 
 // kubectl runs the cluster's kubectl as admin.
 func kubectl(t *testing.T, stdin string, args ...string) (string, error) {
@@ -116,16 +95,12 @@ func TestInstall(t *testing.T) {
 	stranger := newIssuer(t, newAnchor(t, "stranger"), "stranger issuer")
 	files["stranger.crt"] = stranger.CertPEM()
 	files["stranger.key"], _ = stranger.KeyPEM()
-	expired, err := issuer.NewAnchor(issuer.CAParams{CommonName: "expired", NotBefore: now.Add(-48 * time.Hour), TTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	expired := issuertest.Anchor(t, issuertest.Name("expired"), issuertest.NotBefore(now.Add(-48*time.Hour)), issuertest.TTL(time.Hour))
 	files["expired.crt"] = expired.CertPEM()
-	files["leaf.crt"] = leafPEM(t, iss)
+	leaf := issuertest.Certificate(t, iss, issuertest.NotCA(), issuertest.TTL(time.Hour))
+	files["leaf.crt"] = bundle.Encode([]*x509.Certificate{leaf.Cert})
 	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		issuertest.WriteFile(t, dir, name, data)
 	}
 	f := func(name string) string { return filepath.Join(dir, name) }
 

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 )
 
 // meshid runs the meshid CLI and returns its output and exit code.
@@ -56,14 +57,8 @@ func TestCheck(t *testing.T) {
 	now := time.Now()
 	anchor := newAnchor(t, "check anchor")
 	good := newIssuer(t, anchor, "check issuer")
-	expired, err := issuer.NewAnchor(issuer.CAParams{CommonName: "expired anchor", NotBefore: now.Add(-400 * 24 * time.Hour), TTL: 365 * 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	late, err := anchor.NewIntermediate(issuer.CAParams{CommonName: "late issuer", NotBefore: now.Add(-40 * time.Hour), TTL: 48 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	expired := issuertest.Anchor(t, issuertest.Name("expired anchor"), issuertest.NotBefore(now.Add(-400*24*time.Hour)), issuertest.TTL(365*24*time.Hour))
+	late := issuertest.Intermediate(t, anchor, issuertest.Name("late issuer"), issuertest.NotBefore(now.Add(-40*time.Hour)), issuertest.TTL(48*time.Hour))
 	stranger := newIssuer(t, newAnchor(t, "stranger anchor"), "stranger issuer")
 
 	tests := []struct {

@@ -14,7 +14,7 @@ import (
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/identity"
-	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 	"github.com/meshid/meshid/rotation"
 )
 
@@ -89,10 +89,7 @@ func TestIssuerHotReload(t *testing.T) {
 		return nil
 	})
 
-	expired, err := ca.anchor.NewIntermediate(issuer.CAParams{CommonName: "expired issuer", NotBefore: time.Now().Add(-72 * time.Hour), TTL: 48 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	expired := issuertest.Intermediate(t, ca.anchor, issuertest.Name("expired issuer"), issuertest.Expired())
 	bad := []struct {
 		name string
 		data map[string][]byte

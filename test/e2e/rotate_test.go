@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 )
 
 // traffic sends requests through webOut until stop is called, over one
@@ -295,10 +296,7 @@ func TestRotateAnchorEmergency(t *testing.T) {
 	e := need(t)
 	now := time.Now()
 	// An anchor that expires 20 s from now.
-	anchor, err := issuer.NewAnchor(issuer.CAParams{CommonName: "short-lived anchor", NotBefore: now.Add(-time.Hour), TTL: time.Hour + 20*time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	anchor := issuertest.Anchor(t, issuertest.Name("short-lived anchor"), issuertest.NotBefore(now.Add(-time.Hour)), issuertest.TTL(time.Hour+20*time.Second))
 	ca := startCAWith(t, anchor, newIssuer(t, anchor, "issuer of the short-lived anchor"), "--fleet-report-interval", "500ms")
 	webOut := newPair(t, ca, "emergency").webOut
 	if _, err := get(fresh, webOut, "before"); err != nil {

@@ -218,13 +218,13 @@ func (c *Cert) mint() error {
 		return err
 	}
 	now := time.Now()
-	out, err := c.ca.Sign(context.Background(), issuer.LeafParams{PublicKey: key.Public(), Template: &x509.Certificate{
+	out, err := c.ca.SignTemplate(&x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: c.name()},
 		DNSNames: c.cfg.DNSNames, IPAddresses: c.cfg.IPs,
 		NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(c.cfg.TTL),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-	}})
+	}, key.Public())
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,6 @@
-// Package pkitest makes trust material for the CLI's tests: anchors,
+// Package pkitest is the CLI tests' shorthand for trust material: anchors,
 // issuers and workload leaves with chosen validity, as values, PEM and
-// files. It is for tests only.
+// files, made by issuer/issuertest. It is for tests only.
 //
-// It imports issuer and bundle.
+// It imports issuer, issuer/issuertest and bundle.
 package pkitest

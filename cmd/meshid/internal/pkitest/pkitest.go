@@ -1,16 +1,12 @@
 package pkitest
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
 	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,30 +14,24 @@ import (
 
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/issuer/issuertest"
 )
 
 // CA makes a CA valid from notBefore for ttl: an anchor when parent is nil,
-// else an intermediate signed by parent.
+// else an intermediate signed by parent, with path length zero.
 func CA(t testing.TB, parent *issuer.KeyPair, name string, notBefore time.Time, ttl time.Duration) *issuer.KeyPair {
 	t.Helper()
-	p := issuer.CAParams{CommonName: name, NotBefore: notBefore, TTL: ttl}
-	var kp *issuer.KeyPair
-	var err error
+	opts := []issuertest.Option{issuertest.Name(name), issuertest.NotBefore(notBefore), issuertest.TTL(ttl)}
 	if parent == nil {
-		kp, err = issuer.NewAnchor(p)
-	} else {
-		p.MaxPathLenZero = true
-		kp, err = parent.NewIntermediate(p)
+		return issuertest.Anchor(t, opts...)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
+	return issuertest.Intermediate(t, parent, append(opts, issuertest.PathLenZero())...)
 }
 
 // Leaf signs a workload certificate for id with iss, valid from notBefore
 // for ttl (capped at iss's expiry), and returns its chain (leaf, then iss
-// and its chain) and key.
+// and its chain) and key. Its subject is empty, unlike meshid-ca's leaves
+// (issuertest.Leaf): the CLI's tests print it.
 func Leaf(t testing.TB, iss *issuer.KeyPair, id spiffeid.ID, notBefore time.Time, ttl time.Duration) ([]*x509.Certificate, crypto.Signer) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -52,12 +42,11 @@ func Leaf(t testing.TB, iss *issuer.KeyPair, id spiffeid.ID, notBefore time.Time
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, _ := url.Parse(id.String())
-	issued, err := iss.Sign(context.Background(), issuer.LeafParams{PublicKey: key.Public(), Template: &x509.Certificate{
-		SerialNumber: serial, NotBefore: notBefore, NotAfter: notBefore.Add(ttl), URIs: []*url.URL{u},
+	issued, err := iss.SignTemplate(&x509.Certificate{
+		SerialNumber: serial, NotBefore: notBefore, NotAfter: notBefore.Add(ttl), URIs: []*url.URL{id.URL()},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}})
+	}, key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,20 +63,12 @@ func PEM(certs ...*x509.Certificate) []byte { return bundle.Encode(certs) }
 // KeyPEM encodes a private key as PKCS#8 PEM.
 func KeyPEM(t testing.TB, key crypto.Signer) []byte {
 	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return issuertest.KeyPEM(t, key)
 }
 
 // File writes data to name in a directory of the test's, and returns its
 // path.
 func File(t testing.TB, dir, name string, data []byte) string {
 	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return issuertest.WriteFile(t, dir, name, data)
 }
