@@ -14,7 +14,7 @@ export GOTOOLCHAIN ?= $(shell sed -n 's/^toolchain //p' go.mod)
 BIN := bin
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 PROTO := api/identity/v1/identity.proto
-CMDS := meshid meshid-ca meshid-proxy meshid-webhook
+CMDS := meshid meshid-ca meshid-init meshid-proxy meshid-webhook
 
 .PHONY: help
 help: ## list the targets

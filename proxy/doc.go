@@ -3,9 +3,10 @@
 // and the CA's WatchBundle stream), terminates inbound mTLS and authorizes
 // peers by policy, originates outbound mTLS and checks the server's
 // identity, serves the SPIFFE Workload API, and reports on an admin
-// endpoint. Its subpackages own the snapshot every handshake reads (state)
-// and the Workload API server (workload); the policy it enforces is package
-// policy's.
+// endpoint. Its subpackages own the snapshot every handshake reads (state),
+// the Workload API server (workload) and the redirection of a pod's traffic
+// into the proxy (redirect, which meshid-init programs); the policy it
+// enforces is package policy's.
 //
 // The proxy talks to the CA only through the generated client in
 // api/identity and rotation's client; it may use shared nouns and issuer/,

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/proxy/redirect"
+)
+
+type options struct {
+	inboundPort, outboundPort, adminPort uint16
+	proxyUID                             uint32
+	skipInbound, skipOutbound, skipCIDRs string
+	remove, dryRun                       bool
+}
+
+// config checks the options and turns them into a redirect.Config.
+func (o *options) config() (redirect.Config, error) {
+	cfg := redirect.Config{InboundPort: o.inboundPort, OutboundPort: o.outboundPort, AdminPort: o.adminPort, ProxyUID: o.proxyUID}
+	var err error
+	if cfg.SkipInboundPorts, err = redirect.ParsePorts(o.skipInbound); err != nil {
+		return cfg, cli.Usagef("--skip-inbound-ports: %v", err)
+	}
+	if cfg.SkipOutboundPorts, err = redirect.ParsePorts(o.skipOutbound); err != nil {
+		return cfg, cli.Usagef("--skip-outbound-ports: %v", err)
+	}
+	if cfg.SkipOutboundCIDRs, err = redirect.ParseCIDRs(o.skipCIDRs); err != nil {
+		return cfg, cli.Usagef("--skip-outbound-cidrs: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, &cli.UsageError{Err: err}
+	}
+	return cfg, nil
+}
+
+func newRootCommand(run func(ctx context.Context, o *options, cmd *cobra.Command) error) *cobra.Command {
+	o := &options{}
+	cmd := &cobra.Command{
+		Use:   "meshid-init",
+		Short: "redirect a pod's TCP to meshid-proxy (nftables, in the pod's network namespace)",
+		Long: strings.TrimSpace(`
+meshid-init runs as the pod's first init container, in the pod's network
+namespace, and programs one nftables table (inet meshid) through netlink:
+
+  inbound TCP to any port     -> the proxy's --inbound-port
+  outbound TCP to anywhere    -> the proxy's --outbound-port (on loopback)
+
+except loopback, the proxy's own connections (--proxy-uid), the proxy's
+--admin-port, and the ports and CIDRs given to skip. Running it again leaves
+the same rules (the table is replaced in one transaction); --remove deletes
+the table. It needs CAP_NET_ADMIN and nothing else; no nft or iptables
+binary is used.
+
+` + cli.ExitCodes),
+		Example: `  meshid-init --skip-inbound-ports 9100 --skip-outbound-cidrs 169.254.169.254/32
+  meshid-init --dry-run
+  meshid-init --remove`,
+		Args: cli.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			_, err := o.config()
+			return err
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, cmd) },
+	}
+	fs := cmd.Flags()
+	fs.Uint16Var(&o.inboundPort, "inbound-port", redirect.DefaultInboundPort, "the proxy's transparent inbound listener")
+	fs.Uint16Var(&o.outboundPort, "outbound-port", redirect.DefaultOutboundPort, "the proxy's transparent outbound listener (on loopback)")
+	fs.Uint16Var(&o.adminPort, "admin-port", redirect.DefaultAdminPort, "the proxy's admin port, never redirected (probes, metrics)")
+	fs.Uint32Var(&o.proxyUID, "proxy-uid", redirect.DefaultProxyUID, "the user the proxy runs as; its connections are never redirected")
+	fs.StringVar(&o.skipInbound, "skip-inbound-ports", "", "comma-separated ports that reach the app directly, in plain")
+	fs.StringVar(&o.skipOutbound, "skip-outbound-ports", "", "comma-separated destination ports that bypass the proxy")
+	fs.StringVar(&o.skipCIDRs, "skip-outbound-cidrs", "", "comma-separated destination CIDRs that bypass the proxy")
+	fs.BoolVar(&o.remove, "remove", false, "delete the rule set instead")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print the rules and change nothing")
+	cli.Setup(cmd)
+	return cmd
+}
+
+func run(_ context.Context, o *options, cmd *cobra.Command) error {
+	cfg, err := o.config()
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	switch {
+	case o.dryRun:
+		for _, r := range redirect.Rules(cfg) {
+			fmt.Fprintln(out, r)
+		}
+		return nil
+	case o.remove:
+		if err := redirect.Remove(); err != nil {
+			return fmt.Errorf("meshid-init: %w", err)
+		}
+		fmt.Fprintf(out, "removed table inet %s\n", redirect.Table)
+		return nil
+	}
+	if err := redirect.Apply(cfg); err != nil {
+		return fmt.Errorf("meshid-init: %w", err)
+	}
+	fmt.Fprintf(out, "programmed table inet %s: %d rules\n", redirect.Table, len(redirect.Rules(cfg)))
+	return nil
+}
