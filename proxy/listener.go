@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/meshid/meshid/policy"
@@ -55,6 +57,13 @@ func (p *Proxy) listen() ([]*listener, error) {
 		cfg := p.clientTLS(out.ID)
 		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log,
 			handle: func(ctx context.Context, c net.Conn) { p.outbound(ctx, out, cfg, c) }})
+	}
+	if p.cfg.Transparent != nil {
+		tls, err := p.transparentListeners()
+		if err != nil {
+			return fail(err)
+		}
+		ls = append(ls, tls...)
 	}
 	return ls, nil
 }
@@ -125,6 +134,7 @@ func (p *Proxy) setUpInbound(ctx context.Context, n int, app string, cfg *tls.Co
 	}
 	peerConn = &peeked{Conn: c, r: br}
 	peer := "unauthenticated"
+	mesh, transport, peerID := unmeshed, plain, spiffeid.ID{}
 	if first[0] != 0x16 { // not a TLS handshake record
 		if mode := p.policy.Load().For(n).Mode; mode != policy.AllUnauthenticated {
 			p.refuse(log, dir, &refusal{reason: reasonPlaintext, err: fmt.Errorf("proxy: plain TCP refused on port %d (mode %s); connect with mTLS", n, mode)})
@@ -136,11 +146,13 @@ func (p *Proxy) setUpInbound(ctx context.Context, n int, app string, cfg *tls.Co
 			p.refuse(log, dir, err)
 			return nil, nil
 		}
-		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
-			if id, err := x509svid.IDFromCert(certs[0]); err == nil { // verified in VerifyConnection
-				peer = id.String()
+		cs := tc.ConnectionState()
+		if len(cs.PeerCertificates) > 0 {
+			if id, err := x509svid.IDFromCert(cs.PeerCertificates[0]); err == nil { // verified in VerifyConnection
+				peer, peerID, mesh = id.String(), id, meshed
 			}
 		}
+		transport = tlsVersion(cs.Version)
 		peerConn = tc
 	}
 	_ = c.SetDeadline(time.Time{})
@@ -150,6 +162,7 @@ func (p *Proxy) setUpInbound(ctx context.Context, n int, app string, cfg *tls.Co
 		p.refuse(log, dir, &refusal{reason: reasonDial, err: fmt.Errorf("proxy: app %s: %w", app, err)})
 		return nil, nil
 	}
+	p.forwarded(dir, mesh, transport, peerID)
 	log.Debug("connection accepted", "peer_id", peer)
 	return direct(appConn), peerConn
 }
@@ -187,6 +200,8 @@ func (p *Proxy) dialOutbound(ctx context.Context, out Outbound, cfg *tls.Config)
 		p.refuse(p.log.With("direction", dir, "target", out.Target), dir, err)
 		return nil
 	}
+	id, _ := x509svid.IDFromCert(tc.ConnectionState().PeerCertificates[0]) // verified in VerifyConnection
+	p.forwarded(dir, meshed, tlsVersion(tc.ConnectionState().Version), id)
 	return tc
 }
 
@@ -223,7 +238,7 @@ func (p *Proxy) refuse(log *slog.Logger, dir string, err error) {
 // peeked is a net.Conn whose first bytes were read into r.
 type peeked struct {
 	net.Conn
-	r *bufio.Reader
+	r io.Reader
 }
 
 func (p *peeked) Read(b []byte) (int, error) { return p.r.Read(b) }

@@ -14,6 +14,7 @@ type metrics struct {
 	connections *prometheus.CounterVec // direction
 	active      *prometheus.GaugeVec   // direction
 	bytes       *prometheus.CounterVec // direction, flow (to_peer, from_peer)
+	forwarded   *prometheus.CounterVec // direction, mesh, transport, peer_id
 	handshake   *prometheus.CounterVec // direction, reason
 	denials     *prometheus.CounterVec // port, peer_id
 	renewals    *prometheus.CounterVec // result
@@ -34,6 +35,10 @@ func newMetrics(store *state.Store) *metrics {
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshid_proxy_bytes_total", Help: "Bytes forwarded, by direction and flow (to_peer: towards the remote side).",
 		}, []string{"direction", "flow"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_proxy_forwarded_total",
+			Help: "Connections set up and forwarded, by direction, mesh (meshed: the peer is a meshid proxy; unmeshed), transport (tls1.3, plain) and the peer's SPIFFE ID (empty in plain).",
+		}, []string{"direction", "mesh", "transport", "peer_id"}),
 		handshake: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshid_proxy_handshake_failures_total", Help: "Connections refused or failed before forwarding, by direction and reason.",
 		}, []string{"direction", "reason"}),
@@ -60,7 +65,7 @@ func newMetrics(store *state.Store) *metrics {
 	for _, r := range []string{"ok", "failed"} {
 		m.renewals.WithLabelValues(r)
 	}
-	m.registry.MustRegister(m.connections, m.active, m.bytes, m.handshake, m.denials, m.renewals, m.policy, m.bundles, m.skew,
+	m.registry.MustRegister(m.connections, m.active, m.forwarded, m.bytes, m.handshake, m.denials, m.renewals, m.policy, m.bundles, m.skew,
 		&stateCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -58,6 +58,9 @@ type Config struct {
 	// Inbound and Outbound are the listeners.
 	Inbound  []Inbound
 	Outbound []Outbound
+	// Transparent turns on the listeners meshid-init redirects the pod's
+	// TCP to; nil means none (Inbound and Outbound only).
+	Transparent *Transparent
 	// PolicyFile is the YAML policy (see package policy); empty means every
 	// inbound port is deny-all except DefaultMode.
 	PolicyFile string
@@ -124,6 +127,19 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--outbound %s=%s: want LISTEN=TARGET[,id=SPIFFE_ID]", out.Listen, out.Target))
 		}
 	}
+	if t := c.Transparent; t != nil {
+		if t.Destinations == nil {
+			errs = append(errs, errors.New("transparent mode needs a destination resolver (the CA's discovery stream)"))
+		}
+		if err := t.Egress.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--egress: %w", err))
+		}
+		for _, pr := range t.Probes {
+			if pr.Port < 1 || pr.Port > 65535 || !strings.HasPrefix(pr.Path, "/") {
+				errs = append(errs, fmt.Errorf("--probe %d%s: want PORT/PATH, the path starting with /", pr.Port, pr.Path))
+			}
+		}
+	}
 	if err := c.DefaultMode.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("--default-mode: %w", err))
 	}
@@ -160,6 +176,7 @@ type Proxy struct {
 	// lastPolicy is the policy file content in force, so an unchanged file
 	// is not loaded twice.
 	lastPolicy atomic.Pointer[[]byte]
+	tlsCache   tlsConfigs
 }
 
 // New returns a Proxy, or an error if cfg is invalid.
@@ -184,6 +201,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Transparent != nil {
+		t := *cfg.Transparent
+		t.withDefaults()
+		cfg.Transparent = &t
 	}
 	p := &Proxy{cfg: cfg, store: state.NewStore(cfg.TrustDomain), log: cfg.Log, conns: newConnSet(), instance: newInstance()}
 	p.metrics = newMetrics(p.store)

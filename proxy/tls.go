@@ -108,6 +108,9 @@ func (p *Proxy) clientTLS(want spiffeid.ID) *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS13,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return p.certificate() },
+		// Offered to every server: a transparent inbound listener takes a
+		// ClientHello with it for meshid mTLS (an explicit one ignores it).
+		NextProtos: []string{ALPN},
 		// Servers are identified by SPIFFE ID, not host name: crypto/tls's
 		// own check is replaced by VerifyConnection.
 		InsecureSkipVerify: true,
