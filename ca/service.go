@@ -84,6 +84,10 @@ type Config struct {
 	Dynamic dynamic.Interface
 	// WatchPolicies serves AuthorizationPolicies to proxies (WatchPolicy).
 	WatchPolicies bool
+	// Discovery serves WatchDestinations to transparent proxies, from
+	// informers on Pods, Services and EndpointSlices (Client must list and
+	// watch them).
+	Discovery bool
 	// Namespace holds IssuerSecret and BundleConfigMap, and is the CA's own.
 	Namespace string
 	// ServiceAccount is the CA's own; its SPIFFE ID is in the CA's serving
@@ -185,12 +189,13 @@ func (c *Config) Validate() error {
 // Service is one meshid-ca: the Identity server, its trust sources and its
 // admin endpoint.
 type Service struct {
-	cfg      Config
-	policies *policies.Watcher
-	store    *trust.Store
-	metrics  *Metrics
-	server   *Server
-	serving  *servingCert
+	cfg       Config
+	policies  *policies.Watcher
+	discovery *Discovery
+	store     *trust.Store
+	metrics   *Metrics
+	server    *Server
+	serving   *servingCert
 }
 
 // New returns a Service, or an error if cfg is invalid.
@@ -265,8 +270,16 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	var discovery *Discovery
+	if cfg.Discovery {
+		if discovery, err = NewDiscovery(DiscoveryConfig{
+			Client: cfg.Client, TrustDomain: cfg.TrustDomain, Authenticate: server.peerID, Log: cfg.Log,
+		}); err != nil {
+			return nil, err
+		}
+	}
 	return &Service{
-		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher,
+		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery,
 		serving: &servingCert{
 			id: ownID, dnsNames: cfg.DNSNames, ttl: min(cfg.LeafTTL, DefaultLeafTTL), backdate: cfg.Backdate,
 			store: store, now: cfg.Now,
@@ -296,6 +309,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	if s.policies != nil {
 		g.Go(func() error { return s.policies.Run(ctx) })
+	}
+	if s.discovery != nil {
+		g.Go(func() error { return s.discovery.Run(ctx) })
 	}
 
 	limits := newCallerLimits(orDefault(s.cfg.MaxCallsPerCaller, DefaultMaxCallsPerCaller),
@@ -329,6 +345,9 @@ func (s *Service) Run(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
 	identityv1.RegisterIdentityServer(grpcServer, s.server)
+	if s.discovery != nil {
+		identityv1.RegisterDiscoveryServer(grpcServer, s.discovery)
+	}
 	g.Go(func() error {
 		s.cfg.Log.Info("serving the identity API", "address", grpcLis.Addr().String(), "spiffe_id", s.serving.id.String())
 		if err := grpcServer.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -339,6 +358,9 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error {
 		<-ctx.Done()
 		s.server.Close()
+		if s.discovery != nil {
+			s.discovery.Close()
+		}
 		stopped := make(chan struct{})
 		go func() { grpcServer.GracefulStop(); close(stopped) }()
 		select {

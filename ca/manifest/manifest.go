@@ -151,7 +151,7 @@ func Args(o Options) []string {
 	if o.Webhook != nil {
 		// meshid-webhook's account may rewrite every pod; no workload runs
 		// as it, and none gets a certificate for it.
-		args = append(args, "--watch-policies", "--reserved-service-accounts="+o.Namespace+"/"+WebhookName)
+		args = append(args, "--watch-policies", "--discovery", "--reserved-service-accounts="+o.Namespace+"/"+WebhookName)
 	}
 	return args
 }

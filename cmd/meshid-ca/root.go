@@ -42,7 +42,7 @@ type options struct {
 	adminListen                    string
 	dnsNames                       []string
 	replica                        string
-	watchPolicies                  bool
+	watchPolicies, discovery       bool
 	fleetInterval                  time.Duration
 	fleetPerIdentity, fleetMax     int
 	log                            cli.LogOptions
@@ -75,7 +75,7 @@ func (o *options) config() (ca.Config, error) {
 		BundleConfigMap: o.trustBundle, BundleFile: o.trustBundleFile, FilePollInterval: o.filePoll,
 		Listen: o.listen, AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling),
 		MaxConnectionsPerCaller: o.maxConns, MaxCallsPerCaller: o.maxCalls, MaxStreamsPerCaller: o.maxStreams, DNSNames: dns,
-		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies,
+		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies, Discovery: o.discovery,
 		MaxFleetInstancesPerIdentity: o.fleetPerIdentity, MaxFleetInstances: o.fleetMax,
 	}
 	if err := cfg.Validate(); err != nil {
@@ -144,13 +144,14 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.Float32Var(&o.reviewQPS, "token-review-qps", 1000, "TokenReviews a second this CA may send (bursts of twice that); the API server's priority and fairness still applies. A restart storm of N new pods needs N reviews")
 	fs.IntVar(&o.maxConns, "max-connections-per-caller", ca.DefaultMaxConnectionsPerCaller, "connections one IP address may hold open; more are closed at once (-1: no limit)")
 	fs.IntVar(&o.maxCalls, "max-calls-per-caller", ca.DefaultMaxCallsPerCaller, "Certify and other calls one IP address may have in flight; more get RESOURCE_EXHAUSTED (-1: no limit)")
-	fs.IntVar(&o.maxStreams, "max-streams-per-caller", ca.DefaultMaxStreamsPerCaller, "WatchBundle and WatchPolicy streams one IP address may hold open; more get RESOURCE_EXHAUSTED (-1: no limit)")
+	fs.IntVar(&o.maxStreams, "max-streams-per-caller", ca.DefaultMaxStreamsPerCaller, "WatchBundle, WatchPolicy and WatchDestinations streams one IP address may hold open; more get RESOURCE_EXHAUSTED (-1: no limit)")
 	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names for the serving certificate (default meshid-ca, meshid-ca.NAMESPACE, meshid-ca.NAMESPACE.svc, localhost)")
 	fs.StringVar(&o.replica, "replica", "", "name of this replica in fleet reports (default HOSTNAME-PID; the Deployment passes the pod name)")
 	fs.DurationVar(&o.fleetInterval, "fleet-report-interval", 5*time.Second, "how often the proxies this replica serves are published to ConfigMap meshid-fleet-REPLICA; negative disables")
 	fs.IntVar(&o.fleetPerIdentity, "max-fleet-instances-per-identity", fleet.DefaultMaxPerIdentity, "proxy instances of one SPIFFE ID this replica keeps status reports of; a new one beyond it is refused (RESOURCE_EXHAUSTED) and holds anchor rotation back (-1: no limit)")
 	fs.IntVar(&o.fleetMax, "max-fleet-instances", fleet.DefaultMaxInstances, "proxy instances this replica keeps status reports of, in all; a new one beyond it is refused and holds anchor rotation back. The fleet ConfigMap must stay under 1 MiB: 1,500 proxies with SPIFFE IDs of 250 characters fit, about 2,000 with IDs of 50 (-1: no limit)")
 	fs.BoolVar(&o.watchPolicies, "watch-policies", false, "serve AuthorizationPolicies (meshid.dev/v1alpha1) to proxies over WatchPolicy; needs list/watch on them and get on pods")
+	fs.BoolVar(&o.discovery, "discovery", false, "serve WatchDestinations to transparent proxies (who is behind an address); needs list/watch on pods, services and endpointslices")
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)
 	return cmd

@@ -26,6 +26,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Destination_Kind int32
+
+const (
+	Destination_KIND_UNSPECIFIED Destination_Kind = 0
+	// EXTERNAL: no pod or Service of the cluster has the address; the
+	// caller dials it as it is, in plain.
+	Destination_EXTERNAL Destination_Kind = 1
+	// POD: a pod's address; endpoints holds it.
+	Destination_POD Destination_Kind = 2
+	// SERVICE: a Service's cluster IP and port; endpoints are its ready
+	// endpoints (none: the Service has no ready endpoint now).
+	Destination_SERVICE Destination_Kind = 3
+)
+
+// Enum value maps for Destination_Kind.
+var (
+	Destination_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "EXTERNAL",
+		2: "POD",
+		3: "SERVICE",
+	}
+	Destination_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"EXTERNAL":         1,
+		"POD":              2,
+		"SERVICE":          3,
+	}
+)
+
+func (x Destination_Kind) Enum() *Destination_Kind {
+	p := new(Destination_Kind)
+	*p = x
+	return p
+}
+
+func (x Destination_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Destination_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_identity_v1_identity_proto_enumTypes[0].Descriptor()
+}
+
+func (Destination_Kind) Type() protoreflect.EnumType {
+	return &file_api_identity_v1_identity_proto_enumTypes[0]
+}
+
+func (x Destination_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Destination_Kind.Descriptor instead.
+func (Destination_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{10, 0}
+}
+
 type WatchPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// pod is the name of the caller's pod, in the namespace of its identity.
@@ -575,6 +632,188 @@ func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
 	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{8}
 }
 
+type DestinationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// subscribe and unsubscribe list addresses as IP:port.
+	Subscribe     []string `protobuf:"bytes,1,rep,name=subscribe,proto3" json:"subscribe,omitempty"`
+	Unsubscribe   []string `protobuf:"bytes,2,rep,name=unsubscribe,proto3" json:"unsubscribe,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestinationsRequest) Reset() {
+	*x = DestinationsRequest{}
+	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestinationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestinationsRequest) ProtoMessage() {}
+
+func (x *DestinationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestinationsRequest.ProtoReflect.Descriptor instead.
+func (*DestinationsRequest) Descriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DestinationsRequest) GetSubscribe() []string {
+	if x != nil {
+		return x.Subscribe
+	}
+	return nil
+}
+
+func (x *DestinationsRequest) GetUnsubscribe() []string {
+	if x != nil {
+		return x.Unsubscribe
+	}
+	return nil
+}
+
+// Destination is what is behind one address.
+type Destination struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is the subscribed IP:port this answer is for.
+	Address       string           `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Kind          Destination_Kind `protobuf:"varint,2,opt,name=kind,proto3,enum=meshid.identity.v1.Destination_Kind" json:"kind,omitempty"`
+	Endpoints     []*Endpoint      `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Destination) Reset() {
+	*x = Destination{}
+	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Destination) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Destination) ProtoMessage() {}
+
+func (x *Destination) ProtoReflect() protoreflect.Message {
+	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Destination.ProtoReflect.Descriptor instead.
+func (*Destination) Descriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Destination) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Destination) GetKind() Destination_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Destination_KIND_UNSPECIFIED
+}
+
+func (x *Destination) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type Endpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is the IP:port to dial.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// meshed: a meshid-proxy with transparent interception terminates the
+	// address (the pod carries the annotation meshid.dev/transparent:
+	// "enabled" and does not skip the port), so the caller must use mTLS and
+	// require spiffe_id.
+	Meshed bool `protobuf:"varint,2,opt,name=meshed,proto3" json:"meshed,omitempty"`
+	// spiffe_id is the identity the endpoint's proxy presents; set when
+	// meshed.
+	SpiffeId      string `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Endpoint) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Endpoint) GetMeshed() bool {
+	if x != nil {
+		return x.Meshed
+	}
+	return false
+}
+
+func (x *Endpoint) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
 var File_api_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_api_identity_v1_identity_proto_rawDesc = "" +
@@ -616,13 +855,31 @@ const file_api_identity_v1_identity_proto_rawDesc = "" +
 	"\x0eleaf_not_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fleafNotAfter\x12+\n" +
 	"\x11heartbeat_seconds\x18\x06 \x01(\x03R\x10heartbeatSeconds\x12,\n" +
 	"\x12leaf_anchor_sha256\x18\a \x01(\tR\x10leafAnchorSha256\"\x16\n" +
-	"\x14ReportStatusResponse2\xb2\x03\n" +
+	"\x14ReportStatusResponse\"U\n" +
+	"\x13DestinationsRequest\x12\x1c\n" +
+	"\tsubscribe\x18\x01 \x03(\tR\tsubscribe\x12 \n" +
+	"\vunsubscribe\x18\x02 \x03(\tR\vunsubscribe\"\xdf\x01\n" +
+	"\vDestination\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x128\n" +
+	"\x04kind\x18\x02 \x01(\x0e2$.meshid.identity.v1.Destination.KindR\x04kind\x12:\n" +
+	"\tendpoints\x18\x03 \x03(\v2\x1c.meshid.identity.v1.EndpointR\tendpoints\"@\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\f\n" +
+	"\bEXTERNAL\x10\x01\x12\a\n" +
+	"\x03POD\x10\x02\x12\v\n" +
+	"\aSERVICE\x10\x03\"Y\n" +
+	"\bEndpoint\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06meshed\x18\x02 \x01(\bR\x06meshed\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId2\xb2\x03\n" +
 	"\bIdentity\x12R\n" +
 	"\aCertify\x12\".meshid.identity.v1.CertifyRequest\x1a#.meshid.identity.v1.CertifyResponse\x12M\n" +
 	"\tGetBundle\x12$.meshid.identity.v1.GetBundleRequest\x1a\x1a.meshid.identity.v1.Bundle\x12S\n" +
 	"\vWatchBundle\x12&.meshid.identity.v1.WatchBundleRequest\x1a\x1a.meshid.identity.v1.Bundle0\x01\x12Y\n" +
 	"\fReportStatus\x12\x1f.meshid.identity.v1.ProxyStatus\x1a(.meshid.identity.v1.ReportStatusResponse\x12S\n" +
-	"\vWatchPolicy\x12&.meshid.identity.v1.WatchPolicyRequest\x1a\x1a.meshid.identity.v1.Policy0\x01B5Z3github.com/meshid/meshid/api/identity/v1;identityv1b\x06proto3"
+	"\vWatchPolicy\x12&.meshid.identity.v1.WatchPolicyRequest\x1a\x1a.meshid.identity.v1.Policy0\x012n\n" +
+	"\tDiscovery\x12a\n" +
+	"\x11WatchDestinations\x12'.meshid.identity.v1.DestinationsRequest\x1a\x1f.meshid.identity.v1.Destination(\x010\x01B5Z3github.com/meshid/meshid/api/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_api_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -636,39 +893,48 @@ func file_api_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_api_identity_v1_identity_proto_rawDescData
 }
 
-var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_api_identity_v1_identity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_api_identity_v1_identity_proto_goTypes = []any{
-	(*WatchPolicyRequest)(nil),    // 0: meshid.identity.v1.WatchPolicyRequest
-	(*Policy)(nil),                // 1: meshid.identity.v1.Policy
-	(*CertifyRequest)(nil),        // 2: meshid.identity.v1.CertifyRequest
-	(*CertifyResponse)(nil),       // 3: meshid.identity.v1.CertifyResponse
-	(*GetBundleRequest)(nil),      // 4: meshid.identity.v1.GetBundleRequest
-	(*WatchBundleRequest)(nil),    // 5: meshid.identity.v1.WatchBundleRequest
-	(*Bundle)(nil),                // 6: meshid.identity.v1.Bundle
-	(*ProxyStatus)(nil),           // 7: meshid.identity.v1.ProxyStatus
-	(*ReportStatusResponse)(nil),  // 8: meshid.identity.v1.ReportStatusResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(Destination_Kind)(0),         // 0: meshid.identity.v1.Destination.Kind
+	(*WatchPolicyRequest)(nil),    // 1: meshid.identity.v1.WatchPolicyRequest
+	(*Policy)(nil),                // 2: meshid.identity.v1.Policy
+	(*CertifyRequest)(nil),        // 3: meshid.identity.v1.CertifyRequest
+	(*CertifyResponse)(nil),       // 4: meshid.identity.v1.CertifyResponse
+	(*GetBundleRequest)(nil),      // 5: meshid.identity.v1.GetBundleRequest
+	(*WatchBundleRequest)(nil),    // 6: meshid.identity.v1.WatchBundleRequest
+	(*Bundle)(nil),                // 7: meshid.identity.v1.Bundle
+	(*ProxyStatus)(nil),           // 8: meshid.identity.v1.ProxyStatus
+	(*ReportStatusResponse)(nil),  // 9: meshid.identity.v1.ReportStatusResponse
+	(*DestinationsRequest)(nil),   // 10: meshid.identity.v1.DestinationsRequest
+	(*Destination)(nil),           // 11: meshid.identity.v1.Destination
+	(*Endpoint)(nil),              // 12: meshid.identity.v1.Endpoint
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_api_identity_v1_identity_proto_depIdxs = []int32{
-	9, // 0: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
-	9, // 1: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
-	9, // 2: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
-	9, // 3: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
-	2, // 4: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
-	4, // 5: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
-	5, // 6: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
-	7, // 7: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
-	0, // 8: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
-	3, // 9: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
-	6, // 10: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
-	6, // 11: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
-	8, // 12: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
-	1, // 13: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
-	9, // [9:14] is the sub-list for method output_type
-	4, // [4:9] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	13, // 0: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
+	13, // 1: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
+	13, // 2: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
+	13, // 3: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
+	0,  // 4: meshid.identity.v1.Destination.kind:type_name -> meshid.identity.v1.Destination.Kind
+	12, // 5: meshid.identity.v1.Destination.endpoints:type_name -> meshid.identity.v1.Endpoint
+	3,  // 6: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
+	5,  // 7: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
+	6,  // 8: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
+	8,  // 9: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
+	1,  // 10: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
+	10, // 11: meshid.identity.v1.Discovery.WatchDestinations:input_type -> meshid.identity.v1.DestinationsRequest
+	4,  // 12: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
+	7,  // 13: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
+	7,  // 14: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
+	9,  // 15: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
+	2,  // 16: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
+	11, // 17: meshid.identity.v1.Discovery.WatchDestinations:output_type -> meshid.identity.v1.Destination
+	12, // [12:18] is the sub-list for method output_type
+	6,  // [6:12] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_api_identity_v1_identity_proto_init() }
@@ -681,13 +947,14 @@ func file_api_identity_v1_identity_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_identity_v1_identity_proto_rawDesc), len(file_api_identity_v1_identity_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   9,
+			NumEnums:      1,
+			NumMessages:   12,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_api_identity_v1_identity_proto_goTypes,
 		DependencyIndexes: file_api_identity_v1_identity_proto_depIdxs,
+		EnumInfos:         file_api_identity_v1_identity_proto_enumTypes,
 		MessageInfos:      file_api_identity_v1_identity_proto_msgTypes,
 	}.Build()
 	File_api_identity_v1_identity_proto = out.File

@@ -326,3 +326,117 @@ var Identity_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "api/identity/v1/identity.proto",
 }
+
+const (
+	Discovery_WatchDestinations_FullMethodName = "/meshid.identity.v1.Discovery/WatchDestinations"
+)
+
+// DiscoveryClient is the client API for Discovery service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Discovery is served by meshid-ca to transparent proxies: who is behind an
+// address a workload dials, from the cluster's Pods, Services and
+// EndpointSlices.
+type DiscoveryClient interface {
+	// WatchDestinations answers, for every address the caller subscribes to,
+	// at once and at every change, who is behind it. The caller must present
+	// its X.509-SVID (mTLS). One stream serves every destination of a proxy:
+	// it subscribes as its app dials new addresses and unsubscribes from
+	// those it has not used for a while.
+	WatchDestinations(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DestinationsRequest, Destination], error)
+}
+
+type discoveryClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewDiscoveryClient(cc grpc.ClientConnInterface) DiscoveryClient {
+	return &discoveryClient{cc}
+}
+
+func (c *discoveryClient) WatchDestinations(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DestinationsRequest, Destination], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Discovery_ServiceDesc.Streams[0], Discovery_WatchDestinations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DestinationsRequest, Destination]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Discovery_WatchDestinationsClient = grpc.BidiStreamingClient[DestinationsRequest, Destination]
+
+// DiscoveryServer is the server API for Discovery service.
+// All implementations must embed UnimplementedDiscoveryServer
+// for forward compatibility.
+//
+// Discovery is served by meshid-ca to transparent proxies: who is behind an
+// address a workload dials, from the cluster's Pods, Services and
+// EndpointSlices.
+type DiscoveryServer interface {
+	// WatchDestinations answers, for every address the caller subscribes to,
+	// at once and at every change, who is behind it. The caller must present
+	// its X.509-SVID (mTLS). One stream serves every destination of a proxy:
+	// it subscribes as its app dials new addresses and unsubscribes from
+	// those it has not used for a while.
+	WatchDestinations(grpc.BidiStreamingServer[DestinationsRequest, Destination]) error
+	mustEmbedUnimplementedDiscoveryServer()
+}
+
+// UnimplementedDiscoveryServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedDiscoveryServer struct{}
+
+func (UnimplementedDiscoveryServer) WatchDestinations(grpc.BidiStreamingServer[DestinationsRequest, Destination]) error {
+	return status.Error(codes.Unimplemented, "method WatchDestinations not implemented")
+}
+func (UnimplementedDiscoveryServer) mustEmbedUnimplementedDiscoveryServer() {}
+func (UnimplementedDiscoveryServer) testEmbeddedByValue()                   {}
+
+// UnsafeDiscoveryServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to DiscoveryServer will
+// result in compilation errors.
+type UnsafeDiscoveryServer interface {
+	mustEmbedUnimplementedDiscoveryServer()
+}
+
+func RegisterDiscoveryServer(s grpc.ServiceRegistrar, srv DiscoveryServer) {
+	// If the following call panics, it indicates UnimplementedDiscoveryServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Discovery_ServiceDesc, srv)
+}
+
+func _Discovery_WatchDestinations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(DiscoveryServer).WatchDestinations(&grpc.GenericServerStream[DestinationsRequest, Destination]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Discovery_WatchDestinationsServer = grpc.BidiStreamingServer[DestinationsRequest, Destination]
+
+// Discovery_ServiceDesc is the grpc.ServiceDesc for Discovery service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Discovery_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "meshid.identity.v1.Discovery",
+	HandlerType: (*DiscoveryServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchDestinations",
+			Handler:       _Discovery_WatchDestinations_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "api/identity/v1/identity.proto",
+}
