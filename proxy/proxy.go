@@ -128,9 +128,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	if t := c.Transparent; t != nil {
-		if t.Destinations == nil {
-			errs = append(errs, errors.New("transparent mode needs a destination resolver (the CA's discovery stream)"))
-		}
 		if err := t.Egress.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("--egress: %w", err))
 		}
@@ -279,6 +276,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 	g.Go(func() error { return p.report(ctx) })
 	if p.cfg.PolicyFromCA {
 		g.Go(func() error { return p.watchPolicyStream(ctx) })
+	}
+	if t := p.cfg.Transparent; t != nil && t.Destinations == nil {
+		dests, err := NewDestinations(DestinationsConfig{Open: p.openDiscovery, Log: p.log})
+		if err != nil {
+			return err
+		}
+		t.Destinations = dests
+		g.Go(func() error { return dests.Run(ctx) })
 	}
 	if p.cfg.PolicyFile != "" {
 		g.Go(func() error { return p.watchPolicy(ctx) })

@@ -14,8 +14,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/policy"
 	"github.com/meshid/meshid/proxy/redirect"
+	"github.com/meshid/meshid/rotation"
 )
 
 // Transparent configures the listeners meshid-init redirects a pod's TCP
@@ -28,7 +30,8 @@ type Transparent struct {
 	// OutboundListen receives every redirected outbound connection; empty
 	// means "127.0.0.1:15001".
 	OutboundListen string
-	// Destinations says who is behind an address the app dials. Required.
+	// Destinations says who is behind an address the app dials; nil means
+	// the CA's discovery stream (WatchDestinations).
 	Destinations Resolver
 	// Egress is what happens to a connection to an unmeshed destination;
 	// empty means EgressAllow.
@@ -97,6 +100,25 @@ const (
 	unmeshed = "unmeshed"
 	plain    = "plain"
 )
+
+// openDiscovery opens the CA's WatchDestinations stream over a connection
+// of its own that presents the proxy's current certificate.
+func (p *Proxy) openDiscovery(ctx context.Context) (identityv1.Discovery_WatchDestinationsClient, func(), error) {
+	cert, err := p.waitCertificate(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := rotation.DialCA(p.cfg.CA, p.store, p.cfg.CAID, rotation.WithClientCertificate(cert))
+	if err != nil {
+		return nil, nil, err
+	}
+	stream, err := identityv1.NewDiscoveryClient(conn).WatchDestinations(ctx)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("proxy: discovery: %w", err)
+	}
+	return stream, func() { conn.Close() }, nil
+}
 
 func (t *Transparent) withDefaults() {
 	if t.InboundListen == "" {

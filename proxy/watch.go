@@ -132,17 +132,26 @@ func (p *Proxy) watchPolicyStream(ctx context.Context) error {
 	}
 }
 
-func (p *Proxy) followPolicy(ctx context.Context, backoff *rotation.Backoff) error {
-	var cert *tls.Certificate
-	for cert == nil {
+// waitCertificate returns the workload certificate once there is one, or
+// ctx's error.
+func (p *Proxy) waitCertificate(ctx context.Context) (*tls.Certificate, error) {
+	for {
 		changed := p.store.Changed()
-		if cert = p.store.Load().Certificate(); cert == nil {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-changed:
-			}
+		if cert := p.store.Load().Certificate(); cert != nil {
+			return cert, nil
 		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+func (p *Proxy) followPolicy(ctx context.Context, backoff *rotation.Backoff) error {
+	cert, err := p.waitCertificate(ctx)
+	if err != nil {
+		return nil
 	}
 	conn, err := rotation.DialCA(p.cfg.CA, p.store, p.cfg.CAID, rotation.WithClientCertificate(cert))
 	if err != nil {

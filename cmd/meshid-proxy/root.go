@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +29,9 @@ type options struct {
 	maxConnections           int
 	policyFromCA             bool
 	pod                      string
+	transparent              bool
+	egress, nodeIP           string
+	probes                   []string
 	workloadAPI, adminListen string
 	profiling                bool
 	log                      cli.LogOptions
@@ -54,6 +59,25 @@ func (o *options) config() (proxy.Config, error) {
 			return proxy.Config{}, cli.Usagef("--workload-api %q: want unix:///PATH", o.workloadAPI)
 		}
 		cfg.WorkloadAPI = path
+	}
+	if o.transparent {
+		t := &proxy.Transparent{Egress: proxy.Egress(o.egress)}
+		if o.nodeIP != "" {
+			if t.Node, err = netip.ParseAddr(o.nodeIP); err != nil {
+				return proxy.Config{}, cli.Usagef("--node-ip %q: want an IP address (the downward API's status.hostIP)", o.nodeIP)
+			}
+		}
+		for _, s := range o.probes {
+			port, path, ok := strings.Cut(s, "=")
+			n, err := strconv.Atoi(port)
+			if !ok || err != nil {
+				return proxy.Config{}, cli.Usagef("--probe %q: want PORT=PATH, e.g. 8080=/healthz", s)
+			}
+			t.Probes = append(t.Probes, proxy.Probe{Port: n, Path: path})
+		}
+		cfg.Transparent = t
+	} else if o.egress != "" || len(o.probes) > 0 {
+		return proxy.Config{}, cli.Usagef("--egress and --probe need --transparent")
 	}
 	for _, s := range o.inbound {
 		listen, app, ok := strings.Cut(s, "=")
@@ -104,6 +128,13 @@ the trust bundle current from --trust-bundle-file and the CA's stream.
                               with mTLS, and require the server to be SPIFFE_ID
                               (any ID of the trust domain when omitted)
   --workload-api unix:///P    serve the SPIFFE Workload API on socket P
+  --transparent               serve the listeners meshid-init redirects the
+                              pod's TCP to (:15006 inbound, 127.0.0.1:15001
+                              outbound): mTLS to and from every meshed pod,
+                              the peer's identity from the CA's discovery
+                              stream, plain to unmeshed destinations unless
+                              --egress deny-unmeshed; --probe PORT=PATH admits
+                              the kubelet's plain probes from --node-ip
 
 The policy file (YAML, re-read every --poll-interval; a bad version is refused
 and the last good one stays) sets a mode per inbound listen port - deny,
@@ -145,6 +176,10 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringVar(&o.policyFile, "policy", "", "YAML policy file, hot-reloaded")
 	fs.BoolVar(&o.policyFromCA, "policy-from-ca", false, "take the policy from the AuthorizationPolicies that select this pod, streamed by the CA")
 	fs.StringVar(&o.pod, "pod-name", os.Getenv("POD_NAME"), "this pod's name, for --policy-from-ca (default $POD_NAME)")
+	fs.BoolVar(&o.transparent, "transparent", false, "serve the transparent listeners meshid-init redirects the pod's TCP to (:15006 inbound, 127.0.0.1:15001 outbound)")
+	fs.StringVar(&o.egress, "egress", "", "with --transparent: allow-unmeshed (default: plain to destinations outside the mesh) or deny-unmeshed")
+	fs.StringArrayVar(&o.probes, "probe", nil, "with --transparent: PORT=PATH of an HTTP probe the kubelet may make in plain from --node-ip (repeatable)")
+	fs.StringVar(&o.nodeIP, "node-ip", os.Getenv("HOST_IP"), "with --transparent: the node's address, where probes come from (default $HOST_IP)")
 	fs.StringVar(&o.defaultMode, "default-mode", "", "mode of every inbound port when there is no --policy (default deny)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the bundle and policy files are checked for changes")
 	fs.StringVar(&o.workloadAPI, "workload-api", "", "serve the SPIFFE Workload API on unix:///PATH")
