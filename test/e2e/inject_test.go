@@ -23,7 +23,7 @@ func TestInjectedPodIsValid(t *testing.T) {
 	serviceAccount(t, ns, "web")
 	p := pod(t, ns, "web-0", "web")
 	p.Annotations = map[string]string{inject.InboundAnnotation: "8443=8080", inject.OutboundAnnotation: "9000=db:8443;id=spiffe://cluster.local/ns/x/sa/db"}
-	out, err := inject.Pod(p, inject.Config{Image: "ghcr.io/meshid/meshid-proxy:test", CA: "meshid-ca.meshid.svc:8443"})
+	out, err := inject.Pod(p, nil, inject.Config{Image: "ghcr.io/meshid/meshid-proxy:test", CA: "meshid-ca.meshid.svc:8443"})
 	if err != nil {
 		t.Fatal(err)
 	}

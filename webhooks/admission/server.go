@@ -163,7 +163,7 @@ func (s *Server) inject(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		s.cfg.Log.Debug("not injecting", "namespace", req.Namespace, "pod", name, "reason", reason)
 		return allowed, nil
 	}
-	out, err := inject.Pod(&pod, s.cfg.Inject)
+	out, err := inject.Pod(&pod, ns.Labels, s.cfg.Inject)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +174,7 @@ func (s *Server) inject(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	}
 	patch, err := json.Marshal([]map[string]any{
 		{"op": "replace", "path": "/spec/containers", "value": out.Spec.Containers},
+		{"op": pathOp(pod.Spec.InitContainers != nil), "path": "/spec/initContainers", "value": out.Spec.InitContainers},
 		{"op": pathOp(pod.Spec.Volumes != nil), "path": "/spec/volumes", "value": out.Spec.Volumes},
 		{"op": pathOp(pod.Annotations != nil), "path": "/metadata/annotations", "value": out.Annotations},
 	})

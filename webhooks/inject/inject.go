@@ -1,7 +1,9 @@
 // Package inject decides whether a pod gets the meshid-proxy sidecar and
-// builds the injected pod: the proxy container, a projected
-// service-account token for the CA's audience, and the trust bundle.
-// Injection is idempotent and recorded in an annotation.
+// builds the injected pod: the meshid-init container that redirects the
+// pod's TCP to the proxy, the proxy container (transparent, with the pod's
+// HTTP probes), a projected service-account token for the CA's audience,
+// and the trust bundle. Injection is idempotent and recorded in
+// annotations.
 //
 // It imports only identity, for the default trust domain and audience.
 package inject
@@ -9,6 +11,8 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +35,22 @@ const (
 	InboundAnnotation = "meshid.dev/inbound"
 	// OutboundAnnotation lists outbound listeners, "PORT=TARGET[;id=ID],...".
 	OutboundAnnotation = "meshid.dev/outbound"
+	// SkipInboundPortsAnnotation lists ports, "9100,9200", that reach the
+	// app directly in plain (meshid-init leaves them alone; discovery tells
+	// callers they are not meshed).
+	SkipInboundPortsAnnotation = "meshid.dev/skip-inbound-ports"
+	// SkipOutboundPortsAnnotation and SkipOutboundCIDRsAnnotation list
+	// destinations the app reaches without the proxy.
+	SkipOutboundPortsAnnotation = "meshid.dev/skip-outbound-ports"
+	SkipOutboundCIDRsAnnotation = "meshid.dev/skip-outbound-cidrs"
+	// TransparentAnnotation "enabled" records that the pod's TCP is
+	// redirected to its proxy: meshid-ca's discovery reads it to tell
+	// callers the pod is meshed.
+	TransparentAnnotation = "meshid.dev/transparent"
+	// EgressLabel on a namespace sets its pods' egress mode: allow-unmeshed
+	// (the default) or deny-unmeshed (connections to destinations outside
+	// the mesh are refused).
+	EgressLabel = "meshid.dev/egress"
 	// ImageAnnotation, CPUAnnotation, MemoryAnnotation override the defaults.
 	ImageAnnotation  = "meshid.dev/proxy-image"
 	CPUAnnotation    = "meshid.dev/proxy-cpu"
@@ -40,6 +60,7 @@ const (
 // Names of what is injected.
 const (
 	ContainerName = "meshid-proxy"
+	InitName      = "meshid-init"
 	TokenVolume   = "meshid-token"
 	BundleVolume  = "meshid-trust-bundle"
 	TokenPath     = "/var/run/secrets/meshid"
@@ -50,6 +71,8 @@ const (
 type Config struct {
 	// Image of meshid-proxy. Required.
 	Image string
+	// InitImage holds meshid-init (on its PATH); empty means Image.
+	InitImage string
 	// CA is the address of meshid-ca. Required.
 	CA string
 	// TrustDomain, Audience, BundleConfigMap as installed.
@@ -87,9 +110,16 @@ func hasContainer(pod *corev1.Pod, name string) bool {
 	return false
 }
 
-// Pod returns a copy of pod with the sidecar, its volumes and the
-// annotation; the caller has decided to inject.
-func Pod(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
+// Ports and user of the injected proxy.
+const (
+	AdminPort = 15000
+	ProxyUID  = 65532
+)
+
+// Pod returns a copy of pod with meshid-init, the sidecar, their volumes
+// and the annotations; namespaceLabels are the pod's namespace's (its
+// egress mode). The caller has decided to inject.
+func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev1.Pod, error) {
 	if cfg.Image == "" || cfg.CA == "" {
 		return nil, errors.New("inject: Config.Image and Config.CA are required")
 	}
@@ -114,14 +144,16 @@ func Pod(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		"--trust-domain=" + or(cfg.TrustDomain, identity.DefaultTrustDomain),
 		"--token-file=" + TokenPath + "/token",
 		"--trust-bundle-file=" + BundlePath + "/ca-bundle.crt",
-		"--admin-listen=:15000",
+		"--admin-listen=:" + strconv.Itoa(AdminPort),
 	}
+	skipInbound := split(out.Annotations[SkipInboundPortsAnnotation])
 	for _, in := range split(out.Annotations[InboundAnnotation]) {
 		listen, app, ok := strings.Cut(in, "=")
 		if !ok {
 			return nil, fmt.Errorf("inject: %s %q: want LISTEN_PORT=APP_PORT", InboundAnnotation, in)
 		}
 		args = append(args, "--inbound=:"+listen+"=127.0.0.1:"+app)
+		skipInbound = append(skipInbound, listen) // an explicit listener terminates its own mTLS
 	}
 	for _, o := range split(out.Annotations[OutboundAnnotation]) {
 		port, target, ok := strings.Cut(o, "=")
@@ -130,9 +162,44 @@ func Pod(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		}
 		args = append(args, "--outbound=127.0.0.1:"+port+"="+strings.ReplaceAll(target, ";", ","))
 	}
+	args = append(args, "--transparent")
+	switch egress := namespaceLabels[EgressLabel]; egress {
+	case "":
+	case "allow-unmeshed", "deny-unmeshed":
+		args = append(args, "--egress="+egress)
+	default:
+		return nil, fmt.Errorf("inject: namespace label %s=%q: want allow-unmeshed or deny-unmeshed", EgressLabel, egress)
+	}
+	for _, p := range probes(out) {
+		args = append(args, "--probe="+p)
+	}
+	initArgs := []string{"--proxy-uid=" + strconv.Itoa(ProxyUID), "--admin-port=" + strconv.Itoa(AdminPort)}
+	for flag, list := range map[string][]string{
+		"--skip-inbound-ports":  skipInbound,
+		"--skip-outbound-ports": split(out.Annotations[SkipOutboundPortsAnnotation]),
+		"--skip-outbound-cidrs": split(out.Annotations[SkipOutboundCIDRsAnnotation]),
+	} {
+		if len(list) > 0 {
+			initArgs = append(initArgs, flag+"="+strings.Join(list, ","))
+		}
+	}
+	slices.Sort(initArgs[2:])
+	// meshid-init runs first, as root with CAP_NET_ADMIN only (a non-root
+	// user would not hold the capability): it programs the pod's network
+	// namespace before any other container can open a connection.
+	out.Spec.InitContainers = append([]corev1.Container{{
+		Name: InitName, Image: or(cfg.InitImage, image), Command: []string{InitName}, Args: initArgs,
+		Resources: corev1.ResourceRequirements{Requests: requests},
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(false),
+			RunAsUser:    ptr.To[int64](0),
+			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN"}},
+		},
+	}}, out.Spec.InitContainers...)
 	out.Spec.Containers = append(out.Spec.Containers, corev1.Container{
 		Name: ContainerName, Image: image, Args: args,
-		Ports:          []corev1.ContainerPort{{Name: "meshid-admin", ContainerPort: 15000}},
+		Env:            []corev1.EnvVar{{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}},
+		Ports:          []corev1.ContainerPort{{Name: "meshid-admin", ContainerPort: AdminPort}},
 		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intOrName("meshid-admin")}}},
 		Resources:      corev1.ResourceRequirements{Requests: requests},
 		VolumeMounts: []corev1.VolumeMount{
@@ -141,7 +208,7 @@ func Pod(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		},
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(true),
-			RunAsUser: ptr.To[int64](65532), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			RunAsUser: ptr.To[int64](ProxyUID), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
 	})
 	expiration := cfg.TokenExpirationSeconds
@@ -160,7 +227,44 @@ func Pod(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		}}},
 	)
 	out.Annotations[InjectedAnnotation] = image
+	out.Annotations[TransparentAnnotation] = "enabled"
+	if len(skipInbound) > 0 {
+		out.Annotations[SkipInboundPortsAnnotation] = strings.Join(skipInbound, ",")
+	}
 	return out, nil
+}
+
+// probes are the plain HTTP probes of pod's containers, as PORT=PATH, with
+// named ports resolved; the proxy admits exactly these from the node.
+// HTTPS probes are the app's own TLS: their ports must be skipped.
+func probes(pod *corev1.Pod) []string {
+	var out []string
+	for _, c := range pod.Spec.Containers {
+		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			if pr == nil || pr.HTTPGet == nil || pr.HTTPGet.Scheme == corev1.URISchemeHTTPS {
+				continue
+			}
+			port := pr.HTTPGet.Port.IntValue()
+			if pr.HTTPGet.Port.Type == intstr.String {
+				port = 0
+				for _, cp := range c.Ports {
+					if cp.Name == pr.HTTPGet.Port.StrVal {
+						port = int(cp.ContainerPort)
+					}
+				}
+			}
+			if port <= 0 {
+				continue
+			}
+			path := pr.HTTPGet.Path
+			if !strings.HasPrefix(path, "/") {
+				path = "/" + path
+			}
+			out = append(out, strconv.Itoa(port)+"="+path)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func or(s, def string) string {

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/webhooks/inject"
@@ -22,7 +23,7 @@ func pod(annotations map[string]string) *corev1.Pod {
 
 func TestDecide(t *testing.T) {
 	enabled := map[string]string{inject.NamespaceLabel: "enabled"}
-	injected, _ := inject.Pod(pod(nil), cfg)
+	injected, _ := inject.Pod(pod(nil), nil, cfg)
 	host := pod(nil)
 	host.Spec.HostNetwork = true
 	tests := []struct {
@@ -54,7 +55,7 @@ func TestPod(t *testing.T) {
 		inject.OutboundAnnotation: "9000=db.shop.svc:8443;id=spiffe://cluster.local/ns/shop/sa/db",
 		inject.ImageAnnotation:    "custom:2",
 	})
-	out, err := inject.Pod(in, cfg)
+	out, err := inject.Pod(in, nil, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,62 @@ func TestPod(t *testing.T) {
 	if token == nil || token.Audience != identity.DefaultAudience || *token.ExpirationSeconds < 600 {
 		t.Fatalf("token projection %+v", token)
 	}
-	if _, err := inject.Pod(pod(map[string]string{inject.InboundAnnotation: "8443"}), cfg); err == nil {
+	if _, err := inject.Pod(pod(map[string]string{inject.InboundAnnotation: "8443"}), nil, cfg); err == nil {
 		t.Fatal("a malformed inbound annotation was accepted")
+	}
+}
+
+// TestPodTransparent: meshid-init comes first, with NET_ADMIN only and the
+// pod's skips (explicit inbound ports among them); the proxy is
+// transparent, with the namespace's egress mode and the app's plain HTTP
+// probes (named ports resolved, HTTPS left out).
+func TestPodTransparent(t *testing.T) {
+	in := pod(map[string]string{
+		inject.InboundAnnotation:           "8443=8080",
+		inject.SkipInboundPortsAnnotation:  "9100",
+		inject.SkipOutboundPortsAnnotation: "5432",
+		inject.SkipOutboundCIDRsAnnotation: "169.254.169.254/32",
+	})
+	in.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "app:1"}}
+	app := &in.Spec.Containers[0]
+	app.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	app.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}}}
+	app.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "ready", Port: intstr.FromInt(8081)}}}
+	app.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/tls", Port: intstr.FromInt(8443), Scheme: corev1.URISchemeHTTPS}}}
+
+	out, err := inject.Pod(in, map[string]string{inject.EgressLabel: "deny-unmeshed"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Spec.InitContainers) != 2 || out.Spec.InitContainers[0].Name != inject.InitName {
+		t.Fatalf("init containers %+v: want meshid-init first", out.Spec.InitContainers)
+	}
+	init := out.Spec.InitContainers[0]
+	wantInit := "--proxy-uid=65532 --admin-port=15000 --skip-inbound-ports=9100,8443 --skip-outbound-cidrs=169.254.169.254/32 --skip-outbound-ports=5432"
+	if got := strings.Join(init.Args, " "); got != wantInit || init.Command[0] != "meshid-init" {
+		t.Errorf("meshid-init %v %q, want %q", init.Command, got, wantInit)
+	}
+	caps := init.SecurityContext.Capabilities
+	if len(caps.Add) != 1 || caps.Add[0] != "NET_ADMIN" || len(caps.Drop) != 1 || caps.Drop[0] != "ALL" {
+		t.Errorf("meshid-init capabilities %+v: want NET_ADMIN only", caps)
+	}
+	proxy := out.Spec.Containers[len(out.Spec.Containers)-1]
+	args := strings.Join(proxy.Args, " ")
+	for _, want := range []string{"--transparent", "--egress=deny-unmeshed", "--probe=8080=/healthz", "--probe=8081=/ready"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("proxy args %q lack %q", args, want)
+		}
+	}
+	if strings.Contains(args, "/tls") {
+		t.Errorf("proxy args %q admit an HTTPS probe in plain", args)
+	}
+	if c := proxy.SecurityContext.Capabilities; len(c.Add) != 0 {
+		t.Errorf("the proxy adds capabilities %v; it needs none", c.Add)
+	}
+	if out.Annotations[inject.TransparentAnnotation] != "enabled" || out.Annotations[inject.SkipInboundPortsAnnotation] != "9100,8443" {
+		t.Errorf("annotations %v", out.Annotations)
+	}
+	if _, err := inject.Pod(pod(nil), map[string]string{inject.EgressLabel: "open"}, cfg); err == nil {
+		t.Error("a bad egress label was accepted")
 	}
 }
