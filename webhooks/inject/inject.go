@@ -162,7 +162,9 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 		}
 		args = append(args, "--outbound=127.0.0.1:"+port+"="+strings.ReplaceAll(target, ";", ","))
 	}
-	args = append(args, "--transparent")
+	// The policy of every port comes from the AuthorizationPolicies that
+	// select the pod (default deny); the kubelet's probes pass as plain.
+	args = append(args, "--transparent", "--policy-from-ca")
 	switch egress := namespaceLabels[EgressLabel]; egress {
 	case "":
 	case "allow-unmeshed", "deny-unmeshed":

@@ -127,7 +127,7 @@ func TestPodTransparent(t *testing.T) {
 	}
 	proxy := out.Spec.Containers[len(out.Spec.Containers)-1]
 	args := strings.Join(proxy.Args, " ")
-	for _, want := range []string{"--transparent", "--egress=deny-unmeshed", "--probe=8080=/healthz", "--probe=8081=/ready"} {
+	for _, want := range []string{"--transparent", "--policy-from-ca", "--egress=deny-unmeshed", "--probe=8080=/healthz", "--probe=8081=/ready"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("proxy args %q lack %q", args, want)
 		}
