@@ -55,7 +55,7 @@ func run(m *testing.M) (int, error) {
 		return 0, err
 	}
 	bin := filepath.Join(tmp, "bin")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "github.com/meshid/meshid/cmd/meshid-ca", "github.com/meshid/meshid/cmd/meshid", "github.com/meshid/meshid/cmd/meshid-proxy", "github.com/meshid/meshid/cmd/meshid-webhook", "github.com/meshid/meshid/test/cmd/cert-manager-controller")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "github.com/meshid/meshid/cmd/meshid-ca", "github.com/meshid/meshid/cmd/meshid", "github.com/meshid/meshid/cmd/meshid-proxy", "github.com/meshid/meshid/cmd/meshid-webhook", "github.com/meshid/meshid/cmd/meshid-init", "github.com/meshid/meshid/test/cmd/hello", "github.com/meshid/meshid/test/cmd/cert-manager-controller")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build meshid: %w", err)
