@@ -58,16 +58,24 @@ func ipCmd(t *testing.T, args ...string) {
 }
 
 // do runs f on a thread that is in the namespace, with fsuid uid when uid
-// is above zero (a socket belongs to the fsuid of the thread that makes it).
+// is above zero (a socket belongs to the fsuid of the thread that makes
+// it), then brings the thread back. A thread that cannot come back stays
+// locked and ends with its goroutine.
 func (n *netns) do(t *testing.T, uid int, f func()) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		runtime.LockOSThread()
-		// The thread is not unlocked: it ends with the goroutine, so its
-		// namespace and fsuid never leak to other goroutines.
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			t.Errorf("this thread's namespace: %v", err)
+			return
+		}
+		defer unix.Close(home)
 		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			t.Errorf("setns %s: %v", n.name, err)
 			return
 		}
@@ -75,6 +83,10 @@ func (n *netns) do(t *testing.T, uid int, f func()) {
 			unix.Setfsuid(uid)
 		}
 		f()
+		unix.Setfsuid(0)
+		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 	}()
 	<-done
 }

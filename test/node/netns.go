@@ -49,18 +49,35 @@ func ip(args ...string) error {
 	return nil
 }
 
-// do runs f on a thread inside n. The thread is never unlocked: it ends
-// with its goroutine, so the namespace never leaks to other goroutines.
-// Sockets f opens, and processes it starts, stay in n.
+// do runs f on a thread inside n, then brings the thread back to the
+// machine's namespace. Sockets f opens, and processes it starts, stay in n.
+//
+// The thread must not end while it is in n, nor at all: a child process's
+// parent-death signal follows the thread that forked it, and Go ends a
+// thread whose goroutine exits locked, so a thread that once started the
+// API server (any thread may have) would take it down. Only when the way
+// back fails is the thread left locked, to end with its goroutine.
 func (n *netns) do(f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("node: this thread's namespace: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("node: setns %s: %w", n.name, err)
 			return
 		}
-		errc <- f()
+		err = f()
+		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }

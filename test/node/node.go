@@ -92,6 +92,17 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, ns: ns, dir: dir, addr: Subnet.Addr().Next()}
 	n.next = n.addr.Next()
 	fail := func(err error) (*Node, error) { n.Close(); return nil, err }
+	// Copies every container's user can run, whatever the folders above
+	// the originals allow.
+	bins := map[string]string{}
+	for name, path := range cfg.Binaries {
+		copied, err := install(path, filepath.Join(dir, "bin"))
+		if err != nil {
+			return fail(err)
+		}
+		bins[name] = copied
+	}
+	n.cfg.Binaries = bins
 	bits := strconv.Itoa(Subnet.Bits())
 	for _, args := range [][]string{
 		{"-n", ns.name, "link", "add", "br0", "type", "bridge"},
@@ -346,6 +357,7 @@ func (p *Pod) start(pod *corev1.Pod, c corev1.Container, volumes map[string]stri
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	fmt.Fprintf(logFile, "node: exec %s %s (env %s)\n", bin, strings.Join(out, " "), strings.Join(env[1:], " "))
 	pr.cmd = exec.Command(bin, out...)
 	pr.cmd.Env, pr.cmd.Dir = env, p.dir
 	pr.cmd.Stdout, pr.cmd.Stderr = logFile, logFile
@@ -518,4 +530,29 @@ func (p *Pod) stop() {
 func readFile(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
+}
+
+// install copies the binary at path into dir, executable by everyone.
+func install(path, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("node: %w", err)
+	}
+	to := filepath.Join(dir, filepath.Base(path))
+	if _, err := os.Stat(to); err == nil {
+		return to, nil
+	}
+	src, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("node: %w", err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		return "", fmt.Errorf("node: %w", err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return "", fmt.Errorf("node: copy %s: %w", path, err)
+	}
+	return to, dst.Close()
 }

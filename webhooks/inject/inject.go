@@ -200,7 +200,10 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 	}}, out.Spec.InitContainers...)
 	out.Spec.Containers = append(out.Spec.Containers, corev1.Container{
 		Name: ContainerName, Image: image, Args: args,
-		Env:            []corev1.EnvVar{{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}},
+		Env: []corev1.EnvVar{
+			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
+		},
 		Ports:          []corev1.ContainerPort{{Name: "meshid-admin", ContainerPort: AdminPort}},
 		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intOrName("meshid-admin")}}},
 		Resources:      corev1.ResourceRequirements{Requests: requests},

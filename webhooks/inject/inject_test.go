@@ -135,6 +135,13 @@ func TestPodTransparent(t *testing.T) {
 	if strings.Contains(args, "/tls") {
 		t.Errorf("proxy args %q admit an HTTPS probe in plain", args)
 	}
+	env := map[string]string{}
+	for _, e := range proxy.Env {
+		env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+	}
+	if env["POD_NAME"] != "metadata.name" || env["HOST_IP"] != "status.hostIP" {
+		t.Errorf("proxy env %v: want POD_NAME (for --policy-from-ca) and HOST_IP (for probes) from the downward API", env)
+	}
 	if c := proxy.SecurityContext.Capabilities; len(c.Add) != 0 {
 		t.Errorf("the proxy adds capabilities %v; it needs none", c.Add)
 	}
