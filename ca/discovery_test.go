@@ -63,7 +63,9 @@ func discoveryFixture(t *testing.T) (*ca.Discovery, *fake.Clientset) {
 	)
 	d, err := ca.NewDiscovery(ca.DiscoveryConfig{
 		Client: client, TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
-		Authenticate: func(context.Context) (spiffeid.ID, error) { return spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web"), nil },
+		Authenticate: func(context.Context) (spiffeid.ID, error) {
+			return spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web"), nil
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
