@@ -111,7 +111,8 @@ func TestAdmitProbe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &Proxy{cfg: Config{Transparent: &Transparent{Probes: probes, Node: tc.node}}}
 			client, server := tcpPair(t)
-			// A second request rides on the same connection: it must not pass.
+			// A second request rides on the same connection, in the same
+			// write and after the probe is admitted: neither may pass.
 			go io.WriteString(client, tc.request+"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n")
 			conn, ok := p.admitProbe(slog.New(slog.DiscardHandler), server, server, tc.port)
 			if ok != tc.admit {
@@ -120,8 +121,15 @@ func TestAdmitProbe(t *testing.T) {
 			if !ok {
 				return
 			}
-			_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-			got, _ := io.ReadAll(conn)
+			if _, err := io.WriteString(client, "GET /admin HTTP/1.1\r\nHost: y\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			_ = client.(*net.TCPConn).CloseWrite()
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(conn)
+			if err != nil {
+				t.Fatalf("reading the probe's connection: %v (want its end once the client closes)", err)
+			}
 			if string(got) != tc.request {
 				t.Fatalf("the app would read %q, want exactly the probe %q", got, tc.request)
 			}
