@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,7 +205,7 @@ func TestTransparentMesh(t *testing.T) {
 
 	// curl is the unmodified client: it dials the address it is given.
 	curl := func(from *node.Pod, url string) (string, error) {
-		out, err := from.Exec(ctx, "curl", "-sS", "--max-time", "5", url)
+		out, err := from.Exec(ctx, "curl", "-sS", "--max-time", "15", url)
 		return string(out), err
 	}
 	metric := func(p *node.Pod, series string) float64 {
@@ -272,6 +273,26 @@ func TestTransparentMesh(t *testing.T) {
 		}
 		if v := metric(d, `meshid_proxy_handshake_failures_total{direction="outbound",reason="unmeshed_refused"}`); v < 1 {
 			t.Errorf("d's proxy counted %v refusals of unmeshed destinations", v)
+		}
+	})
+	t.Run("a destination the CA cannot answer for is refused, not sent in plain", func(t *testing.T) {
+		// a has never dialled u's address on this port: only the CA can
+		// say who is behind it, and the CA is frozen.
+		if err := syscall.Kill(ca.pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		out, err := curl(a, fmt.Sprintf("http://%s:8081/", u.IP))
+		if err := syscall.Kill(ca.pid, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		if err == nil {
+			t.Fatalf("a -> u:8081 with the CA frozen answered %q", out)
+		}
+		if v := metric(a, `meshid_proxy_handshake_failures_total{direction="outbound",reason="destination_unresolved"}`); v < 1 {
+			t.Errorf("a's proxy counted %v unresolved destinations", v)
+		}
+		if v := metric(a, forwarded("outbound", "unmeshed", "", "plain")); v != 1 {
+			t.Errorf("a's proxy forwarded %v plain connections, want only the one to u:8080 before", v)
 		}
 	})
 	t.Run("probes from the node pass, nothing else does", func(t *testing.T) {
