@@ -175,6 +175,7 @@ func TestTransparentMesh(t *testing.T) {
 	a := run(ns, "a", nil)
 	c := run(ns, "c", nil)
 	u := run(ns, "u", map[string]string{inject.PodAnnotation: "disabled"})
+	u2 := run(ns, "u2", map[string]string{inject.PodAnnotation: "disabled"})
 	d := run(locked, "d", nil)
 
 	if out, err := kubectl(t, fmt.Sprintf("apiVersion: meshid.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: b\nspec:\n  selector:\n    matchLabels: {app: b}\n  port: 8080\n  mode: deny\n  allow:\n  - serviceAccount: %s/a\n", ns), "apply", "-n", ns, "-f", "-"); err != nil {
@@ -276,17 +277,17 @@ func TestTransparentMesh(t *testing.T) {
 		}
 	})
 	t.Run("a destination the CA cannot answer for is refused, not sent in plain", func(t *testing.T) {
-		// a has never dialled u's address on this port: only the CA can
-		// say who is behind it, and the CA is frozen.
+		// a has never dialled u2: only the CA can say who is behind it,
+		// and the CA is frozen. u2 would answer in plain.
 		if err := syscall.Kill(ca.pid, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
-		out, err := curl(a, fmt.Sprintf("http://%s:8081/", u.IP))
+		out, err := curl(a, fmt.Sprintf("http://%s:8080/", u2.IP))
 		if err := syscall.Kill(ca.pid, syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
 		if err == nil {
-			t.Fatalf("a -> u:8081 with the CA frozen answered %q", out)
+			t.Fatalf("a -> u2 with the CA frozen answered %q", out)
 		}
 		if v := metric(a, `meshid_proxy_handshake_failures_total{direction="outbound",reason="destination_unresolved"}`); v < 1 {
 			t.Errorf("a's proxy counted %v unresolved destinations", v)
