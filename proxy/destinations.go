@@ -28,6 +28,10 @@ type DestinationsConfig struct {
 	// Idle is how long an address nobody dials stays subscribed; 0 means
 	// 5 min.
 	Idle time.Duration
+	// MaxAddresses bounds the addresses followed at once: a new one beyond
+	// it replaces the least recently dialled. 0 means 2,048 (the CA follows
+	// at most 4,096 per stream).
+	MaxAddresses int
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 	// Log receives the stream's breaks; nil discards.
@@ -67,6 +71,9 @@ func NewDestinations(cfg DestinationsConfig) (*Destinations, error) {
 	if cfg.Idle <= 0 {
 		cfg.Idle = 5 * time.Minute
 	}
+	if cfg.MaxAddresses <= 0 {
+		cfg.MaxAddresses = 2048
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -83,6 +90,9 @@ func (d *Destinations) Resolve(ctx context.Context, dst netip.AddrPort) (Destina
 	d.mu.Lock()
 	e := d.entries[dst]
 	if e == nil {
+		if len(d.entries) >= d.cfg.MaxAddresses {
+			d.forgetOldest()
+		}
 		e = &entry{ready: make(chan struct{})}
 		d.entries[dst] = e
 		d.subscribe = append(d.subscribe, dst.String())
@@ -236,6 +246,21 @@ func (d *Destinations) answer(msg *identityv1.Destination) {
 	default:
 		close(e.ready)
 	}
+}
+
+// forgetOldest unsubscribes from the least recently dialled address.
+func (d *Destinations) forgetOldest() {
+	var (
+		oldest netip.AddrPort
+		used   time.Time
+	)
+	for a, e := range d.entries {
+		if !oldest.IsValid() || e.used.Before(used) {
+			oldest, used = a, e.used
+		}
+	}
+	delete(d.entries, oldest)
+	d.unsub = append(d.unsub, oldest.String())
 }
 
 // evict forgets the addresses nobody dialled for Idle.

@@ -28,6 +28,7 @@ type fakeDiscovery struct {
 	table  map[string]*identityv1.Destination
 	push   chan *identityv1.Destination
 	breakc chan struct{}
+	unsub  []string
 }
 
 func (f *fakeDiscovery) WatchDestinations(stream identityv1.Discovery_WatchDestinationsServer) error {
@@ -48,6 +49,9 @@ func (f *fakeDiscovery) WatchDestinations(stream identityv1.Discovery_WatchDesti
 			if !ok {
 				return nil
 			}
+			f.mu.Lock()
+			f.unsub = append(f.unsub, r.GetUnsubscribe()...)
+			f.mu.Unlock()
 			for _, a := range r.GetSubscribe() {
 				f.mu.Lock()
 				d := f.table[a]
@@ -108,8 +112,9 @@ func TestDestinations(t *testing.T) {
 			}
 			return s, func() { conn.Close() }, nil
 		},
-		MaxStale: 30 * time.Second,
-		Now:      func() time.Time { return *now.Load() },
+		MaxStale:     30 * time.Second,
+		MaxAddresses: 6,
+		Now:          func() time.Time { return *now.Load() },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -177,6 +182,28 @@ func TestDestinations(t *testing.T) {
 				t.Fatalf("the pushed update never arrived: %+v, %v", got, err)
 			}
 			time.Sleep(5 * time.Millisecond) // polling for a condition the stream sets
+		}
+	})
+	t.Run("beyond MaxAddresses the least recently dialled is unsubscribed", func(t *testing.T) {
+		// Six addresses are followed now.
+		later := start.Add(time.Second)
+		now.Store(&later)
+		if _, err := resolve("10.1.0.1:8080"); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		f.table["10.1.0.6:80"] = pod("10.1.0.6:80", "")
+		f.mu.Unlock()
+		if _, err := resolve("10.1.0.6:80"); err != nil {
+			t.Fatal(err)
+		}
+		now.Store(&start)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		// Every address but 10.1.0.1 (dialled again) was last dialled at
+		// start: one of them goes.
+		if len(f.unsub) != 1 || f.unsub[0] == "10.1.0.1:8080" || f.unsub[0] == "10.1.0.6:80" {
+			t.Fatalf("unsubscribed %v, want exactly one of the addresses dialled longest ago", f.unsub)
 		}
 	})
 	t.Run("answers go stale once the stream is down too long", func(t *testing.T) {
