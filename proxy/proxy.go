@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
@@ -283,6 +284,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 			return err
 		}
 		t.Destinations = dests
+		p.metrics.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meshid_proxy_discovery_connected", Help: "1 while the CA's discovery stream is up and answering, else 0.",
+		}, func() float64 {
+			if dests.Connected() {
+				return 1
+			}
+			return 0
+		}))
 		g.Go(func() error { return dests.Run(ctx) })
 	}
 	if p.cfg.PolicyFile != "" {

@@ -242,6 +242,9 @@ func TestTransparentMesh(t *testing.T) {
 			}
 			return nil
 		})
+		if v := metric(a, "meshid_proxy_discovery_connected"); v != 1 {
+			t.Errorf("a's discovery stream: connected %v, want 1", v)
+		}
 		if out, err := curl(a, fmt.Sprintf("http://%s:80/", svc.Spec.ClusterIP)); err != nil || !strings.Contains(out, "hello from b") {
 			t.Fatalf("a -> Service b (%s:80): %q, %v", svc.Spec.ClusterIP, out, err)
 		}
