@@ -28,7 +28,8 @@ type Transparent struct {
 	// means ":15006".
 	InboundListen string
 	// OutboundListen receives every redirected outbound connection; empty
-	// means "127.0.0.1:15001".
+	// means 127.0.0.1:15001 and, when the pod has IPv6, [::1]:15001 (where
+	// the redirect sends IPv6 connections).
 	OutboundListen string
 	// Destinations says who is behind an address the app dials; nil means
 	// the CA's discovery stream (WatchDestinations).
@@ -124,9 +125,6 @@ func (t *Transparent) withDefaults() {
 	if t.InboundListen == "" {
 		t.InboundListen = ":" + strconv.Itoa(redirect.DefaultInboundPort)
 	}
-	if t.OutboundListen == "" {
-		t.OutboundListen = "127.0.0.1:" + strconv.Itoa(redirect.DefaultOutboundPort)
-	}
 	if t.Egress == "" {
 		t.Egress = EgressAllow
 	}
@@ -169,16 +167,29 @@ func (p *Proxy) transparentListeners() ([]*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: transparent inbound %s: %w", t.InboundListen, err)
 	}
-	out, err := net.Listen("tcp", t.OutboundListen)
+	ls := []*listener{{lis: in, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log, handle: p.transparentInbound}}
+	addr := t.OutboundListen
+	if addr == "" {
+		addr = "127.0.0.1:" + strconv.Itoa(redirect.DefaultOutboundPort)
+	}
+	out, err := net.Listen("tcp", addr)
 	if err != nil {
 		in.Close()
-		return nil, fmt.Errorf("proxy: transparent outbound %s: %w", t.OutboundListen, err)
+		return nil, fmt.Errorf("proxy: transparent outbound %s: %w", addr, err)
 	}
-	p.log.Info("transparent listeners", "inbound", in.Addr().String(), "outbound", out.Addr().String(), "egress", string(t.Egress))
-	return []*listener{
-		{lis: in, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log, handle: p.transparentInbound},
-		{lis: out, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log, handle: p.transparentOutbound},
-	}, nil
+	ls = append(ls, &listener{lis: out, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log, handle: p.transparentOutbound})
+	outs := []string{out.Addr().String()}
+	if t.OutboundListen == "" {
+		six := "[::1]:" + strconv.Itoa(redirect.DefaultOutboundPort)
+		if out6, err := net.Listen("tcp", six); err == nil {
+			ls = append(ls, &listener{lis: out6, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log, handle: p.transparentOutbound})
+			outs = append(outs, out6.Addr().String())
+		} else {
+			p.log.Debug("no IPv6 outbound listener (the pod has no IPv6 loopback)", "error", err.Error())
+		}
+	}
+	p.log.Info("transparent listeners", "inbound", in.Addr().String(), "outbound", outs, "egress", string(t.Egress))
+	return ls, nil
 }
 
 // transparentInbound serves one redirected inbound connection: a meshid

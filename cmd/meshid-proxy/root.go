@@ -157,7 +157,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 		Example: `  meshid-proxy --ca meshid-ca.meshid.svc:8443 \
     --token-file /var/run/secrets/meshid/token --trust-bundle-file /etc/meshid/ca-bundle.crt \
     --inbound :8443=127.0.0.1:8080 --policy /etc/meshid/policy.yaml \
-    --outbound 127.0.0.1:15001=db.shop.svc:8443,id=spiffe://cluster.local/ns/shop/sa/db`,
+    --outbound 127.0.0.1:9000=db.shop.svc:8443,id=spiffe://cluster.local/ns/shop/sa/db`,
 		Args: cli.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
 			_, err := o.config()
@@ -176,7 +176,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringVar(&o.policyFile, "policy", "", "YAML policy file, hot-reloaded")
 	fs.BoolVar(&o.policyFromCA, "policy-from-ca", false, "take the policy from the AuthorizationPolicies that select this pod, streamed by the CA")
 	fs.StringVar(&o.pod, "pod-name", os.Getenv("POD_NAME"), "this pod's name, for --policy-from-ca (default $POD_NAME)")
-	fs.BoolVar(&o.transparent, "transparent", false, "serve the transparent listeners meshid-init redirects the pod's TCP to (:15006 inbound, 127.0.0.1:15001 outbound)")
+	fs.BoolVar(&o.transparent, "transparent", false, "serve the transparent listeners meshid-init redirects the pod's TCP to (:15006 inbound, 127.0.0.1:15001 and [::1]:15001 outbound)")
 	fs.StringVar(&o.egress, "egress", "", "with --transparent: allow-unmeshed (default: plain to destinations outside the mesh) or deny-unmeshed")
 	fs.StringArrayVar(&o.probes, "probe", nil, "with --transparent: PORT=PATH of an HTTP probe the kubelet may make in plain from --node-ip (repeatable)")
 	fs.StringVar(&o.nodeIP, "node-ip", os.Getenv("HOST_IP"), "with --transparent: the node's address, where probes come from (default $HOST_IP)")

@@ -154,6 +154,8 @@ func TestRedirectInNetns(t *testing.T) {
 	ipCmd(t, "-n", pod.name, "addr", "add", "10.250.0.2/24", "dev", "eth0")
 	ipCmd(t, "-n", peer.name, "addr", "add", "10.250.0.3/24", "dev", "eth0")
 	ipCmd(t, "-n", peer.name, "addr", "add", "10.250.0.4/24", "dev", "eth0")
+	ipCmd(t, "-n", pod.name, "addr", "add", "fd00:250::2/64", "dev", "eth0", "nodad")
+	ipCmd(t, "-n", peer.name, "addr", "add", "fd00:250::3/64", "dev", "eth0", "nodad")
 	ipCmd(t, "-n", pod.name, "link", "set", "eth0", "up")
 	ipCmd(t, "-n", peer.name, "link", "set", "eth0", "up")
 
@@ -180,29 +182,31 @@ func TestRedirectInNetns(t *testing.T) {
 	}
 
 	pod.serve(t, "127.0.0.1:15001", "proxy-outbound")
-	pod.serve(t, "0.0.0.0:15006", "proxy-inbound")
+	pod.serve(t, "[::1]:15001", "proxy-outbound")
+	pod.serve(t, ":15006", "proxy-inbound") // both families, as the proxy's
 	pod.serve(t, "0.0.0.0:15000", "proxy-admin")
 	pod.serve(t, "0.0.0.0:9100", "app")
-	peer.serve(t, "0.0.0.0:80", "peer")
+	peer.serve(t, "[::]:80", "peer") // both families
 	peer.serve(t, "0.0.0.0:5432", "peer")
 
 	for _, tc := range []struct {
-		name     string
-		from     *netns
-		uid      int
-		addr     string
-		want     string
-		afterRem string // what the same connection reaches once the rules are removed
+		name string
+		from *netns
+		uid  int
+		addr string
+		want string
 	}{
-		{"app to a peer goes to the outbound listener", pod, 0, "10.250.0.3:80", "proxy-outbound 10.250.0.3:80", "peer"},
-		{"the proxy's own connection is left alone", pod, proxyUID, "10.250.0.3:80", "peer", "peer"},
-		{"a skipped outbound port is left alone", pod, 0, "10.250.0.3:5432", "peer", "peer"},
-		{"a skipped CIDR is left alone", pod, 0, "10.250.0.4:80", "peer", "peer"},
-		{"loopback is left alone", pod, 0, "127.0.0.1:9100", "app", "app"},
-		{"the pod's own address is left alone", pod, 0, "10.250.0.2:9100", "app", "app"},
-		{"a peer to any port goes to the inbound listener", peer, 0, "10.250.0.2:8080", "proxy-inbound 10.250.0.2:8080", "dial error"},
-		{"a skipped inbound port reaches the app", peer, 0, "10.250.0.2:9100", "app", "app"},
-		{"the admin port is never redirected", peer, 0, "10.250.0.2:15000", "proxy-admin", "proxy-admin"},
+		{"app to a peer goes to the outbound listener", pod, 0, "10.250.0.3:80", "proxy-outbound 10.250.0.3:80"},
+		{"the proxy's own connection is left alone", pod, proxyUID, "10.250.0.3:80", "peer"},
+		{"a skipped outbound port is left alone", pod, 0, "10.250.0.3:5432", "peer"},
+		{"a skipped CIDR is left alone", pod, 0, "10.250.0.4:80", "peer"},
+		{"loopback is left alone", pod, 0, "127.0.0.1:9100", "app"},
+		{"the pod's own address is left alone", pod, 0, "10.250.0.2:9100", "app"},
+		{"a peer to any port goes to the inbound listener", peer, 0, "10.250.0.2:8080", "proxy-inbound 10.250.0.2:8080"},
+		{"IPv6 to a peer goes to the outbound listener", pod, 0, "[fd00:250::3]:80", "proxy-outbound [fd00:250::3]:80"},
+		{"IPv6 from a peer goes to the inbound listener", peer, 0, "[fd00:250::2]:8080", "proxy-inbound [fd00:250::2]:8080"},
+		{"a skipped inbound port reaches the app", peer, 0, "10.250.0.2:9100", "app"},
+		{"the admin port is never redirected", peer, 0, "10.250.0.2:15000", "proxy-admin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.from.dial(t, tc.uid, tc.addr); got != tc.want {
