@@ -14,6 +14,7 @@ import (
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/policy"
 	"github.com/meshid/meshid/webhooks/admission"
 	"github.com/meshid/meshid/webhooks/distribute"
 	"github.com/meshid/meshid/webhooks/inject"
@@ -132,10 +133,24 @@ CA.
 	fs.StringVar(&o.inject.Image, "proxy-image", "ghcr.io/meshid/meshid-proxy:latest", "meshid-proxy image to inject")
 	fs.StringVar(&o.inject.CA, "ca-address", "meshid-ca.meshid.svc:8443", "meshid-ca address the injected proxy uses")
 	fs.StringVar(&o.inject.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain")
+	fs.Var((*modeFlag)(&o.inject.DefaultMode), "default-mode", "policy mode of injected pods' inbound ports that no AuthorizationPolicy names: deny, all-authenticated, cluster-authenticated or all-unauthenticated (default all-unauthenticated: meshed callers get mTLS, unmeshed ones still get through); a namespace label or pod annotation meshid.dev/default-mode overrides it")
 	fs.StringVar(&o.inject.Audience, "audience", identity.DefaultAudience, "audience of the injected token")
 	fs.StringVar(&o.inject.BundleConfigMap, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap in --namespace; a copy is kept in every namespace labelled meshid.dev/inject=enabled and every namespace a pod is injected into, for the pods to mount")
 	fs.Int64Var(&o.inject.TokenExpirationSeconds, "token-expiration", 3600, "lifetime of the injected token, seconds (at least 600)")
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)
 	return cmd
+}
+
+// modeFlag is a policy mode, checked when it is set.
+type modeFlag policy.Mode
+
+func (m *modeFlag) String() string { return string(*m) }
+func (m *modeFlag) Type() string   { return "mode" }
+func (m *modeFlag) Set(v string) error {
+	if err := policy.Mode(v).Validate(); err != nil {
+		return err
+	}
+	*m = modeFlag(v)
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/policy"
 )
 
 // Labels and annotations that steer injection.
@@ -51,6 +52,12 @@ const (
 	// (the default) or deny-unmeshed (connections to destinations outside
 	// the mesh are refused).
 	EgressLabel = "meshid.dev/egress"
+	// DefaultModeKey, as a pod annotation or else a namespace label, sets
+	// the policy mode of the pod's inbound ports that no
+	// AuthorizationPolicy names (a policy mode: deny, all-authenticated,
+	// cluster-authenticated, all-unauthenticated); it overrides
+	// Config.DefaultMode.
+	DefaultModeKey = "meshid.dev/default-mode"
 	// ImageAnnotation, CPUAnnotation, MemoryAnnotation override the defaults.
 	ImageAnnotation  = "meshid.dev/proxy-image"
 	CPUAnnotation    = "meshid.dev/proxy-cpu"
@@ -82,6 +89,13 @@ type Config struct {
 	TokenExpirationSeconds int64
 	// CPU and Memory requests of the proxy.
 	CPU, Memory string
+	// DefaultMode is the policy mode of inbound ports no AuthorizationPolicy
+	// names, for pods and namespaces that do not set DefaultModeKey; empty
+	// means policy.AllUnauthenticated, so that injecting a pod breaks none
+	// of its callers (meshed callers get mTLS all the same, unmeshed ones
+	// still reach it in plain) until a policy or a stricter default says
+	// otherwise.
+	DefaultMode policy.Mode
 }
 
 // Decide says whether pod gets the sidecar, and why.
@@ -163,8 +177,22 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 		args = append(args, "--outbound=127.0.0.1:"+port+"="+strings.ReplaceAll(target, ";", ","))
 	}
 	// The policy of every port comes from the AuthorizationPolicies that
-	// select the pod (default deny); the kubelet's probes pass as plain.
-	args = append(args, "--transparent", "--policy-from-ca")
+	// select the pod, and the default mode for the ports none names; the
+	// kubelet's probes pass as plain even in mode deny.
+	mode, where := cfg.DefaultMode, "Config.DefaultMode"
+	if v, ok := namespaceLabels[DefaultModeKey]; ok {
+		mode, where = policy.Mode(v), "namespace label "+DefaultModeKey
+	}
+	if v, ok := out.Annotations[DefaultModeKey]; ok {
+		mode, where = policy.Mode(v), "pod annotation "+DefaultModeKey
+	}
+	if mode == "" {
+		mode = policy.AllUnauthenticated
+	}
+	if err := mode.Validate(); err != nil {
+		return nil, fmt.Errorf("inject: %s: %w", where, err)
+	}
+	args = append(args, "--transparent", "--policy-from-ca", "--default-mode="+string(mode))
 	switch egress := namespaceLabels[EgressLabel]; egress {
 	case "":
 	case "allow-unmeshed", "deny-unmeshed":

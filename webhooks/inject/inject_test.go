@@ -1,6 +1,7 @@
 package inject_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -150,5 +151,57 @@ func TestPodTransparent(t *testing.T) {
 	}
 	if _, err := inject.Pod(pod(nil), map[string]string{inject.EgressLabel: "open"}, cfg); err == nil {
 		t.Error("a bad egress label was accepted")
+	}
+}
+
+// TestPodDefaultMode: injection breaks no caller by default
+// (all-unauthenticated); a namespace label, then a pod annotation, make it
+// stricter; an unknown mode is refused with the place it came from.
+func TestPodDefaultMode(t *testing.T) {
+	strict := cfg
+	strict.DefaultMode = "cluster-authenticated"
+	tests := []struct {
+		name       string
+		cfg        inject.Config
+		annotation string // "" means none
+		label      string
+		want       string // the proxy's --default-mode, or the error
+	}{
+		{name: "default", cfg: cfg, want: "all-unauthenticated"},
+		{name: "the webhook's flag", cfg: strict, want: "cluster-authenticated"},
+		{name: "namespace label over the flag", cfg: strict, label: "deny", want: "deny"},
+		{name: "pod annotation over the label", cfg: strict, label: "deny", annotation: "all-authenticated", want: "all-authenticated"},
+		{name: "unknown mode in the label", cfg: cfg, label: "allow-all", want: "inject: namespace label meshid.dev/default-mode: policy: invalid policy: unknown mode \"allow-all\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			annotations := map[string]string{}
+			if tt.annotation != "" {
+				annotations[inject.DefaultModeKey] = tt.annotation
+			}
+			labels := map[string]string{}
+			if tt.label != "" {
+				labels[inject.DefaultModeKey] = tt.label
+			}
+			out, err := inject.Pod(pod(annotations), labels, tt.cfg)
+			if strings.HasPrefix(tt.want, "inject:") {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+					t.Fatalf("Pod = %v, want an error starting %q", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var proxy corev1.Container
+			for _, c := range out.Spec.Containers {
+				if c.Name == inject.ContainerName {
+					proxy = c
+				}
+			}
+			if !slices.Contains(proxy.Args, "--default-mode="+tt.want) {
+				t.Fatalf("proxy args %v, want --default-mode=%s", proxy.Args, tt.want)
+			}
+		})
 	}
 }
