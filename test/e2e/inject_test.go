@@ -43,30 +43,7 @@ func TestInjector(t *testing.T) {
 	e := need(t)
 	ctx := context.Background()
 	home := namespace(t, "webhook")
-	name := "meshid-injector-" + home
-	addr := freeAddr(t)
-	fail := admissionregistrationv1.Fail
-	none := admissionregistrationv1.SideEffectClassNone
-	url := "https://" + addr + "/inject"
-	_, err := e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    "inject.meshid.dev",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url},
-			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"meshid-e2e": name}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-			TimeoutSeconds:          ptr.To[int32](10),
-		}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
+	name, addr := registerInjector(t, home)
 	anchor := newAnchor(t, "injector anchor")
 	if _, err := e.client.CoreV1().ConfigMaps(home).Create(ctx, bundleConfigMap(anchor.CertPEM()), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -230,4 +207,35 @@ func filterVolumes(vs []corev1.Volume) []corev1.Volume {
 		}
 	}
 	return out
+}
+
+// registerInjector registers a mutating webhook that sends the pods of
+// namespaces labelled meshid-e2e=NAME to https://ADDR/inject (no CA bundle:
+// meshid-webhook fills it in), removed when the test ends.
+func registerInjector(t *testing.T, home string) (name, addr string) {
+	t.Helper()
+	name = "meshid-injector-" + home
+	addr = freeAddr(t)
+	url := "https://" + addr + "/inject"
+	fail, none := admissionregistrationv1.Fail, admissionregistrationv1.SideEffectClassNone
+	_, err := env.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(context.Background(), &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "inject.meshid.dev",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"meshid-e2e": name}},
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			AdmissionReviewVersions: []string{"v1"},
+			TimeoutSeconds:          ptr.To[int32](10),
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = env.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return name, addr
 }

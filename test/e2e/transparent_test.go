@@ -14,12 +14,10 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
 
 	"github.com/meshid/meshid/test/node"
 	"github.com/meshid/meshid/webhooks/inject"
@@ -39,29 +37,7 @@ func startInjector(t *testing.T, ca *caProcess) string {
 	e := need(t)
 	ctx := context.Background()
 	home := namespace(t, "injector")
-	name := "meshid-injector-" + home
-	addr := freeAddr(t)
-	url := "https://" + addr + "/inject"
-	fail, none := admissionregistrationv1.Fail, admissionregistrationv1.SideEffectClassNone
-	_, err := e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    "inject.meshid.dev",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url},
-			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"meshid-e2e": name}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-			TimeoutSeconds:          ptr.To[int32](10),
-		}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
+	name, addr := registerInjector(t, home)
 	if _, err := e.client.CoreV1().ConfigMaps(home).Create(ctx, bundleConfigMap(ca.anchor.CertPEM()), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
