@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,67 +14,19 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
-	"github.com/meshid/meshid/bundle"
-	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation"
 	"github.com/meshid/meshid/test/bench"
 )
 
 const (
-	audience    = identity.DefaultAudience
-	trustDomain = identity.DefaultTrustDomain
-	caNS        = "meshid"
+	audience    = bench.Audience
+	trustDomain = bench.TrustDomain
+	caNS        = bench.CANamespace
 )
-
-// pki is the trust material of the run, stored for meshid-ca as its issuer
-// Secret and bundle ConfigMap.
-type pki struct {
-	anchor, issuer *issuer.KeyPair
-	bundle         *bundle.Bundle
-}
-
-func newPKI(ctx context.Context, client kubernetes.Interface) (*pki, error) {
-	anchor, err := issuer.NewAnchor(issuer.CAParams{CommonName: "bench anchor", TTL: 48 * time.Hour})
-	if err != nil {
-		return nil, err
-	}
-	iss, err := anchor.NewIntermediate(issuer.CAParams{CommonName: "bench issuer", TTL: 24 * time.Hour, MaxPathLenZero: true})
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := iss.KeyPEM()
-	if err != nil {
-		return nil, err
-	}
-	b, err := bundle.Parse(anchor.CertPEM())
-	if err != nil {
-		return nil, err
-	}
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: caNS}}, metav1.CreateOptions{}); err != nil {
-		return nil, err
-	}
-	if _, err := client.CoreV1().Secrets(caNS).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "meshid-issuer"},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{"tls.crt": iss.CertPEM(), "tls.key": keyPEM},
-	}, metav1.CreateOptions{}); err != nil {
-		return nil, err
-	}
-	if _, err := client.CoreV1().ConfigMaps(caNS).Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "meshid-trust-bundle"},
-		Data:       map[string]string{"ca-bundle.crt": string(anchor.CertPEM())},
-	}, metav1.CreateOptions{}); err != nil {
-		return nil, err
-	}
-	return &pki{anchor: anchor, issuer: iss, bundle: b}, nil
-}
 
 // caProc is a running meshid-ca and a way to call it.
 type caProc struct {
@@ -85,41 +36,16 @@ type caProc struct {
 
 // startCA runs meshid-ca under pin and waits until it is ready.
 func (r *runner) startCA(pin bench.Pinned, name string, args ...string) (*caProc, error) {
-	addr, admin := freeAddr(), freeAddr()
-	p, err := pin.Start(r.work, name, filepath.Join(r.bin, "meshid-ca"), append([]string{
-		"--kubeconfig", r.cluster.Kubeconfig, "--namespace", caNS,
-		"--issuer-secret", "meshid-issuer", "--trust-bundle", "meshid-trust-bundle",
-		"--listen", addr, "--admin-listen", admin, "--fleet-report-interval", "-1s",
-	}, append(r.supported("meshid-ca",
-		// All the load comes from one address here; in a cluster, from a pod each.
-		"--max-connections-per-caller=-1", "--max-calls-per-caller=-1", "--profiling"), args...)...)...)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitReady(p, admin); err != nil {
-		return nil, err
-	}
-	return &caProc{Proc: p, addr: addr, admin: admin}, nil
-}
-
-// waitReady waits until the meshid process p answers /ready on admin, and
-// stops it if it never does.
-func waitReady(p *bench.Proc, admin string) error {
-	err := p.WaitFor(30*time.Second, func() error {
-		resp, err := http.Get("http://" + admin + "/ready")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/ready: %s", resp.Status)
-		}
-		return nil
+	ca, err := bench.StartCA(bench.CAConfig{
+		Bin: filepath.Join(r.bin, "meshid-ca"), Dir: r.work, Name: name, Kubeconfig: r.cluster.Kubeconfig, Pin: pin,
+		Args: append(append([]string{"--fleet-report-interval", "-1s"}, r.supported("meshid-ca",
+			// All the load comes from one address here; in a cluster, from a pod each.
+			"--max-connections-per-caller=-1", "--max-calls-per-caller=-1", "--profiling")...), args...),
 	})
 	if err != nil {
-		p.Stop()
+		return nil, err
 	}
-	return err
+	return &caProc{Proc: ca.Proc, addr: ca.Addr, admin: ca.Admin}, nil
 }
 
 // supported returns the flags that the binary name in --bin knows, so
@@ -142,8 +68,8 @@ func (r *runner) clients(ca *caProc, n int) ([]identityv1.IdentityClient, func()
 	var out []identityv1.IdentityClient
 	var closers []func() error
 	for range n {
-		conn, err := rotation.DialCA(ca.addr, r.pki.bundle.X509Bundle(spiffeid.RequireTrustDomainFromString(trustDomain)),
-			spiffeid.RequireFromSegments(spiffeid.RequireTrustDomainFromString(trustDomain), "ns", caNS, "sa", "meshid-ca"))
+		conn, err := rotation.DialCA(ca.addr, r.pki.Bundle.X509Bundle(spiffeid.RequireTrustDomainFromString(trustDomain)),
+			spiffeid.RequireFromString(bench.CAID()))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -159,35 +85,15 @@ func (r *runner) clients(ca *caProc, n int) ([]identityv1.IdentityClient, func()
 
 // serviceAccounts creates n service accounts in ns.
 func (r *runner) serviceAccounts(ctx context.Context, ns string, n int) error {
-	if _, err := r.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	run := bench.Batch(ctx, n, 16, func(ctx context.Context, i int) error {
-		_, err := r.kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("sa-%d", i)}}, metav1.CreateOptions{})
-		return err
-	})
-	return run.FirstErr
+	return bench.ServiceAccounts(ctx, r.kube, ns, n)
 }
 
 // tokens asks for a new token of each of the n service accounts of ns.
 func (r *runner) tokens(ctx context.Context, ns string, n int) ([]string, error) {
-	toks := make([]string, n)
-	run := bench.Batch(ctx, n, 16, func(ctx context.Context, i int) error {
-		tr, err := r.kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, fmt.Sprintf("sa-%d", i), &authenticationv1.TokenRequest{
-			Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](3600)},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		toks[i] = tr.Status.Token
-		return nil
-	})
-	return toks, run.FirstErr
+	return bench.Tokens(ctx, r.kube, ns, n)
 }
 
-func workloadID(ns string, i int) string {
-	return fmt.Sprintf("spiffe://%s/ns/%s/sa/sa-%d", trustDomain, ns, i)
-}
+func workloadID(ns string, i int) string { return bench.WorkloadID(ns, i) }
 
 // issuance measures the CA: the raw limit, meshid-ca and SPIRE server at
 // each concurrency, and the restart storm.
@@ -267,13 +173,13 @@ func (r *runner) issuance(ctx context.Context) error {
 
 // rawLimit runs `bench raw-limit` pinned to the server CPUs.
 func (r *runner) rawLimit(csr []byte) (float64, error) {
-	keyPEM, err := r.pki.issuer.KeyPEM()
+	keyPEM, err := r.pki.Issuer.KeyPEM()
 	if err != nil {
 		return 0, err
 	}
 	certFile, keyFile, csrFile := filepath.Join(r.work, "issuer.crt"), filepath.Join(r.work, "issuer.key"), filepath.Join(r.work, "raw.csr")
 	for f, b := range map[string][]byte{
-		certFile: r.pki.issuer.CertPEM(), keyFile: keyPEM,
+		certFile: r.pki.Issuer.CertPEM(), keyFile: keyPEM,
 		csrFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}),
 	} {
 		if err := os.WriteFile(f, b, 0o600); err != nil {

@@ -55,7 +55,7 @@ func (r *runner) dataPlane(ctx context.Context) error {
 		return err
 	}
 	anchorsFile := filepath.Join(r.work, "anchors.pem")
-	if err := os.WriteFile(anchorsFile, r.pki.anchor.CertPEM(), 0o600); err != nil {
+	if err := os.WriteFile(anchorsFile, r.pki.Anchor.CertPEM(), 0o600); err != nil {
 		return err
 	}
 
@@ -160,7 +160,7 @@ func rotate[T any](s []T, run int) []T {
 // meshPair starts the web (outbound) and db (inbound) meshid-proxies.
 func (r *runner) meshPair(ca *caProc, toks []string, anchorsFile string, app *path) (*path, error) {
 	dbID := workloadID("dp", 1)
-	in, bulkIn, out, bulkOut := freeAddr(), freeAddr(), freeAddr(), freeAddr()
+	in, bulkIn, out, bulkOut := bench.FreeAddr(), bench.FreeAddr(), bench.FreeAddr(), bench.FreeAddr()
 	db, err := r.startProxy(ca, "db-proxy", toks[1], anchorsFile,
 		"--inbound", in+"="+app.echo, "--inbound", bulkIn+"="+app.bulk, "--default-mode", "cluster-authenticated")
 	if err != nil {
@@ -186,7 +186,7 @@ func (r *runner) startProxy(ca *caProc, name, token, anchorsFile string, args ..
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		return nil, err
 	}
-	admin := freeAddr()
+	admin := bench.FreeAddr()
 	p, err := r.server.Start(r.work, name, filepath.Join(r.bin, "meshid-proxy"), append([]string{
 		"--ca", ca.addr, "--ca-id", fmt.Sprintf("spiffe://%s/ns/%s/sa/meshid-ca", trustDomain, caNS),
 		"--token-file", tokenFile, "--trust-bundle-file", anchorsFile, "--admin-listen", admin,
@@ -194,7 +194,7 @@ func (r *runner) startProxy(ca *caProc, name, token, anchorsFile string, args ..
 	if err != nil {
 		return nil, err
 	}
-	if err := waitReady(p, admin); err != nil {
+	if err := bench.WaitReady(p, admin); err != nil {
 		return nil, err
 	}
 	return &proxyProc{Proc: p, admin: admin}, nil
@@ -227,7 +227,7 @@ func (r *runner) svidFiles(ctx context.Context, ca *caProc, token, name, anchors
 
 // nginxPair starts two nginx stream proxies doing the meshid pair's job.
 func (r *runner) nginxPair(t [dataplaneSAs]bench.NginxTLS, app *path) (*path, error) {
-	in, bulkIn, out, bulkOut := freeAddr(), freeAddr(), freeAddr(), freeAddr()
+	in, bulkIn, out, bulkOut := bench.FreeAddr(), bench.FreeAddr(), bench.FreeAddr(), bench.FreeAddr()
 	db, err := bench.StartNginx(r.nginx, filepath.Join(r.work, "nginx-db"), r.server, []string{in, bulkIn},
 		bench.NginxInbound(in, app.echo, t[1]), bench.NginxInbound(bulkIn, app.bulk, t[1]))
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -59,7 +58,7 @@ type runner struct {
 	loadCPUs             string
 	cluster              *cluster.Cluster
 	kube                 kubernetes.Interface
-	pki                  *pki
+	pki                  *bench.PKI
 	profiles             string // folder for CPU profiles; empty: none
 	figures              map[string]*bench.Figure
 	notes                []string
@@ -187,7 +186,7 @@ func runMain(args []string) error {
 	if r.kube, err = kubernetes.NewForConfig(rc); err != nil {
 		return err
 	}
-	if r.pki, err = newPKI(ctx, r.kube); err != nil {
+	if r.pki, err = bench.NewPKI(ctx, r.kube); err != nil {
 		return err
 	}
 
@@ -208,15 +207,6 @@ func runMain(args []string) error {
 	}
 	log.Printf("wrote %s", *out)
 	return nil
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // onlineCPUs counts the machine's CPUs, whatever this process's affinity.
