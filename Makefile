@@ -82,6 +82,12 @@ bench: controlplane build ## measure issuance and the data plane against the raw
 	$(GO) build -o $(BIN)/meshid-bench ./test/cmd/bench
 	$(BIN)/meshid-bench --bin $(BIN) --spire "$$(test/bench/spire-install.sh | tail -n1)" --nginx "$$(command -v nginx)" $(BENCH_FLAGS)
 
+SCALE_FLAGS ?=
+.PHONY: scale
+scale: controlplane build ## simulate a fleet of proxies (default 1,000; SCALE_FLAGS="--proxies 10000") against 4 meshid-ca replicas; prints Markdown
+	$(GO) build -o $(BIN)/meshid-scale ./test/cmd/scale
+	$(BIN)/meshid-scale --bin $(BIN) $(SCALE_FLAGS)
+
 SOAK ?= 30m
 .PHONY: soak
 soak: controlplane ## run the soak test for SOAK (default 30m): renewal storm and traffic, no growth, no failure

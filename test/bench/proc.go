@@ -198,6 +198,9 @@ func statusField(path string, names ...string) (int64, error) {
 	return total, s.Err()
 }
 
+// ProcessRSS is the resident memory of process pid, in bytes.
+func ProcessRSS(pid int) (int64, error) { return rss(pid) }
+
 func rss(pid int) (int64, error) {
 	kb, err := statusField(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
 	return kb << 10, err
