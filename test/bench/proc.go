@@ -81,11 +81,15 @@ func (p *Proc) Exited() (bool, error) {
 }
 
 // Stop sends SIGTERM, then SIGKILL after 5 s, and waits.
-func (p *Proc) Stop() {
+func (p *Proc) Stop() { p.StopWithin(5 * time.Second) }
+
+// StopWithin sends SIGTERM, then SIGKILL after grace (as the kubelet does
+// after a pod's terminationGracePeriodSeconds), and waits.
+func (p *Proc) StopWithin(grace time.Duration) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(grace):
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}

@@ -95,7 +95,7 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 	defer cancel()
 	writes := s.watchFleet(wctx)
 	sleep(ctx, time.Second) // the watch's initial list falls before the window
-	before, err := s.caStats(ctx)
+	before, err := s.caStats(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 		return ctx.Err()
 	}
 	window := time.Since(start)
-	after, err := s.caStats(ctx)
+	after, err := s.caStats(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -278,10 +278,21 @@ func (s *sim) restart(ctx context.Context) error {
 			share = append(share, p)
 		}
 	}
+	breaksBefore := make([]int64, len(share))
+	for k, p := range share {
+		breaksBefore[k] = p.breaks.Load()
+	}
 	t0 := time.Now()
-	s.cas[victim].Stop()
+	// Kubernetes' default terminationGracePeriodSeconds.
+	const grace = 30 * time.Second
+	s.cas[victim].StopWithin(grace)
+	_, exit := s.cas[victim].Exited()
 	s.cas[victim] = nil
 	stopped := time.Since(t0)
+	how := "exited by itself"
+	if exit != nil {
+		how = fmt.Sprintf("ended: %v (SIGKILL %s after the SIGTERM)", exit, grace)
+	}
 	back := func(up func(*proxy) int64) func() int {
 		return func() int {
 			n := 0
@@ -310,13 +321,35 @@ func (s *sim) restart(ctx context.Context) error {
 		}
 		return fmt.Sprintf("p50 %s, p99 %s, last %s", ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), ms(lat.Quantile(1)))
 	}
-	s.add("restart", "replica stopped (SIGTERM until exit)", "%s, %d proxies on it", ms(stopped), len(share))
+	// Why the share's streams broke, and how often each did before it
+	// was back.
+	why := map[string]int{}
+	var tries bench.Latencies // counts, as durations, for Quantile
+	for k, p := range share {
+		tries = append(tries, time.Duration(p.breaks.Load()-breaksBefore[k]))
+		if msg := p.lastBreak.Load(); msg != nil {
+			m := *msg
+			if len(m) > 160 {
+				m = m[:160] + "…"
+			}
+			why[m]++
+		}
+	}
+	for m, c := range why {
+		if c*20 >= len(share) { // the reasons of at least 5 % of the share
+			s.note("After the restart, %d of the %d proxies' bundle streams last broke with: %s", c, len(share), m)
+		}
+	}
+	s.add("restart", "breaks of each proxy's bundle stream until it was back", "p50 %d, max %d", int64(tries.Quantile(0.5)), int64(tries.Quantile(1)))
+	s.add("restart", "replica stopped (SIGTERM until exit)", "%s, %d proxies on it; %s", ms(stopped), len(share), how)
 	s.add("restart", "its share's bundle streams open on another replica", "%s after the SIGTERM", spread(bundleUp))
 	if s.o.policy {
 		s.add("restart", "its share's policy streams open on another replica", "%s after the SIGTERM", spread(policyUp))
 	}
 	t1 := time.Now()
-	ca, err := bench.StartCA(s.caCfgs[victim])
+	again := s.caCfgs[victim]
+	again.Name += "-restarted"
+	ca, err := bench.StartCA(again)
 	if err != nil {
 		return fmt.Errorf("restart replica %d: %w", victim, err)
 	}

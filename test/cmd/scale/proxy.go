@@ -53,7 +53,9 @@ type proxy struct {
 	policyUp   atomic.Int64 // the same for the policy stream
 	gotNew     atomic.Int64 // Unix ns the new bundle arrived; 0 before
 	bundleSHA  atomic.Pointer[string]
-	firstReady chan struct{} // closed at the first bundle
+	breaks     atomic.Int64           // bundle streams that broke or could not open
+	lastBreak  atomic.Pointer[string] // why the latest one did
+	firstReady chan struct{}          // closed at the first bundle
 }
 
 // swarm is the simulated proxies and what they share: the CA replicas'
@@ -147,6 +149,11 @@ func (f *swarm) watchBundle(ctx context.Context, p *proxy) {
 			}
 		}
 		p.bundleUp.Store(0)
+		if ctx.Err() == nil {
+			p.breaks.Add(1)
+			msg := err.Error()
+			p.lastBreak.Store(&msg)
+		}
 		if !sleep(ctx, backoff.Next()) {
 			return
 		}

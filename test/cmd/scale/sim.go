@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -84,7 +86,7 @@ func (s *sim) run(ctx context.Context) error {
 	if err := s.startReplicas(); err != nil {
 		return err
 	}
-	idle, err := s.caStats(ctx)
+	idle, err := s.caStats(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -192,7 +194,7 @@ func (s *sim) startReplicas() error {
 		cfg := bench.CAConfig{
 			Bin: filepath.Join(s.o.bin, "meshid-ca"), Dir: s.work, Name: fmt.Sprintf("meshid-ca-%d", r),
 			Kubeconfig: s.cluster.Kubeconfig, Addr: bench.FreeAddr(), Admin: bench.FreeAddr(),
-			Args: []string{"--replica", fmt.Sprintf("scale-%d", r), "--log-level", "warn", "--profiling"},
+			Args: []string{"--replica", fmt.Sprintf("scale-%d", r), "--profiling"},
 		}
 		if s.o.policy {
 			cfg.Args = append(cfg.Args, "--watch-policies")
@@ -340,14 +342,25 @@ func (s *sim) connect(ctx context.Context) error {
 // replicaStats is one reading of one replica.
 type replicaStats struct {
 	rss        int64
+	heap       float64 // heap in use right after a GC (with gc)
+	stacks     float64
 	goroutines float64
 	watchers   float64
 	cpu        time.Duration
 }
 
-func (s *sim) caStats(ctx context.Context) ([]replicaStats, error) {
+// caStats reads every replica; with gc, each runs a garbage collection
+// first (through pprof's heap endpoint), so its heap in use is what it
+// holds live. meshid-ca runs with GOGC 400, so between collections its
+// heap, and so its RSS, holds up to five times what is live.
+func (s *sim) caStats(ctx context.Context, gc bool) ([]replicaStats, error) {
 	out := make([]replicaStats, len(s.cas))
 	for r, ca := range s.cas {
+		if gc {
+			if err := get(ctx, "http://"+ca.Admin+"/debug/pprof/heap?gc=1"); err != nil {
+				return nil, fmt.Errorf("replica %d: GC: %w", r, err)
+			}
+		}
 		rss, err := ca.RSS()
 		if err != nil {
 			return nil, err
@@ -360,7 +373,10 @@ func (s *sim) caStats(ctx context.Context) ([]replicaStats, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[r] = replicaStats{rss: rss, cpu: u.CPU, goroutines: m.Sum("go_goroutines", nil), watchers: m.Sum("meshid_ca_bundle_watchers", nil)}
+		out[r] = replicaStats{
+			rss: rss, cpu: u.CPU, goroutines: m.Sum("go_goroutines", nil), watchers: m.Sum("meshid_ca_bundle_watchers", nil),
+			heap: m.Sum("go_memstats_heap_inuse_bytes", nil), stacks: m.Sum("go_memstats_stack_inuse_bytes", nil),
+		}
 	}
 	return out, nil
 }
@@ -369,14 +385,16 @@ func (s *sim) caStats(ctx context.Context) ([]replicaStats, error) {
 // and its streams), from the difference to the idle reading.
 func (s *sim) perProxy(ctx context.Context, idle []replicaStats) error {
 	sleep(ctx, 5*time.Second) // let the connect burst settle
-	loaded, err := s.caStats(ctx)
+	loaded, err := s.caStats(ctx, true)
 	if err != nil {
 		return err
 	}
-	var rss, gor, watchers float64
+	var rss, heap, stacks, gor, watchers float64
 	var maxRSS int64
 	for r := range loaded {
 		rss += float64(loaded[r].rss - idle[r].rss)
+		heap += loaded[r].heap - idle[r].heap
+		stacks += loaded[r].stacks - idle[r].stacks
 		gor += loaded[r].goroutines - idle[r].goroutines
 		watchers += loaded[r].watchers
 		maxRSS = max(maxRSS, loaded[r].rss)
@@ -387,18 +405,19 @@ func (s *sim) perProxy(ctx context.Context, idle []replicaStats) error {
 		streams = "a bundle and a policy stream"
 	}
 	s.add("CA replica", "RSS per 1,000 proxies (one connection, "+streams+" each)", "%.1f MiB (all replicas: %.0f MiB more than idle; largest replica %.0f MiB)", rss/n*1000/(1<<20), rss/(1<<20), float64(maxRSS)/(1<<20))
+	s.add("CA replica", "live heap and stacks per 1,000 proxies (after a GC)", "%.1f MiB heap, %.1f MiB stacks", heap/n*1000/(1<<20), stacks/n*1000/(1<<20))
 	s.add("CA replica", "goroutines per 1,000 proxies", "%.0f (bundle watchers counted by the CAs: %.0f)", gor/n*1000, watchers)
 	self, _ := bench.ProcessRSS(os.Getpid())
 	s.add("simulator", "RSS per simulated proxy", "%.0f KiB (%d MiB in all)", float64(self)/n/1024, self>>20)
 
 	// A quiet window: the streams are held, no heartbeats yet.
 	quiet := 15 * time.Second
-	before, err := s.caStats(ctx)
+	before, err := s.caStats(ctx, false)
 	if err != nil {
 		return err
 	}
 	sleep(ctx, quiet)
-	after, err := s.caStats(ctx)
+	after, err := s.caStats(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -408,4 +427,22 @@ func (s *sim) perProxy(ctx context.Context, idle []replicaStats) error {
 	}
 	s.add("CA replica", "CPU to hold the streams, no heartbeats", "%.1f ms/s per 1,000 proxies (all replicas, %s window)", float64(cpu.Milliseconds())/quiet.Seconds()/n*1000, quiet)
 	return nil
+}
+
+// get fetches url and throws the answer away.
+func get(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return err
 }
