@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -282,6 +283,11 @@ func (s *sim) restart(ctx context.Context) error {
 	for k, p := range share {
 		breaksBefore[k] = p.breaks.Load()
 	}
+	// The victim's CPU drops out of cpuUsed once it is gone.
+	cpu0 := s.cpuUsed()
+	if u, err := s.cas[victim].Usage(); err == nil {
+		cpu0 -= u.CPU
+	}
 	t0 := time.Now()
 	// Kubernetes' default terminationGracePeriodSeconds.
 	const grace = 30 * time.Second
@@ -289,6 +295,7 @@ func (s *sim) restart(ctx context.Context) error {
 	_, exit := s.cas[victim].Exited()
 	s.cas[victim] = nil
 	stopped := time.Since(t0)
+	exited := t0.Add(stopped)
 	how := "exited by itself"
 	if exit != nil {
 		how = fmt.Sprintf("ended: %v (SIGKILL %s after the SIGTERM)", exit, grace)
@@ -305,6 +312,7 @@ func (s *sim) restart(ctx context.Context) error {
 		}
 	}
 	bundleUp := func(p *proxy) int64 { return p.bundleUp.Load() }
+	dialed := func(p *proxy) int64 { return p.dialed.Load() }
 	policyUp := func(p *proxy) int64 { return p.policyUp.Load() }
 	if !waitUntil(ctx, 3*time.Minute, func() bool { return back(bundleUp)() == len(share) }) {
 		s.note("After the restart only %d of %d bundle streams came back within 3 minutes.", back(bundleUp)(), len(share))
@@ -312,6 +320,7 @@ func (s *sim) restart(ctx context.Context) error {
 	if s.o.policy && !waitUntil(ctx, 5*time.Minute, func() bool { return back(policyUp)() == len(share) }) {
 		s.note("After the restart only %d of %d policy streams came back within 5 minutes.", back(policyUp)(), len(share))
 	}
+	busy, wall := s.cpuUsed()-cpu0, time.Since(t0)
 	spread := func(up func(*proxy) int64) string {
 		var lat bench.Latencies
 		for _, p := range share {
@@ -342,10 +351,12 @@ func (s *sim) restart(ctx context.Context) error {
 	}
 	s.add("restart", "breaks of each proxy's bundle stream until it was back", "p50 %d, max %d", int64(tries.Quantile(0.5)), int64(tries.Quantile(1)))
 	s.add("restart", "replica stopped (SIGTERM until exit)", "%s, %d proxies on it; %s", ms(stopped), len(share), how)
-	s.add("restart", "its share's bundle streams open on another replica", "%s after the SIGTERM", spread(bundleUp))
+	s.add("restart", "its share's new connections dialled", "%s after the SIGTERM", spread(dialed))
+	s.add("restart", "its share's bundle streams open on another replica", "%s after the SIGTERM (the replica had exited %s after it)", spread(bundleUp), ms(exited.Sub(t0)))
 	if s.o.policy {
 		s.add("restart", "its share's policy streams open on another replica", "%s after the SIGTERM", spread(policyUp))
 	}
+	s.add("restart", "CPU of the other replicas and the simulator until the share was back", "%.1f s in %.1f s (%d CPUs)", busy.Seconds(), wall.Seconds(), runtime.NumCPU())
 	t1 := time.Now()
 	again := s.caCfgs[victim]
 	again.Name += "-restarted"
@@ -356,6 +367,21 @@ func (s *sim) restart(ctx context.Context) error {
 	s.cas[victim] = ca
 	s.add("restart", "replica ready again", "%s after it was started", ms(time.Since(t1)))
 	return nil
+}
+
+// cpuUsed is the CPU time of the simulator and the live replicas so far.
+func (s *sim) cpuUsed() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	total := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	for _, ca := range s.cas {
+		if ca != nil {
+			if u, err := ca.Usage(); err == nil {
+				total += u.CPU
+			}
+		}
+	}
+	return total
 }
 
 func ms(d time.Duration) string {

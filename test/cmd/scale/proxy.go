@@ -47,6 +47,7 @@ type proxy struct {
 	status *identityv1.ProxyStatus // what it reports, less the bundle
 	conn   *grpc.ClientConn
 	dials  atomic.Int64
+	dialed atomic.Int64 // Unix ns of the latest dial
 
 	on         atomic.Int32 // replica of the connection last made
 	bundleUp   atomic.Int64 // Unix ns the current bundle stream's first message came; 0 while down
@@ -73,6 +74,7 @@ type swarm struct {
 // endpoints, on loopback).
 func (f *swarm) dial(p *proxy) func(context.Context, string) (net.Conn, error) {
 	return func(ctx context.Context, _ string) (net.Conn, error) {
+		p.dialed.Store(time.Now().UnixNano())
 		start := p.home
 		if p.dials.Add(1) > 1 {
 			start = rand.IntN(len(f.addrs))
