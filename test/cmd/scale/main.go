@@ -48,6 +48,7 @@ type options struct {
 	policy          bool
 	out             string
 	keep            bool
+	caArgs          []string
 }
 
 func main() {
@@ -66,6 +67,13 @@ func main() {
 	fs.BoolVar(&o.policy, "policy", true, "hold a WatchPolicy stream per proxy too (meshid-ca --watch-policies)")
 	fs.StringVar(&o.out, "out", "", "also write the Markdown to this file")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work folder (logs) after the run")
+	fs.Func("ca-flag", "a further meshid-ca flag, e.g. --ca-flag=--max-fleet-instances=-1 (repeatable)", func(v string) error {
+		if !strings.HasPrefix(v, "--") {
+			return fmt.Errorf("%q is not a flag: spell it --name=value", v)
+		}
+		o.caArgs = append(o.caArgs, v)
+		return nil
+	})
 	err := fs.Parse(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return

@@ -199,6 +199,7 @@ func (s *sim) startReplicas() error {
 		if s.o.policy {
 			cfg.Args = append(cfg.Args, "--watch-policies")
 		}
+		cfg.Args = append(cfg.Args, s.o.caArgs...)
 		ca, err := bench.StartCA(cfg)
 		if err != nil {
 			return err
