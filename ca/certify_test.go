@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -202,7 +204,7 @@ func TestSign(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	load := func(t *testing.T, anchor, iss *issuer.KeyPair) *trust.Store {
 		t.Helper()
-		s := trust.NewStore(trust.Config{Now: func() time.Time { return now }})
+		s := trust.NewStore(trust.Config{Clock: clocktesting.NewFakePassiveClock(now)})
 		if _, err := s.SetBundle(anchor.CertPEM()); err != nil {
 			t.Fatal(err)
 		}

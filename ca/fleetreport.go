@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,7 +16,7 @@ import (
 
 func (s *Service) fleetReport() fleet.Report {
 	st := s.store.Load()
-	r := fleet.Report{Replica: s.cfg.Replica, Updated: s.cfg.Now(), Proxies: s.server.Fleet().Live()}
+	r := fleet.Report{Replica: s.cfg.Replica, Updated: s.cfg.Clock.Now(), Proxies: s.server.Fleet().Live()}
 	if st.Issuer != nil {
 		r.IssuerSHA256 = issuer.Fingerprint(st.Issuer)
 	}
@@ -46,7 +45,7 @@ func FleetConfigMapName(replica string) string {
 func (s *Service) publishFleet(ctx context.Context) error {
 	name := FleetConfigMapName(s.cfg.Replica)
 	cms := s.cfg.Client.CoreV1().ConfigMaps(s.cfg.Namespace)
-	tick := time.NewTicker(s.cfg.FleetReportInterval)
+	tick := s.cfg.Clock.NewTicker(s.cfg.FleetReportInterval)
 	defer tick.Stop()
 	failing := false
 	for {
@@ -68,7 +67,7 @@ func (s *Service) publishFleet(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -70,7 +72,7 @@ func newReporter(t *testing.T, reg *fleet.Registry) *reporter {
 	var err error
 	r.server, err = ca.NewServer(ca.ServerConfig{
 		TrustDomain: td, Authenticator: tokens{"web": "shop/web", "db": "shop/db"}, Trust: r.store,
-		Metrics: r.metrics, Now: func() time.Time { return r.now }, Log: slog.New(slog.NewTextHandler(r.log, nil)),
+		Metrics: r.metrics, Clock: r.clock, Log: slog.New(slog.NewTextHandler(r.log, nil)),
 		Fleet: reg,
 	})
 	if err != nil {
@@ -167,7 +169,7 @@ func TestReportStatusKeysByCaller(t *testing.T) {
 // a message, counted by reason, and changes nothing in the fleet.
 func TestReportStatusRefusals(t *testing.T) {
 	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
-	r := newReporter(t, fleet.NewRegistry(fleet.Config{Now: func() time.Time { return now }, MaxPerIdentity: 2, MaxInstances: 3}))
+	r := newReporter(t, fleet.NewRegistry(fleet.Config{Clock: clocktesting.NewFakePassiveClock(now), MaxPerIdentity: 2, MaxInstances: 3}))
 	web, db := r.as(t, "web"), r.as(t, "db")
 	for _, inst := range []string{"w1", "w2"} {
 		if _, err := r.server.ReportStatus(web, status0(inst, shaOld)); err != nil {

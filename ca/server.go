@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/clock"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/ca/authn"
@@ -64,8 +65,8 @@ type ServerConfig struct {
 	// Backdate is how far before now a leaf's NotBefore is set, so peers
 	// with slow clocks accept it; 0 means DefaultBackdate.
 	Backdate time.Duration
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time; nil means the real clock.
+	Clock clock.PassiveClock
 	// Jitter returns a random number in [0, 1) that spreads renew_after;
 	// nil means math/rand/v2.
 	Jitter func() float64
@@ -114,8 +115,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Backdate == 0 {
 		cfg.Backdate = DefaultBackdate
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.Jitter == nil {
 		cfg.Jitter = rand.Float64
@@ -124,7 +125,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Fleet == nil {
-		cfg.Fleet = fleet.NewRegistry(fleet.Config{Now: cfg.Now})
+		cfg.Fleet = fleet.NewRegistry(fleet.Config{Clock: cfg.Clock})
 	}
 	return &Server{cfg: cfg, closed: make(chan struct{})}, nil
 }
@@ -137,8 +138,8 @@ func (s *Server) Close() {
 
 // Certify implements identityv1.IdentityServer.
 func (s *Server) Certify(ctx context.Context, req *identityv1.CertifyRequest) (*identityv1.CertifyResponse, error) {
-	start := time.Now()
-	defer func() { s.cfg.Metrics.latency.Observe(time.Since(start).Seconds()) }()
+	start := s.cfg.Clock.Now()
+	defer func() { s.cfg.Metrics.latency.Observe(s.cfg.Clock.Since(start).Seconds()) }()
 
 	resp, r := s.certify(ctx, req)
 	if r != nil {
@@ -176,7 +177,7 @@ func (s *Server) certify(ctx context.Context, req *identityv1.CertifyRequest) (*
 	if r != nil {
 		return nil, r
 	}
-	now := s.cfg.Now()
+	now := s.cfg.Clock.Now()
 	out, r := s.sign(ctx, who.ID, pub, now)
 	if r != nil {
 		return nil, r
@@ -440,7 +441,7 @@ func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
 	if b == nil {
 		return spiffeid.ID{}, status.Error(codes.Unavailable, "the CA has no trust bundle yet")
 	}
-	id, _, err := x509svid.Verify(info.State.PeerCertificates, b.X509Bundle(s.cfg.TrustDomain), x509svid.WithTime(s.cfg.Now()))
+	id, _, err := x509svid.Verify(info.State.PeerCertificates, b.X509Bundle(s.cfg.TrustDomain), x509svid.WithTime(s.cfg.Clock.Now()))
 	if err != nil {
 		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "the client certificate does not verify against the trust bundle: %v", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
@@ -51,6 +53,7 @@ func (tk tokens) Review(_ context.Context, token string) (authn.Result, bool, er
 
 type fixture struct {
 	now    time.Time
+	clock  *clocktesting.FakePassiveClock // reads now; set both
 	store  *trust.Store
 	server *ca.Server
 	anchor *issuer.KeyPair
@@ -60,16 +63,17 @@ type fixture struct {
 func newFixture(t testing.TB, issuerTTL time.Duration) *fixture {
 	t.Helper()
 	f := &fixture{now: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
+	f.clock = clocktesting.NewFakePassiveClock(f.now)
 	f.anchor = issuertest.Anchor(t, issuertest.NotBefore(f.now.Add(-time.Hour)))
 	f.issuer = issuertest.Intermediate(t, f.anchor, issuertest.NotBefore(f.now.Add(-time.Hour)), issuertest.TTL(issuerTTL+time.Hour))
 	var err error
-	f.store = trust.NewStore(trust.Config{Now: func() time.Time { return f.now }})
+	f.store = trust.NewStore(trust.Config{Clock: f.clock})
 	f.server, err = ca.NewServer(ca.ServerConfig{
 		TrustDomain:   td,
 		Authenticator: tokens{"web": "shop/web", "ca": "meshid/meshid-ca", "down": string(authn.Unavailable), "user": string(authn.NotServiceAccount)},
 		Reserved:      []spiffeid.ID{spiffeid.RequireFromString("spiffe://cluster.local/ns/meshid/sa/meshid-ca")},
 		Trust:         f.store,
-		Now:           func() time.Time { return f.now },
+		Clock:         f.clock,
 		Jitter:        func() float64 { return 0.5 },
 	})
 	if err != nil {
@@ -226,6 +230,7 @@ func TestCertifyErrors(t *testing.T) {
 		})
 	}
 	f.now = f.issuer.Cert.NotAfter.Add(time.Minute) // the issuer has expired
+	f.clock.SetTime(f.now)
 	if got := certify("web", csr(t)); got != codes.Unavailable {
 		t.Fatalf("with an expired issuer: %s, want Unavailable (another replica may have a good one)", got)
 	}

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
@@ -134,8 +135,9 @@ type Config struct {
 
 	// Log receives everything the CA logs; nil discards.
 	Log *slog.Logger
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time and paces the retries, fleet reports and file
+	// polls; nil means the real clock.
+	Clock clock.WithTicker
 }
 
 // Validate reports every problem with c, in terms of the flags. It does not
@@ -209,8 +211,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.LeafTTL == 0 {
 		cfg.LeafTTL = DefaultLeafTTL
@@ -235,7 +237,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	reviewer, err := authn.New(authn.Config{
 		Client: reviewClient, TrustDomain: cfg.TrustDomain, Audience: cfg.Audience,
-		AllowMultiAudience: cfg.AllowMultiAudienceTokens, CacheTTL: cfg.TokenCacheTTL, Now: cfg.Now,
+		AllowMultiAudience: cfg.AllowMultiAudienceTokens, CacheTTL: cfg.TokenCacheTTL, Clock: cfg.Clock,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
@@ -248,7 +250,7 @@ func New(cfg Config) (*Service, error) {
 		}
 		reserved = append(reserved, id)
 	}
-	store := trust.NewStore(trust.Config{Now: cfg.Now, Log: cfg.Log})
+	store := trust.NewStore(trust.Config{Clock: cfg.Clock, Log: cfg.Log})
 	var watcher *policies.Watcher
 	if cfg.WatchPolicies {
 		if cfg.Dynamic == nil {
@@ -259,9 +261,9 @@ func New(cfg Config) (*Service, error) {
 	metrics := NewMetrics(store)
 	server, err := NewServer(ServerConfig{
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
-		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Now: cfg.Now, Log: cfg.Log,
+		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Clock: cfg.Clock, Log: cfg.Log,
 		Reserved: reserved,
-		Fleet:    fleet.NewRegistry(fleet.Config{Now: cfg.Now, MaxPerIdentity: cfg.MaxFleetInstancesPerIdentity, MaxInstances: cfg.MaxFleetInstances}),
+		Fleet:    fleet.NewRegistry(fleet.Config{Clock: cfg.Clock, MaxPerIdentity: cfg.MaxFleetInstancesPerIdentity, MaxInstances: cfg.MaxFleetInstances}),
 		Policies: watcher,
 		Pods: func(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 			return cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
@@ -282,7 +284,7 @@ func New(cfg Config) (*Service, error) {
 		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery,
 		serving: &servingCert{
 			id: ownID, dnsNames: cfg.DNSNames, ttl: min(cfg.LeafTTL, DefaultLeafTTL), backdate: cfg.Backdate,
-			store: store, now: cfg.Now,
+			store: store, now: cfg.Clock.Now,
 		},
 	}, nil
 }
@@ -365,7 +367,7 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() { grpcServer.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(5 * time.Second):
+		case <-s.cfg.Clock.After(5 * time.Second):
 			grpcServer.Stop()
 		}
 		return nil
@@ -414,7 +416,7 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 		return source.Object{Client: s.cfg.Client, Namespace: s.cfg.Namespace, Name: name, Material: m, Recorder: rec, Log: s.cfg.Log}
 	}
 	files := func(m source.Material, paths map[string]string) source.Files {
-		return source.Files{Paths: paths, Material: m, Interval: s.cfg.FilePollInterval, Log: s.cfg.Log}
+		return source.Files{Paths: paths, Material: m, Interval: s.cfg.FilePollInterval, Log: s.cfg.Log, Clock: s.cfg.Clock}
 	}
 	if s.cfg.BundleConfigMap != "" {
 		g.Go(func() error { return source.WatchConfigMap(ctx, obj(s.cfg.BundleConfigMap, source.Bundle), bundleSink) })
@@ -425,13 +427,13 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 	}
 	// A held-back issuer that was not valid yet is tried again.
 	g.Go(func() error {
-		tick := time.NewTicker(retryInterval)
+		tick := s.cfg.Clock.NewTicker(retryInterval)
 		defer tick.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-tick.C:
+			case <-tick.C():
 			}
 			if changed, err := s.store.Retry(); changed || err != nil {
 				s.metrics.reload("issuer", changed, err)
@@ -511,7 +513,7 @@ func (s *Service) AdminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(s.fleetReport())
 	})
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if err := s.store.Load().Check(s.cfg.Now()); err != nil {
+		if err := s.store.Load().Check(s.cfg.Clock.Now()); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -3,7 +3,7 @@
 // and ConfigMaps alike, with nothing to set up. It hands over the contents
 // of all the files whenever any of them changed.
 //
-// It imports nothing from meshid.
+// It imports nothing from meshid (the clock is k8s.io/utils/clock).
 package poll
 
 import (
@@ -13,24 +13,29 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // DefaultInterval is how often Watch reads its files by default.
 const DefaultInterval = 10 * time.Second
 
 // Watch reads the files (key -> path) now and every interval (<= 0 means
-// DefaultInterval) until ctx ends, and calls changed with their contents
+// DefaultInterval) of clk (nil means the real clock) until ctx ends, and calls changed with their contents
 // the first time and whenever any differs from the last call. A read error
 // goes to failed (the next round tries again). It returns nil when ctx ends.
-func Watch(ctx context.Context, paths map[string]string, interval time.Duration, changed func(map[string][]byte), failed func(error)) error {
+func Watch(ctx context.Context, clk clock.WithTicker, paths map[string]string, interval time.Duration, changed func(map[string][]byte), failed func(error)) error {
 	if len(paths) == 0 {
 		return errors.New("poll: no files to watch")
 	}
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
 	var last map[string][]byte
-	tick := time.NewTicker(interval)
+	tick := clk.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		data, err := Read(paths)
@@ -44,7 +49,7 @@ func Watch(ctx context.Context, paths map[string]string, interval time.Duration,
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/identity"
 )
@@ -49,8 +50,8 @@ type Config struct {
 	CacheTTL time.Duration
 	// CacheSize bounds the cached reviews; 0 means 10,000.
 	CacheSize int
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time for the cache; nil means the real clock.
+	Clock clock.PassiveClock
 }
 
 // Result is a successful review.
@@ -87,8 +88,8 @@ func New(cfg Config) (*Reviewer, error) {
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = 10000
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	return &Reviewer{cfg: cfg, cache: newCache(cfg.CacheSize)}, nil
 }
@@ -102,7 +103,7 @@ func (r *Reviewer) Review(ctx context.Context, token string) (Result, bool, erro
 	if len(token) > MaxTokenSize {
 		return Result{}, false, &Error{Reason: Malformed, Detail: fmt.Sprintf("token is %d bytes, more than the %d-byte limit", len(token), MaxTokenSize)}
 	}
-	now := r.cfg.Now()
+	now := r.cfg.Clock.Now()
 	// A cached review is never kept past the token's exp and was made for
 	// this audience, so a hit needs no look at the claims.
 	key := sha256.Sum256([]byte(token))
@@ -128,7 +129,7 @@ func (r *Reviewer) Review(ctx context.Context, token string) (Result, bool, erro
 		defer cancel()
 		res, err := r.review(rctx, token)
 		if err == nil && r.cfg.CacheTTL > 0 {
-			deadline := r.cfg.Now().Add(r.cfg.CacheTTL)
+			deadline := r.cfg.Clock.Now().Add(r.cfg.CacheTTL)
 			if claims.exp.Before(deadline) {
 				deadline = claims.exp
 			}

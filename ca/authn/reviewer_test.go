@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -66,17 +68,17 @@ func ok(username string, extra map[string]authenticationv1.ExtraValue) authentic
 	return authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{audience}, User: authenticationv1.UserInfo{Username: username, Extra: extra}}
 }
 
-func newReviewer(t *testing.T, s *apiServer, ttl time.Duration, now *time.Time) *authn.Reviewer {
+func newReviewer(t *testing.T, s *apiServer, ttl time.Duration, clk *clocktesting.FakePassiveClock) *authn.Reviewer {
 	t.Helper()
-	return newReviewerWith(t, s, authn.Config{CacheTTL: ttl}, now)
+	return newReviewerWith(t, s, authn.Config{CacheTTL: ttl}, clk)
 }
 
 // newReviewerWith fills cfg's client, trust domain, audience, cache size
 // and clock.
-func newReviewerWith(t *testing.T, s *apiServer, cfg authn.Config, now *time.Time) *authn.Reviewer {
+func newReviewerWith(t *testing.T, s *apiServer, cfg authn.Config, clk *clocktesting.FakePassiveClock) *authn.Reviewer {
 	t.Helper()
 	cfg.Client, cfg.TrustDomain, cfg.Audience = s.client(), spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain), audience
-	cfg.CacheSize, cfg.Now = 2, func() time.Time { return *now }
+	cfg.CacheSize, cfg.Clock = 2, clk
 	r, err := authn.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +96,7 @@ func TestReview(t *testing.T) {
 		dropped:  {Authenticated: true, User: authenticationv1.UserInfo{Username: "system:serviceaccount:a:web"}},
 		rejected: {Authenticated: false, Error: "invalid bearer token"},
 	}}
-	r := newReviewer(t, s, time.Minute, &now)
+	r := newReviewer(t, s, time.Minute, clocktesting.NewFakePassiveClock(now))
 
 	tests := []struct {
 		name     string
@@ -167,7 +169,7 @@ func TestReviewMultiAudience(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newReviewerWith(t, s, authn.Config{AllowMultiAudience: tt.allow}, &now)
+			r := newReviewerWith(t, s, authn.Config{AllowMultiAudience: tt.allow}, clocktesting.NewFakePassiveClock(now))
 			calls := s.calls.Load()
 			res, _, err := r.Review(context.Background(), tt.token)
 			if reviewed := s.calls.Load() > calls; reviewed != tt.reviewed {
@@ -198,7 +200,7 @@ func TestReviewRefusalsKeepTheAPIServerToItself(t *testing.T) {
 		user:     ok("oidc:secret-admin@example.com", nil),
 		dropped:  {Authenticated: true, Audiences: []string{"secret-audience"}, User: authenticationv1.UserInfo{Username: "system:serviceaccount:a:web"}},
 	}}
-	r := newReviewer(t, s, 0, &now)
+	r := newReviewer(t, s, 0, clocktesting.NewFakePassiveClock(now))
 	for _, tt := range []struct {
 		name, token, hidden string
 		reason              authn.Reason
@@ -234,7 +236,8 @@ func TestReviewCache(t *testing.T) {
 		long:  ok("system:serviceaccount:a:long", nil),
 		short: ok("system:serviceaccount:a:short", nil),
 	}}
-	r := newReviewer(t, s, time.Minute, &now)
+	clk := clocktesting.NewFakePassiveClock(now)
+	r := newReviewer(t, s, time.Minute, clk)
 	review := func(token string) bool {
 		t.Helper()
 		_, cached, err := r.Review(context.Background(), token)
@@ -250,11 +253,11 @@ func TestReviewCache(t *testing.T) {
 	if review(short) || !review(short) {
 		t.Fatal("short token not cached")
 	}
-	now = now.Add(11 * time.Second) // past short's exp, inside the TTL
+	clk.SetTime(clk.Now().Add(11 * time.Second)) // past short's exp, inside the TTL
 	if _, cached, err := r.Review(context.Background(), short); err == nil || cached {
 		t.Fatalf("a review was reused after the token expired (cached %v, err %v)", cached, err)
 	}
-	now = now.Add(time.Minute) // past the TTL
+	clk.SetTime(clk.Now().Add(time.Minute)) // past the TTL
 	if review(long) {
 		t.Fatal("a review was reused after the cache TTL")
 	}
@@ -266,7 +269,7 @@ func TestReviewCache(t *testing.T) {
 func TestReviewUnavailable(t *testing.T) {
 	now := time.Now()
 	s := &apiServer{fail: errors.New("connection refused")}
-	r := newReviewer(t, s, time.Minute, &now)
+	r := newReviewer(t, s, time.Minute, clocktesting.NewFakePassiveClock(now))
 	_, _, err := r.Review(context.Background(), jwt("x", now.Add(time.Hour)))
 	if authn.ReasonOf(err) != authn.Unavailable {
 		t.Fatalf("got %v, want Unavailable", err)

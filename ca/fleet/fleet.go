@@ -6,7 +6,7 @@
 // replica publishes to the cluster, and Merge combines every replica's into
 // one fleet view, which anchor rotation waits on.
 //
-// It imports nothing from meshid.
+// It imports nothing from meshid (the clock is k8s.io/utils/clock).
 package fleet
 
 import (
@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Every CA replica publishes the proxies it serves to a ConfigMap of its
@@ -103,8 +105,8 @@ const (
 
 // Config configures a Registry.
 type Config struct {
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time; nil means the real clock.
+	Clock clock.PassiveClock
 	// MaxPerIdentity bounds the live instances of one SPIFFE ID; 0 means
 	// DefaultMaxPerIdentity, negative means no limit.
 	MaxPerIdentity int
@@ -128,8 +130,8 @@ type Registry struct {
 
 // NewRegistry returns an empty registry.
 func NewRegistry(cfg Config) *Registry {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.MaxPerIdentity == 0 {
 		cfg.MaxPerIdentity = DefaultMaxPerIdentity
@@ -162,7 +164,7 @@ func (r *Registry) Report(p Proxy) (shared []string, err error) {
 	p.OverCap = false
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := r.cfg.Now()
+	now := r.cfg.Clock.Now()
 	p.LastSeen = now
 	k := p.Key()
 	if _, ok := r.proxies[k]; ok {
@@ -227,7 +229,7 @@ func (r *Registry) forget(now time.Time) {
 func (r *Registry) Live() []Proxy {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := r.cfg.Now()
+	now := r.cfg.Clock.Now()
 	r.forget(now)
 	out := make([]Proxy, 0, len(r.proxies)+len(r.refused))
 	for _, p := range r.proxies {

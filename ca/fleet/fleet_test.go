@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/meshid/meshid/ca/fleet"
 )
 
@@ -144,7 +146,8 @@ func TestCheck(t *testing.T) {
 
 func TestRegistry(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	r := fleet.NewRegistry(fleet.Config{Now: func() time.Time { return now }})
+	clk := clocktesting.NewFakePassiveClock(now)
+	r := fleet.NewRegistry(fleet.Config{Clock: clk})
 	file := func(p fleet.Proxy) {
 		t.Helper()
 		if _, err := r.Report(p); err != nil {
@@ -162,6 +165,7 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("Live = %+v, want the latest report per proxy", live)
 	}
 	now = now.Add(fleet.Forget + time.Second)
+	clk.SetTime(now)
 	if live := r.Live(); len(live) != 0 {
 		t.Fatalf("Live after fleet.Forget = %+v, want none", live)
 	}
@@ -172,7 +176,8 @@ func TestRegistry(t *testing.T) {
 // shares an instance names the other identity.
 func TestRegistryKeysByIdentity(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	r := fleet.NewRegistry(fleet.Config{Now: func() time.Time { return now }})
+	clk := clocktesting.NewFakePassiveClock(now)
+	r := fleet.NewRegistry(fleet.Config{Clock: clk})
 	real := report("0123456789abcdef")
 	real.ID = dbID
 	if shared, err := r.Report(real); err != nil || len(shared) != 0 {
@@ -207,7 +212,8 @@ func TestRegistryKeysByIdentity(t *testing.T) {
 // for fleet.Forget, and room comes back as old proxies are forgotten.
 func TestRegistryCaps(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	r := fleet.NewRegistry(fleet.Config{Now: func() time.Time { return now }, MaxPerIdentity: 3, MaxInstances: 5})
+	clk := clocktesting.NewFakePassiveClock(now)
+	r := fleet.NewRegistry(fleet.Config{Clock: clk, MaxPerIdentity: 3, MaxInstances: 5})
 	reason := func(p fleet.Proxy) fleet.Reason {
 		_, err := r.Report(p)
 		var fe *fleet.Error
@@ -273,10 +279,12 @@ func TestRegistryCaps(t *testing.T) {
 	// web's instance 0 keeps reporting; the others are forgotten, and with
 	// them the refusals.
 	now = now.Add(fleet.Forget / 2)
+	clk.SetTime(now)
 	if got := reason(as(webID, "0")); got != "" {
 		t.Fatal(got)
 	}
 	now = now.Add(fleet.Forget/2 + time.Second)
+	clk.SetTime(now)
 	if got := reason(as(webID, "3")); got != "" {
 		t.Fatalf("web's new instance after the old ones were forgotten: %s", got)
 	}
@@ -290,7 +298,8 @@ func TestRegistryCaps(t *testing.T) {
 // characters.
 func TestReportFitsConfigMap(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	r := fleet.NewRegistry(fleet.Config{Now: func() time.Time { return now }, MaxPerIdentity: -1})
+	clk := clocktesting.NewFakePassiveClock(now)
+	r := fleet.NewRegistry(fleet.Config{Clock: clk, MaxPerIdentity: -1})
 	for i := range fleet.DefaultMaxInstances + 1 {
 		p := report(fmt.Sprintf("%016x", i))
 		p.ID = fmt.Sprintf("spiffe://cluster.local/ns/%s-%03d/sa/%s-%04d", strings.Repeat("n", 59), i%100, strings.Repeat("s", 152), i)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/meshid/meshid/poll"
 )
 
@@ -24,6 +26,8 @@ type Files struct {
 	Interval time.Duration
 	// Log receives a line per update; nil discards.
 	Log *slog.Logger
+	// Clock paces the reads; nil means the real clock.
+	Clock clock.WithTicker
 }
 
 // WatchFiles feeds sink with the files' contents now and whenever any of
@@ -41,7 +45,7 @@ func WatchFiles(ctx context.Context, f Files, sink Sink) error {
 	}
 	slices.Sort(paths)
 	from := "files " + strings.Join(paths, ",")
-	return poll.Watch(ctx, f.Paths, f.Interval,
+	return poll.Watch(ctx, f.Clock, f.Paths, f.Interval,
 		func(data map[string][]byte) { report(log, nil, nil, f.Material, from, data, sink) },
 		func(err error) {
 			log.Error("cannot read "+string(f.Material)+"; keeping the last good one in force", "source", from, "error", err)

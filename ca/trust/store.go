@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/issuer"
 )
@@ -58,8 +60,8 @@ func (s *State) ChainExpiry() time.Time { return s.chainExpiry }
 
 // Config configures a Store.
 type Config struct {
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time; nil means the real clock.
+	Clock clock.PassiveClock
 	// Log receives a line for every change; nil discards.
 	Log *slog.Logger
 }
@@ -86,13 +88,13 @@ type Store struct {
 
 // NewStore returns an empty Store.
 func NewStore(cfg Config) *Store {
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{now: cfg.Now, log: cfg.Log, changed: make(chan struct{})}
+	s := &Store{now: cfg.Clock.Now, log: cfg.Log, changed: make(chan struct{})}
 	s.state.Store(&State{})
 	return s
 }

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/issuer"
@@ -41,7 +43,7 @@ func TestStore(t *testing.T) {
 	newIssuer := ca(t, newAnchor, "new issuer", now.Add(-time.Hour), 48*time.Hour)
 	expiredIssuer := ca(t, oldAnchor, "expired issuer", now.Add(-72*time.Hour), 48*time.Hour)
 
-	s := trust.NewStore(trust.Config{Now: func() time.Time { return now }})
+	s := trust.NewStore(trust.Config{Clock: clocktesting.NewFakePassiveClock(now)})
 	if err := s.Load().Check(now); err == nil {
 		t.Fatal("an empty store says it can issue")
 	}
@@ -104,9 +106,9 @@ func TestStore(t *testing.T) {
 }
 
 // loaded returns a store holding anchor's bundle and iss.
-func loaded(t *testing.T, now *time.Time, anchor, iss *issuer.KeyPair) *trust.Store {
+func loaded(t *testing.T, clk *clocktesting.FakePassiveClock, anchor, iss *issuer.KeyPair) *trust.Store {
 	t.Helper()
-	s := trust.NewStore(trust.Config{Now: func() time.Time { return *now }})
+	s := trust.NewStore(trust.Config{Clock: clk})
 	if _, err := s.SetBundle(anchor.CertPEM()); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ func TestStoreHoldsBack(t *testing.T) {
 	newCert, newKey := pems(t, newIssuer)
 
 	t.Run("a bundle that orphans the issuer in use waits for its issuer", func(t *testing.T) {
-		s := loaded(t, &now, oldAnchor, oldIssuer)
+		s := loaded(t, clocktesting.NewFakePassiveClock(now), oldAnchor, oldIssuer)
 		before := s.Load()
 		if ok, err := s.SetBundle(newAnchor.CertPEM()); ok || err == nil {
 			t.Fatalf("SetBundle(new anchor only) = %v, %v; want held back", ok, err)
@@ -142,7 +144,7 @@ func TestStoreHoldsBack(t *testing.T) {
 		}
 	})
 	t.Run("an issuer from a new anchor waits for its bundle", func(t *testing.T) {
-		s := loaded(t, &now, oldAnchor, oldIssuer)
+		s := loaded(t, clocktesting.NewFakePassiveClock(now), oldAnchor, oldIssuer)
 		if ok, err := s.SetIssuer(newCert, newKey); ok || err == nil {
 			t.Fatalf("SetIssuer(new) = %v, %v; want held back", ok, err)
 		}
@@ -154,7 +156,7 @@ func TestStoreHoldsBack(t *testing.T) {
 		}
 	})
 	t.Run("a withdrawn issuer never comes back", func(t *testing.T) {
-		s := loaded(t, &now, oldAnchor, oldIssuer)
+		s := loaded(t, clocktesting.NewFakePassiveClock(now), oldAnchor, oldIssuer)
 		_, _ = s.SetIssuer(newCert, newKey) // held back
 		if _, err := s.SetIssuer([]byte("garbage"), []byte("garbage")); err == nil {
 			t.Fatal("garbage accepted")
@@ -168,8 +170,8 @@ func TestStoreHoldsBack(t *testing.T) {
 		}
 	})
 	t.Run("a not-yet-valid issuer is used once valid", func(t *testing.T) {
-		clock := now
-		s := loaded(t, &clock, oldAnchor, oldIssuer)
+		clock := clocktesting.NewFakePassiveClock(now)
+		s := loaded(t, clock, oldAnchor, oldIssuer)
 		future := ca(t, oldAnchor, "future issuer", now.Add(time.Minute), 48*time.Hour)
 		cert, key := pems(t, future)
 		if ok, err := s.SetIssuer(cert, key); ok || err == nil {
@@ -178,7 +180,7 @@ func TestStoreHoldsBack(t *testing.T) {
 		if ok, _ := s.Retry(); ok {
 			t.Fatal("Retry used it before its NotBefore")
 		}
-		clock = now.Add(2 * time.Minute)
+		clock.SetTime(now.Add(2 * time.Minute))
 		if ok, err := s.Retry(); !ok || err != nil {
 			t.Fatalf("Retry after NotBefore = %v, %v", ok, err)
 		}
