@@ -40,7 +40,7 @@ type Identity struct {
 func (p *Proxy) identity() Identity {
 	snap := p.store.Load()
 	var id Identity
-	if err := snap.Ready(time.Now()); err != nil {
+	if err := snap.Ready(p.cfg.Clock.Now()); err != nil {
 		id.NotReady = err.Error()
 	} else {
 		id.Ready = true
@@ -73,7 +73,7 @@ func (p *Proxy) serveAdmin(ctx context.Context) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.registry, promhttp.HandlerOpts{Registry: p.metrics.registry}))
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if err := p.store.Load().Ready(time.Now()); err != nil {
+		if err := p.store.Load().Ready(p.cfg.Clock.Now()); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

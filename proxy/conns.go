@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // connSet tracks the open connections, so Run can let them finish when the
@@ -37,13 +39,13 @@ func (s *connSet) add(cs ...net.Conn) (done func()) {
 
 // drain waits up to timeout for every connection to end, then closes the
 // rest and waits for their handlers.
-func (s *connSet) drain(timeout time.Duration, log *slog.Logger) {
+func (s *connSet) drain(clk clock.Clock, timeout time.Duration, log *slog.Logger) {
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return
-	case <-time.After(timeout):
+	case <-clk.After(timeout):
 	}
 	s.mu.Lock()
 	log.Info("closing connections still open after the drain timeout", "open", len(s.conns))

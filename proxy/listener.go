@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/policy"
 	"github.com/meshid/meshid/rotation"
@@ -24,6 +25,7 @@ type listener struct {
 	handle func(ctx context.Context, c net.Conn)
 	slots  chan struct{} // one per connection allowed at once
 	log    *slog.Logger
+	clock  clock.Clock // paces the accept retries
 }
 
 // listen opens every listener, or none.
@@ -45,7 +47,7 @@ func (p *Proxy) listen() ([]*listener, error) {
 		// One TLS configuration per listener: it reads the certificate,
 		// bundle and policy in force at each handshake.
 		cfg := p.serverTLS(port)
-		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log,
+		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log, clock: p.cfg.Clock,
 			handle: func(ctx context.Context, c net.Conn) { p.inbound(ctx, port, in.App, cfg, c) }})
 	}
 	for _, out := range p.cfg.Outbound {
@@ -55,7 +57,7 @@ func (p *Proxy) listen() ([]*listener, error) {
 		}
 		p.log.Info("outbound listening", "listen", lis.Addr().String(), "target", out.Target, "server_id", out.ID.String())
 		cfg := p.clientTLS(out.ID)
-		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log,
+		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log, clock: p.cfg.Clock,
 			handle: func(ctx context.Context, c net.Conn) { p.outbound(ctx, out, cfg, c) }})
 	}
 	if p.cfg.Transparent != nil {
@@ -91,7 +93,7 @@ func (l *listener) serve(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(wait):
+			case <-l.clock.After(wait):
 			}
 			continue
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/utils/clock"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
@@ -98,6 +99,9 @@ type Config struct {
 	MaxConnections int
 	// Log receives everything the proxy logs; nil discards.
 	Log *slog.Logger
+	// Clock tells the time (certificate checks, readiness) and paces
+	// renewals, retries, heartbeats and file polls; nil means the real clock.
+	Clock clock.WithTicker
 }
 
 // Validate reports every problem with c, in terms of the flags.
@@ -205,6 +209,9 @@ func New(cfg Config) (*Proxy, error) {
 		t.withDefaults()
 		cfg.Transparent = &t
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
 	p := &Proxy{cfg: cfg, store: state.NewStore(cfg.TrustDomain), log: cfg.Log, conns: newConnSet(), instance: newInstance()}
 	p.metrics = newMetrics(p.store)
 	mode := cfg.DefaultMode
@@ -247,7 +254,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Update: p.store.SetSVID,
 		Skew:   func(d time.Duration) { p.metrics.skew.Set(d.Seconds()) },
 		Check: func(i *rotation.Issued) error {
-			_, _, err := x509svid.Verify(i.SVID.Certificates, p.store)
+			_, _, err := x509svid.Verify(i.SVID.Certificates, p.store, x509svid.WithTime(p.cfg.Clock.Now()))
 			if err != nil {
 				return fmt.Errorf("proxy: the new certificate does not chain to the trust bundle in force: %w", err)
 			}
@@ -260,7 +267,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 				p.metrics.renewals.WithLabelValues("ok").Inc()
 			}
 		},
-		Log: p.log,
+		Log:   p.log,
+		Clock: p.cfg.Clock,
 	})
 	if err != nil {
 		return err
@@ -307,7 +315,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		g.Go(func() error { return p.serveAdmin(ctx) })
 	}
 	err = g.Wait()
-	p.conns.drain(p.cfg.DrainTimeout, p.log)
+	p.conns.drain(p.cfg.Clock, p.cfg.DrainTimeout, p.log)
 	return err
 }
 

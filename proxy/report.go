@@ -41,7 +41,7 @@ func (p *Proxy) report(ctx context.Context) error {
 			conn.Close()
 		}
 	}()
-	tick := time.NewTicker(heartbeat)
+	tick := p.cfg.Clock.NewTicker(heartbeat)
 	defer tick.Stop()
 	for {
 		changed := p.store.Changed()
@@ -73,7 +73,7 @@ func (p *Proxy) report(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }
@@ -115,7 +115,7 @@ func (p *Proxy) reissue(ctx context.Context, issuerSHA256 string, window time.Du
 	go func() {
 		select {
 		case <-ctx.Done():
-		case <-time.After(delay):
+		case <-p.cfg.Clock.After(delay):
 			p.renewer.RenewNow()
 		}
 	}()

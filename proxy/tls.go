@@ -70,6 +70,7 @@ func (a anyTrustDomain) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x
 func (p *Proxy) serverTLS(n int) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
+		Time:           p.cfg.Clock.Now,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return p.certificate() },
 		ClientAuth:     tls.RequestClientCert, // verified below, by policy
 		// No session tickets: meshid-proxy clients never resume (each
@@ -88,7 +89,7 @@ func (p *Proxy) serverTLS(n int) *tls.Config {
 			if port.Mode.AcceptsEveryPeer() {
 				source = anyTrustDomain{p}
 			}
-			id, _, err := x509svid.Verify(cs.PeerCertificates, source)
+			id, _, err := x509svid.Verify(cs.PeerCertificates, source, x509svid.WithTime(p.cfg.Clock.Now()))
 			if err != nil {
 				return &refusal{reason: reasonUntrusted, err: fmt.Errorf("proxy: the client certificate does not verify against the trust bundle: %w", err)}
 			}
@@ -107,6 +108,7 @@ func (p *Proxy) clientTLS(want spiffeid.ID) *tls.Config {
 	td := p.store.TrustDomain()
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS13,
+		Time:                 p.cfg.Clock.Now,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return p.certificate() },
 		// Offered to every server: a transparent inbound listener takes a
 		// ClientHello with it for meshid mTLS (an explicit one ignores it).
@@ -115,7 +117,7 @@ func (p *Proxy) clientTLS(want spiffeid.ID) *tls.Config {
 		// own check is replaced by VerifyConnection.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			id, _, err := x509svid.Verify(cs.PeerCertificates, p.store)
+			id, _, err := x509svid.Verify(cs.PeerCertificates, p.store, x509svid.WithTime(p.cfg.Clock.Now()))
 			if err != nil {
 				return &refusal{reason: reasonUntrusted, err: fmt.Errorf("proxy: the server certificate does not verify against the trust bundle: %w", err)}
 			}

@@ -33,7 +33,7 @@ func (p *Proxy) setBundle(source string, pem []byte) {
 	p.metrics.bundles.WithLabelValues(source, "ok").Inc()
 	p.log.Info("trust bundle loaded", "source", source, "bundle_sha256", b.SHA256(), "anchors", len(b.Anchors()))
 	if svid := p.store.Load().SVID; svid != nil {
-		if _, _, err := x509svid.Verify(svid.Certificates, b.X509Bundle(p.cfg.TrustDomain)); err != nil {
+		if _, _, err := x509svid.Verify(svid.Certificates, b.X509Bundle(p.cfg.TrustDomain), x509svid.WithTime(p.cfg.Clock.Now())); err != nil {
 			p.log.Warn("this proxy's own certificate does not chain to the new trust bundle; renewing now", "error", err)
 			if p.renewer != nil {
 				p.renewer.RenewNow()
@@ -44,7 +44,7 @@ func (p *Proxy) setBundle(source string, pem []byte) {
 
 // watchBundleFile follows the bundle file.
 func (p *Proxy) watchBundleFile(ctx context.Context) error {
-	return poll.Watch(ctx, map[string]string{"bundle": p.cfg.BundleFile}, p.cfg.PollInterval,
+	return poll.Watch(ctx, p.cfg.Clock, map[string]string{"bundle": p.cfg.BundleFile}, p.cfg.PollInterval,
 		func(data map[string][]byte) { p.setBundle("file", data["bundle"]) },
 		func(err error) {
 			p.log.Error("cannot read the trust bundle file; keeping the last good bundle", "error", err)
@@ -77,7 +77,7 @@ func (p *Proxy) watchBundleStream(ctx context.Context, client identityv1.Identit
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(wait):
+		case <-p.cfg.Clock.After(wait):
 		}
 	}
 }
@@ -123,7 +123,7 @@ func (p *Proxy) watchPolicyStream(ctx context.Context) error {
 			p.log.Warn("the CA's policy stream broke; the last good policy stays in force", "error", err.Error(), "retry_in", wait)
 			select {
 			case <-ctx.Done():
-			case <-time.After(wait):
+			case <-p.cfg.Clock.After(wait):
 			}
 		}
 		if ctx.Err() != nil {
@@ -177,7 +177,7 @@ func (p *Proxy) followPolicy(ctx context.Context, backoff *rotation.Backoff) err
 // watchPolicy follows the policy file; a bad version is refused and the
 // last good policy stays.
 func (p *Proxy) watchPolicy(ctx context.Context) error {
-	return poll.Watch(ctx, map[string]string{"policy": p.cfg.PolicyFile}, p.cfg.PollInterval,
+	return poll.Watch(ctx, p.cfg.Clock, map[string]string{"policy": p.cfg.PolicyFile}, p.cfg.PollInterval,
 		func(data map[string][]byte) {
 			if err := p.setPolicy(data["policy"]); err != nil {
 				p.log.Error("refused the new policy; the last good one stays in force", "error", err)

@@ -46,8 +46,9 @@ func (i *Issued) Certificate() *tls.Certificate {
 
 // Certify asks the CA for a certificate for the identity token proves. It
 // generates a fresh ECDSA P-256 key, which never leaves the process, and
-// checks that what comes back is an X.509-SVID for that key.
-func Certify(ctx context.Context, c identityv1.IdentityClient, token string) (*Issued, error) {
+// checks that what comes back is an X.509-SVID for that key; a renew_after
+// before now or after the leaf's end is replaced by one of its own.
+func Certify(ctx context.Context, c identityv1.IdentityClient, token string, now time.Time) (*Issued, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("rotation: generate key: %w", err)
@@ -77,7 +78,7 @@ func Certify(ctx context.Context, c identityv1.IdentityClient, token string) (*I
 		return nil, fmt.Errorf("rotation: the CA said %q but the certificate names %s", resp.GetSpiffeId(), svid.ID)
 	}
 	// A missing or nonsensical renew_after must not cause a renewal loop.
-	now, notAfter := time.Now(), svid.Certificates[0].NotAfter
+	notAfter := svid.Certificates[0].NotAfter
 	renew := resp.GetRenewAfter().AsTime()
 	if resp.GetRenewAfter() == nil || renew.Before(now) || renew.After(notAfter) {
 		renew = issuer.RenewAt(now, notAfter, mrand.Float64())

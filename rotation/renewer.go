@@ -129,7 +129,7 @@ func (r *Renewer) attempt(ctx context.Context) (*Issued, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
 	defer cancel()
-	got, err := Certify(ctx, r.cfg.Client, token)
+	got, err := Certify(ctx, r.cfg.Client, token, r.cfg.Clock.Now())
 	if err != nil {
 		return nil, err
 	}

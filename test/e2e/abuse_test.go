@@ -94,7 +94,7 @@ func TestCallerLimits(t *testing.T) {
 	// Another caller is unaffected.
 	good := clientFrom(t, ca, "127.0.0.2")
 	start := time.Now()
-	if _, err := rotation.Certify(ctx, good, goodToken); err != nil {
+	if _, err := rotation.Certify(ctx, good, goodToken, time.Now()); err != nil {
 		t.Fatalf("another caller could not certify: %v", err)
 	}
 	stream, err := good.WatchBundle(ctx, &identityv1.WatchBundleRequest{})
@@ -183,7 +183,7 @@ func TestSlowloris(t *testing.T) {
 
 	// Others are served while the stalled connections are open.
 	good := clientFrom(t, ca, "127.0.0.4")
-	if _, err := rotation.Certify(context.Background(), good, tok); err != nil {
+	if _, err := rotation.Certify(context.Background(), good, tok, time.Now()); err != nil {
 		t.Fatalf("certify during the slowloris: %v", err)
 	}
 	for i := range 20 {

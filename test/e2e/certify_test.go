@@ -42,7 +42,7 @@ func TestCertify(t *testing.T) {
 		t.Run(sa, func(t *testing.T) {
 			serviceAccount(t, ns, sa)
 			tok := token(t, ns, sa, audience, nil)
-			got, err := rotation.Certify(context.Background(), ca.client, tok)
+			got, err := rotation.Certify(context.Background(), ca.client, tok, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -211,7 +211,7 @@ func TestCertifyRefusals(t *testing.T) {
 	}
 	// The same token of a live pod works: the refusal above was the deletion.
 	live := pod(t, ns, "a-1", "a")
-	if _, err := rotation.Certify(ctx, ca.client, token(t, ns, "a", audience, live)); err != nil {
+	if _, err := rotation.Certify(ctx, ca.client, token(t, ns, "a", audience, live), time.Now()); err != nil {
 		t.Fatalf("a token bound to a live pod was refused: %v", err)
 	}
 }

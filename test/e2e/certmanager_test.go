@@ -103,7 +103,7 @@ func TestInstallCertManager(t *testing.T) {
 	wns := namespace(t, "cmworkload")
 	serviceAccount(t, wns, "web")
 	issuedBy := func() (*x509.Certificate, error) {
-		got, err := rotation.Certify(ctx, client, token(t, wns, "web", audience, nil))
+		got, err := rotation.Certify(ctx, client, token(t, wns, "web", audience, nil), time.Now())
 		if err != nil {
 			return nil, err
 		}

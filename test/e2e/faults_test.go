@@ -109,7 +109,7 @@ func TestAPIServerOutage(t *testing.T) {
 	db := startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+app(t, "db"), "--default-mode", "cluster-authenticated")
 	web := startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
 	cached := token(t, ns, "web", audience, nil)
-	if _, err := rotation.Certify(ctx, ca.client, cached); err != nil { // reviewed and cached now
+	if _, err := rotation.Certify(ctx, ca.client, cached, time.Now()); err != nil { // reviewed and cached now
 		t.Fatal(err)
 	}
 	uncached := token(t, ns, "late", audience, nil)
@@ -128,11 +128,11 @@ func TestAPIServerOutage(t *testing.T) {
 	}()
 
 	tr := startTraffic(webOut)
-	_, err := rotation.Certify(ctx, ca.client, uncached)
+	_, err := rotation.Certify(ctx, ca.client, uncached, time.Now())
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("certify with an unreviewed token during the outage: %v, want UNAVAILABLE", err)
 	}
-	if _, err := rotation.Certify(ctx, ca.client, cached); err != nil {
+	if _, err := rotation.Certify(ctx, ca.client, cached, time.Now()); err != nil {
 		t.Fatalf("certify with a cached review during the outage: %v", err)
 	}
 	// The rest of the 60 s, with traffic flowing.
@@ -156,7 +156,7 @@ func TestAPIServerOutage(t *testing.T) {
 	}
 	// Reviews work again, and so do the CA's watches.
 	eventually(t, 30*time.Second, func() error {
-		_, err := rotation.Certify(ctx, ca.client, uncached)
+		_, err := rotation.Certify(ctx, ca.client, uncached, time.Now())
 		return err
 	})
 	updateSecret(t, ca.ns, issuerSecret(t, nextIssuer).Data)

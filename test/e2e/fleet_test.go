@@ -57,7 +57,7 @@ func waitProxy(t *testing.T, ns, replica, id string) fleet.Proxy {
 // presents that SVID, as a proxy reporting its status does.
 func svidClient(t *testing.T, ca *caProcess, ns, sa string) identityv1.IdentityClient {
 	t.Helper()
-	issued, err := rotation.Certify(context.Background(), ca.client, token(t, ns, sa, audience, nil))
+	issued, err := rotation.Certify(context.Background(), ca.client, token(t, ns, sa, audience, nil), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

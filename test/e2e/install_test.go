@@ -150,7 +150,7 @@ func TestInstall(t *testing.T) {
 		defer conn.Close()
 		wns := namespace(t, "installed")
 		serviceAccount(t, wns, "web")
-		got, err := rotation.Certify(context.Background(), identityv1.NewIdentityClient(conn), token(t, wns, "web", audience, nil))
+		got, err := rotation.Certify(context.Background(), identityv1.NewIdentityClient(conn), token(t, wns, "web", audience, nil), time.Now())
 		if err != nil {
 			t.Fatalf("certify against the installed CA (with its own RBAC): %v", err)
 		}

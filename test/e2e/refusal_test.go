@@ -196,7 +196,7 @@ func TestWatchPolicyRefusals(t *testing.T) {
 	serviceAccount(t, ns, "hidden-account")
 	pod(t, ns, "web-0", "web")
 	pod(t, ns, "other-0", "hidden-account")
-	issued, err := rotation.Certify(ctx, ca.client, token(t, ns, "web", audience, nil))
+	issued, err := rotation.Certify(ctx, ca.client, token(t, ns, "web", audience, nil), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

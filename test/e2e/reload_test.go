@@ -21,7 +21,7 @@ import (
 // issuedBy certifies sa and returns the certificate that signed the leaf.
 func issuedBy(t *testing.T, ca *caProcess, tok string) (*x509.Certificate, error) {
 	t.Helper()
-	got, err := rotation.Certify(context.Background(), ca.client, tok)
+	got, err := rotation.Certify(context.Background(), ca.client, tok, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +202,7 @@ func TestBundle(t *testing.T) {
 	}
 	ns := namespace(t, "bundle")
 	serviceAccount(t, ns, "web")
-	if _, err := rotation.Certify(ctx, ca.client, token(t, ns, "web", audience, nil)); err != nil {
+	if _, err := rotation.Certify(ctx, ca.client, token(t, ns, "web", audience, nil), time.Now()); err != nil {
 		t.Fatalf("certify after a held-back bundle: %v", err)
 	}
 }

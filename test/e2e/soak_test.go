@@ -66,7 +66,7 @@ func TestSoak(t *testing.T) {
 					return
 				case <-tick.C:
 				}
-				if _, err := rotation.Certify(ctx, ca.client, tok); err != nil && ctx.Err() == nil {
+				if _, err := rotation.Certify(ctx, ca.client, tok, time.Now()); err != nil && ctx.Err() == nil {
 					stormFailed.Add(1)
 					stormErr.CompareAndSwap(nil, err.Error())
 					continue

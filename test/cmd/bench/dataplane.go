@@ -208,7 +208,7 @@ func (r *runner) svidFiles(ctx context.Context, ca *caProc, token, name, anchors
 		return bench.NginxTLS{}, err
 	}
 	defer closeAll()
-	issued, err := rotation.Certify(ctx, clients[0], token)
+	issued, err := rotation.Certify(ctx, clients[0], token, time.Now())
 	if err != nil {
 		return bench.NginxTLS{}, err
 	}

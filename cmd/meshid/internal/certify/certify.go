@@ -105,7 +105,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), strings.TrimSpace(string(tokenData)))
+	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), strings.TrimSpace(string(tokenData)), time.Now())
 	if err != nil {
 		return err
 	}

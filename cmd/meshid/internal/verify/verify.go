@@ -276,7 +276,7 @@ func (r *run) identity(ctx context.Context, td spiffeid.TrustDomain, anchors *bu
 		return nil, "", err
 	}
 	defer conn.Close()
-	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), tr.Status.Token)
+	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), tr.Status.Token, time.Now())
 	if err != nil {
 		return nil, "", fmt.Errorf("verify: certificate for %s: %w", o.As, err)
 	}
