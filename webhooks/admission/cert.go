@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/issuer"
 )
@@ -48,6 +49,9 @@ type CertConfig struct {
 	Dir string
 	// Log receives a line per change; nil discards.
 	Log *slog.Logger
+	// Clock tells the time for minting and paces the renewals and re-syncs;
+	// nil means the real clock.
+	Clock clock.WithTicker
 }
 
 // Cert is the webhook's serving certificate: issued by a webhook CA kept
@@ -71,6 +75,9 @@ func NewCert(cfg CertConfig) (*Cert, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	return &Cert{cfg: cfg}, nil
 }
@@ -123,22 +130,22 @@ func (c *Cert) Init(ctx context.Context) error {
 // Run re-mints the certificate at two thirds of its life and re-syncs the
 // caBundles every minute (someone may have edited them), until ctx ends.
 func (c *Cert) Run(ctx context.Context) error {
-	tick := time.NewTicker(time.Minute)
+	tick := c.cfg.Clock.NewTicker(time.Minute)
 	defer tick.Stop()
 	for {
 		cur := c.cur.Load()
-		renew := time.Until(cur.Leaf.NotBefore.Add(cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore) * 2 / 3))
+		renew := cur.Leaf.NotBefore.Add(cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore) * 2 / 3).Sub(c.cfg.Clock.Now())
 		if c.cfg.Dir != "" {
 			renew = time.Hour // cert-manager renews; the files are re-read every tick
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(max(renew, time.Second)):
+		case <-c.cfg.Clock.After(max(renew, time.Second)):
 			if err := c.mint(); err != nil {
 				c.cfg.Log.Error("cannot renew the webhook serving certificate; the current one stays in use", "error", err, "not_after", cur.Leaf.NotAfter)
 			}
-		case <-tick.C:
+		case <-tick.C():
 			if c.cfg.Dir != "" {
 				if err := c.load(); err != nil {
 					c.cfg.Log.Error("cannot read the webhook serving certificate; the current one stays in use", "dir", c.cfg.Dir, "error", err)
@@ -164,7 +171,7 @@ func (c *Cert) loadCA(ctx context.Context) (*issuer.KeyPair, error) {
 	if !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("admission: read webhook CA Secret: %w", err)
 	}
-	kp, err := issuer.NewAnchor(issuer.CAParams{CommonName: "meshid webhook CA", NotBefore: time.Now().Add(-time.Hour), TTL: 5 * 365 * 24 * time.Hour})
+	kp, err := issuer.NewAnchor(issuer.CAParams{CommonName: "meshid webhook CA", NotBefore: c.cfg.Clock.Now().Add(-time.Hour), TTL: 5 * 365 * 24 * time.Hour})
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +224,7 @@ func (c *Cert) mint() error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	now := c.cfg.Clock.Now()
 	out, err := c.ca.SignTemplate(&x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: c.name()},
 		DNSNames: c.cfg.DNSNames, IPAddresses: c.cfg.IPs,

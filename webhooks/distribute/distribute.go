@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/bundle"
 )
@@ -45,6 +46,8 @@ type Config struct {
 	Interval time.Duration
 	// Log receives a line per change; nil discards.
 	Log *slog.Logger
+	// Clock paces the reconciliations; nil means the real clock.
+	Clock clock.WithTicker
 }
 
 // Distributor keeps the copies.
@@ -61,12 +64,15 @@ func New(cfg Config) (*Distributor, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
 	return &Distributor{cfg: cfg}, nil
 }
 
 // Run reconciles every Interval until ctx ends.
 func (d *Distributor) Run(ctx context.Context) error {
-	tick := time.NewTicker(d.cfg.Interval)
+	tick := d.cfg.Clock.NewTicker(d.cfg.Interval)
 	defer tick.Stop()
 	for {
 		if err := d.Reconcile(ctx); err != nil && ctx.Err() == nil {
@@ -75,7 +81,7 @@ func (d *Distributor) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }
