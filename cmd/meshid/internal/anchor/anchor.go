@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/output"
@@ -52,8 +54,8 @@ type Options struct {
 	Connect kube.Connect
 	// NewRotator builds the Rotator; nil means rotation/anchor's New.
 	NewRotator func(rotator.Config) (Rotator, error)
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time; nil means the real clock.
+	Clock clock.PassiveClock
 }
 
 // Rotator is what the verbs ask of rotation/anchor's Rotator.
@@ -85,10 +87,10 @@ func (o *Options) ValidateStart() error {
 }
 
 func (o *Options) now() time.Time {
-	if o.Now == nil {
-		return time.Now()
+	if o.Clock == nil {
+		return clock.RealClock{}.Now()
 	}
-	return o.Now()
+	return o.Clock.Now()
 }
 
 // Run runs one verb, printing to out.

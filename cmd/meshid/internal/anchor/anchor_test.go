@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/cmd/internal/cli"
@@ -60,7 +61,7 @@ func setup(client *fake.Clientset, f *fakeRotator) (*anchor.Options, *[]string) 
 			connects = append(connects, kubeconfig+" "+agent)
 			return &kube.Clients{Kube: client}, nil
 		},
-		Now: func() time.Time { return now },
+		Clock: clocktesting.NewFakePassiveClock(now),
 	}
 	if f != nil {
 		o.NewRotator = func(cfg rotator.Config) (anchor.Rotator, error) { f.cfg = cfg; return f, nil }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"k8s.io/utils/clock"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
@@ -40,6 +41,8 @@ type Options struct {
 	Timeout time.Duration
 	// Output is "table" or "json".
 	Output string
+	// Clock tells the time; nil means the real clock.
+	Clock clock.PassiveClock
 }
 
 // Validate refuses flags that cannot work, as usage errors.
@@ -84,6 +87,10 @@ type Report struct {
 func Run(ctx context.Context, o *Options, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	var clk clock.PassiveClock = clock.RealClock{}
+	if o.Clock != nil {
+		clk = o.Clock
+	}
 	tokenData, err := os.ReadFile(o.TokenFile)
 	if err != nil {
 		return fmt.Errorf("certify: %w", err)
@@ -105,11 +112,11 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), strings.TrimSpace(string(tokenData)), time.Now())
+	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), strings.TrimSpace(string(tokenData)), clk.Now())
 	if err != nil {
 		return err
 	}
-	chains, err := verifyChain(got.SVID, anchors)
+	chains, err := verifyChain(got.SVID, anchors, clk.Now())
 	if err != nil {
 		return err
 	}
@@ -150,12 +157,11 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 
 // verifyChain verifies the SVID against the anchors with go-spiffe and
 // describes the chain, leaf first, anchor last.
-func verifyChain(svid *x509svid.SVID, anchors *bundle.Bundle) ([]certinfo.Report, error) {
-	_, chains, err := x509svid.Verify(svid.Certificates, anchors.X509Bundle(svid.ID.TrustDomain()))
+func verifyChain(svid *x509svid.SVID, anchors *bundle.Bundle, now time.Time) ([]certinfo.Report, error) {
+	_, chains, err := x509svid.Verify(svid.Certificates, anchors.X509Bundle(svid.ID.TrustDomain()), x509svid.WithTime(now))
 	if err != nil {
 		return nil, fmt.Errorf("certify: the certificate does not verify against the trust bundle: %w", err)
 	}
-	now := time.Now()
 	var rep []certinfo.Report
 	for _, c := range chains[0] {
 		rep = append(rep, certinfo.Describe(c, now))

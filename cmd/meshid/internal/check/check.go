@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
@@ -49,8 +50,8 @@ type Options struct {
 
 	// Connect builds the Kubernetes clients; nil means kube.NewClients.
 	Connect kube.Connect
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time and paces --watch; nil means the real clock.
+	Clock clock.WithTicker
 }
 
 // Validate refuses flags that cannot work, as usage errors.
@@ -75,12 +76,12 @@ var ErrProblems = &cli.SilentError{Err: errors.New("check: problems found")}
 // failure (or a warning, with FailOnWarning); with Watch it prints a line
 // whenever a row's status changes, until ctx ends, and returns nil.
 func Run(ctx context.Context, o *Options, out io.Writer) error {
-	connect, now := o.Connect, o.Now
+	connect, clk := o.Connect, o.Clock
 	if connect == nil {
 		connect = kube.NewClients
 	}
-	if now == nil {
-		now = time.Now
+	if clk == nil {
+		clk = clock.RealClock{}
 	}
 	c, err := connect(o.Kubeconfig, "meshid-check")
 	if err != nil {
@@ -88,7 +89,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	}
 	r := reader{o: o, c: c}
 	if !o.Watch {
-		t := now()
+		t := clk.Now()
 		rep := health.Run(r.input(ctx, t))
 		if err := printReport(out, o, rep, t); err != nil {
 			return err
@@ -99,10 +100,10 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 		return nil
 	}
 	last := map[string]health.Status{}
-	tick := time.NewTicker(o.Interval)
+	tick := clk.NewTicker(o.Interval)
 	defer tick.Stop()
 	for {
-		t := now()
+		t := clk.Now()
 		rep := health.Run(r.input(ctx, t))
 		for _, row := range rep.Rows {
 			if last[row.Check] != row.Status {
@@ -113,7 +114,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-tick.C():
 		}
 	}
 }

@@ -29,6 +29,8 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/meshid/meshid/bundle"
@@ -118,7 +120,7 @@ func (w *world) options() *check.Options {
 	o := &check.Options{
 		Namespace: ns, Bundle: manifest.BundleConfigMap, Issuer: manifest.IssuerSecret, Deployment: manifest.CAName,
 		TrustDomain: identity.DefaultTrustDomain, Proxies: w.proxies, WarnWithin: 60 * day, Interval: 30 * time.Second, Output: "table",
-		Connect: connect, Now: func() time.Time { return w.now },
+		Connect: connect, Clock: clocktesting.NewFakeClock(w.now),
 	}
 	if w.opts != nil {
 		w.opts(o)
@@ -744,7 +746,7 @@ func TestWatch(t *testing.T) {
 		w := newWorld(t, time.Now())
 		o := w.options()
 		connect, client := w.connect()
-		o.Connect, o.Now, o.Watch = connect, time.Now, true
+		o.Connect, o.Clock, o.Watch = connect, clock.RealClock{}, true
 		start := time.Now().UTC()
 		ctx, cancel := context.WithCancel(context.Background())
 		var out lockedBuffer

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/cmd/internal/cli"
@@ -28,8 +29,8 @@ type Options struct {
 
 	// Stdin is read for the file "-"; nil reads nothing.
 	Stdin io.Reader
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time; nil means the real clock.
+	Clock clock.PassiveClock
 }
 
 // Validate refuses flags that cannot work, as usage errors.
@@ -71,9 +72,9 @@ func Run(_ context.Context, o *Options, file string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("inspect: %s: %w", file, err)
 	}
-	now := time.Now()
-	if o.Now != nil {
-		now = o.Now()
+	now := clock.RealClock{}.Now()
+	if o.Clock != nil {
+		now = o.Clock.Now()
 	}
 	rep := Report{}
 	for _, c := range certs {

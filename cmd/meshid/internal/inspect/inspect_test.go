@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/meshid/internal/inspect"
@@ -82,7 +83,7 @@ func TestInspect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := &inspect.Options{BundleFile: tt.bundle, Output: "table", Stdin: strings.NewReader(tt.stdin), Now: func() time.Time { return now }}
+			o := &inspect.Options{BundleFile: tt.bundle, Output: "table", Stdin: strings.NewReader(tt.stdin), Clock: clocktesting.NewFakePassiveClock(now)}
 			var out bytes.Buffer
 			err := inspect.Run(context.Background(), o, tt.file, &out)
 			if tt.problem == "" && err != nil || tt.problem != "" && (err == nil || !strings.Contains(err.Error(), tt.problem)) {
@@ -108,7 +109,7 @@ func TestInspectJSON(t *testing.T) {
 		{pkitest.File(t, dir, "a.pem", anchor.CertPEM()), true},
 		{pkitest.File(t, dir, "s.pem", stranger.CertPEM()), false},
 	} {
-		o := &inspect.Options{BundleFile: tt.bundle, Output: "json", Now: func() time.Time { return now }}
+		o := &inspect.Options{BundleFile: tt.bundle, Output: "json", Clock: clocktesting.NewFakePassiveClock(now)}
 		var out bytes.Buffer
 		err := inspect.Run(context.Background(), o, pkitest.File(t, dir, "anchor.pem", anchor.CertPEM()), &out)
 		if (err == nil) != tt.verified {

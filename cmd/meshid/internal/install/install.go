@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/cli"
@@ -52,8 +53,8 @@ type Options struct {
 	// Connect builds the Kubernetes clients, for Apply; nil means
 	// kube.NewClients.
 	Connect kube.Connect
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time; nil means the real clock.
+	Clock clock.PassiveClock
 }
 
 // Validate refuses flags that cannot work, as usage errors, before

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshid/meshid/bundle"
@@ -45,7 +46,7 @@ func options() *install.Options {
 		TrustDomain: identity.DefaultTrustDomain, Audience: identity.DefaultAudience, LeafTTL: 24 * time.Hour,
 		Webhook: true, WebhookImage: "ghcr.io/meshid/meshid-webhook:latest", ProxyImage: "ghcr.io/meshid/meshid-proxy:latest",
 		Output: "yaml",
-		Now:    func() time.Time { return now },
+		Clock:  clocktesting.NewFakePassiveClock(now),
 		Connect: func(string, string) (*kube.Clients, error) {
 			return nil, errors.New("install: this test has no cluster")
 		},

@@ -6,6 +6,8 @@ import (
 	"os"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/meshid/internal/output"
@@ -15,9 +17,9 @@ import (
 // material loads or generates the trust material into mo and refuses any
 // that does not hang together. generated says the anchor is new.
 func material(o *Options, mo *manifest.Options) (generated bool, err error) {
-	now := time.Now()
-	if o.Now != nil {
-		now = o.Now()
+	now := clock.RealClock{}.Now()
+	if o.Clock != nil {
+		now = o.Clock.Now()
 	}
 	stderr := o.Stderr
 	if stderr == nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
@@ -57,6 +58,15 @@ type Options struct {
 	// Connect builds the Kubernetes clients, when needed; nil means
 	// kube.NewClients.
 	Connect kube.Connect
+	// Clock tells the time; nil means the real clock.
+	Clock clock.PassiveClock
+}
+
+func (o *Options) now() time.Time {
+	if o.Clock == nil {
+		return clock.RealClock{}.Now()
+	}
+	return o.Clock.Now()
 }
 
 // Validate refuses flags that cannot work, as usage errors.
@@ -139,10 +149,11 @@ func Run(ctx context.Context, o *Options, addr string, out io.Writer) error {
 	var peerErr error
 	cfg := &tls.Config{
 		MinVersion:           tls.VersionTLS12,
+		Time:                 o.now,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
 		InsecureSkipVerify:   true, // verified below against the SPIFFE bundle, and reported
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			now := time.Now()
+			now := o.now()
 			for _, c := range cs.PeerCertificates {
 				rep.Chain = append(rep.Chain, certinfo.Describe(c, now))
 			}
@@ -276,7 +287,7 @@ func (r *run) identity(ctx context.Context, td spiffeid.TrustDomain, anchors *bu
 		return nil, "", err
 	}
 	defer conn.Close()
-	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), tr.Status.Token, time.Now())
+	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), tr.Status.Token, r.o.now())
 	if err != nil {
 		return nil, "", fmt.Errorf("verify: certificate for %s: %w", o.As, err)
 	}
