@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/utils/clock"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/rotation"
@@ -32,8 +33,9 @@ type DestinationsConfig struct {
 	// it replaces the least recently dialled. 0 means 2,048 (the CA follows
 	// at most 4,096 per stream).
 	MaxAddresses int
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock tells the time and paces the reconnects and evictions; nil
+	// means the real clock.
+	Clock clock.WithTicker
 	// Log receives the stream's breaks; nil discards.
 	Log *slog.Logger
 }
@@ -74,8 +76,8 @@ func NewDestinations(cfg DestinationsConfig) (*Destinations, error) {
 	if cfg.MaxAddresses <= 0 {
 		cfg.MaxAddresses = 2048
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -98,7 +100,7 @@ func (d *Destinations) Resolve(ctx context.Context, dst netip.AddrPort) (Destina
 		d.subscribe = append(d.subscribe, dst.String())
 		d.poke()
 	}
-	e.used = d.cfg.Now()
+	e.used = d.cfg.Clock.Now()
 	d.mu.Unlock()
 	select {
 	case <-e.ready:
@@ -106,7 +108,7 @@ func (d *Destinations) Resolve(ctx context.Context, dst netip.AddrPort) (Destina
 		return Destination{}, fmt.Errorf("proxy: the CA has not said who is behind %s: %w", dst, ctx.Err())
 	}
 	d.mu.Lock()
-	dest, fresh := e.dest, d.connected || d.cfg.Now().Sub(d.brokeAt) <= d.cfg.MaxStale
+	dest, fresh := e.dest, d.connected || d.cfg.Clock.Now().Sub(d.brokeAt) <= d.cfg.MaxStale
 	d.mu.Unlock()
 	if !fresh {
 		return Destination{}, fmt.Errorf("proxy: the CA's discovery stream has been down since %s, longer than %s: who is behind %s is no longer known", d.brokeAt.Format(time.RFC3339), d.cfg.MaxStale, dst)
@@ -151,13 +153,13 @@ func (d *Destinations) poke() {
 // Run keeps the stream open until ctx ends, reconnecting with backoff.
 func (d *Destinations) Run(ctx context.Context) error {
 	backoff := rotation.NewBackoff(time.Second, 30*time.Second)
-	evict := time.NewTicker(d.cfg.Idle / 2)
+	evict := d.cfg.Clock.NewTicker(d.cfg.Idle / 2)
 	defer evict.Stop()
 	for {
-		err := d.follow(ctx, backoff, evict.C)
+		err := d.follow(ctx, backoff, evict.C())
 		d.mu.Lock()
 		if d.connected {
-			d.connected, d.brokeAt = false, d.cfg.Now()
+			d.connected, d.brokeAt = false, d.cfg.Clock.Now()
 		}
 		d.mu.Unlock()
 		if ctx.Err() != nil {
@@ -168,7 +170,7 @@ func (d *Destinations) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(wait):
+		case <-d.cfg.Clock.After(wait):
 		}
 	}
 }
@@ -267,7 +269,7 @@ func (d *Destinations) forgetOldest() {
 func (d *Destinations) evict() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	now := d.cfg.Now()
+	now := d.cfg.Clock.Now()
 	for a, e := range d.entries {
 		if now.Sub(e.used) > d.cfg.Idle {
 			delete(d.entries, a)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"k8s.io/utils/clock"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/proxy"
@@ -114,7 +115,7 @@ func TestDestinations(t *testing.T) {
 		},
 		MaxStale:     30 * time.Second,
 		MaxAddresses: 6,
-		Now:          func() time.Time { return *now.Load() },
+		Clock:        setClock{now: &now},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -227,3 +228,11 @@ func TestDestinations(t *testing.T) {
 		}
 	})
 }
+
+// setClock is the real clock, but for Now, which the test sets.
+type setClock struct {
+	clock.RealClock
+	now *atomic.Pointer[time.Time]
+}
+
+func (c setClock) Now() time.Time { return *c.now.Load() }

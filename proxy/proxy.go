@@ -287,7 +287,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		g.Go(func() error { return p.watchPolicyStream(ctx) })
 	}
 	if t := p.cfg.Transparent; t != nil && t.Destinations == nil {
-		dests, err := NewDestinations(DestinationsConfig{Open: p.openDiscovery, Log: p.log})
+		dests, err := NewDestinations(DestinationsConfig{Open: p.openDiscovery, Log: p.log, Clock: p.cfg.Clock})
 		if err != nil {
 			return err
 		}

@@ -29,6 +29,8 @@ var clockAllowed = map[string]struct {
 	// the wall clock, so it must come from the wall clock; the idle marks
 	// in pipe.go are compared with those deadlines.
 	"proxy/listener.go":                    {1, "handshake deadline"},
+	"proxy/transparent.go":                 {1, "handshake deadline"},
+	"proxy/sniff.go":                       {1, "read deadline of the first bytes"},
 	"proxy/pipe.go":                        {3, "idle read deadlines and the last-traffic mark"},
 	"cmd/meshid/internal/verify/verify.go": {1, "read deadline of the probe"},
 	// CAParams documents that a zero NotBefore means now, for callers with
