@@ -258,7 +258,7 @@ func (s *sim) certify(ctx context.Context) error {
 			var issued *rotation.Issued
 			var err error
 			for attempt := 0; attempt < 5; attempt++ {
-				if issued, err = rotation.Certify(ctx, clients[w], toks[sa]); err == nil {
+				if issued, err = rotation.Certify(ctx, clients[w], toks[sa], time.Now()); err == nil {
 					break
 				}
 				if !sleep(ctx, time.Duration(attempt+1)*200*time.Millisecond) {
