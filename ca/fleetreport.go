@@ -10,18 +10,39 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
+	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/issuer"
 )
 
+// fleetReport is what this replica publishes: the trust material in force,
+// the updates it did not take, and the proxies it serves.
 func (s *Service) fleetReport() fleet.Report {
-	st := s.store.Load()
-	r := fleet.Report{Replica: s.cfg.Replica, Updated: s.cfg.Clock.Now(), Proxies: s.server.Fleet().Live()}
-	if st.Issuer != nil {
-		r.IssuerSHA256 = issuer.Fingerprint(st.Issuer)
+	r := trustReport(s.store.Load())
+	r.Replica, r.Updated, r.Proxies = s.cfg.Replica, s.cfg.Clock.Now(), s.server.Fleet().Live()
+	r.Updates = s.updates.list(s.store)
+	return r
+}
+
+// trustReport describes st: the issuer and the bundle in force.
+func trustReport(st *trust.State) fleet.Report {
+	var r fleet.Report
+	if sg := st.Issuer; sg != nil {
+		cert := sg.Certificate()
+		r.IssuerSHA256 = issuer.Fingerprint(sg)
+		r.Issuer = &fleet.Issuer{Subject: fleet.Truncate(cert.Subject.String()), NotBefore: cert.NotBefore, NotAfter: issuer.NotAfter(sg), ChainNotAfter: st.ChainExpiry()}
+		if a := st.ChainAnchor(); a != nil {
+			r.Issuer.AnchorSHA256 = bundle.Fingerprint(a)
+		}
 	}
-	if st.Bundle != nil {
-		r.BundleSHA256 = st.Bundle.SHA256()
+	if b := st.Bundle; b != nil {
+		r.BundleSHA256 = b.SHA256()
+		anchors := b.Anchors()
+		r.AnchorsTotal = len(anchors)
+		for _, a := range anchors[:min(len(anchors), fleet.MaxAnchors)] {
+			r.Anchors = append(r.Anchors, fleet.Anchor{SHA256: bundle.Fingerprint(a), NotAfter: a.NotAfter})
+		}
 	}
 	return r
 }

@@ -198,6 +198,7 @@ type Service struct {
 	metrics   *Metrics
 	server    *Server
 	serving   *servingCert
+	updates   *updates
 }
 
 // New returns a Service, or an error if cfg is invalid.
@@ -281,7 +282,7 @@ func New(cfg Config) (*Service, error) {
 		}
 	}
 	return &Service{
-		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery,
+		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery, updates: newUpdates(cfg.Clock.Now),
 		serving: &servingCert{
 			id: ownID, dnsNames: cfg.DNSNames, ttl: min(cfg.LeafTTL, DefaultLeafTTL), backdate: cfg.Backdate,
 			store: store, now: cfg.Clock.Now,
@@ -402,27 +403,41 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 		rec = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "meshid-ca"})
 		g.Go(func() error { <-ctx.Done(); b.Shutdown(); return nil })
 	}
+	issuerFrom, bundleFrom := "files "+s.cfg.IssuerCertFile+","+s.cfg.IssuerKeyFile, "files "+s.cfg.BundleFile
+	if s.cfg.IssuerSecret != "" {
+		issuerFrom = "Secret " + s.cfg.Namespace + "/" + s.cfg.IssuerSecret
+	}
+	if s.cfg.BundleConfigMap != "" {
+		bundleFrom = "ConfigMap " + s.cfg.Namespace + "/" + s.cfg.BundleConfigMap
+	}
 	issuerSink := func(data map[string][]byte) (bool, error) {
 		changed, err := s.setIssuer(data)
 		s.metrics.reload("issuer", changed, err)
+		s.updates.applied(source.Issuer, issuerFrom, certSHA256(data[KeyIssuerCert]), err)
 		return changed, err
 	}
 	bundleSink := func(data map[string][]byte) (bool, error) {
 		changed, err := s.setBundle(data)
 		s.metrics.reload("bundle", changed, err)
+		s.updates.applied(source.Bundle, bundleFrom, bundleSHA256(data[bundle.Key]), err)
 		return changed, err
 	}
-	obj := func(name string, m source.Material) source.Object {
-		return source.Object{Client: s.cfg.Client, Namespace: s.cfg.Namespace, Name: name, Material: m, Recorder: rec, Log: s.cfg.Log}
+	gone := func(m source.Material, from string) func(error) {
+		return func(err error) { s.updates.gone(m, from, err) }
 	}
-	files := func(m source.Material, paths map[string]string) source.Files {
-		return source.Files{Paths: paths, Material: m, Interval: s.cfg.FilePollInterval, Log: s.cfg.Log, Clock: s.cfg.Clock}
+	obj := func(name string, m source.Material, from string) source.Object {
+		return source.Object{Client: s.cfg.Client, Namespace: s.cfg.Namespace, Name: name, Material: m, Recorder: rec, Log: s.cfg.Log, Gone: gone(m, from)}
+	}
+	files := func(m source.Material, from string, paths map[string]string) source.Files {
+		return source.Files{Paths: paths, Material: m, Interval: s.cfg.FilePollInterval, Log: s.cfg.Log, Clock: s.cfg.Clock, Gone: gone(m, from)}
 	}
 	if s.cfg.BundleConfigMap != "" {
-		g.Go(func() error { return source.WatchConfigMap(ctx, obj(s.cfg.BundleConfigMap, source.Bundle), bundleSink) })
+		g.Go(func() error {
+			return source.WatchConfigMap(ctx, obj(s.cfg.BundleConfigMap, source.Bundle, bundleFrom), bundleSink)
+		})
 	} else {
 		g.Go(func() error {
-			return source.WatchFiles(ctx, files(source.Bundle, map[string]string{bundle.Key: s.cfg.BundleFile}), bundleSink)
+			return source.WatchFiles(ctx, files(source.Bundle, bundleFrom, map[string]string{bundle.Key: s.cfg.BundleFile}), bundleSink)
 		})
 	}
 	// A held-back issuer that was not valid yet is tried again.
@@ -437,6 +452,7 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 			}
 			if changed, err := s.store.Retry(); changed || err != nil {
 				s.metrics.reload("issuer", changed, err)
+				s.updates.retried(source.Issuer, changed, err)
 			}
 		}
 	})
@@ -447,9 +463,9 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 			return nil
 		}
 		if s.cfg.IssuerSecret != "" {
-			return source.WatchSecret(ctx, obj(s.cfg.IssuerSecret, source.Issuer), issuerSink)
+			return source.WatchSecret(ctx, obj(s.cfg.IssuerSecret, source.Issuer, issuerFrom), issuerSink)
 		}
-		return source.WatchFiles(ctx, files(source.Issuer, map[string]string{KeyIssuerCert: s.cfg.IssuerCertFile, KeyIssuerKey: s.cfg.IssuerKeyFile}), issuerSink)
+		return source.WatchFiles(ctx, files(source.Issuer, issuerFrom, map[string]string{KeyIssuerCert: s.cfg.IssuerCertFile, KeyIssuerKey: s.cfg.IssuerKeyFile}), issuerSink)
 	})
 }
 

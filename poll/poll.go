@@ -23,7 +23,9 @@ const DefaultInterval = 10 * time.Second
 // Watch reads the files (key -> path) now and every interval (<= 0 means
 // DefaultInterval) of clk (nil means the real clock) until ctx ends, and calls changed with their contents
 // the first time and whenever any differs from the last call. A read error
-// goes to failed (the next round tries again). It returns nil when ctx ends.
+// goes to failed (the next round tries again), and the next good read goes
+// to changed even when nothing differs, so the caller learns the files are
+// back. It returns nil when ctx ends.
 func Watch(ctx context.Context, clk clock.WithTicker, paths map[string]string, interval time.Duration, changed func(map[string][]byte), failed func(error)) error {
 	if len(paths) == 0 {
 		return errors.New("poll: no files to watch")
@@ -42,6 +44,7 @@ func Watch(ctx context.Context, clk clock.WithTicker, paths map[string]string, i
 		switch {
 		case err != nil:
 			failed(err)
+			last = nil
 		case !same(data, last):
 			changed(data)
 			last = data

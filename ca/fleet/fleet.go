@@ -251,13 +251,26 @@ func sortProxies(ps []Proxy) {
 	})
 }
 
-// Report is what one CA replica publishes.
+// Report is what one CA replica publishes: the trust material it has in
+// force, the updates of it that it did not take, and the proxies it serves.
 type Report struct {
-	Replica      string    `json:"replica"`
-	Updated      time.Time `json:"updated"`
-	IssuerSHA256 string    `json:"issuer_sha256"`
-	BundleSHA256 string    `json:"bundle_sha256"`
-	Proxies      []Proxy   `json:"proxies"`
+	Replica string    `json:"replica"`
+	Updated time.Time `json:"updated"`
+	// IssuerSHA256 and BundleSHA256 name the issuer and the bundle in
+	// force; empty before the first good one.
+	IssuerSHA256 string `json:"issuer_sha256"`
+	BundleSHA256 string `json:"bundle_sha256"`
+	// Issuer describes the issuer in force; nil before the first good one
+	// (and from a meshid-ca that predates it).
+	Issuer *Issuer `json:"issuer,omitempty"`
+	// Anchors are the bundle's anchors, in bundle order, at most
+	// MaxAnchors of AnchorsTotal.
+	Anchors      []Anchor `json:"anchors,omitempty"`
+	AnchorsTotal int      `json:"anchors_total,omitempty"`
+	// Updates are the latest issuer and bundle updates the replica did not
+	// take (at most one of each), oldest first.
+	Updates []Update `json:"updates,omitempty"`
+	Proxies []Proxy  `json:"proxies"`
 }
 
 // View is the whole fleet, merged from every live replica's report.
@@ -266,6 +279,11 @@ type View struct {
 	Proxies  []Proxy   `json:"proxies"`
 	At       time.Time `json:"at"`
 }
+
+// StaleAfter is how long a replica's report counts after its last update:
+// a replica publishes every 5 s (meshid-ca --fleet-report-interval), so an
+// older report is a dead or cut-off replica's.
+const StaleAfter = 30 * time.Second
 
 // Merge combines reports: replicas not updated within staleAfter of now
 // are dropped (a dead replica holds nothing back), and a proxy (one Key)

@@ -295,7 +295,8 @@ func TestRegistryCaps(t *testing.T) {
 
 // TestReportFitsConfigMap: a replica at DefaultMaxInstances publishes a
 // Report that fits in a ConfigMap (1 MiB), for SPIFFE IDs of 250
-// characters.
+// characters, with the largest trust state it publishes (MaxAnchors
+// anchors, subjects and reasons of MaxTextLen, both updates pending).
 func TestReportFitsConfigMap(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	clk := clocktesting.NewFakePassiveClock(now)
@@ -313,7 +314,22 @@ func TestReportFitsConfigMap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	data, err := json.Marshal(fleet.Report{Replica: "meshid-ca-7d9f8b6c5-x2x4z", Updated: now, IssuerSHA256: shaOld, BundleSHA256: shaOld, Proxies: r.Live()})
+	long := strings.Repeat("é", fleet.MaxTextLen) // JSON escapes nothing of it; Truncate cuts on a rune
+	rep := fleet.Report{
+		Replica: "meshid-ca-7d9f8b6c5-x2x4z", Updated: now, IssuerSHA256: shaOld, BundleSHA256: shaOld, Proxies: r.Live(),
+		Issuer:       &fleet.Issuer{Subject: fleet.Truncate(long), NotBefore: now, NotAfter: now, ChainNotAfter: now, AnchorSHA256: shaOld},
+		AnchorsTotal: 100,
+	}
+	for range fleet.MaxAnchors {
+		rep.Anchors = append(rep.Anchors, fleet.Anchor{SHA256: shaOld, NotAfter: now})
+	}
+	for _, m := range []string{"issuer", "bundle"} {
+		rep.Updates = append(rep.Updates, fleet.Update{Material: m, Source: long, Status: fleet.UpdateHeldBack, Reason: long, SHA256: shaOld, Since: now}.Bounded())
+	}
+	if got := len(rep.Updates[0].Reason); got > fleet.MaxTextLen {
+		t.Fatalf("a bounded reason is %d bytes, over %d", got, fleet.MaxTextLen)
+	}
+	data, err := json.Marshal(rep)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -28,6 +29,10 @@ type Files struct {
 	Log *slog.Logger
 	// Clock paces the reads; nil means the real clock.
 	Clock clock.WithTicker
+	// Gone, when set, is told why whenever the files cannot be read; the
+	// last good material stays in force. The next good read goes to the
+	// Sink, even unchanged.
+	Gone func(error)
 }
 
 // WatchFiles feeds sink with the files' contents now and whenever any of
@@ -49,5 +54,8 @@ func WatchFiles(ctx context.Context, f Files, sink Sink) error {
 		func(data map[string][]byte) { report(log, nil, nil, f.Material, from, data, sink) },
 		func(err error) {
 			log.Error("cannot read "+string(f.Material)+"; keeping the last good one in force", "source", from, "error", err)
+			if f.Gone != nil {
+				f.Gone(fmt.Errorf("source: cannot read %s; the last good %s stays in force: %w", from, f.Material, err))
+			}
 		})
 }

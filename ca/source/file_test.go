@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,5 +77,48 @@ func TestWatchFiles(t *testing.T) {
 	}
 	if len(r.calls) != 0 {
 		t.Fatalf("%d extra sink calls for unchanged files", len(r.calls))
+	}
+}
+
+// TestWatchFilesGone: files that cannot be read are told to Gone, and when
+// they are back, even unchanged, the sink gets them again (so the caller
+// knows the material is back).
+func TestWatchFilesGone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k")
+	if err := os.WriteFile(path, []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{calls: make(chan struct{}, 10)}
+	gone := make(chan error, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- source.WatchFiles(ctx, source.Files{Paths: map[string]string{"k": path}, Material: source.Issuer, Interval: 5 * time.Millisecond,
+			Gone: func(err error) { gone <- err }}, r.sink)
+	}()
+	r.wait(t)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-gone:
+		if !strings.Contains(err.Error(), "cannot read files "+path) || !strings.Contains(err.Error(), "the last good issuer stays in force") {
+			t.Fatalf("Gone(%v)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Gone was not told the file is gone")
+	}
+	if err := os.WriteFile(path, []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(t)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.seen) != 2 || r.seen[1] != "one" {
+		t.Fatalf("sink saw %q, want one, then one again once the file was back", r.seen)
 	}
 }

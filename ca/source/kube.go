@@ -30,6 +30,10 @@ type Object struct {
 	Recorder record.EventRecorder
 	// Log receives a line per update; nil discards.
 	Log *slog.Logger
+	// Gone, when set, is told why whenever the object is deleted, or is
+	// missing when the watch starts; the last good material stays in
+	// force. The next update goes to the Sink as usual.
+	Gone func(error)
 }
 
 func (o Object) log() *slog.Logger {
@@ -81,8 +85,16 @@ func watch(ctx context.Context, o Object, lw cache.ListerWatcher, example runtim
 		apply: func(obj runtime.Object) { report(log, o.Recorder, obj, o.Material, from, data(obj), sink) },
 		gone: func() {
 			log.Warn(from+" was deleted; keeping the last good "+string(o.Material)+" in force until it is recreated", "source", from)
+			if o.Gone != nil {
+				o.Gone(fmt.Errorf("source: %s was deleted; the last good %s stays in force until it is recreated", from, o.Material))
+			}
 		},
-		missing: func() { log.Warn(from+" does not exist yet; waiting for it", "source", from) },
+		missing: func() {
+			log.Warn(from+" does not exist yet; waiting for it", "source", from)
+			if o.Gone != nil {
+				o.Gone(fmt.Errorf("source: %s does not exist", from))
+			}
+		},
 	}
 	r := cache.NewReflectorWithOptions(lw, example, st, cache.ReflectorOptions{
 		Name: from, TypeDescription: fmt.Sprintf("%T", example), Backoff: &watchBackoff,

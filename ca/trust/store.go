@@ -1,6 +1,8 @@
 package trust
 
 import (
+	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,13 +27,19 @@ type State struct {
 	// another issuer to renew within it (anchor rotation sets it).
 	ReissueWindow time.Duration
 
-	// chainErr is why Issuer does not chain to Bundle, and chainExpiry when
-	// that chain (anchor included) expires, both checked once when the
-	// state is made: the state never changes, and a chain verification per
-	// request would cost more than the signature.
+	// chainErr is why Issuer does not chain to Bundle, chainExpiry when
+	// that chain (anchor included) expires and chainAnchor the anchor it
+	// ends at, all checked once when the state is made: the state never
+	// changes, and a chain verification per request would cost more than
+	// the signature.
 	chainErr    error
 	chainExpiry time.Time
+	chainAnchor *x509.Certificate
 }
+
+// ErrHeldBack is wrapped by the error of an update the Store holds back
+// until its partner arrives (see Store), as opposed to one it refuses.
+var ErrHeldBack = errors.New("held back")
 
 // Check reports whether the state can issue certificates at now: a bundle and
 // an issuer are loaded and the issuer is valid and chains to the bundle.
@@ -49,7 +57,7 @@ func (s *State) Check(now time.Time) error {
 		return s.chainErr
 	}
 	if now.After(s.chainExpiry) {
-		return fmt.Errorf("trust: the issuer's chain expired at %s (its anchor, or a certificate above the issuer): leaves it signs would not verify; rotate the anchor (meshid rotate-anchor --emergency)", s.chainExpiry.UTC().Format(time.RFC3339))
+		return fmt.Errorf("trust: the issuer's chain expired at %s (its anchor, or a certificate above the issuer): leaves it signs would not verify; rotate the anchor (meshid rotate-anchor start --emergency)", s.chainExpiry.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -57,6 +65,10 @@ func (s *State) Check(now time.Time) error {
 // ChainExpiry is when the issuer's verified chain, anchor included, stops
 // being valid; zero when the state cannot issue.
 func (s *State) ChainExpiry() time.Time { return s.chainExpiry }
+
+// ChainAnchor is the anchor of Bundle the issuer's chain ends at; nil when
+// it does not chain.
+func (s *State) ChainAnchor() *x509.Certificate { return s.chainAnchor }
 
 // Config configures a Store.
 type Config struct {
@@ -135,7 +147,7 @@ func (s *Store) SetBundle(pemData []byte) (bool, error) {
 		s.swap(&State{Bundle: b, Issuer: cur.Issuer, ReissueWindow: cur.ReissueWindow})
 	default:
 		s.pendingBundle = b
-		return false, fmt.Errorf("trust: bundle %.12s does not hold the anchor of the issuer in use (%s), so new certificates would not verify; it is held back and will be used together with an issuer that chains to it", b.SHA256(), cur.Issuer.Certificate().Subject)
+		return false, fmt.Errorf("trust: bundle %.12s does not hold the anchor of the issuer in use (%s), so new certificates would not verify; it is %w and will be used together with an issuer that chains to it", b.SHA256(), cur.Issuer.Certificate().Subject, ErrHeldBack)
 	}
 	s.log.Info("trust bundle loaded", "bundle_sha256", b.SHA256(), "anchors", len(b.Anchors()), "not_after", b.Expiry())
 	return true, nil
@@ -182,7 +194,7 @@ func (s *Store) useIssuer(sg issuer.Signer) (bool, error) {
 	} else if err := issuer.Verify(sg, cur.Bundle, now); err != nil {
 		if errors.Is(err, issuer.ErrUntrusted) || errors.Is(err, issuer.ErrNotYetValid) {
 			s.pendingIssuer = sg
-			return false, fmt.Errorf("%w (held back: it will be used once the trust bundle holds its anchor and it is valid)", err)
+			return false, fmt.Errorf("%w (%w: it will be used once the trust bundle holds its anchor and it is valid)", err, ErrHeldBack)
 		}
 		return false, err
 	} else {
@@ -190,6 +202,13 @@ func (s *Store) useIssuer(sg issuer.Signer) (bool, error) {
 	}
 	s.log.Info("issuer loaded", "issuer", fp, "subject", sg.Certificate().Subject.String(), "not_after", issuer.NotAfter(sg))
 	return true, nil
+}
+
+// HeldBack reports whether an issuer and a bundle update are held back.
+func (s *Store) HeldBack() (issuer, bundle bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pendingIssuer != nil, s.pendingBundle != nil
 }
 
 // SetReissueWindow sets State.ReissueWindow; 0 clears it.
@@ -211,8 +230,25 @@ func (s *Store) SetReissueWindow(d time.Duration) bool {
 func (s *Store) swap(next *State) {
 	if next.Issuer != nil && next.Bundle != nil {
 		next.chainExpiry, next.chainErr = issuer.ChainExpiry(next.Issuer, next.Bundle, s.now())
+		if next.chainErr == nil {
+			next.chainAnchor = anchorOf(next.Issuer, next.Bundle)
+		}
 	}
 	s.state.Store(next)
 	close(s.changed)
 	s.changed = make(chan struct{})
+}
+
+// anchorOf returns the anchor of b that signed the top of sg's chain.
+func anchorOf(sg issuer.Signer, b *bundle.Bundle) *x509.Certificate {
+	top := sg.Certificate()
+	if up := sg.UpstreamChain(); len(up) > 0 {
+		top = up[len(up)-1]
+	}
+	for _, a := range b.Anchors() {
+		if bytes.Equal(top.RawIssuer, a.RawSubject) && top.CheckSignatureFrom(a) == nil {
+			return a
+		}
+	}
+	return nil
 }

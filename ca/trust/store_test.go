@@ -1,6 +1,7 @@
 package trust_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -130,11 +131,14 @@ func TestStoreHoldsBack(t *testing.T) {
 	t.Run("a bundle that orphans the issuer in use waits for its issuer", func(t *testing.T) {
 		s := loaded(t, clocktesting.NewFakePassiveClock(now), oldAnchor, oldIssuer)
 		before := s.Load()
-		if ok, err := s.SetBundle(newAnchor.CertPEM()); ok || err == nil {
+		if ok, err := s.SetBundle(newAnchor.CertPEM()); ok || !errors.Is(err, trust.ErrHeldBack) {
 			t.Fatalf("SetBundle(new anchor only) = %v, %v; want held back", ok, err)
 		}
 		if s.Load() != before {
 			t.Fatal("a held-back bundle changed the state")
+		}
+		if issuer, bundle := s.HeldBack(); issuer || !bundle {
+			t.Fatalf("HeldBack = %v, %v; want the bundle", issuer, bundle)
 		}
 		if ok, err := s.SetIssuer(newCert, newKey); !ok || err != nil {
 			t.Fatalf("SetIssuer(new) = %v, %v; want both installed", ok, err)
@@ -145,14 +149,24 @@ func TestStoreHoldsBack(t *testing.T) {
 	})
 	t.Run("an issuer from a new anchor waits for its bundle", func(t *testing.T) {
 		s := loaded(t, clocktesting.NewFakePassiveClock(now), oldAnchor, oldIssuer)
-		if ok, err := s.SetIssuer(newCert, newKey); ok || err == nil {
+		if ok, err := s.SetIssuer(newCert, newKey); ok || !errors.Is(err, trust.ErrHeldBack) {
 			t.Fatalf("SetIssuer(new) = %v, %v; want held back", ok, err)
+		}
+		if issuer, bundle := s.HeldBack(); !issuer || bundle {
+			t.Fatalf("HeldBack = %v, %v; want the issuer", issuer, bundle)
 		}
 		if ok, err := s.SetBundle(newAnchor.CertPEM()); !ok || err != nil {
 			t.Fatalf("SetBundle(new) = %v, %v; want both installed", ok, err)
 		}
-		if fingerprint(s.Load()) != newIssuer.Fingerprint() {
+		st := s.Load()
+		if fingerprint(st) != newIssuer.Fingerprint() {
 			t.Fatal("the held-back issuer was not used")
+		}
+		if issuer, bundle := s.HeldBack(); issuer || bundle {
+			t.Fatalf("HeldBack = %v, %v after both were used", issuer, bundle)
+		}
+		if a := st.ChainAnchor(); a == nil || !a.Equal(newAnchor.Cert) {
+			t.Fatalf("ChainAnchor = %v, want the new anchor", a)
 		}
 	})
 	t.Run("a withdrawn issuer never comes back", func(t *testing.T) {

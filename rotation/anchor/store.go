@@ -196,5 +196,5 @@ func (r *Rotator) fleet(ctx context.Context) (fleet.View, error) {
 			reports = append(reports, rep)
 		}
 	}
-	return fleet.Merge(reports, r.clock.Now(), 30*time.Second), nil
+	return fleet.Merge(reports, r.clock.Now(), fleet.StaleAfter), nil
 }
