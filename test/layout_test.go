@@ -36,6 +36,7 @@ var may = []struct {
 	{"webhooks", []string{"issuer"}},
 	{"proxy", []string{"issuer", "rotation"}},
 	{"rotation/anchor", []string{"issuer", "rotation/health", "ca/fleet", "ca/manifest"}},
+	{"rotation/health", []string{"issuer", "ca/fleet"}},
 	{"rotation", []string{"issuer"}},
 	{"cmd", []string{""}},
 	{"test", []string{""}},

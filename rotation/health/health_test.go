@@ -1,6 +1,7 @@
 package health_test
 
 import (
+	"crypto/x509"
 	"errors"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/bundle"
+	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/issuer/issuertest"
@@ -66,11 +68,30 @@ func TestRun(t *testing.T) {
 			t.Fatalf("time to outage %s (%s), want the issuer's expiry", r.Outage, r.OutageWhat)
 		}
 	})
-	t.Run("expired anchor", func(t *testing.T) {
+	t.Run("expired anchor nothing uses", func(t *testing.T) {
 		old := ca(t, nil, "old anchor", now.Add(-2*year), year)
 		r := health.Run(input(t, now, []*issuer.KeyPair{anchor, old}, good))
-		if got := row(t, r, "anchor 1"); got.Status != health.Fail || !strings.Contains(got.Detail, "expired") || got.Hint == "" {
+		got := row(t, r, "anchor 1")
+		if got.Status != health.Warn || !strings.Contains(got.Detail, "expired") || !strings.Contains(got.Detail, "nothing uses it") ||
+			!strings.Contains(got.Hint, bundle.Fingerprint(old.Cert)) || strings.Contains(got.Hint, "--emergency") {
+			t.Fatalf("row %+v, want a warning naming the anchor to remove", got)
+		}
+		if !strings.Contains(got.Check, "("+bundle.Fingerprint(old.Cert)[:12]+")") {
+			t.Fatalf("row %q does not name the anchor's fingerprint", got.Check)
+		}
+		if !r.Outage.Equal(good.NotAfter()) {
+			t.Fatalf("time to outage %s (%s): an anchor nothing uses is no outage", r.Outage, r.OutageWhat)
+		}
+	})
+	t.Run("expired anchor the issuer chains to", func(t *testing.T) {
+		old := ca(t, nil, "old anchor", now.Add(-2*year), year)
+		orphan := ca(t, old, "orphan", now.Add(-time.Hour), 48*time.Hour) // valid; its anchor is not
+		r := health.Run(input(t, now, []*issuer.KeyPair{anchor, old}, orphan))
+		if got := row(t, r, "anchor 1"); got.Status != health.Fail || !strings.Contains(got.Detail, "used by the issuer in the Secret") || !strings.Contains(got.Hint, "rotate-anchor start --emergency") {
 			t.Fatalf("row %+v", got)
+		}
+		if got := row(t, r, "issuer"); got.Status != health.Fail || !strings.Contains(got.Detail, "its anchor "+bundle.Fingerprint(old.Cert)[:12]+" expired") {
+			t.Fatalf("issuer row %+v", got)
 		}
 	})
 	t.Run("anchor within the warning window", func(t *testing.T) {
@@ -128,4 +149,103 @@ func TestRun(t *testing.T) {
 			t.Fatalf("proxy with a non-SVID chain: %+v", got)
 		}
 	})
+}
+
+// TestPreflight: a failed preflight is one failing row, and every row that
+// depends on it is skipped and says so; without a Preflight there are no
+// preflight rows (rotation/anchor's use).
+func TestPreflight(t *testing.T) {
+	now := time.Now()
+	anchor := ca(t, nil, "anchor", now.Add(-time.Hour), 365*24*time.Hour)
+	good := ca(t, anchor, "issuer", now.Add(-time.Hour), 48*time.Hour)
+	tests := []struct {
+		name      string
+		preflight *health.Preflight
+		fail      string // the one failing row
+		skipped   string // what the skipped rows say
+	}{
+		{name: "API server down", preflight: &health.Preflight{APIErr: errors.New("connection refused")}, fail: "api server", skipped: "the API server cannot be reached"},
+		{name: "namespace missing", preflight: &health.Preflight{NamespaceMissing: true}, fail: "namespace meshid", skipped: "namespace meshid does not exist"},
+		{name: "forbidden", preflight: &health.Preflight{Access: []health.Access{
+			{Verb: "get", Resource: "configmaps", Name: "b", Need: health.NeedBundle},
+			{Verb: "get", Resource: "secrets", Name: "i", Need: health.NeedIssuer},
+		}}, fail: "rbac", skipped: "not allowed to get "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := input(t, now, []*issuer.KeyPair{anchor}, good)
+			in.Namespace, in.Preflight = "meshid", tt.preflight
+			in.Reports = &health.Reports{Name: "meshid/meshid-fleet-*"}
+			r := health.Run(in)
+			var failed []string
+			for _, row := range r.Rows {
+				switch row.Status {
+				case health.Fail:
+					failed = append(failed, row.Check)
+				case health.Skip:
+					if !strings.Contains(row.Detail, tt.skipped) {
+						t.Errorf("skipped row %+v does not say %q", row, tt.skipped)
+					}
+				}
+			}
+			if len(failed) != 1 || failed[0] != tt.fail || r.Worst() != health.Fail {
+				t.Fatalf("failing rows %q, want only %q: %+v", failed, tt.fail, r.Rows)
+			}
+			for _, name := range []string{"bundle", "issuer"} {
+				if got := row(t, r, name); got.Status != health.Skip || got.Hint != "" {
+					t.Errorf("%s row %+v, want skipped without a hint", name, got)
+				}
+			}
+		})
+	}
+	t.Run("not checked", func(t *testing.T) {
+		r := health.Run(input(t, now, []*issuer.KeyPair{anchor}, good))
+		for _, row := range r.Rows {
+			if row.Check == "api server" || row.Check == "rbac" || strings.HasPrefix(row.Check, "namespace") {
+				t.Fatalf("a preflight row without a Preflight: %+v", row)
+			}
+		}
+	})
+}
+
+// report is what a replica signing with iss over anchors publishes.
+func report(replica string, now time.Time, iss *issuer.KeyPair, anchors ...*issuer.KeyPair) fleet.Report {
+	var certs []*x509.Certificate
+	for _, a := range anchors {
+		certs = append(certs, a.Cert)
+	}
+	b, _ := bundle.New(certs...)
+	expiry, _ := iss.ChainExpiry(b, now)
+	r := fleet.Report{Replica: replica, Updated: now, IssuerSHA256: iss.Fingerprint(), BundleSHA256: b.SHA256(), AnchorsTotal: len(certs),
+		Issuer: &fleet.Issuer{Subject: iss.Cert.Subject.String(), NotBefore: iss.Cert.NotBefore, NotAfter: iss.NotAfter(), ChainNotAfter: expiry, AnchorSHA256: bundle.Fingerprint(anchors[0].Cert)}}
+	for _, a := range certs {
+		r.Anchors = append(r.Anchors, fleet.Anchor{SHA256: bundle.Fingerprint(a), NotAfter: a.NotAfter})
+	}
+	return r
+}
+
+// TestInForce: with replicas reporting, the issuer row and the time to
+// outage are the issuer in force, and a refused update in the Secret is a
+// failing row of its own.
+func TestInForce(t *testing.T) {
+	now := time.Now()
+	year := 365 * 24 * time.Hour
+	anchor := ca(t, nil, "anchor", now.Add(-time.Hour), year)
+	inForce := ca(t, anchor, "in force", now.Add(-time.Hour), 90*24*time.Hour)
+	expired := ca(t, anchor, "expired", now.Add(-50*time.Hour), 48*time.Hour)
+
+	in := input(t, now, []*issuer.KeyPair{anchor}, expired) // the Secret
+	rep := report("a", now, inForce, anchor)
+	rep.Updates = []fleet.Update{{Material: "issuer", Source: "Secret meshid/issuer", Status: fleet.UpdateRefused, SHA256: expired.Fingerprint(), Reason: "issuer: expired", Since: now.Add(-time.Minute)}}
+	in.Reports = &health.Reports{Name: "fleet", All: []fleet.Report{rep, report("dead", now.Add(-time.Hour), expired, anchor)}}
+	r := health.Run(in)
+	if got := row(t, r, "issuer meshid/issuer"); got.Status != health.OK || !strings.Contains(got.Detail, "in force on 1 of 1 replicas: CN=in force") || !got.Expires.Equal(inForce.NotAfter()) {
+		t.Fatalf("issuer row %+v, want the issuer in force (a stale report ignored)", got)
+	}
+	if got := row(t, r, "issuer update"); got.Status != health.Fail || !strings.Contains(got.Detail, "refused by 1 of 1 replicas") || !strings.Contains(got.Hint, "kubectl") {
+		t.Fatalf("update row %+v", got)
+	}
+	if !r.Outage.Equal(inForce.NotAfter()) || r.OutageWhat != "issuer meshid/issuer in force" {
+		t.Fatalf("time to outage %s (%s), want the issuer in force's %s", r.Outage, r.OutageWhat, inForce.NotAfter())
+	}
 }

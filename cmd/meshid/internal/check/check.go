@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -73,8 +74,8 @@ func (o *Options) Validate() error {
 var ErrProblems = &cli.SilentError{Err: errors.New("check: problems found")}
 
 // Run checks once and prints the report, returning ErrProblems on a
-// failure (or a warning, with FailOnWarning); with Watch it prints a line
-// whenever a row's status changes, until ctx ends, and returns nil.
+// failure (or a warning, with FailOnWarning); with Watch it prints whenever
+// a row's status changes, until ctx ends, and returns nil.
 func Run(ctx context.Context, o *Options, out io.Writer) error {
 	connect, clk := o.Connect, o.Clock
 	if connect == nil {
@@ -105,11 +106,8 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	for {
 		t := clk.Now()
 		rep := health.Run(r.input(ctx, t))
-		for _, row := range rep.Rows {
-			if last[row.Check] != row.Status {
-				fmt.Fprintf(out, "%s  %-5s %s: %s\n", t.UTC().Format(time.RFC3339), row.Status, row.Check, row.Detail)
-				last[row.Check] = row.Status
-			}
+		if err := printChanges(out, o, rep, t, last); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -119,12 +117,54 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	}
 }
 
+// document is the JSON of one report: -o json prints one, --watch -o json
+// one per line whenever a row's status changes.
+type document struct {
+	At time.Time `json:"at"`
+	*health.Report
+	Status health.Status `json:"status"`
+}
+
+// printChanges prints, for --watch, the rows whose status differs from
+// last (every row the first time) and records them; with -o json, the
+// whole report as one line when any did.
+func printChanges(out io.Writer, o *Options, rep *health.Report, t time.Time, last map[string]health.Status) error {
+	var changed []health.Row
+	seen := map[string]bool{}
+	for _, row := range rep.Rows {
+		seen[row.Check] = true
+		if st, ok := last[row.Check]; !ok || st != row.Status {
+			changed = append(changed, row)
+			last[row.Check] = row.Status
+		}
+	}
+	for check := range last {
+		if !seen[check] {
+			delete(last, check) // a row that went away prints again when it comes back
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	if o.Output == "json" {
+		data, err := json.Marshal(document{At: t, Report: rep, Status: rep.Worst()})
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(out, "%s\n", data)
+		return err
+	}
+	for _, row := range changed {
+		if _, err := fmt.Fprintf(out, "%s  %-5s %s: %s\n", t.UTC().Format(time.RFC3339), row.Status, row.Check, row.Detail); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func printReport(out io.Writer, o *Options, rep *health.Report, now time.Time) error {
 	if o.Output == "json" {
-		return output.JSON(out, struct {
-			*health.Report
-			Status health.Status `json:"status"`
-		}{rep, rep.Worst()})
+		return output.JSON(out, document{At: now, Report: rep, Status: rep.Worst()})
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CHECK\tSTATUS\tEXPIRES IN\tDETAIL")
@@ -139,12 +179,15 @@ func printReport(out io.Writer, o *Options, rep *health.Report, now time.Time) e
 		return err
 	}
 	for _, r := range rep.Rows {
-		if r.Hint != "" && r.Status != health.OK {
+		if r.Hint != "" && (r.Status == health.Warn || r.Status == health.Fail) {
 			fmt.Fprintf(out, "hint: %s: %s\n", r.Check, r.Hint)
 		}
 	}
-	if !rep.Outage.IsZero() {
+	switch {
+	case !rep.Outage.IsZero():
 		fmt.Fprintf(out, "\nTime to outage: %s (%s, at %s)\n", certinfo.TimeLeft(rep.Outage, now), rep.OutageWhat, rep.Outage.UTC().Format(time.RFC3339))
+	case rep.OutageWhat != "":
+		fmt.Fprintf(out, "\nTime to outage: %s\n", rep.OutageWhat)
 	}
 	fmt.Fprintf(out, "Status: %s\n", strings.ToUpper(string(rep.Worst())))
 	return nil

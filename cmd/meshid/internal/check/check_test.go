@@ -4,12 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
@@ -18,649 +14,188 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/clock"
-	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 
 	"github.com/meshid/meshid/bundle"
-	"github.com/meshid/meshid/ca/manifest"
+	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/check"
+	ct "github.com/meshid/meshid/cmd/meshid/internal/check/checktest"
 	"github.com/meshid/meshid/cmd/meshid/internal/pkitest"
 	"github.com/meshid/meshid/identity"
-	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/rotation/health"
 )
 
-const (
-	ns   = "meshid"
-	day  = 24 * time.Hour
-	year = 365 * day
-)
+const ns = ct.NS
 
-var td = spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain)
-
-// world is a cluster as check reads it, healthy until a case changes it.
-type world struct {
-	now            time.Time
-	anchor, issuer *issuer.KeyPair
-	bundle         *corev1.ConfigMap // nil: absent
-	issuerSecret   *corev1.Secret    // nil: absent
-	deployment     *appsv1.Deployment
-	objects        []runtime.Object // more objects
-	dynamic        []runtime.Object // cert-manager's objects
-	react          func(*fake.Clientset)
-	proxies        []string
-	opts           func(*check.Options)
-}
-
-func newWorld(t *testing.T, now time.Time) *world {
-	w := &world{now: now}
-	w.anchor = pkitest.CA(t, nil, "anchor", now.Add(-time.Hour), year)
-	w.issuer = pkitest.CA(t, w.anchor, "issuer", now.Add(-time.Hour), 48*time.Hour)
-	w.bundle = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: manifest.BundleConfigMap}, Data: map[string]string{bundle.Key: string(w.anchor.CertPEM())}}
-	w.issuerSecret = issuerSecret(t, w.issuer)
-	w.deployment = &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: manifest.CAName}, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)}, Status: appsv1.DeploymentStatus{ReadyReplicas: 2}}
-	return w
-}
-
-func issuerSecret(t *testing.T, kp *issuer.KeyPair) *corev1.Secret {
-	key, err := kp.KeyPEM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: manifest.IssuerSecret}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": kp.CertPEM(), "tls.key": key}}
-}
-
-func secret(name string, crt []byte) *corev1.Secret {
-	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: map[string][]byte{"tls.crt": crt}}
-}
-
-func injector(caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
-	return &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: manifest.InjectorConfig(ns)},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "inject.meshid.dev", ClientConfig: admissionregistrationv1.WebhookClientConfig{CABundle: caBundle}}}}
-}
-
-// connect returns the world as a kube.Connect.
-func (w *world) connect() (kube.Connect, *fake.Clientset) {
-	objs := append([]runtime.Object(nil), w.objects...)
-	if w.bundle != nil {
-		objs = append(objs, w.bundle)
-	}
-	if w.issuerSecret != nil {
-		objs = append(objs, w.issuerSecret)
-	}
-	if w.deployment != nil {
-		objs = append(objs, w.deployment)
-	}
-	client := fake.NewClientset(objs...)
-	if w.react != nil {
-		w.react(client)
-	}
-	dyn := dynamicfake.NewSimpleDynamicClient(runtime.NewScheme(), w.dynamic...)
-	return func(string, string) (*kube.Clients, error) {
-		return &kube.Clients{Kube: client, Dynamic: dyn}, nil
-	}, client
-}
-
-func (w *world) options() *check.Options {
-	connect, _ := w.connect()
-	o := &check.Options{
-		Namespace: ns, Bundle: manifest.BundleConfigMap, Issuer: manifest.IssuerSecret, Deployment: manifest.CAName,
-		TrustDomain: identity.DefaultTrustDomain, Proxies: w.proxies, WarnWithin: 60 * day, Interval: 30 * time.Second, Output: "table",
-		Connect: connect, Clock: clocktesting.NewFakeClock(w.now),
-	}
-	if w.opts != nil {
-		w.opts(o)
-	}
-	return o
-}
-
-// proxy serves a proxy's /identity with body.
-func proxy(t *testing.T, body string) string {
-	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/identity" {
-			http.NotFound(rw, r)
-			return
-		}
-		fmt.Fprint(rw, body)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
-}
-
-func identityDoc(t *testing.T, chain []byte, bundleSHA string) string {
-	b, err := json.Marshal(map[string]string{"chain_pem": string(chain), "bundle_sha256": bundleSHA})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-// row matches a table row: CHECK, STATUS, then the detail.
-func row(check string, status health.Status, detail string) *regexp.Regexp {
-	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(check) + `\s+` + strings.ToUpper(string(status)) + `\s+.*` + regexp.QuoteMeta(detail))
-}
-
-func hint(check string) *regexp.Regexp {
-	return regexp.MustCompile(`(?m)^hint: ` + regexp.QuoteMeta(check) + `.*: \S`)
-}
-
-var (
-	bundleRow = "bundle meshid/meshid-trust-bundle"
-	issuerRow = "issuer meshid/meshid-issuer"
-	caRow     = "ca replicas meshid/meshid-ca"
-)
-
-// TestRows drives check through every row it can print, one cluster (or
-// proxy) state each, and checks the printed row, its hint, and the exit.
+// TestRows drives check through every row it can print (checktest.Cases),
+// one cluster (or proxy) state each, and checks the printed rows, their
+// hints, and the exit.
 func TestRows(t *testing.T) {
-	now := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
-	web := spiffeid.RequireFromPath(td, "/ns/shop/sa/web")
-	tests := []struct {
-		name    string
-		mod     func(t *testing.T, w *world)
-		want    []*regexp.Regexp
-		hints   []string // rows whose hint is printed
-		absent  []string // rows not printed at all
-		problem bool     // exits 1
-	}{
-		{
-			name: "healthy",
-			want: []*regexp.Regexp{
-				row(bundleRow, health.OK, "1 anchor(s), sha256 "),
-				row("anchor 0 anchor", health.OK, "CA, valid for 364d more"),
-				row(issuerRow, health.OK, "CA, key matches, chains to the bundle, valid for 47h00m more"),
-				row(caRow, health.OK, "2 of 2 ready"),
-			},
-			absent: []string{"webhook CA", "webhook certificate", "proxy ", "hint:"},
-		},
-		{
-			name:    "bundle ConfigMap missing",
-			mod:     func(t *testing.T, w *world) { w.bundle = nil },
-			want:    []*regexp.Regexp{row(bundleRow, health.Fail, "ConfigMap not found"), row(issuerRow, health.Fail, "cannot be checked without a trust bundle")},
-			hints:   []string{bundleRow, issuerRow},
-			problem: true,
-		},
-		{
-			name: "bundle ConfigMap unreadable",
-			mod: func(t *testing.T, w *world) {
-				w.react = func(c *fake.Clientset) {
-					c.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
-						return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, manifest.BundleConfigMap, errors.New("RBAC says no"))
-					})
-				}
-			},
-			want:    []*regexp.Regexp{row(bundleRow, health.Fail, "cannot read the ConfigMap: ")},
-			hints:   []string{bundleRow},
-			problem: true,
-		},
-		{
-			name: "bundle ConfigMap without its key",
-			mod: func(t *testing.T, w *world) {
-				w.bundle.Data = map[string]string{"bundle.pem": string(w.anchor.CertPEM())}
-			},
-			want:    []*regexp.Regexp{row(bundleRow, health.Fail, "the ConfigMap has no key ca-bundle.crt")},
-			hints:   []string{bundleRow},
-			problem: true,
-		},
-		{
-			name:    "bundle does not parse",
-			mod:     func(t *testing.T, w *world) { w.bundle.Data[bundle.Key] = "not PEM" },
-			want:    []*regexp.Regexp{row(bundleRow, health.Fail, "")},
-			hints:   []string{bundleRow},
-			absent:  []string{"anchor 0"},
-			problem: true,
-		},
-		{
-			name: "anchor expired",
-			mod: func(t *testing.T, w *world) {
-				old := pkitest.CA(t, nil, "old", w.now.Add(-2*year), year)
-				w.bundle.Data[bundle.Key] += string(old.CertPEM())
-			},
-			want:    []*regexp.Regexp{row(bundleRow, health.OK, "2 anchor(s)"), row("anchor 1 old", health.Fail, "expired at 2029-")},
-			hints:   []string{"anchor 1 old"},
-			problem: true,
-		},
-		{
-			name: "anchor not valid yet",
-			mod: func(t *testing.T, w *world) {
-				next := pkitest.CA(t, nil, "next", w.now.Add(day), year)
-				w.bundle.Data[bundle.Key] += string(next.CertPEM())
-			},
-			want:    []*regexp.Regexp{row("anchor 1 next", health.Fail, "not valid before 2030-06-02T12:00:00Z")},
-			hints:   []string{"anchor 1 next"},
-			problem: true,
-		},
-		{
-			name:  "anchor within --warn-within",
-			mod:   func(t *testing.T, w *world) { w.opts = func(o *check.Options) { o.WarnWithin = 400 * day } },
-			want:  []*regexp.Regexp{row("anchor 0 anchor", health.Warn, "expires in 364d, within the 400d warning window")},
-			hints: []string{"anchor 0 anchor"},
-		},
-		{
-			name: "anchor within --warn-within, --fail-on-warning",
-			mod: func(t *testing.T, w *world) {
-				w.opts = func(o *check.Options) { o.WarnWithin, o.FailOnWarning = 400*day, true }
-			},
-			want:    []*regexp.Regexp{row("anchor 0 anchor", health.Warn, "warning window")},
-			hints:   []string{"anchor 0 anchor"},
-			problem: true,
-		},
-		{
-			name:    "issuer Secret missing",
-			mod:     func(t *testing.T, w *world) { w.issuerSecret = nil },
-			want:    []*regexp.Regexp{row(issuerRow, health.Fail, "Secret not found")},
-			hints:   []string{issuerRow},
-			problem: true,
-		},
-		{
-			name: "issuer Secret unreadable",
-			mod: func(t *testing.T, w *world) {
-				w.react = func(c *fake.Clientset) {
-					c.PrependReactor("get", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
-						if a.(k8stesting.GetAction).GetName() != manifest.IssuerSecret {
-							return false, nil, nil
-						}
-						return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, manifest.IssuerSecret, errors.New("RBAC says no"))
-					})
-				}
-			},
-			want:    []*regexp.Regexp{row(issuerRow, health.Fail, "cannot read the Secret: ")},
-			hints:   []string{issuerRow},
-			problem: true,
-		},
-		{
-			name: "issuer key does not match",
-			mod: func(t *testing.T, w *world) {
-				other := pkitest.CA(t, w.anchor, "other", w.now.Add(-time.Hour), 48*time.Hour)
-				w.issuerSecret.Data["tls.key"] = issuerSecret(t, other).Data["tls.key"]
-			},
-			want:    []*regexp.Regexp{row(issuerRow, health.Fail, "")},
-			hints:   []string{issuerRow},
-			problem: true,
-		},
-		{
-			name: "issuer from another anchor",
-			mod: func(t *testing.T, w *world) {
-				stranger := pkitest.CA(t, nil, "stranger", w.now.Add(-time.Hour), year)
-				w.issuerSecret = issuerSecret(t, pkitest.CA(t, stranger, "issuer", w.now.Add(-time.Hour), 48*time.Hour))
-			},
-			want:    []*regexp.Regexp{row(issuerRow, health.Fail, "does not chain to any anchor of the bundle")},
-			hints:   []string{issuerRow},
-			problem: true,
-		},
-		{
-			name: "issuer expired",
-			mod: func(t *testing.T, w *world) {
-				w.issuerSecret = issuerSecret(t, pkitest.CA(t, w.anchor, "issuer", w.now.Add(-50*time.Hour), 48*time.Hour))
-			},
-			want:    []*regexp.Regexp{row(issuerRow, health.Fail, "expired")},
-			hints:   []string{issuerRow},
-			problem: true,
-		},
-		{
-			name: "issuer within a third of its lifetime",
-			mod: func(t *testing.T, w *world) {
-				w.issuerSecret = issuerSecret(t, pkitest.CA(t, w.anchor, "issuer", w.now.Add(-40*time.Hour), 48*time.Hour))
-			},
-			want:    []*regexp.Regexp{row(issuerRow, health.Fail, "expires in 8h00m, within 16h00m")},
-			hints:   []string{issuerRow},
-			problem: true,
-		},
-		{
-			name:    "issuer within --issuer-warn-within",
-			mod:     func(t *testing.T, w *world) { w.opts = func(o *check.Options) { o.IssuerWarnWithin = 72 * time.Hour } },
-			want:    []*regexp.Regexp{row(issuerRow, health.Fail, "expires in 47h00m, within 3d")},
-			hints:   []string{issuerRow},
-			problem: true,
-		},
-		{
-			name: "issuer within cert-manager's renewBefore",
-			mod: func(t *testing.T, w *world) {
-				w.issuerSecret.Annotations = map[string]string{"cert-manager.io/certificate-name": "meshid-issuer-cert"}
-				w.dynamic = []runtime.Object{&unstructured.Unstructured{Object: map[string]any{
-					"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
-					"metadata": map[string]any{"namespace": ns, "name": "meshid-issuer-cert"},
-					"spec":     map[string]any{"renewBefore": "50h"},
-				}}}
-			},
-			want:    []*regexp.Regexp{row(issuerRow, health.Fail, "expires in 47h00m, within 2d")},
-			hints:   []string{issuerRow},
-			problem: true,
-		},
-		{
-			name: "issuer managed by a Certificate that cannot be read",
-			mod: func(t *testing.T, w *world) {
-				w.issuerSecret.Annotations = map[string]string{"cert-manager.io/certificate-name": "gone"}
-			},
-			want: []*regexp.Regexp{row(issuerRow, health.OK, "valid for 47h00m more")},
-		},
-		{
-			name: "webhook CA in sync",
-			mod: func(t *testing.T, w *world) {
-				ca := pkitest.CA(t, nil, "webhook CA", w.now.Add(-time.Hour), year)
-				w.objects = append(w.objects, secret(manifest.WebhookCASecret, ca.CertPEM()), injector(ca.CertPEM()))
-			},
-			want: []*regexp.Regexp{row("webhook CA", health.OK, "valid for 364d more, caBundle in sync")},
-		},
-		{
-			name: "webhook CA without an injector configuration",
-			mod: func(t *testing.T, w *world) {
-				ca := pkitest.CA(t, nil, "webhook CA", w.now.Add(-time.Hour), year)
-				w.objects = append(w.objects, secret(manifest.WebhookCASecret, ca.CertPEM()))
-			},
-			want: []*regexp.Regexp{row("webhook CA", health.OK, "valid for 364d more")},
-		},
-		{
-			name: "webhook CA out of sync with the injector",
-			mod: func(t *testing.T, w *world) {
-				ca := pkitest.CA(t, nil, "webhook CA", w.now.Add(-time.Hour), year)
-				w.objects = append(w.objects, secret(manifest.WebhookCASecret, ca.CertPEM()), injector(w.anchor.CertPEM()))
-			},
-			want:    []*regexp.Regexp{row("webhook CA", health.Fail, "the injector's caBundle is not the webhook CA")},
-			hints:   []string{"webhook CA"},
-			problem: true,
-		},
-		{
-			name: "webhook CA expired",
-			mod: func(t *testing.T, w *world) {
-				ca := pkitest.CA(t, nil, "webhook CA", w.now.Add(-2*year), year)
-				w.objects = append(w.objects, secret(manifest.WebhookCASecret, ca.CertPEM()))
-			},
-			want:    []*regexp.Regexp{row("webhook CA", health.Fail, "expired: the API server refuses the webhooks' certificates")},
-			hints:   []string{"webhook CA"},
-			problem: true,
-		},
-		{
-			name: "webhook CA within --warn-within",
-			mod: func(t *testing.T, w *world) {
-				ca := pkitest.CA(t, nil, "webhook CA", w.now.Add(-time.Hour), 30*day)
-				w.objects = append(w.objects, secret(manifest.WebhookCASecret, ca.CertPEM()))
-			},
-			want:  []*regexp.Regexp{row("webhook CA", health.Warn, "expires in 29d")},
-			hints: []string{"webhook CA"},
-		},
-		{
-			name: "webhook CA does not parse",
-			mod: func(t *testing.T, w *world) {
-				w.objects = append(w.objects, secret(manifest.WebhookCASecret, []byte("junk")))
-			},
-			want:    []*regexp.Regexp{row("webhook CA", health.Fail, "")},
-			hints:   []string{"webhook CA"},
-			problem: true,
-		},
-		{
-			name: "webhook certificate fresh",
-			mod: func(t *testing.T, w *world) {
-				chain, _ := pkitest.Leaf(t, w.issuer, web, w.now.Add(-time.Hour), 24*time.Hour)
-				w.objects = append(w.objects, secret(manifest.WebhookTLSSecret, pkitest.PEM(chain[0])))
-			},
-			want: []*regexp.Regexp{row("webhook certificate", health.OK, "valid for 23h00m more")},
-		},
-		{
-			name: "webhook certificate past its renewal time",
-			mod: func(t *testing.T, w *world) {
-				chain, _ := pkitest.Leaf(t, w.issuer, web, w.now.Add(-20*time.Hour), 24*time.Hour)
-				w.objects = append(w.objects, secret(manifest.WebhookTLSSecret, pkitest.PEM(chain[0])))
-			},
-			want:  []*regexp.Regexp{row("webhook certificate", health.Warn, "expires in 4h00m, past its renewal time")},
-			hints: []string{"webhook certificate"},
-		},
-		{
-			name: "webhook certificate expired",
-			mod: func(t *testing.T, w *world) {
-				old := pkitest.CA(t, w.anchor, "old issuer", w.now.Add(-10*day), 20*day)
-				chain, _ := pkitest.Leaf(t, old, web, w.now.Add(-25*time.Hour), 24*time.Hour)
-				w.objects = append(w.objects, secret(manifest.WebhookTLSSecret, pkitest.PEM(chain[0])))
-			},
-			want:    []*regexp.Regexp{row("webhook certificate", health.Fail, "expired: the API server cannot call the webhooks")},
-			hints:   []string{"webhook certificate"},
-			problem: true,
-		},
-		{
-			name: "webhook certificate Secret without a certificate",
-			mod: func(t *testing.T, w *world) {
-				w.objects = append(w.objects, secret(manifest.WebhookTLSSecret, []byte("junk")))
-			},
-			want:    []*regexp.Regexp{row("webhook certificate", health.Fail, "Secret meshid-webhook-tls holds no certificate")},
-			hints:   []string{"webhook certificate"},
-			problem: true,
-		},
-		{
-			name: "webhook certificate does not parse",
-			mod: func(t *testing.T, w *world) {
-				w.objects = append(w.objects, secret(manifest.WebhookTLSSecret, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})))
-			},
-			want:    []*regexp.Regexp{row("webhook certificate", health.Fail, "x509: ")},
-			hints:   []string{"webhook certificate"},
-			problem: true,
-		},
-		{
-			name:  "CA Deployment missing",
-			mod:   func(t *testing.T, w *world) { w.deployment = nil },
-			want:  []*regexp.Regexp{row(caRow, health.Warn, "Deployment not found")},
-			hints: []string{caRow},
-		},
-		{
-			name: "CA Deployment unreadable",
-			mod: func(t *testing.T, w *world) {
-				w.react = func(c *fake.Clientset) {
-					c.PrependReactor("get", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
-						return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, manifest.CAName, errors.New("RBAC says no"))
-					})
-				}
-			},
-			want:  []*regexp.Regexp{row(caRow, health.Warn, "cannot read the Deployment: ")},
-			hints: []string{caRow},
-		},
-		{
-			name:    "CA Deployment with no ready replica",
-			mod:     func(t *testing.T, w *world) { w.deployment.Status.ReadyReplicas = 0 },
-			want:    []*regexp.Regexp{row(caRow, health.Fail, "0 of 2 ready")},
-			hints:   []string{caRow},
-			problem: true,
-		},
-		{
-			name:  "CA Deployment partly ready",
-			mod:   func(t *testing.T, w *world) { w.deployment.Status.ReadyReplicas = 1 },
-			want:  []*regexp.Regexp{row(caRow, health.Warn, "1 of 2 ready")},
-			hints: []string{caRow},
-		},
-		{
-			name: "CA Deployment without replicas is one replica",
-			mod:  func(t *testing.T, w *world) { w.deployment.Spec.Replicas, w.deployment.Status.ReadyReplicas = nil, 1 },
-			want: []*regexp.Regexp{row(caRow, health.OK, "1 of 1 ready")},
-		},
-		{
-			name:   "no --deployment",
-			mod:    func(t *testing.T, w *world) { w.opts = func(o *check.Options) { o.Deployment = "" } },
-			absent: []string{"ca replicas"},
-		},
-		{
-			name: "proxy healthy",
-			mod: func(t *testing.T, w *world) {
-				chain, _ := pkitest.Leaf(t, w.issuer, web, w.now.Add(-time.Hour), 24*time.Hour)
-				w.proxies = []string{proxy(t, identityDoc(t, pkitest.PEM(chain...), sha(t, w)))}
-			},
-			want: []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+OK\s+23h00m\s+spiffe://cluster.local/ns/shop/sa/web, valid for 23h00m more`)},
-		},
-		{
-			name: "proxy unreachable",
-			mod: func(t *testing.T, w *world) {
-				l, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				w.proxies = []string{l.Addr().String()}
-				l.Close()
-			},
-			want:    []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+FAIL\s+-\s+cannot reach /identity: `)},
-			hints:   []string{"proxy 127.0.0.1"},
-			problem: true,
-		},
-		{
-			name:    "proxy answers no JSON",
-			mod:     func(t *testing.T, w *world) { w.proxies = []string{proxy(t, "<html>")} },
-			want:    []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+FAIL\s+-\s+/identity did not answer JSON: `)},
-			hints:   []string{"proxy 127.0.0.1"},
-			problem: true,
-		},
-		{
-			name: "proxy chain is not certificates",
-			mod: func(t *testing.T, w *world) {
-				_, key := pkitest.Leaf(t, w.issuer, web, w.now.Add(-time.Hour), 24*time.Hour)
-				w.proxies = []string{proxy(t, identityDoc(t, pkitest.KeyPEM(t, key), sha(t, w)))}
-			},
-			want:    []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+FAIL\s+-\s+/identity chain: block 1 is "PRIVATE KEY"; inspect reads certificates only`)},
-			hints:   []string{"proxy 127.0.0.1"},
-			problem: true,
-		},
-		{
-			name:    "proxy holds no certificate",
-			mod:     func(t *testing.T, w *world) { w.proxies = []string{proxy(t, identityDoc(t, nil, ""))} },
-			want:    []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+FAIL\s+-\s+holds no certificate`)},
-			hints:   []string{"proxy 127.0.0.1"},
-			problem: true,
-		},
-		{
-			name: "proxy certificate expired",
-			mod: func(t *testing.T, w *world) {
-				old := pkitest.CA(t, w.anchor, "old issuer", w.now.Add(-10*day), 20*day)
-				chain, _ := pkitest.Leaf(t, old, web, w.now.Add(-25*time.Hour), 24*time.Hour)
-				w.proxies = []string{proxy(t, identityDoc(t, pkitest.PEM(chain...), sha(t, w)))}
-			},
-			want:    []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+FAIL\s+expired 1h00m ago\s+its certificate expired at 2030-06-01T11:00:00Z`)},
-			hints:   []string{"proxy 127.0.0.1"},
-			problem: true,
-		},
-		{
-			name: "proxy certificate from another anchor",
-			mod: func(t *testing.T, w *world) {
-				stranger := pkitest.CA(t, pkitest.CA(t, nil, "stranger", w.now.Add(-time.Hour), year), "issuer", w.now.Add(-time.Hour), 48*time.Hour)
-				chain, _ := pkitest.Leaf(t, stranger, web, w.now.Add(-time.Hour), 24*time.Hour)
-				w.proxies = []string{proxy(t, identityDoc(t, pkitest.PEM(chain...), sha(t, w)))}
-			},
-			want:    []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+FAIL\s+23h00m\s+its certificate does not chain to the current bundle: `)},
-			hints:   []string{"proxy 127.0.0.1"},
-			problem: true,
-		},
-		{
-			name: "proxy certificate past its renewal time",
-			mod: func(t *testing.T, w *world) {
-				chain, _ := pkitest.Leaf(t, w.issuer, web, w.now.Add(-20*time.Hour), 24*time.Hour)
-				w.proxies = []string{proxy(t, identityDoc(t, pkitest.PEM(chain...), sha(t, w)))}
-			},
-			want:  []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+WARN\s+4h00m\s+its certificate expires in 4h00m, past its renewal time`)},
-			hints: []string{"proxy 127.0.0.1"},
-		},
-		{
-			name: "proxy holds another bundle",
-			mod: func(t *testing.T, w *world) {
-				chain, _ := pkitest.Leaf(t, w.issuer, web, w.now.Add(-time.Hour), 24*time.Hour)
-				w.proxies = []string{proxy(t, identityDoc(t, pkitest.PEM(chain...), strings.Repeat("ab", 32)))}
-			},
-			want:  []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+WARN\s+23h00m\s+holds bundle abababababab, the cluster's is [0-9a-f]{12}`)},
-			hints: []string{"proxy 127.0.0.1"},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			w := newWorld(t, now)
-			if tt.mod != nil {
-				tt.mod(t, w)
+	for _, tt := range ct.Cases() {
+		t.Run(tt.Name, func(t *testing.T) {
+			w := ct.New(t, ct.Now)
+			if tt.Mod != nil {
+				tt.Mod(t, w)
 			}
 			var out bytes.Buffer
-			err := check.Run(context.Background(), w.options(), &out)
-			if tt.problem != (err != nil) {
-				t.Fatalf("Run = %v, want a problem: %v\n%s", err, tt.problem, out.String())
+			err := check.Run(context.Background(), w.Options(), &out)
+			if tt.Problem != (err != nil) {
+				t.Fatalf("Run = %v, want a problem: %v\n%s", err, tt.Problem, out.String())
 			}
 			if err != nil && err != check.ErrProblems {
 				t.Fatalf("Run = %v, want check.ErrProblems", err)
 			}
-			for _, re := range tt.want {
+			for _, re := range tt.Want {
 				if !re.MatchString(out.String()) {
-					t.Errorf("no row matching %s in\n%s", re, out.String())
+					t.Errorf("nothing matches %s in\n%s", re, out.String())
 				}
 			}
-			for _, h := range tt.hints {
-				if !hint(h).MatchString(out.String()) {
+			for _, h := range tt.Hints {
+				if !ct.Hint(h, "").MatchString(out.String()) {
 					t.Errorf("no hint for %q in\n%s", h, out.String())
 				}
 			}
-			for _, a := range tt.absent {
+			for _, a := range tt.Absent {
 				if strings.Contains(out.String(), a) {
 					t.Errorf("%q printed:\n%s", a, out.String())
 				}
 			}
 			wantStatus := "Status: OK"
 			switch {
-			case tt.problem && !strings.Contains(tt.name, "fail-on-warning"):
+			case tt.Problem && !strings.Contains(tt.Name, "fail-on-warning"):
 				wantStatus = "Status: FAIL"
-			case len(tt.hints) > 0:
+			case len(tt.Hints) > 0:
 				wantStatus = "Status: WARN"
 			}
 			if !strings.HasSuffix(out.String(), wantStatus+"\n") {
 				t.Errorf("output does not end with %q:\n%s", wantStatus, out.String())
 			}
+			for _, placeholder := range []string{"NAMESPACE", "NAME ", "POD", "REPLICA"} {
+				for _, line := range strings.Split(out.String(), "\n") {
+					if strings.HasPrefix(line, "hint: ") && strings.Contains(line, placeholder) {
+						t.Errorf("a hint with a placeholder %q: %s", placeholder, line)
+					}
+				}
+			}
 		})
 	}
 }
 
-func sha(t *testing.T, w *world) string {
-	b, err := bundle.Parse(w.anchor.CertPEM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.SHA256()
-}
-
 // TestTable checks the whole table of a healthy cluster: the columns, the
-// time to outage (the issuer, the earliest expiry) and the status.
+// time to outage (the issuer in force, the earliest expiry) and the status.
 func TestTable(t *testing.T) {
-	now := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
-	w := newWorld(t, now)
+	w := ct.New(t, ct.Now)
 	var out bytes.Buffer
-	if err := check.Run(context.Background(), w.options(), &out); err != nil {
+	if err := check.Run(context.Background(), w.Options(), &out); err != nil {
 		t.Fatal(err)
 	}
+	anchor, iss := bundle.Fingerprint(w.Anchor.Cert)[:12], w.Issuer.Fingerprint()[:12]
 	want := fmt.Sprintf(`CHECK                              STATUS  EXPIRES IN  DETAIL
-bundle meshid/meshid-trust-bundle  OK      -           1 anchor(s), sha256 %.12s
-anchor 0 anchor                    OK      364d        CA, valid for 364d more
-issuer meshid/meshid-issuer        OK      47h00m      CA, key matches, chains to the bundle, valid for 47h00m more
+api server                         OK      -           reachable, Kubernetes v1.34.4
+namespace meshid                   OK      -           exists
+rbac                               OK      -           jane@example.com may make the 7 reads check makes
+bundle meshid/meshid-trust-bundle  OK      -           in force on 2 of 2 replicas: 1 anchor(s), sha256 %.12s
+anchor 0 anchor (%s)     OK      364d        CA, valid for 364d more; used by the issuer in force
+issuer meshid/meshid-issuer        OK      47h00m      in force on 2 of 2 replicas: CN=issuer,O=meshid, sha256 %s, chains to anchor %s, valid for 47h00m more
 ca replicas meshid/meshid-ca       OK      -           2 of 2 ready
+ca reports meshid/meshid-fleet-*   OK      -           2 replica(s) report (meshid-ca-a, meshid-ca-b), the latest 2s ago
+proxies                            OK      -           no proxy reports to the CA replicas
 
-Time to outage: 47h00m (issuer meshid/meshid-issuer, at 2030-06-03T11:00:00Z)
+Time to outage: 47h00m (issuer meshid/meshid-issuer in force, at 2030-06-03T11:00:00Z)
 Status: OK
-`, sha(t, w))
+`, w.BundleSHA(t), anchor, iss, anchor)
 	if out.String() != want {
 		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
 	}
 }
 
-// TestNoOutageWhenNothingReads: with neither bundle nor issuer there is no
-// expiry to name, and no headline.
-func TestNoOutageWhenNothingReads(t *testing.T) {
-	w := newWorld(t, time.Now())
-	w.bundle, w.issuerSecret = nil, nil
+// TestAnchorsToldApart: two anchors of one name during a rotation have
+// rows of their own, named by fingerprint.
+func TestAnchorsToldApart(t *testing.T) {
+	w := ct.New(t, ct.Now)
+	next := pkitest.CA(t, nil, "anchor", w.Now.Add(-time.Hour), 2*ct.Year)
+	w.Bundle.Data[bundle.Key] += string(next.CertPEM())
+	w.InForceAnchors = append(w.InForceAnchors, w.Anchor.Cert, next.Cert)
 	var out bytes.Buffer
-	if err := check.Run(context.Background(), w.options(), &out); err != check.ErrProblems {
+	if err := check.Run(context.Background(), w.Options(), &out); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range []string{bundle.Fingerprint(w.Anchor.Cert), bundle.Fingerprint(next.Cert)} {
+		if re := regexp.MustCompile(fmt.Sprintf(`(?m)^anchor %d anchor \(%s\)\s+OK`, i, a[:12])); !re.MatchString(out.String()) {
+			t.Errorf("no row %s in\n%s", re, out.String())
+		}
+	}
+}
+
+// TestFleetSummary: with many proxies, the table summarises them and lists
+// only the lagging ones by name; -o json carries every one.
+func TestFleetSummary(t *testing.T) {
+	w := ct.New(t, ct.Now)
+	for i := range 500 {
+		w.Fleet = append(w.Fleet, w.Reported(t, ct.Web, fmt.Sprintf("%016x", i)))
+	}
+	lagA := w.Reported(t, spiffeid.RequireFromPath(ct.TD, "/ns/shop/sa/a"), "00000000000000aa")
+	lagA.BundleSHA256 = strings.Repeat("ab", 32)
+	lagB := w.Reported(t, spiffeid.RequireFromPath(ct.TD, "/ns/shop/sa/b"), "00000000000000bb")
+	lagB.LastSeen = w.Now.Add(-time.Minute)
+	w.Fleet = append(w.Fleet, lagA, lagB)
+
+	var out bytes.Buffer
+	if err := check.Run(context.Background(), w.Options(), &out); err != nil {
+		t.Fatalf("Run = %v (warnings only)\n%s", err, out.String())
+	}
+	if re := ct.Row("proxies", health.Warn, "502 reported: 500 ok, 2 lagging"); !re.MatchString(out.String()) {
+		t.Errorf("no summary %s in\n%s", re, out.String())
+	}
+	var listed []string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "proxy ") {
+			listed = append(listed, strings.Fields(line)[1])
+		}
+	}
+	if want := []string{"spiffe://cluster.local/ns/shop/sa/a", "spiffe://cluster.local/ns/shop/sa/b"}; strings.Join(listed, " ") != strings.Join(want, " ") {
+		t.Errorf("proxies listed by name: %q, want only the lagging %q", listed, want)
+	}
+
+	o := w.Options()
+	o.Output = "json"
+	out.Reset()
+	if err := check.Run(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Fleet []struct {
+			ID, Instance, Status string
+		} `json:"fleet"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	lagging := 0
+	for _, p := range doc.Fleet {
+		if p.Status != "ok" {
+			lagging++
+		}
+	}
+	if len(doc.Fleet) != 502 || lagging != 2 {
+		t.Fatalf("-o json lists %d proxies, %d lagging; want 502, 2", len(doc.Fleet), lagging)
+	}
+}
+
+// TestNoOutageWhenNothingReads: with neither bundle nor issuer nor a
+// replica's report, the time to outage is unknown, and says why.
+func TestNoOutageWhenNothingReads(t *testing.T) {
+	w := ct.New(t, time.Now())
+	w.Bundle, w.IssuerSecret, w.Replicas = nil, nil, nil
+	var out bytes.Buffer
+	if err := check.Run(context.Background(), w.Options(), &out); err != check.ErrProblems {
 		t.Fatalf("Run = %v, want check.ErrProblems", err)
 	}
-	if strings.Contains(out.String(), "Time to outage") {
-		t.Fatalf("a time to outage with nothing read:\n%s", out.String())
+	if !strings.Contains(out.String(), "\nTime to outage: unknown: no issuer in force could be read\n") {
+		t.Fatalf("no unknown time to outage:\n%s", out.String())
 	}
 	// It exits 1 and prints no error line of its own: the rows said it.
 	var stderr bytes.Buffer
@@ -669,37 +204,55 @@ func TestNoOutageWhenNothingReads(t *testing.T) {
 	}
 }
 
+// TestJSON: -o json is one document: the rows, the status, the time to
+// outage and the fleet.
 func TestJSON(t *testing.T) {
-	now := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
-	w := newWorld(t, now)
-	w.deployment.Status.ReadyReplicas = 1
-	w.opts = func(o *check.Options) { o.Output = "json" }
+	w := ct.New(t, ct.Now)
+	w.Deployment.Status.ReadyReplicas = 1
+	w.Fleet = []fleet.Proxy{w.Reported(t, ct.Web, "0000000000000001")}
+	w.Opts = func(o *check.Options) { o.Output = "json" }
 	var out bytes.Buffer
-	if err := check.Run(context.Background(), w.options(), &out); err != nil {
+	if err := check.Run(context.Background(), w.Options(), &out); err != nil {
 		t.Fatal(err)
 	}
+	dec := json.NewDecoder(bytes.NewReader(out.Bytes()))
 	var got struct {
+		At     time.Time     `json:"at"`
 		Checks []health.Row  `json:"checks"`
 		Status health.Status `json:"status"`
-		At     time.Time     `json:"time_to_outage_at"`
+		Until  time.Time     `json:"time_to_outage_at"`
 		Of     string        `json:"time_to_outage_of"`
+		Fleet  []struct {
+			ID     string        `json:"id"`
+			Status health.Status `json:"status"`
+		} `json:"fleet"`
 	}
-	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+	if err := dec.Decode(&got); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if got.Status != health.Warn || len(got.Checks) != 4 || got.Checks[3].Status != health.Warn || got.Checks[3].Detail != "1 of 2 ready" {
+	if dec.More() {
+		t.Fatalf("more than one document:\n%s", out.String())
+	}
+	statuses := map[string]health.Row{}
+	for _, r := range got.Checks {
+		statuses[r.Check] = r
+	}
+	if got.Status != health.Warn || statuses[ct.CARow].Status != health.Warn || statuses[ct.CARow].Detail != "1 of 2 ready" || !got.At.Equal(ct.Now) {
 		t.Fatalf("got %+v", got)
 	}
-	if !got.At.Equal(w.issuer.NotAfter()) || got.Of != issuerRow {
-		t.Fatalf("time to outage %s of %q, want the issuer's %s", got.At, got.Of, w.issuer.NotAfter())
+	if !got.Until.Equal(w.Issuer.NotAfter()) || got.Of != ct.IssuerRow+" in force" {
+		t.Fatalf("time to outage %s of %q, want the issuer's %s", got.Until, got.Of, w.Issuer.NotAfter())
+	}
+	if len(got.Fleet) != 1 || got.Fleet[0].ID != ct.Web.String() || got.Fleet[0].Status != health.OK {
+		t.Fatalf("fleet %+v, want the reported proxy, ok", got.Fleet)
 	}
 }
 
 // TestConnect: the clients are built once, from --kubeconfig, and a
 // failure to build them is the command's error.
 func TestConnect(t *testing.T) {
-	w := newWorld(t, time.Now())
-	o := w.options()
+	w := ct.New(t, time.Now())
+	o := w.Options()
 	real := o.Connect
 	var calls []string
 	o.Kubeconfig = "/path/kubeconfig"
@@ -718,6 +271,22 @@ func TestConnect(t *testing.T) {
 	var out bytes.Buffer
 	if err := check.Run(context.Background(), o, &out); !errors.Is(err, boom) || out.Len() != 0 {
 		t.Fatalf("Run = %v, printed %q; want the Connect error and nothing printed", err, out.String())
+	}
+}
+
+// TestHintsName --kubeconfig: a hint's commands repeat the kubeconfig check
+// was given, so they reach the same cluster.
+func TestHintsNameKubeconfig(t *testing.T) {
+	w := ct.New(t, ct.Now)
+	w.Deployment.Status.ReadyReplicas = 0
+	o := w.Options()
+	o.Kubeconfig = "/etc/meshid/admin.kubeconfig"
+	var out bytes.Buffer
+	if err := check.Run(context.Background(), o, &out); err != check.ErrProblems {
+		t.Fatal(err)
+	}
+	if want := "`kubectl --kubeconfig /etc/meshid/admin.kubeconfig -n meshid describe deployment meshid-ca`"; !strings.Contains(out.String(), want) {
+		t.Fatalf("no %s in\n%s", want, out.String())
 	}
 }
 
@@ -743,9 +312,10 @@ func (b *lockedBuffer) String() string {
 // changed, every --interval, and returns nil when the context ends.
 func TestWatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		w := newWorld(t, time.Now())
-		o := w.options()
-		connect, client := w.connect()
+		w := ct.New(t, time.Now())
+		w.Replicas = nil
+		o := w.Options()
+		connect, client := w.Connect()
 		o.Connect, o.Clock, o.Watch = connect, clock.RealClock{}, true
 		start := time.Now().UTC()
 		ctx, cancel := context.WithCancel(context.Background())
@@ -755,10 +325,10 @@ func TestWatch(t *testing.T) {
 
 		synctest.Wait()
 		first := out.String()
-		if n := strings.Count(first, "\n"); n != 4 {
-			t.Fatalf("first round printed %d lines, want one per row (4):\n%s", n, first)
+		if n := strings.Count(first, "\n"); n != 8 {
+			t.Fatalf("first round printed %d lines, want one per row (8):\n%s", n, first)
 		}
-		if !strings.HasPrefix(first, start.Format(time.RFC3339)+"  ok    "+bundleRow+": 1 anchor(s)") {
+		if !strings.HasPrefix(first, start.Format(time.RFC3339)+"  ok    api server: reachable") {
 			t.Fatalf("first line: %q", first)
 		}
 
@@ -768,14 +338,14 @@ func TestWatch(t *testing.T) {
 			t.Fatalf("nothing changed, yet it printed %q", strings.TrimPrefix(got, first))
 		}
 
-		d := w.deployment.DeepCopy()
+		d := w.Deployment.DeepCopy()
 		d.Status.ReadyReplicas = 0
 		if _, err := client.AppsV1().Deployments(ns).UpdateStatus(context.Background(), d, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(o.Interval)
 		synctest.Wait()
-		want := start.Add(2*o.Interval).Format(time.RFC3339) + "  fail  " + caRow + ": 0 of 2 ready\n"
+		want := start.Add(2*o.Interval).Format(time.RFC3339) + "  fail  " + ct.CARow + ": 0 of 2 ready\n"
 		if got := strings.TrimPrefix(out.String(), first); got != want {
 			t.Fatalf("after the change it printed %q, want %q", got, want)
 		}
@@ -783,6 +353,55 @@ func TestWatch(t *testing.T) {
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatalf("Run = %v after the context ended, want nil", err)
+		}
+	})
+}
+
+// TestWatchJSON: --watch -o json prints one JSON document per line: the
+// whole report, once at the start and again whenever a row's status
+// changes.
+func TestWatchJSON(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := ct.New(t, time.Now())
+		w.Replicas = nil
+		o := w.Options()
+		connect, client := w.Connect()
+		o.Connect, o.Clock, o.Watch, o.Output = connect, clock.RealClock{}, true, "json"
+		ctx, cancel := context.WithCancel(context.Background())
+		var out lockedBuffer
+		done := make(chan error)
+		go func() { done <- check.Run(ctx, o, &out) }()
+
+		synctest.Wait()
+		time.Sleep(o.Interval) // nothing changes: nothing printed
+		synctest.Wait()
+		d := w.Deployment.DeepCopy()
+		d.Status.ReadyReplicas = 0
+		if _, err := client.AppsV1().Deployments(ns).UpdateStatus(context.Background(), d, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(o.Interval)
+		synctest.Wait()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+
+		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("printed %d lines, want 2 (the start, the change):\n%s", len(lines), out.String())
+		}
+		for i, want := range []health.Status{health.Warn, health.Fail} {
+			var doc struct {
+				Status health.Status `json:"status"`
+				Checks []health.Row  `json:"checks"`
+			}
+			if err := json.Unmarshal([]byte(lines[i]), &doc); err != nil {
+				t.Fatalf("line %d is not one JSON document: %v\n%s", i, err, lines[i])
+			}
+			if doc.Status != want || len(doc.Checks) != 8 {
+				t.Fatalf("line %d: status %s with %d checks, want %s with 8", i, doc.Status, len(doc.Checks), want)
+			}
 		}
 	})
 }
