@@ -123,9 +123,11 @@ type Config struct {
 	// Replica names this CA process in fleet reports; empty means the host
 	// name and the process ID.
 	Replica string
-	// FleetReportInterval is how often this replica publishes the proxies
-	// it serves to a ConfigMap meshid-fleet-REPLICA in Namespace, for
-	// `meshid rotate-anchor`; 0 means 5 s, negative disables it.
+	// FleetReportInterval is how often this replica publishes its fleet
+	// report (the trust material in force, the updates it did not take,
+	// the proxies it serves) to a ConfigMap meshid-fleet-REPLICA in
+	// Namespace, for `meshid check` and `meshid rotate-anchor`; 0 means
+	// 5 s, negative disables it.
 	FleetReportInterval time.Duration
 	// MaxFleetInstancesPerIdentity and MaxFleetInstances bound the proxy
 	// instances this replica holds for one identity and in all; 0 means

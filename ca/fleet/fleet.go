@@ -3,8 +3,10 @@
 // Registry checks each report, keeps the latest per proxy (its SPIFFE ID,
 // proven by its client certificate, and its instance), bounds how many it
 // holds, and forgets proxies that stop reporting; a Report is what one CA
-// replica publishes to the cluster, and Merge combines every replica's into
-// one fleet view, which anchor rotation waits on.
+// replica publishes to the cluster (the trust material it has in force,
+// the updates of it that it did not take, its proxies), and Merge combines
+// every replica's into one fleet view, which anchor rotation waits on and
+// `meshid check` reports.
 //
 // It imports nothing from meshid (the clock is k8s.io/utils/clock).
 package fleet

@@ -3,7 +3,8 @@
 // that one name only, so RBAC can be limited to it), or files polled for
 // changes. Each update is handed to a Sink; a refusal is logged and recorded
 // as a Kubernetes Warning Event on the object, and the Sink keeps the last
-// good material in force.
+// good material in force. A deleted or missing object, or files that cannot
+// be read, are told to the source's Gone callback.
 //
 // It knows nothing of what the material means; it must not import proxy/.
 package source

@@ -21,20 +21,30 @@ func newCheckCommand(connect kube.Connect, run func(context.Context, *check.Opti
 		Short: "Check the trust chain and expiry of everything meshid trusts",
 		Long: strings.TrimSpace(`
 check reads the cluster and reports one row per check, with a hint for every
-problem:
-  - the trust-bundle ConfigMap exists and parses;
-  - each anchor is a CA, is valid, and expires after --warn-within (else: warn);
-  - the issuer Secret is a CA whose key matches, chains to an anchor, and
-    expires after its threshold: cert-manager's renewBefore when cert-manager
-    manages it, else --issuer-warn-within, else a third of its lifetime
-    (else: fail, it should have been renewed);
-  - the meshid-ca Deployment has ready replicas;
-  - with --proxies, each proxy's live certificate (from its /identity) chains
-    to the current bundle and is not past its renewal time.
-The headline is the time to outage: the earliest expiry of all of them.
+problem that names the command to run:
+  - preflight first: the API server answers, the namespace exists, and RBAC
+    allows the reads check makes; when one fails, what depends on it is
+    skipped (SKIP) and says so;
+  - what meshid-ca has in force, from each replica's fleet report
+    (ConfigMaps meshid-fleet-*): the bundle and each anchor (named by its
+    fingerprint, and what uses it), the issuer, and any update of either
+    that a replica refused, holds back or lost, as a failing row of its own;
+    without reports, the trust-bundle ConfigMap and the issuer Secret;
+  - an anchor fails when it has expired and something chains to it (warns
+    when nothing does), warns when it expires within --warn-within;
+  - the issuer fails when it expires within its threshold: cert-manager's
+    renewBefore when cert-manager manages it, else --issuer-warn-within,
+    else a third of its lifetime;
+  - with cert-manager, the Issuer's and the Certificate's Ready conditions
+    and the anchor Secret;
+  - the webhook's certificates, the meshid-ca Deployment's ready replicas;
+  - the proxies the replicas report (summarised when many; -o json lists
+    all), and with --proxies the live certificate of each one asked.
+The headline is the time to outage: the earliest expiry of what is in use.
 
-Warnings exit 0 unless --fail-on-warning; failures exit 1. --watch checks
-again every --interval and prints a line when a row changes.
+Warnings exit 0 unless --fail-on-warning; failures exit 1, preflight ones
+too. --watch checks again every --interval and prints a line when a row
+changes (with -o json, the whole report as one JSON line).
 
 ` + cli.ExitCodes),
 		Example: `  meshid check

@@ -26,8 +26,10 @@ type Resource struct {
 	// Kind is "Certificate", "Issuer" or "ClusterIssuer"; Namespace is
 	// empty for a ClusterIssuer.
 	Kind, Namespace, Name string
-	// Err is why it could not be read (not found, say).
-	Err error
+	// Err is why it could not be read (not found, say); Forbidden when RBAC
+	// denied the read (the row is skipped).
+	Err       error
+	Forbidden bool
 	// Ready is its Ready condition; nil when it has none yet.
 	Ready *Condition
 }
@@ -43,6 +45,9 @@ type AnchorSecret struct {
 	CertPEM         []byte
 	HasKey          bool
 	Err             error
+	// Forbidden: check may not read it (it holds the anchor's key, which
+	// few need to read); the row is skipped.
+	Forbidden bool
 }
 
 func (r Resource) label() string {
@@ -76,6 +81,8 @@ func (c *checker) readiness(r Resource, what string) Row {
 		describe = c.kubectlCluster("describe", strings.ToLower(r.Kind), r.Name)
 	}
 	switch {
+	case r.Forbidden:
+		row.Status, row.Detail = Skip, "skipped: not allowed to read it: "+r.Err.Error()
 	case r.Err != nil:
 		row.Status, row.Detail = Fail, r.Err.Error()
 		row.Hint = "cert-manager needs it for " + what + ": " + c.meshid("install", "--cert-manager") + " prints it, with the rest of the install, for kubectl apply"
@@ -94,7 +101,11 @@ func (c *checker) readiness(r Resource, what string) Row {
 func (c *checker) anchorSecret(s AnchorSecret) Row {
 	row := Row{Check: "anchor secret " + s.Namespace + "/" + s.Name}
 	restore := "restore the anchor and its key: " + c.kubectl("create", "secret", "tls", s.Name, "--cert=anchor.crt", "--key=anchor.key")
-	if s.Err != nil {
+	switch {
+	case s.Forbidden:
+		row.Status, row.Detail = Skip, "skipped: not allowed to read it (it holds the anchor's key): "+s.Err.Error()
+		return row
+	case s.Err != nil:
 		row.Status, row.Detail, row.Hint = Fail, s.Err.Error()+": the CA Issuer cannot sign the issuer", restore
 		return row
 	}

@@ -238,7 +238,7 @@ func (r reader) certManager(ctx context.Context, annotated string) (*health.Cert
 		} else if apierrors.IsNotFound(err) {
 			err = fmt.Errorf("cert-manager's Certificate API is not served: %w", err)
 		}
-		return &health.CertManager{Certificate: health.Resource{Kind: "Certificate", Namespace: o.Namespace, Name: annotated, Err: err}}, 0
+		return &health.CertManager{Certificate: health.Resource{Kind: "Certificate", Namespace: o.Namespace, Name: annotated, Err: err, Forbidden: apierrors.IsForbidden(err)}}, 0
 	}
 	cm := &health.CertManager{Certificate: health.Resource{Kind: "Certificate", Namespace: o.Namespace, Name: found.GetName(), Ready: ready(found)}}
 	s, _, _ := unstructured.NestedString(found.Object, "spec", "renewBefore")
@@ -262,14 +262,14 @@ func (r reader) certManager(ctx context.Context, annotated string) (*health.Cert
 	}
 	cm.Issuer = iss
 	if err != nil {
-		iss.Err = readError(kind, err)
+		iss.Err, iss.Forbidden = readError(kind, err), apierrors.IsForbidden(err)
 		return cm, renewBefore
 	}
 	iss.Ready = ready(u)
 	if secret, ok, _ := unstructured.NestedString(u.Object, "spec", "ca", "secretName"); ok && kind == "Issuer" {
 		as := &health.AnchorSecret{Namespace: o.Namespace, Name: secret}
 		if s, err := r.c.Kube.CoreV1().Secrets(o.Namespace).Get(ctx, secret, metav1.GetOptions{}); err != nil {
-			as.Err = readError("Secret", err)
+			as.Err, as.Forbidden = readError("Secret", err), apierrors.IsForbidden(err)
 		} else {
 			as.CertPEM, as.HasKey = s.Data["tls.crt"], len(s.Data["tls.key"]) > 0
 		}

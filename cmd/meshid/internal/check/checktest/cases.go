@@ -775,6 +775,15 @@ func Cases() []Case {
 			Problem: true,
 		},
 		{
+			Name: "cert-manager: the anchor Secret may not be read",
+			Mod: func(_ testing.TB, w *World) {
+				w.IssuerSecret.Annotations = map[string]string{"cert-manager.io/certificate-name": manifest.IssuerSecret}
+				certManager(w, "True", "True", w.Anchor)
+				refuse(w, "secrets", manifest.AnchorSecret, forbidden("secrets", manifest.AnchorSecret))
+			},
+			Want: []*regexp.Regexp{Row("anchor secret meshid/meshid-anchor", health.Skip, "skipped: not allowed to read it (it holds the anchor's key): cannot read the Secret: ")},
+		},
+		{
 			Name: "cert-manager: no Ready condition yet",
 			Mod: func(_ testing.TB, w *World) {
 				w.IssuerSecret.Annotations = map[string]string{"cert-manager.io/certificate-name": manifest.IssuerSecret}
