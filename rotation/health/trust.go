@@ -29,10 +29,8 @@ type inForce struct {
 	sha      string
 	info     *fleet.Issuer // nil when the replica does not say more
 	replicas []string      // empty: the Secret's, no replica reports
-	// kp is the Secret's issuer when it is this one; verifyErr why it does
-	// not verify against the ConfigMap's bundle (without reports).
-	kp        *issuer.KeyPair
-	verifyErr error
+	// kp is the Secret's issuer when it is this one.
+	kp *issuer.KeyPair
 }
 
 // read parses the objects and works out what is in force.
@@ -140,8 +138,7 @@ func (c *checker) inForceFromObjects() {
 		return
 	}
 	f := inForce{sha: c.secret.Fingerprint(), kp: c.secret}
-	expiry, err := c.secret.ChainExpiry(c.cmBundle, c.in.Now)
-	f.verifyErr = err
+	expiry, _ := c.secret.ChainExpiry(c.cmBundle, c.in.Now) // zero when it does not verify: the issuer row says why
 	info := &fleet.Issuer{Subject: c.secret.Cert.Subject.String(), NotBefore: c.secret.Cert.NotBefore, NotAfter: c.secret.NotAfter(), ChainNotAfter: expiry}
 	if a := anchorOf(c.secret, c.cmBundle); a != nil {
 		info.AnchorSHA256 = bundle.Fingerprint(a)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
@@ -190,6 +189,3 @@ func (c *checker) updateHint(material string, status fleet.UpdateStatus) string 
 	}
 	return "put a valid issuer in it (a CA certificate inside its validity that chains to an anchor of the bundle, and its key): " + c.replaceIssuer()
 }
-
-// sinceLabel is how long ago t was.
-func sinceLabel(now, t time.Time) string { return human(now.Sub(t)) + " ago" }
