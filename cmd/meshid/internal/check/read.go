@@ -234,7 +234,7 @@ func (r reader) certManager(ctx context.Context, annotated string) (*health.Cert
 			return nil, 0 // not cert-manager's, or no cert-manager at all
 		}
 		if err == nil {
-			err = errors.New("Certificate not found")
+			err = errors.New("no such Certificate")
 		} else if apierrors.IsNotFound(err) {
 			err = fmt.Errorf("cert-manager's Certificate API is not served: %w", err)
 		}

@@ -132,6 +132,7 @@ func Cases() []Case {
 		{
 			Name: "API server unreachable",
 			Mod: func(_ testing.TB, w *World) {
+				//lint:ignore ST1005 the text of client-go's own error, as the real API server gives it
 				refuse(w, "namespaces", "", errors.New(`Get "https://127.0.0.1:1/api/v1/namespaces/meshid": dial tcp 127.0.0.1:1: connect: connection refused`))
 			},
 			Want: []*regexp.Regexp{
@@ -801,7 +802,7 @@ func Cases() []Case {
 				w.IssuerSecret.Annotations = map[string]string{"cert-manager.io/certificate-name": "gone"}
 			},
 			Want: []*regexp.Regexp{
-				Row("cert-manager certificate meshid/gone", health.Fail, "Certificate not found"),
+				Row("cert-manager certificate meshid/gone", health.Fail, "no such Certificate"),
 				Hint("cert-manager certificate", "`meshid install --cert-manager -n meshid` prints it"),
 				Row(IssuerRow, health.OK, "in force"),
 			},
