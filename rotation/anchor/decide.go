@@ -228,6 +228,8 @@ const (
 	ReasonNoWayBack Reason = "no_way_back"
 	// ReasonState: the stored rotation or its keys cannot be used.
 	ReasonState Reason = "bad_state"
+	// ReasonError: the run stopped on an error talking to the cluster.
+	ReasonError Reason = "error"
 )
 
 // Failure is why a rotation stopped (Detail) and what to do (Hint, "" when
@@ -709,4 +711,20 @@ func (s *State) Abortable() error {
 		return &Failure{Reason: ReasonNoWayBack, Detail: "an emergency rotation cannot go back to the expired material", Hint: "finish with resume"}
 	}
 	return nil
+}
+
+// Stuck says whether a stored rotation is stuck at now, and why: its last
+// run failed (State.Failed), or the wait it recorded passed its deadline,
+// the stage timeout, with no run left to fail it (the run that waited was
+// killed). A finished rotation, or one still within its wait, is not.
+func Stuck(st *State, now time.Time) (why string, stuck bool) {
+	switch {
+	case st == nil || st.Stage.Finished():
+		return "", false
+	case st.Failed != nil:
+		return fmt.Sprintf("the last run failed at %s (%s): %s", st.Failed.At.UTC().Format(time.RFC3339), st.Failed.Reason, st.Failed.Detail), true
+	case st.Wait != nil && !now.Before(st.Wait.Deadline):
+		return fmt.Sprintf("stage %s has waited for %s since %s, past its stage timeout (%s), and no run is advancing it", st.Stage, st.Wait.Goal, st.Wait.Since.UTC().Format(time.RFC3339), st.Wait.Deadline.UTC().Format(time.RFC3339)), true
+	}
+	return "", false
 }

@@ -29,10 +29,18 @@ func (r *Rotator) run(ctx context.Context, st *State) error {
 	if err != nil {
 		return err
 	}
+	if st.Failed != nil || st.Wait != nil {
+		// A new run: what the last one failed on or waited for is past.
+		st.Failed, st.Wait = nil, nil
+		if err := r.save(ctx, st); err != nil {
+			return err
+		}
+	}
 	ch := r.changes()
 	defer ch.stop()
 	m := newMemo(st)
 	for !st.Stage.Finished() {
+		r.stage = st.Stage
 		if ctx.Err() != nil {
 			return r.stop(ctx, st, interrupted(st, ctx.Err()))
 		}
@@ -64,6 +72,14 @@ func (r *Rotator) run(ctx context.Context, st *State) error {
 			if m.waiting.Goal != d.Goal {
 				m.waiting = Waiting{Goal: d.Goal, Since: o.Now}
 			}
+			if w := (StoredWait{Goal: d.Goal, Since: m.waiting.Since, Deadline: d.Deadline}); st.Wait == nil || *st.Wait != w {
+				// Recorded, so that status can tell a wait no run is
+				// left to end (see Stuck).
+				st.Wait = &w
+				if err := r.save(ctx, st); err != nil {
+					return err
+				}
+			}
 			if err := r.pause(ctx, ch, d.Deadline); err != nil {
 				return r.stop(ctx, st, interrupted(st, err))
 			}
@@ -82,6 +98,7 @@ func (r *Rotator) run(ctx context.Context, st *State) error {
 			return r.stop(ctx, st, fmt.Errorf("anchor: no decision at stage %s", st.Stage))
 		}
 	}
+	r.stage = st.Stage
 	if err := r.deleteKeys(ctx); err != nil {
 		return err
 	}
@@ -95,12 +112,28 @@ func (r *Rotator) run(ctx context.Context, st *State) error {
 }
 
 func interrupted(st *State, err error) error {
-	return fmt.Errorf("anchor: interrupted at stage %s: %w (run resume to continue)", st.Stage, err)
+	return &interruption{fmt.Errorf("anchor: interrupted at stage %s: %w (run resume to continue)", st.Stage, err)}
 }
 
-// stop records why the run stopped in the stored state, and returns it.
+// interruption is a run stopped from outside (Ctrl-C, a deadline): not a
+// failure of the rotation.
+type interruption struct{ error }
+
+func (i *interruption) Unwrap() error { return i.error }
+
+// stop records why the run stopped in the stored state (as a failure,
+// unless it was interrupted), and returns it.
 func (r *Rotator) stop(ctx context.Context, st *State, err error) error {
 	st.Message = err.Error()
+	var in *interruption
+	if !errors.As(err, &in) {
+		f := &StoredFailure{Reason: ReasonError, Detail: err.Error(), At: r.clock.Now()}
+		var why *Failure
+		if errors.As(err, &why) {
+			f.Reason = why.Reason
+		}
+		st.Failed = f
+	}
 	if serr := r.save(context.WithoutCancel(ctx), st); serr != nil {
 		return errors.Join(err, serr)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -39,10 +40,22 @@ type Config struct {
 	// IssuerTTL is the lifetime of an issuer made from the new anchor (not
 	// in cert-manager mode); 0 means the old issuer's lifetime.
 	IssuerTTL time.Duration
-	// Out receives progress lines; nil discards.
+	// Out receives progress lines ("15:04:05  stage Add: ..."), unless
+	// Events is set; nil discards.
 	Out io.Writer
+	// Events, when set, receives each progress line as an Event instead
+	// of Out.
+	Events func(Event)
 	// Clock tells the time and paces the waits; nil means the real clock.
 	Clock clock.Clock
+}
+
+// Event is one line of a run's progress.
+type Event struct {
+	Time time.Time `json:"time"`
+	// Stage is the stage the run is at ("" before it has one).
+	Stage   Stage  `json:"stage,omitempty"`
+	Message string `json:"message"`
 }
 
 // Rotator runs rotations.
@@ -50,6 +63,7 @@ type Rotator struct {
 	cfg     Config
 	clock   clock.Clock
 	version string // resourceVersion of the state this run loaded or saved
+	stage   Stage  // the stage of the run, for Events
 }
 
 // New returns a Rotator.
@@ -76,7 +90,12 @@ func New(cfg Config) (*Rotator, error) {
 }
 
 func (r *Rotator) say(format string, args ...any) {
-	fmt.Fprintf(r.cfg.Out, "%s  %s\n", r.clock.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+	ev := Event{Time: r.clock.Now(), Stage: r.stage, Message: fmt.Sprintf(format, args...)}
+	if r.cfg.Events != nil {
+		r.cfg.Events(ev)
+		return
+	}
+	fmt.Fprintf(r.cfg.Out, "%s  %s\n", ev.Time.UTC().Format("15:04:05"), ev.Message)
 }
 
 // StartParams describe a new rotation.
@@ -97,13 +116,50 @@ type StartParams struct {
 	Force bool
 }
 
-// Start records a new rotation and runs it. It refuses while another
-// rotation is unfinished.
+// CheckStart refuses what Start would refuse before it looks at the new
+// anchor: another rotation unfinished, keys left by one that was removed,
+// no bundle to rotate from, an emergency switch away from healthy material
+// without Force. p's anchor fields are not read. A caller that generates
+// the new anchor calls it first, so a refusal costs no key.
+func (r *Rotator) CheckStart(ctx context.Context, p StartParams) error {
+	_, err := r.checkStart(ctx, p)
+	return err
+}
+
+// checkStart is CheckStart; it returns the bundle in place.
+func (r *Rotator) checkStart(ctx context.Context, p StartParams) ([]byte, error) {
+	cur, err := r.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cur != nil && !cur.Stage.Finished() {
+		return nil, fmt.Errorf("anchor: a rotation started at %s is at stage %s; resume or abort it first", cur.Started.UTC().Format(time.RFC3339), cur.Stage)
+	}
+	if keys, err := r.loadKeys(ctx); err != nil {
+		return nil, err
+	} else if len(keys.names()) > 0 {
+		hint := "they were left by a rotation removed with abort --force: save what you need (kubectl -n " + r.cfg.Namespace + " get secret " + KeysSecret + " -o yaml), then kubectl -n " + r.cfg.Namespace + " delete secret " + KeysSecret
+		if cur != nil {
+			hint = "they belong to the " + strings.ToLower(string(cur.Stage)) + " rotation: resume deletes them"
+		}
+		return nil, fmt.Errorf("anchor: Secret %s/%s still holds a rotation's keys (%s), and a new rotation would replace them; %s", r.cfg.Namespace, KeysSecret, strings.Join(keys.names(), ", "), hint)
+	}
+	oldBundle, err := r.bundlePEM(ctx)
+	if err != nil && !p.Emergency {
+		return nil, err
+	}
+	if p.Emergency && !p.Force && r.check(ctx) == nil {
+		return nil, errors.New("anchor: the anchor and issuer in use are healthy (meshid check passes): an emergency switch would break every peer at once; run a staged rotation, or add --force")
+	}
+	return oldBundle, nil
+}
+
+// Start records a new rotation and runs it. It refuses what CheckStart
+// refuses, and a new anchor that is not valid now or already in the bundle.
 func (r *Rotator) Start(ctx context.Context, p StartParams) error {
-	if cur, err := r.load(ctx); err != nil {
+	oldBundle, err := r.checkStart(ctx, p)
+	if err != nil {
 		return err
-	} else if cur != nil && !cur.Stage.Finished() {
-		return fmt.Errorf("anchor: a rotation started at %s is at stage %s; resume or abort it first", cur.Started.UTC().Format(time.RFC3339), cur.Stage)
 	}
 	anchor, err := issuer.Parse(p.NewAnchorCertPEM, p.NewAnchorKeyPEM)
 	if err != nil {
@@ -112,13 +168,6 @@ func (r *Rotator) Start(ctx context.Context, p StartParams) error {
 	now := r.clock.Now()
 	if err := anchor.CheckValidity(now); err != nil {
 		return fmt.Errorf("anchor: the new anchor: %w", err)
-	}
-	oldBundle, err := r.bundlePEM(ctx)
-	if err != nil && !p.Emergency {
-		return err
-	}
-	if p.Emergency && !p.Force && r.check(ctx) == nil {
-		return errors.New("anchor: the anchor and issuer in use are healthy (meshid check passes): an emergency switch would break every peer at once; run a staged rotation, or add --force")
 	}
 	if old, perr := bundle.Parse(oldBundle); perr == nil && old.Contains(anchor.Cert) && !p.Emergency {
 		return errors.New("anchor: the new anchor is already in the bundle; start a rotation with an anchor that is not")
@@ -133,6 +182,7 @@ func (r *Rotator) Start(ctx context.Context, p StartParams) error {
 	if p.Emergency {
 		st.Stage = SwitchIssuer
 	}
+	r.stage = st.Stage
 	if err := r.saveKeys(ctx, Saved{NewAnchorKey: p.NewAnchorKeyPEM}); err != nil {
 		return err
 	}
@@ -186,6 +236,8 @@ type Status struct {
 	Ready   int        `json:"converged"`
 	Total   int        `json:"total"`
 	Lagging []string   `json:"lagging,omitempty"`
+	// Stuck says why the rotation is stuck (see Stuck); "" when it is not.
+	Stuck string `json:"stuck,omitempty"`
 }
 
 // Status reads the rotation and the fleet.
@@ -199,6 +251,7 @@ func (r *Rotator) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	out := &Status{State: st, Fleet: view}
+	out.Stuck, _ = Stuck(st, r.clock.Now())
 	if st == nil || st.Stage.Finished() {
 		return out, nil
 	}

@@ -46,6 +46,27 @@ type State struct {
 	Timings      map[Stage]string `json:"timings,omitempty"`
 	// Message says what the rotation is waiting for, or why it stopped.
 	Message string `json:"message,omitempty"`
+	// Wait is what the last run was waiting for, as it recorded it; nil
+	// when it waited for nothing in this stage.
+	Wait *StoredWait `json:"wait,omitempty"`
+	// Failed is why the last run stopped, when it failed (an interrupted
+	// run is not a failure); nil when it did not. A new run clears it.
+	Failed *StoredFailure `json:"failed,omitempty"`
+}
+
+// StoredWait is a wait as the state records it: the goal, since when, and
+// when the run gives up on it (its stage timeout).
+type StoredWait struct {
+	Goal     string    `json:"goal"`
+	Since    time.Time `json:"since"`
+	Deadline time.Time `json:"deadline"`
+}
+
+// StoredFailure is how a run failed, and when.
+type StoredFailure struct {
+	Reason Reason    `json:"reason"`
+	Detail string    `json:"detail"`
+	At     time.Time `json:"at"`
 }
 
 func (s *State) marshal() (string, error) {
@@ -67,5 +88,5 @@ func (s *State) advance(now time.Time, next Stage) {
 		s.Timings = map[Stage]string{}
 	}
 	s.Timings[s.Stage] = now.Sub(s.StageStarted).Round(time.Millisecond).String()
-	s.Stage, s.StageStarted, s.Message = next, now, ""
+	s.Stage, s.StageStarted, s.Message, s.Wait = next, now, "", nil
 }

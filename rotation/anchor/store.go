@@ -68,6 +68,24 @@ const (
 	keyOldAnchorKey = "old-anchor.key"
 )
 
+// names are the keys of KeysSecret that k holds, sorted.
+func (k Saved) names() []string {
+	var names []string
+	for _, kv := range []struct {
+		name string
+		v    []byte
+	}{
+		{keyNewAnchor, k.NewAnchorKey},
+		{keyOldAnchorCrt, k.OldAnchorCert}, {keyOldAnchorKey, k.OldAnchorKey},
+		{keyOldIssuerCrt, k.OldIssuerCert}, {keyOldIssuerKey, k.OldIssuerKey},
+	} {
+		if kv.v != nil {
+			names = append(names, kv.name)
+		}
+	}
+	return names
+}
+
 func (r *Rotator) loadKeys(ctx context.Context) (Saved, error) {
 	s, err := r.cfg.Client.CoreV1().Secrets(r.cfg.Namespace).Get(ctx, KeysSecret, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
