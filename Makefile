@@ -15,6 +15,11 @@ BIN := bin
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 PROTO := api/identity/v1/identity.proto
 CMDS := meshid meshid-ca meshid-init meshid-proxy meshid-webhook
+# VERSION is what --version prints and the tag meshid install gives the
+# images; go build adds the commit itself (-buildvcs, overriding a GOFLAGS
+# that turns it off).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/meshid/meshid/cmd/internal/cli.version=$(VERSION)
 
 .PHONY: help
 help: ## list the targets
@@ -23,7 +28,7 @@ help: ## list the targets
 .PHONY: build
 build: ## build the binaries into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 .PHONY: test
 test: controlplane ## run every test (unit and e2e on a real API server), with -race
@@ -46,7 +51,7 @@ cluster-down: ## stop the control plane that `make cluster` started
 	@$(GO) run ./test/cmd/cluster down --dir "$(CLUSTER_DIR)"
 
 .PHONY: demo
-demo: controlplane build ## start a control plane and the CA, certify a workload, print its SVID
+demo: controlplane build ## the Quick start demo: control plane and CA, certify, mesh traffic, check, verify, anchor rotation
 	@test/demo.sh
 
 .PHONY: lint
@@ -61,7 +66,7 @@ fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: generate
-generate: ## regenerate the gRPC code from $(PROTO), and the AuthorizationPolicy deep copies and CRD
+generate: ## regenerate the gRPC code from api/identity/v1/identity.proto, and the AuthorizationPolicy deep copies and CRD
 	$(GO) tool controller-gen object paths=./api/policy/... crd:crdVersions=v1 paths=./api/policy/... output:crd:dir=api/policy/crd
 	protoc --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 	  --plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \

@@ -177,6 +177,7 @@ func run(ctx context.Context, o *options, cmd *cobra.Command) error {
 		return err
 	}
 	cfg.Log = log
+	cli.LogStart(log, "meshid-ca")
 	klog.SetSlogLogger(log) // client-go's own messages, in the same format
 	svc, err := ca.New(cfg)
 	if err != nil {

@@ -204,6 +204,7 @@ func run(ctx context.Context, o *options, cmd *cobra.Command) error {
 		return err
 	}
 	cfg.Log = log
+	cli.LogStart(log, "meshid-proxy")
 	p, err := proxy.New(cfg)
 	if err != nil {
 		return err

@@ -70,6 +70,7 @@ CA.
 				return err
 			}
 			klog.SetSlogLogger(log)
+			cli.LogStart(log, "meshid-webhook")
 			client, err := kube.KubeClient(o.kubeconfig, "meshid-webhook")
 			if err != nil {
 				return err

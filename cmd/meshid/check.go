@@ -54,7 +54,7 @@ changes (with -o json, the whole report as one JSON line).
 		RunE:    func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, cmd.OutOrStdout()) },
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+	o.Cluster.AddFlags(fs)
 	fs.StringVarP(&o.Namespace, "namespace", "n", "meshid", "namespace of meshid-ca")
 	fs.StringVar(&o.Bundle, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap")
 	fs.StringVar(&o.Issuer, "issuer-secret", "meshid-issuer", "issuer Secret")

@@ -72,7 +72,7 @@ func TestCheckHintsParse(t *testing.T) {
 			tt.Mod(t, w)
 		}
 		o := w.Options()
-		o.Output, o.Kubeconfig = "json", "/etc/meshid/admin.kubeconfig"
+		o.Output, o.Cluster.Kubeconfig = "json", "/etc/meshid/admin.kubeconfig"
 		var out bytes.Buffer
 		if err := check.Run(context.Background(), o, &out); err != nil && err != check.ErrProblems {
 			t.Fatalf("%s: %v", tt.Name, err)

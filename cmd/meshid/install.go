@@ -61,7 +61,7 @@ not match.
 	}
 	fs := cmd.Flags()
 	fs.StringVarP(&o.Namespace, "namespace", "n", "meshid", "namespace of the control plane")
-	fs.StringVar(&o.Image, "image", "ghcr.io/meshid/meshid-ca:latest", "meshid-ca container image")
+	fs.StringVar(&o.Image, "image", image("meshid-ca"), "meshid-ca container image"+imageNote)
 	fs.Int32Var(&o.Replicas, "replicas", 2, "meshid-ca replicas")
 	fs.StringVar(&o.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain")
 	fs.StringVar(&o.Audience, "audience", identity.DefaultAudience, "token audience meshid-ca requires")
@@ -73,13 +73,32 @@ not match.
 	fs.StringVar(&o.IssuerKey, "issuer-key", "", "the issuer's private key")
 	fs.Var(cli.Duration{D: &o.AnchorTTL}, "anchor-ttl", "lifetime of a generated anchor (default 3650d)")
 	fs.Var(cli.Duration{D: &o.IssuerTTL}, "issuer-ttl", "lifetime of a generated issuer without cert-manager (default 90d)")
-	fs.StringVar(&o.WriteAnchorKey, "write-anchor-key", "", "save a generated anchor's key to this file (mode 0600), to issue the next issuer from it")
+	fs.StringVar(&o.WriteAnchorKey, "write-anchor-key", "", "save a generated anchor's key to this new file (mode 0600; an existing file is never replaced), to issue the next issuer from it")
 	fs.BoolVar(&o.Webhook, "webhook", true, "also install meshid-webhook (sidecar injection, AuthorizationPolicy validation), the AuthorizationPolicy CRD, and have meshid-ca serve policies")
-	fs.StringVar(&o.WebhookImage, "webhook-image", "ghcr.io/meshid/meshid-webhook:latest", "meshid-webhook container image")
-	fs.StringVar(&o.ProxyImage, "proxy-image", "ghcr.io/meshid/meshid-proxy:latest", "meshid-proxy image the webhook injects")
+	fs.StringVar(&o.WebhookImage, "webhook-image", image("meshid-webhook"), "meshid-webhook container image"+imageNote)
+	fs.StringVar(&o.ProxyImage, "proxy-image", image("meshid-proxy"), "meshid-proxy image the webhook injects"+imageNote)
 	fs.BoolVar(&o.PrometheusOperator, "prometheus-operator", false, "render the alerts as a PrometheusRule (needs the Prometheus Operator's CRDs)")
 	fs.BoolVar(&o.Apply, "apply", false, "apply with server-side apply instead of printing")
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for --apply (default $KUBECONFIG or ~/.kube/config)")
-	fs.StringVarP(&o.Output, "output", "o", "yaml", "output format when printing: yaml or json")
+	o.Cluster.AddFlags(fs)
+	fs.StringVarP(&o.Output, "output", "o", "yaml", "output format: yaml or json (with --apply: a line per object, or a JSON object per line)")
 	return cmd
 }
+
+// image is the image of cmd at this CLI's version: an install runs the
+// release it was rendered by. A development build (version "dev") has no
+// released images, so it uses :latest.
+func image(cmd string) string {
+	tag := cli.BuildInfo().Version
+	if tag == cli.DevVersion {
+		tag = "latest"
+	}
+	return "ghcr.io/meshid/" + cmd + ":" + tag
+}
+
+// imageNote says where the default tag comes from.
+var imageNote = func() string {
+	if cli.BuildInfo().Version == cli.DevVersion {
+		return " (this is a development build, version dev: the default is :latest)"
+	}
+	return " (default: the tag of this CLI's version)"
+}()

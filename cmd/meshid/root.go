@@ -17,8 +17,8 @@ import (
 )
 
 // newRootCommand builds meshid. connect builds the Kubernetes clients of
-// every command that talks to the API server, from its --kubeconfig;
-// stdin is what inspect reads for "-".
+// every command that talks to the API server, from its --kubeconfig and
+// --context; stdin is what inspect reads for "-".
 func newRootCommand(connect kube.Connect, stdin io.Reader) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "meshid",
@@ -28,9 +28,15 @@ meshid is the operator CLI of meshid, a certificate authority that gives every
 Kubernetes service account a short-lived SPIFFE identity
 (spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT).
 
+Every command that talks to the cluster takes --kubeconfig and --context, as
+kubectl does. Results are marked (✔, ×) and coloured on a terminal, and plain
+when piped or with NO_COLOR set. Shell completion: meshid completion bash|zsh|fish
+(see meshid completion --help).
+
 ` + cli.ExitCodes),
 	}
 	cmd.AddCommand(
+		newVersionCommand(),
 		newCertifyCommand(certify.Run),
 		newInspectCommand(stdin, inspect.Run),
 		newCheckCommand(connect, check.Run),

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -38,8 +41,12 @@ func execute(cmd *cobra.Command, args ...string) (code int, stdout, stderr strin
 // calls.
 type fakeCluster struct{ calls []string }
 
-func (f *fakeCluster) connect(kubeconfig, agent string) (*kube.Clients, error) {
-	f.calls = append(f.calls, kubeconfig+" "+agent)
+func (f *fakeCluster) connect(t kube.Target, agent string) (*kube.Clients, error) {
+	call := t.Kubeconfig + " " + agent
+	if t.Context != "" {
+		call = t.Kubeconfig + " " + t.Context + " " + agent
+	}
+	f.calls = append(f.calls, call)
 	return &kube.Clients{Kube: fake.NewClientset()}, nil
 }
 
@@ -67,7 +74,16 @@ func TestRoot(t *testing.T) {
 		{name: "rotate-anchor start usage", args: []string{"rotate-anchor", "start"}, code: cli.ExitUsage, stderr: "give the new anchor"},
 		{name: "inspect standard input", args: []string{"inspect", "-"}, stdin: string(anchor.CertPEM()), code: cli.ExitOK, stdout: "Certificate 0  CN=anchor,O=meshid"},
 		{name: "inspect usage", args: []string{"inspect"}, code: cli.ExitUsage, stderr: "inspect takes one FILE"},
-		{name: "inspect problem", args: []string{"inspect", "-"}, stdin: "junk", code: cli.ExitProblem, stderr: "Error: inspect: -: no PEM CERTIFICATE block found"},
+		{name: "inspect problem", args: []string{"inspect", "-"}, stdin: "junk", code: cli.ExitProblem, stderr: "Error: standard input: no PEM CERTIFICATE block found"},
+		{name: "check in a context", args: []string{"check", "--kubeconfig", "/k", "--context", "prod"}, code: cli.ExitProblem, stdout: "Status: FAIL\n", agent: "/k prod meshid-check"},
+		{name: "rotate-anchor status in a context", args: []string{"rotate-anchor", "status", "--context", "prod"}, code: cli.ExitOK, stdout: "no rotation has been started\n", agent: " prod meshid-rotate-anchor"},
+		{name: "rotate-anchor plan json", args: []string{"rotate-anchor", "plan", "-o", "json"}, code: cli.ExitOK, stdout: `"stage": "Add"`},
+		{name: "version", args: []string{"version"}, code: cli.ExitOK, stdout: "meshid dev (commit "},
+		{name: "version json", args: []string{"version", "-o", "json"}, code: cli.ExitOK, stdout: `"version": "dev"`},
+		{name: "--version", args: []string{"--version"}, code: cli.ExitOK, stdout: "meshid dev (commit "},
+		{name: "completion bash", args: []string{"completion", "bash"}, code: cli.ExitOK, stdout: "__start_meshid"},
+		{name: "completion zsh", args: []string{"completion", "zsh"}, code: cli.ExitOK, stdout: "#compdef meshid"},
+		{name: "completion fish", args: []string{"completion", "fish"}, code: cli.ExitOK, stdout: "complete -c meshid"},
 		{name: "verify usage", args: []string{"verify", "127.0.0.1:1"}, code: cli.ExitUsage, stderr: "choose who to connect as"},
 		{name: "certify usage", args: []string{"certify"}, code: cli.ExitUsage, stderr: "--ca is required"},
 	}
@@ -101,7 +117,7 @@ func TestDefaults(t *testing.T) {
 		var got *install.Options
 		execute(newInstallCommand(f.connect, func(_ context.Context, o *install.Options, _ io.Writer) error { got = o; return nil }))
 		if got == nil || got.Namespace != "meshid" || got.Replicas != 2 || got.TrustDomain != identity.DefaultTrustDomain || got.Audience != identity.DefaultAudience ||
-			got.LeafTTL != 24*time.Hour || !got.Webhook || got.Output != "yaml" || got.Stderr == nil || got.Connect == nil || got.Image != "ghcr.io/meshid/meshid-ca:latest" {
+			got.LeafTTL != 24*time.Hour || !got.Webhook || got.Output != "yaml" || got.Stderr == nil || got.Connect == nil || got.Image != "ghcr.io/meshid/meshid-ca:latest" || got.ProxyImage != "ghcr.io/meshid/meshid-proxy:latest" {
 			t.Fatalf("options %+v", got)
 		}
 	})
@@ -143,5 +159,31 @@ func TestDefaults(t *testing.T) {
 	})
 	if len(f.calls) != 0 {
 		t.Fatalf("Connect called by the commands themselves: %q", f.calls)
+	}
+}
+
+// TestErrorsWithoutPrefixes: what a failing command prints names the
+// problem, never the package it came from.
+func TestErrorsWithoutPrefixes(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "anchor.key")
+	if err := os.WriteFile(key, []byte("key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	prefix := regexp.MustCompile(`(^Error: |: )(anchor|rotation|certify|install|inspect|verify|issuer|bundle|check): `)
+	for _, args := range [][]string{
+		{"rotate-anchor", "resume"},
+		{"rotate-anchor", "abort", "--force"},
+		{"rotate-anchor", "start", "--generate", "--write-anchor-key", key},
+		{"install", "--write-anchor-key", key},
+		{"inspect", filepath.Join(dir, "missing.pem")},
+		{"certify", "--ca", "127.0.0.1:1", "--token-file", filepath.Join(dir, "token"), "--trust-bundle-file", key},
+		{"verify", "127.0.0.1:1", "--cert", key, "--key", key, "--trust-bundle-file", key},
+	} {
+		f := &fakeCluster{}
+		code, _, stderr := execute(newRootCommand(f.connect, strings.NewReader("")), args...)
+		if code != cli.ExitProblem || !strings.HasPrefix(stderr, "Error: ") || prefix.MatchString(stderr) {
+			t.Errorf("%q: exit %d, %q; want exit 1 and no package prefix", args, code, stderr)
+		}
 	}
 }

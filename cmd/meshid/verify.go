@@ -24,15 +24,18 @@ verify connects to ADDR (an inbound port of meshid-proxy, or any SPIFFE mTLS
 server) as a chosen identity and reports the server's SPIFFE ID, chain, expiry,
 the anchor that validated it, the TLS version and cipher, and whether the
 server accepted us: a policy refusal is reported as such, not as a network
-error.
+error, and a server that does not ask for a client certificate is reported
+as plain TLS, not mTLS.
 
 Connect as a service account with --as NAMESPACE/NAME (verify gets a token
 with the TokenRequest API and a certificate from meshid-ca at --ca, as a
 workload would), or with a certificate you have (--cert, --key). The trust
-bundle is --trust-bundle-file, or else the cluster's ConfigMap.
+bundle is --trust-bundle-file, or else the cluster's ConfigMap. --ca's
+default is meshid-ca's in-cluster address: from a workstation, run
+kubectl -n meshid port-forward svc/meshid-ca 8443 and pass --ca 127.0.0.1:8443.
 
-Exit 1 when the server's certificate does not verify, the server refused us,
-or --expect-id does not match.
+Exit 1 when the server's certificate does not verify, the server refused us
+or did not ask for a client certificate, or --expect-id does not match.
 
 ` + cli.ExitCodes),
 		Example: `  meshid verify 10.0.3.7:8443 --as shop/web --ca 127.0.0.1:8443 --expect-id spiffe://cluster.local/ns/shop/sa/db
@@ -51,10 +54,10 @@ or --expect-id does not match.
 	fs.StringVar(&o.As, "as", "", "connect as this service account: NAMESPACE/NAME")
 	fs.StringVar(&o.CertFile, "cert", "", "connect with this PEM certificate chain instead")
 	fs.StringVar(&o.KeyFile, "key", "", "the private key of --cert")
-	fs.StringVar(&o.CA, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca address, for --as")
+	fs.StringVar(&o.CA, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca address, for --as (in-cluster; from a workstation: kubectl -n meshid port-forward svc/meshid-ca 8443, then --ca 127.0.0.1:8443)")
 	cli.AddCAIDFlag(fs, &o.CAID)
 	fs.StringVar(&o.Audience, "audience", identity.DefaultAudience, "token audience the CA expects, for --as")
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+	o.Cluster.AddFlags(fs)
 	fs.StringVarP(&o.Namespace, "namespace", "n", "meshid", "namespace of the trust-bundle ConfigMap")
 	fs.StringVar(&o.BundleName, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap, when no --trust-bundle-file")
 	fs.StringVar(&o.BundleFile, "trust-bundle-file", "", "PEM trust anchors")

@@ -54,7 +54,8 @@ func Main(cmd *cobra.Command) {
 	os.Exit(Code(cmd.ErrOrStderr(), err))
 }
 
-// Code prints err (if any) to w and returns the exit code for it.
+// Code prints err (if any) to w, as Message says it, and returns the exit
+// code for it.
 func Code(w io.Writer, err error) int {
 	if err == nil {
 		return ExitOK
@@ -63,7 +64,7 @@ func Code(w io.Writer, err error) int {
 	if errors.As(err, &silent) {
 		return ExitProblem
 	}
-	fmt.Fprintln(w, "Error:", err)
+	fmt.Fprintln(w, "Error:", Message(err))
 	var u *UsageError
 	if errors.As(err, &u) {
 		return ExitUsage
@@ -71,9 +72,11 @@ func Code(w io.Writer, err error) int {
 	return ExitProblem
 }
 
-// Setup makes cobra's own flag errors usage errors and stops it printing
-// usage on every failure. Call it on the root command.
+// Setup makes cobra's own flag errors usage errors, stops it printing
+// usage on every failure, and gives the command --version (see
+// SetVersion). Call it on the root command.
 func Setup(root *cobra.Command) {
+	SetVersion(root)
 	root.SilenceUsage = true
 	root.SilenceErrors = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

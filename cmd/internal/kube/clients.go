@@ -3,6 +3,7 @@ package kube
 import (
 	"fmt"
 
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -21,14 +22,39 @@ type Clients struct {
 	Mapper meta.RESTMapper
 }
 
-// Connect builds a command's Clients from its --kubeconfig (see
-// RESTConfig), with userAgent. Commands take one, so that tests can hand
-// them fakes; NewClients is the real one.
-type Connect func(kubeconfig, userAgent string) (*Clients, error)
+// Target chooses the cluster, as kubectl's --kubeconfig and --context do.
+type Target struct {
+	// Kubeconfig is the kubeconfig file; empty means $KUBECONFIG,
+	// ~/.kube/config, or else the pod's in-cluster configuration.
+	Kubeconfig string
+	// Context is the kubeconfig context to use; empty means its
+	// current-context.
+	Context string
+}
+
+// AddFlags binds --kubeconfig and --context, as kubectl spells them.
+func (t *Target) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&t.Kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+	fs.StringVar(&t.Context, "context", "", "kubeconfig context to use (default its current-context)")
+}
+
+// String names the target in messages: "" for the defaults.
+func (t Target) String() string {
+	s := t.Kubeconfig
+	if t.Context != "" {
+		s += " (context " + t.Context + ")"
+	}
+	return s
+}
+
+// Connect builds a command's Clients for a Target, with userAgent.
+// Commands take one, so that tests can hand them fakes; NewClients is the
+// real one.
+type Connect func(t Target, userAgent string) (*Clients, error)
 
 // NewClients is the Connect of the real commands.
-func NewClients(kubeconfig, userAgent string) (*Clients, error) {
-	cfg, err := RESTConfig(kubeconfig, userAgent)
+func NewClients(t Target, userAgent string) (*Clients, error) {
+	cfg, err := restConfig(t, userAgent)
 	if err != nil {
 		return nil, err
 	}

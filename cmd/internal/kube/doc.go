@@ -3,6 +3,7 @@
 // package cli so that meshid-proxy, which never talks to the API server,
 // does not link client-go: a smaller binary and a smaller idle footprint.
 //
-// Clients and Connect are how the meshid CLI gets its clients: built once
-// per command from --kubeconfig by NewClients, and handed to fakes in tests.
+// Target (--kubeconfig, --context, as kubectl has them), Clients and
+// Connect are how the meshid CLI gets its clients: built once per command
+// by NewClients, and handed to fakes in tests.
 package kube

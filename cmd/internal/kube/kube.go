@@ -12,18 +12,33 @@ import (
 // RESTConfig loads a client configuration: from path when set, else from
 // $KUBECONFIG or ~/.kube/config, else the pod's in-cluster configuration.
 func RESTConfig(path, userAgent string) (*rest.Config, error) {
+	return restConfig(Target{Kubeconfig: path}, userAgent)
+}
+
+// restConfig is RESTConfig in t's context.
+func restConfig(t Target, userAgent string) (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = path
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	rules.ExplicitPath = t.Kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: t.Context}).ClientConfig()
 	if err != nil {
-		if path == "" {
+		switch {
+		case t.Context != "":
+			return nil, fmt.Errorf("kubeconfig %s: context %q: %w (kubectl config get-contexts lists them)", kubeconfigName(t.Kubeconfig), t.Context, err)
+		case t.Kubeconfig == "":
 			return nil, fmt.Errorf("no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a pod; pass --kubeconfig: %w", err)
 		}
-		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+		return nil, fmt.Errorf("kubeconfig %s: %w", t.Kubeconfig, err)
 	}
 	cfg.UserAgent = userAgent
 	cfg.QPS, cfg.Burst = 100, 200
 	return cfg, nil
+}
+
+func kubeconfigName(path string) string {
+	if path == "" {
+		return "($KUBECONFIG or ~/.kube/config)"
+	}
+	return path
 }
 
 // KubeClient builds a clientset (see RESTConfig).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -30,16 +31,36 @@ var now = time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // fakeRotator records what the verbs ask of it.
 type fakeRotator struct {
-	cfg    rotator.Config
-	calls  []string
-	start  rotator.StartParams
-	status *rotator.Status
-	err    error
+	cfg      rotator.Config
+	calls    []string
+	start    rotator.StartParams
+	status   *rotator.Status
+	left     *rotator.Leftovers
+	err      error
+	checkErr error    // CheckStart's answer
+	events   []string // what Start says, through the Config
+}
+
+func (f *fakeRotator) CheckStart(_ context.Context, p rotator.StartParams) error {
+	f.calls = append(f.calls, "check-start")
+	return f.checkErr
 }
 
 func (f *fakeRotator) Start(_ context.Context, p rotator.StartParams) error {
 	f.calls, f.start = append(f.calls, "start"), p
+	for _, e := range f.events {
+		if f.cfg.Events != nil {
+			f.cfg.Events(rotator.Event{Time: now, Stage: rotator.Add, Message: e})
+		} else {
+			fmt.Fprintln(f.cfg.Out, e)
+		}
+	}
 	return f.err
+}
+
+func (f *fakeRotator) ForceAbort(context.Context) (*rotator.Leftovers, error) {
+	f.calls = append(f.calls, "force-abort")
+	return f.left, f.err
 }
 func (f *fakeRotator) Resume(context.Context) error {
 	f.calls = append(f.calls, "resume")
@@ -48,7 +69,7 @@ func (f *fakeRotator) Resume(context.Context) error {
 func (f *fakeRotator) Abort(context.Context) error { f.calls = append(f.calls, "abort"); return f.err }
 func (f *fakeRotator) Status(context.Context) (*rotator.Status, error) {
 	f.calls = append(f.calls, "status")
-	return f.status, f.err
+	return f.status, nil
 }
 
 // setup returns rotate-anchor's flag defaults wired to client and f (nil f:
@@ -56,9 +77,9 @@ func (f *fakeRotator) Status(context.Context) (*rotator.Status, error) {
 func setup(client *fake.Clientset, f *fakeRotator) (*anchor.Options, *[]string) {
 	var connects []string
 	o := &anchor.Options{
-		Kubeconfig: "/path/kubeconfig", Namespace: "meshid", StageTimeout: 10 * time.Minute, Output: "table", ReissueWindow: 30 * time.Second,
-		Connect: func(kubeconfig, agent string) (*kube.Clients, error) {
-			connects = append(connects, kubeconfig+" "+agent)
+		Cluster: kube.Target{Kubeconfig: "/path/kubeconfig"}, Namespace: "meshid", StageTimeout: 10 * time.Minute, Output: "table", ReissueWindow: 30 * time.Second,
+		Connect: func(t kube.Target, agent string) (*kube.Clients, error) {
+			connects = append(connects, t.Kubeconfig+" "+agent)
 			return &kube.Clients{Kube: client}, nil
 		},
 		Clock: clocktesting.NewFakePassiveClock(now),
@@ -120,7 +141,7 @@ func TestVerbs(t *testing.T) {
 		f := &fakeRotator{}
 		o, _ := setup(nil, f)
 		boom := errors.New("no kubeconfig")
-		o.Connect = func(string, string) (*kube.Clients, error) { return nil, boom }
+		o.Connect = func(kube.Target, string) (*kube.Clients, error) { return nil, boom }
 		if err := anchor.Run(context.Background(), o, anchor.Status, &bytes.Buffer{}); !errors.Is(err, boom) || len(f.calls) != 0 {
 			t.Fatalf("Run = %v, Rotator calls %q; want the Connect error and no call", err, f.calls)
 		}
@@ -147,7 +168,7 @@ func TestStartGenerate(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := f.start
-			if len(f.calls) != 1 || !p.CertManager || !p.Emergency || !p.Force || p.ReissueWindow != time.Minute {
+			if len(f.calls) != 2 || f.calls[0] != "check-start" || f.calls[1] != "start" || !p.CertManager || !p.Emergency || !p.Force || p.ReissueWindow != time.Minute {
 				t.Fatalf("Rotator calls %q with %+v, want one start with the flags", f.calls, p)
 			}
 			kp, err := issuer.Parse(p.NewAnchorCertPEM, p.NewAnchorKeyPEM)
@@ -309,5 +330,186 @@ func TestValidateStart(t *testing.T) {
 				t.Fatalf("ValidateStart = %v, want a usage error containing %q", err, tt.message)
 			}
 		})
+	}
+}
+
+func TestPlanJSON(t *testing.T) {
+	o, _ := setup(fake.NewClientset(), &fakeRotator{})
+	o.Output = "json"
+	var out bytes.Buffer
+	if err := anchor.Run(context.Background(), o, anchor.Plan, &out); err != nil {
+		t.Fatal(err)
+	}
+	var steps []anchor.Step
+	if err := json.Unmarshal(out.Bytes(), &steps); err != nil || len(steps) != len(rotator.Stages) {
+		t.Fatalf("plan -o json: %v\n%s", err, out.String())
+	}
+	for i, s := range steps {
+		if s.Stage != rotator.Stages[i] || s.Does == "" || s.AdvancesWhen == "" {
+			t.Errorf("step %d: %+v", i, s)
+		}
+	}
+}
+
+// TestStartJSON: start -o json prints one JSON object a line: the
+// progress events (the generated anchor's too), then a summary.
+func TestStartJSON(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fail=%v", fail), func(t *testing.T) {
+			f := &fakeRotator{events: []string{"rotation started", "stage Add: converged"}, status: &rotator.Status{State: &rotator.State{
+				Stage: rotator.Done, Started: now, Timings: map[rotator.Stage]string{rotator.Add: "2s"}}}}
+			if fail {
+				f.err = errors.New("anchor: stage Add did not converge")
+			}
+			o, _ := setup(fake.NewClientset(), f)
+			o.Output, o.Generate, o.WriteAnchorKey = "json", true, filepath.Join(t.TempDir(), "a.key")
+			var out bytes.Buffer
+			err := anchor.Run(context.Background(), o, anchor.Start, &out)
+			if fail != (err != nil) {
+				t.Fatalf("Run = %v", err)
+			}
+			lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+			if len(lines) != 5 {
+				t.Fatalf("%d lines, want 2 about the anchor, 2 events and a summary:\n%s", len(lines), out.String())
+			}
+			for i, l := range lines[:4] {
+				var e struct {
+					Type    string
+					Time    time.Time
+					Message string
+				}
+				if err := json.Unmarshal([]byte(l), &e); err != nil || e.Type != "progress" || e.Message == "" || e.Time.IsZero() {
+					t.Fatalf("line %d %q (%v), want a progress event", i, l, err)
+				}
+			}
+			var sum anchor.Summary
+			if err := json.Unmarshal([]byte(lines[4]), &sum); err != nil || sum.Type != "summary" || sum.Stage != rotator.Done || sum.Timings[rotator.Add] != "2s" {
+				t.Fatalf("summary %q (%v)", lines[4], err)
+			}
+			if fail != (sum.Error == "stage Add did not converge") {
+				t.Fatalf("summary error %q, want the run's error without the package prefix", sum.Error)
+			}
+		})
+	}
+}
+
+// TestStartRefusesBeforeGenerating: a key file that exists, or a start the
+// Rotator refuses (an emergency on healthy material, another rotation),
+// stops start before an anchor is generated: nothing printed, no key file
+// written, no start.
+func TestStartRefusesBeforeGenerating(t *testing.T) {
+	dir := t.TempDir()
+	existing := pkitest.File(t, dir, "old.key", []byte("last rotation's key"))
+	tests := []struct {
+		name     string
+		keyFile  string
+		checkErr error
+		calls    int
+		message  string
+	}{
+		{name: "key file exists", keyFile: existing, message: "--write-anchor-key " + existing + ": already exists"},
+		{name: "directory missing", keyFile: filepath.Join(dir, "no", "a.key"), message: "does not exist; create it first"},
+		{name: "rotator refuses", keyFile: filepath.Join(dir, "new.key"), checkErr: errors.New("anchor: the anchor and issuer in use are healthy"), calls: 1, message: "are healthy"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeRotator{checkErr: tt.checkErr}
+			o, _ := setup(fake.NewClientset(), f)
+			o.Generate, o.WriteAnchorKey, o.Emergency = true, tt.keyFile, true
+			var out bytes.Buffer
+			err := anchor.Run(context.Background(), o, anchor.Start, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.message) {
+				t.Fatalf("Run = %v, want %q", err, tt.message)
+			}
+			if len(f.calls) != tt.calls || out.Len() != 0 {
+				t.Fatalf("Rotator calls %q, printed %q", f.calls, out.String())
+			}
+			if got, _ := os.ReadFile(existing); string(got) != "last rotation's key" {
+				t.Fatalf("the existing key file holds %q", got)
+			}
+			if tt.keyFile != existing {
+				if _, err := os.Stat(tt.keyFile); err == nil {
+					t.Fatal("wrote a key file for a refused start")
+				}
+			}
+		})
+	}
+}
+
+// TestStatusStuck: a stuck rotation is shown as such and exits 1, as a
+// table and as JSON.
+func TestStatusStuck(t *testing.T) {
+	st := &rotator.Status{State: &rotator.State{Stage: rotator.Add, Started: now.Add(-time.Hour)}, Stuck: "the last run failed at 2030-06-01T11:30:00Z (timeout): stage Add did not converge"}
+	for _, format := range []string{"table", "json"} {
+		t.Run(format, func(t *testing.T) {
+			o, _ := setup(fake.NewClientset(), &fakeRotator{status: st})
+			o.Output = format
+			var out, stderr bytes.Buffer
+			err := anchor.Run(context.Background(), o, anchor.Status, &out)
+			if code := cli.Code(&stderr, err); code != cli.ExitProblem || stderr.Len() != 0 {
+				t.Fatalf("exit %d, stderr %q; want 1 with the report alone", code, stderr.String())
+			}
+			if format == "json" {
+				var got rotator.Status
+				if err := json.Unmarshal(out.Bytes(), &got); err != nil || got.Stuck != st.Stuck {
+					t.Fatalf("JSON %s (%v)", out.String(), err)
+				}
+				return
+			}
+			if !strings.Contains(regexp.MustCompile(`  +`).ReplaceAllString(out.String(), " "), "Stuck "+st.Stuck+": fix what holds it and run resume, or abort") {
+				t.Fatalf("status:\n%s", out.String())
+			}
+		})
+	}
+	o, _ := setup(fake.NewClientset(), &fakeRotator{status: &rotator.Status{State: &rotator.State{Stage: rotator.Add}}})
+	if err := anchor.Run(context.Background(), o, anchor.Status, &bytes.Buffer{}); err != nil {
+		t.Fatalf("a rotation that is not stuck: %v", err)
+	}
+}
+
+// TestAbortForce: abort --force asks the Rotator to remove the state, and
+// prints what is left: the bundle, the issuer, the saved keys.
+func TestAbortForce(t *testing.T) {
+	left := &rotator.Leftovers{
+		StateRemoved: true, Removed: rotator.Reissue, KeysSecret: "meshid/meshid-rotation", Keys: []string{"new-anchor.key", "old-issuer.crt", "old-issuer.key"},
+		Bundle: rotator.BundleLeft{ConfigMap: "meshid/meshid-trust-bundle", SHA256: "0123456789abcdef", ReissueWindow: "30s", Anchors: []rotator.AnchorLeft{
+			{Subject: "CN=old", SHA256: "aaaaaaaaaaaaaaaa", Role: "old", NotAfter: now.Add(time.Hour)},
+			{Subject: "CN=new", SHA256: "bbbbbbbbbbbbbbbb", Role: "new", NotAfter: now.Add(time.Hour)},
+		}},
+		Issuer: rotator.IssuerLeft{Secret: "meshid/meshid-issuer", Subject: "CN=meshid issuer", SHA256: "cccccccccccccccc", NotAfter: now.Add(time.Hour), ChainsTo: "new anchor bbbbbbbbbbbb"},
+	}
+	f := &fakeRotator{left: left}
+	o, _ := setup(fake.NewClientset(), f)
+	o.AbortForce = true
+	var out bytes.Buffer
+	if err := anchor.Run(context.Background(), o, anchor.Abort, &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.calls) != 1 || f.calls[0] != "force-abort" {
+		t.Fatalf("Rotator calls %q, want force-abort alone", f.calls)
+	}
+	got := regexp.MustCompile(`  +`).ReplaceAllString(out.String(), " ")
+	for _, want := range []string{
+		"Removed the state of the rotation at stage Reissue (ConfigMap meshid/meshid-rotation). Nothing else was changed",
+		"Bundle meshid/meshid-trust-bundle: 2 anchor(s), SHA-256 0123456789ab\n",
+		" old anchor CN=old aaaaaaaaaaaa, valid until 2030-06-01T13:00:00Z\n",
+		" new anchor CN=new bbbbbbbbbbbb",
+		" re-issue window 30s still set",
+		"Issuer meshid/meshid-issuer: CN=meshid issuer cccccccccccc, valid until 2030-06-01T13:00:00Z, chains to new anchor bbbbbbbbbbbb\n",
+		"Saved keys Secret meshid/meshid-rotation, kept: new-anchor.key, old-issuer.crt, old-issuer.key\n",
+		"kubectl -n meshid delete secret meshid-rotation",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in:\n%s", want, out.String())
+		}
+	}
+	o.Output = "json"
+	out.Reset()
+	if err := anchor.Run(context.Background(), o, anchor.Abort, &out); err != nil {
+		t.Fatal(err)
+	}
+	var back rotator.Leftovers
+	if err := json.Unmarshal(out.Bytes(), &back); err != nil || back.Removed != rotator.Reissue || len(back.Keys) != 3 || back.Issuer.ChainsTo != left.Issuer.ChainsTo {
+		t.Fatalf("JSON %s (%v)", out.String(), err)
 	}
 }

@@ -35,7 +35,9 @@ type Options struct {
 	TokenFile string
 	// TrustBundleFile holds the PEM anchors, to verify the CA. Required.
 	TrustBundleFile string
-	// OutDir, when set, receives svid.pem, svid.key and bundle.pem.
+	// OutDir, when set, receives svid.pem, svid.key (mode 0600) and
+	// bundle.pem: new files, never written over (the folder is created
+	// when missing).
 	OutDir string
 	// Timeout bounds the whole command.
 	Timeout time.Duration
@@ -91,6 +93,15 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	if o.Clock != nil {
 		clk = o.Clock
 	}
+	if o.OutDir != "" {
+		// Before a key is generated: files already there are refused.
+		for _, f := range svidFiles {
+			p := filepath.Join(o.OutDir, f.name)
+			if _, err := os.Lstat(p); err == nil {
+				return fmt.Errorf("certify: --out-dir %s: %s %w; it is never overwritten: choose another --out-dir, or move the files away", o.OutDir, p, output.ErrExists)
+			}
+		}
+	}
 	tokenData, err := os.ReadFile(o.TokenFile)
 	if err != nil {
 		return fmt.Errorf("certify: %w", err)
@@ -122,7 +133,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	}
 	rep := Report{
 		SPIFFEID:   got.SVID.ID.String(),
-		Serial:     got.SVID.Certificates[0].SerialNumber.Text(16),
+		Serial:     certinfo.Serial(got.SVID.Certificates[0]),
 		NotBefore:  got.SVID.Certificates[0].NotBefore,
 		NotAfter:   got.SVID.Certificates[0].NotAfter,
 		RenewAfter: got.RenewAfter,
@@ -177,22 +188,24 @@ func writeSVID(dir string, svid *x509svid.SVID, anchors *bundle.Bundle) ([]strin
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("certify: %w", err)
 	}
-	files := []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
-		{"svid.pem", certPEM, 0o644},
-		{"svid.key", keyPEM, 0o600},
-		{"bundle.pem", anchors.PEM(), 0o644},
-	}
+	data := map[string][]byte{"svid.pem": certPEM, "svid.key": keyPEM, "bundle.pem": anchors.PEM()}
 	var written []string
-	for _, f := range files {
+	for _, f := range svidFiles {
 		p := filepath.Join(dir, f.name)
-		if err := output.WriteFile(p, f.data, f.mode); err != nil {
-			return nil, err
+		if err := output.CreateFile(p, data[f.name], f.mode); err != nil {
+			return nil, fmt.Errorf("certify: %w", err)
 		}
 		written = append(written, p)
 	}
 	return written, nil
+}
+
+// svidFiles are the files --out-dir receives, and their modes.
+var svidFiles = []struct {
+	name string
+	mode os.FileMode
+}{
+	{"svid.pem", 0o644},
+	{"svid.key", 0o600},
+	{"bundle.pem", 0o644},
 }

@@ -152,3 +152,37 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestCertifyNeverOverwrites: a second certify into the same --out-dir
+// refuses before it asks the CA (no key is generated), and the files of
+// the first are left as they were.
+func TestCertifyNeverOverwrites(t *testing.T) {
+	ca := catest.Start(t, catest.Tokens{"web-token": web})
+	o := options(t, ca, "web-token")
+	o.OutDir = t.TempDir()
+	if err := certify.Run(context.Background(), o, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(o.OutDir, "svid.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.CA = "127.0.0.1:1" // never asked: the refusal comes first
+	var out bytes.Buffer
+	err = certify.Run(context.Background(), o, &out)
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(o.OutDir, "svid.pem")+" already exists; it is never overwritten") || out.Len() != 0 {
+		t.Fatalf("Run = %v, printed %q; want a refusal of the existing files", err, out.String())
+	}
+	if again, _ := os.ReadFile(filepath.Join(o.OutDir, "svid.key")); !bytes.Equal(again, key) {
+		t.Fatal("svid.key was replaced")
+	}
+	// One file is enough to refuse.
+	for _, f := range []string{"svid.pem", "bundle.pem"} {
+		if err := os.Remove(filepath.Join(o.OutDir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := certify.Run(context.Background(), o, &out); err == nil || !strings.Contains(err.Error(), "svid.key already exists") {
+		t.Fatalf("Run = %v, want svid.key refused", err)
+	}
+}

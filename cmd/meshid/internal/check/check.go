@@ -22,9 +22,9 @@ import (
 
 // Options are check's flags, and what tests replace.
 type Options struct {
-	// Kubeconfig is the kubeconfig file; empty means $KUBECONFIG,
+	// Cluster is the kubeconfig file and context; empty means $KUBECONFIG,
 	// ~/.kube/config or the pod's configuration.
-	Kubeconfig string
+	Cluster kube.Target
 	// Namespace of meshid-ca, the bundle and the issuer.
 	Namespace string
 	// Bundle is the trust-bundle ConfigMap; Issuer the issuer Secret.
@@ -84,7 +84,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	c, err := connect(o.Kubeconfig, "meshid-check")
+	c, err := connect(o.Cluster, "meshid-check")
 	if err != nil {
 		return err
 	}

@@ -255,10 +255,11 @@ func TestConnect(t *testing.T) {
 	o := w.Options()
 	real := o.Connect
 	var calls []string
-	o.Kubeconfig = "/path/kubeconfig"
-	o.Connect = func(kubeconfig, agent string) (*kube.Clients, error) {
+	o.Cluster.Kubeconfig = "/path/kubeconfig"
+	o.Connect = func(t kube.Target, agent string) (*kube.Clients, error) {
+		kubeconfig := t.Kubeconfig
 		calls = append(calls, kubeconfig+" "+agent)
-		return real(kubeconfig, agent)
+		return real(t, agent)
 	}
 	if err := check.Run(context.Background(), o, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
@@ -267,7 +268,7 @@ func TestConnect(t *testing.T) {
 		t.Fatalf("Connect calls %q, want one for /path/kubeconfig as meshid-check", calls)
 	}
 	boom := errors.New("no kubeconfig")
-	o.Connect = func(string, string) (*kube.Clients, error) { return nil, boom }
+	o.Connect = func(kube.Target, string) (*kube.Clients, error) { return nil, boom }
 	var out bytes.Buffer
 	if err := check.Run(context.Background(), o, &out); !errors.Is(err, boom) || out.Len() != 0 {
 		t.Fatalf("Run = %v, printed %q; want the Connect error and nothing printed", err, out.String())
@@ -280,7 +281,7 @@ func TestHintsNameKubeconfig(t *testing.T) {
 	w := ct.New(t, ct.Now)
 	w.Deployment.Status.ReadyReplicas = 0
 	o := w.Options()
-	o.Kubeconfig = "/etc/meshid/admin.kubeconfig"
+	o.Cluster.Kubeconfig = "/etc/meshid/admin.kubeconfig"
 	var out bytes.Buffer
 	if err := check.Run(context.Background(), o, &out); err != check.ErrProblems {
 		t.Fatal(err)

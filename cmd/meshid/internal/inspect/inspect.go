@@ -43,12 +43,26 @@ func (o *Options) Validate() error {
 
 // Report is what inspect prints.
 type Report struct {
+	// Format is "pem" or "der", as the input was.
+	Format       string            `json:"format"`
 	Certificates []certinfo.Report `json:"certificates"`
+	// Keys are the private keys in the file: their type, never their
+	// bytes, and the certificate each belongs to.
+	Keys []KeyReport `json:"private_keys,omitempty"`
 	// Verified is set with --bundle: whether the first certificate, with
 	// the others as intermediates, chains to an anchor of the bundle.
 	Verified *bool  `json:"verified,omitempty"`
 	Anchor   string `json:"anchor,omitempty"`
 	Problem  string `json:"problem,omitempty"`
+}
+
+// KeyReport is a private key found beside the certificates.
+type KeyReport struct {
+	Block int    `json:"pem_block"`
+	Type  string `json:"type"`
+	// Matches is the index of the certificate the key belongs to; nil
+	// when it belongs to none of them.
+	Matches *int `json:"matches_certificate"`
 }
 
 // Run inspects file ("-" for Stdin) and prints the report; a chain that
@@ -68,19 +82,36 @@ func Run(_ context.Context, o *Options, file string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("inspect: %w", err)
 	}
-	certs, err := certinfo.Parse(data)
+	contents, err := certinfo.Read(data)
 	if err != nil {
-		return fmt.Errorf("inspect: %s: %w", file, err)
+		name := file
+		if file == "-" {
+			name = "standard input"
+		}
+		return fmt.Errorf("inspect: %s: %w", name, err)
 	}
+	certs := contents.Certs
 	now := clock.RealClock{}.Now()
 	if o.Clock != nil {
 		now = o.Clock.Now()
 	}
-	rep := Report{}
+	rep := Report{Format: "pem"}
+	if contents.DER {
+		rep.Format = "der"
+	}
 	for _, c := range certs {
 		rep.Certificates = append(rep.Certificates, certinfo.Describe(c, now))
 	}
 	var problem error
+	for _, k := range contents.Keys {
+		kr := KeyReport{Block: k.Block, Type: k.Type}
+		if i := k.Matches(certs); i >= 0 {
+			kr.Matches = &i
+		} else if problem == nil {
+			problem = fmt.Errorf("the private key in block %d (%s) matches none of the certificates", k.Block, k.Type)
+		}
+		rep.Keys = append(rep.Keys, kr)
+	}
 	if o.BundleFile != "" {
 		anchorsPEM, err := os.ReadFile(o.BundleFile)
 		if err != nil {
@@ -96,7 +127,8 @@ func Run(_ context.Context, o *Options, file string, out io.Writer) error {
 		if ok {
 			rep.Anchor = anchor.Subject.String()
 		} else {
-			rep.Problem, problem = err.Error(), err
+			rep.Problem = err.Error()
+			problem = fmt.Errorf("the chain does not verify: %w", err)
 		}
 	}
 	if o.Output == "json" {
@@ -107,12 +139,13 @@ func Run(_ context.Context, o *Options, file string, out io.Writer) error {
 		return err
 	}
 	if problem != nil {
-		return fmt.Errorf("inspect: the chain does not verify: %w", problem)
+		return fmt.Errorf("inspect: %w", problem)
 	}
 	return nil
 }
 
 func printTable(out io.Writer, o *Options, rep *Report) error {
+	style := cli.StyleFor(out)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	for i, c := range rep.Certificates {
 		if i > 0 {
@@ -129,15 +162,33 @@ func printTable(out io.Writer, o *Options, rep *Report) error {
 		fmt.Fprintf(tw, "  Serial\t%s\n", c.Serial)
 		fmt.Fprintf(tw, "  Valid\t%s to %s (%s)\n", c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), c.TimeLeft)
 		fmt.Fprintf(tw, "  Key\t%s\n", c.KeyType)
-		fmt.Fprintf(tw, "  CA\t%v\n", c.IsCA)
+		if c.IsCA {
+			fmt.Fprintf(tw, "  CA\ttrue, path length %s\n", c.PathLen)
+		} else {
+			fmt.Fprintf(tw, "  CA\tfalse\n")
+		}
+		if len(c.KeyUsage) > 0 {
+			fmt.Fprintf(tw, "  Key usage\t%s\n", strings.Join(c.KeyUsage, ", "))
+		}
+		if len(c.ExtKeyUsage) > 0 {
+			fmt.Fprintf(tw, "  Ext key usage\t%s\n", strings.Join(c.ExtKeyUsage, ", "))
+		}
 		fmt.Fprintf(tw, "  SHA-256\t%s\n", c.SHA256)
+	}
+	for _, k := range rep.Keys {
+		fmt.Fprintln(tw)
+		match := style.Bad("matches none of the certificates")
+		if k.Matches != nil {
+			match = style.Good(fmt.Sprintf("matches certificate %d", *k.Matches))
+		}
+		fmt.Fprintf(tw, "Private key\t%s (PEM block %d), %s\n", k.Type, k.Block, match)
 	}
 	if rep.Verified != nil {
 		fmt.Fprintln(tw)
 		if *rep.Verified {
-			fmt.Fprintf(tw, "Chain\tverifies against %s (anchor %s)\n", o.BundleFile, rep.Anchor)
+			fmt.Fprintf(tw, "Chain\t%s\n", style.Good(fmt.Sprintf("verifies against %s (anchor %s)", o.BundleFile, rep.Anchor)))
 		} else {
-			fmt.Fprintf(tw, "Chain\tDOES NOT VERIFY against %s: %s\n", o.BundleFile, rep.Problem)
+			fmt.Fprintf(tw, "Chain\t%s\n", style.Bad(fmt.Sprintf("DOES NOT VERIFY against %s: %s", o.BundleFile, rep.Problem)))
 		}
 	}
 	return tw.Flush()

@@ -2,8 +2,11 @@ package install
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/utils/clock"
@@ -12,6 +15,7 @@ import (
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/output"
+	"github.com/meshid/meshid/issuer"
 )
 
 // Options are install's flags, and what tests replace.
@@ -42,10 +46,11 @@ type Options struct {
 	Webhook                  bool
 	WebhookImage, ProxyImage string
 	// Apply applies with server-side apply instead of printing, with the
-	// clients from Kubeconfig.
-	Apply      bool
-	Kubeconfig string
-	// Output is "yaml" or "json", when printing.
+	// clients for Cluster.
+	Apply   bool
+	Cluster kube.Target
+	// Output is "yaml" or "json" when printing; with Apply, "json" prints
+	// a JSON object per applied object, else a line of text.
 	Output string
 
 	// Stderr receives the notes about a generated anchor; nil discards.
@@ -84,8 +89,24 @@ func (o *Options) Validate() error {
 }
 
 // Run renders the control plane and prints it to out, or applies it (and
-// prints a line per object).
+// prints a line per object). Everything that can be checked is checked
+// before a key is generated or a file written: the key file's path, the
+// operator's material, and with Apply the cluster (meshid not installed
+// yet when the anchor is generated, every kind served).
 func Run(ctx context.Context, o *Options, out io.Writer) error {
+	now := clock.RealClock{}.Now()
+	if o.Clock != nil {
+		now = o.Clock.Now()
+	}
+	stderr := o.Stderr
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	if o.WriteAnchorKey != "" {
+		if err := output.CheckNew("--write-anchor-key", o.WriteAnchorKey); err != nil {
+			return fmt.Errorf("install: %w", err)
+		}
+	}
 	mo := manifest.Options{
 		Namespace: o.Namespace, Image: o.Image, Replicas: o.Replicas,
 		TrustDomain: o.TrustDomain, Audience: o.Audience, LeafTTL: o.LeafTTL,
@@ -94,25 +115,66 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	if o.Webhook {
 		mo.Webhook = &manifest.Webhook{Image: o.WebhookImage, ProxyImage: o.ProxyImage}
 	}
-	generated, err := material(o, &mo)
+	generate, err := readMaterial(o, &mo, now)
 	if err != nil {
 		return err
 	}
+	var c *kube.Clients
+	if o.Apply {
+		connect := o.Connect
+		if connect == nil {
+			connect = kube.NewClients
+		}
+		if c, err = connect(o.Cluster, "meshid-install"); err != nil {
+			return err
+		}
+		shape := mo
+		if generate {
+			shape = standIn(o, mo)
+		}
+		objs, err := render(shape)
+		if err != nil {
+			return err
+		}
+		if err := preflight(ctx, c, o, generate, objs); err != nil {
+			return err
+		}
+	}
+	var anchor *issuer.KeyPair
+	if generate {
+		if anchor, err = generateMaterial(o, &mo, now); err != nil {
+			return err
+		}
+	}
+	objs, err := render(mo)
+	if err != nil {
+		return err
+	}
+	if anchor != nil {
+		if err := keepAnchor(o, anchor, stderr); err != nil {
+			return err
+		}
+	}
+	return emit(ctx, c, o, objs, out)
+}
+
+func render(mo manifest.Options) ([]*unstructured.Unstructured, error) {
 	objs, err := manifest.Render(mo)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	us, err := manifest.Unstructured(objs)
-	if err != nil {
-		return err
-	}
+	return manifest.Unstructured(objs)
+}
+
+// emit applies objs with c (Apply), or prints them.
+func emit(ctx context.Context, c *kube.Clients, o *Options, objs []*unstructured.Unstructured, out io.Writer) error {
 	if o.Apply {
-		return apply(ctx, o, generated, us, out)
+		return apply(ctx, c, o, objs, out)
 	}
 	if o.Output == "json" {
-		return output.JSON(out, map[string]any{"apiVersion": "v1", "kind": "List", "items": us})
+		return output.JSON(out, map[string]any{"apiVersion": "v1", "kind": "List", "items": objs})
 	}
-	y, err := manifest.YAML(us)
+	y, err := manifest.YAML(objs)
 	if err != nil {
 		return err
 	}

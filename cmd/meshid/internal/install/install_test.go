@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,7 +48,7 @@ func options() *install.Options {
 		Webhook: true, WebhookImage: "ghcr.io/meshid/meshid-webhook:latest", ProxyImage: "ghcr.io/meshid/meshid-proxy:latest",
 		Output: "yaml",
 		Clock:  clocktesting.NewFakePassiveClock(now),
-		Connect: func(string, string) (*kube.Clients, error) {
+		Connect: func(kube.Target, string) (*kube.Clients, error) {
 			return nil, errors.New("install: this test has no cluster")
 		},
 	}
@@ -435,9 +436,9 @@ func newCluster(t *testing.T, certManager bool, objs ...runtime.Object) *cluster
 }
 
 func (c *cluster) options(o *install.Options) *install.Options {
-	o.Apply, o.Kubeconfig = true, "/path/kubeconfig"
-	o.Connect = func(kubeconfig, agent string) (*kube.Clients, error) {
-		c.connect = append(c.connect, kubeconfig+" "+agent)
+	o.Apply, o.Cluster = true, kube.Target{Kubeconfig: "/path/kubeconfig", Context: "prod"}
+	o.Connect = func(t kube.Target, agent string) (*kube.Clients, error) {
+		c.connect = append(c.connect, t.Kubeconfig+" "+t.Context+" "+agent)
 		return c.clients, nil
 	}
 	return o
@@ -452,8 +453,8 @@ func TestApply(t *testing.T) {
 	if err := install.Run(context.Background(), o, &out); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.connect) != 1 || c.connect[0] != "/path/kubeconfig meshid-install" {
-		t.Fatalf("Connect calls %q, want one for /path/kubeconfig as meshid-install", c.connect)
+	if len(c.connect) != 1 || c.connect[0] != "/path/kubeconfig prod meshid-install" {
+		t.Fatalf("Connect calls %q, want one for /path/kubeconfig, context prod, as meshid-install", c.connect)
 	}
 	// The same objects, in the same order, as install prints.
 	printed := options()
@@ -579,5 +580,143 @@ func TestApplyConnectError(t *testing.T) {
 	var out bytes.Buffer
 	if err := install.Run(context.Background(), o, &out); err == nil || !strings.Contains(err.Error(), "this test has no cluster") || out.Len() != 0 {
 		t.Fatalf("Run = %v, printed %q; want the Connect error", err, out.String())
+	}
+}
+
+// TestKeyFileRefusals: --write-anchor-key never replaces a file and never
+// writes into a folder that is not there; either is refused before an
+// anchor is generated: nothing is printed, rendered or written.
+func TestKeyFileRefusals(t *testing.T) {
+	dir := t.TempDir()
+	existing := filepath.Join(dir, "anchor.key")
+	if err := os.WriteFile(existing, []byte("the only copy of last year's anchor key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, message string
+	}{
+		{name: "file exists", path: existing, message: "--write-anchor-key " + existing + ": already exists"},
+		{name: "directory missing", path: filepath.Join(dir, "keys", "anchor.key"), message: "the directory " + filepath.Join(dir, "keys") + " does not exist"},
+	}
+	for _, tt := range tests {
+		for _, apply := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s apply=%v", tt.name, apply), func(t *testing.T) {
+				c := newCluster(t, false)
+				o := options()
+				if apply {
+					o = c.options(o)
+				}
+				o.WriteAnchorKey = tt.path
+				var out, stderr bytes.Buffer
+				o.Stderr = &stderr
+				err := install.Run(context.Background(), o, &out)
+				if err == nil || !strings.Contains(err.Error(), tt.message) {
+					t.Fatalf("Run = %v, want %q", err, tt.message)
+				}
+				if out.Len() != 0 || stderr.Len() != 0 || len(c.applied) != 0 || len(c.connect) != 0 {
+					t.Fatalf("printed %q, noted %q, applied %d, connected %d times", out.String(), stderr.String(), len(c.applied), len(c.connect))
+				}
+				if got, _ := os.ReadFile(existing); string(got) != "the only copy of last year's anchor key" {
+					t.Fatalf("the existing key file was changed to %q", got)
+				}
+				if _, err := os.Stat(filepath.Join(dir, "keys")); err == nil {
+					t.Fatal("created the missing directory")
+				}
+			})
+		}
+	}
+}
+
+// TestApplyRefusesBeforeGenerating: --apply over an install, or onto a
+// cluster without cert-manager, refuses before the anchor is generated: no
+// note about a new anchor, no key file, nothing applied.
+func TestApplyRefusesBeforeGenerating(t *testing.T) {
+	existing := &unstructured.Unstructured{Object: map[string]interface{}{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]interface{}{"namespace": "meshid", "name": manifest.BundleConfigMap},
+	}}
+	tests := []struct {
+		name        string
+		cluster     *cluster
+		certManager bool
+		message     string
+	}{
+		{name: "over an install", cluster: newCluster(t, true, existing), message: "meshid is already installed in namespace meshid"},
+		{name: "no cert-manager", cluster: newCluster(t, false), certManager: true, message: "the cluster does not serve Issuer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.cluster.options(options())
+			o.CertManager = tt.certManager
+			o.WriteAnchorKey = filepath.Join(t.TempDir(), "anchor.key")
+			var out, stderr bytes.Buffer
+			o.Stderr = &stderr
+			err := install.Run(context.Background(), o, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.message) || !strings.Contains(err.Error(), "nothing was generated or applied") {
+				t.Fatalf("Run = %v, want %q, and that nothing was generated", err, tt.message)
+			}
+			if _, err := os.Stat(o.WriteAnchorKey); err == nil {
+				t.Fatal("wrote a key file for an anchor that was refused")
+			}
+			if stderr.Len() != 0 || out.Len() != 0 || len(tt.cluster.applied) != 0 {
+				t.Fatalf("noted %q, printed %q, applied %d objects", stderr.String(), out.String(), len(tt.cluster.applied))
+			}
+		})
+	}
+}
+
+// TestApplyJSON: --apply -o json prints one JSON object per applied object.
+func TestApplyJSON(t *testing.T) {
+	c := newCluster(t, false)
+	o := c.options(options())
+	o.Output = "json"
+	var out bytes.Buffer
+	if err := install.Run(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != len(c.applied) || len(lines) == 0 {
+		t.Fatalf("%d lines for %d objects:\n%s", len(lines), len(c.applied), out.String())
+	}
+	for i, l := range lines {
+		var a install.Applied
+		if err := json.Unmarshal([]byte(l), &a); err != nil || a.Kind == "" || a.Name != c.applied[i].GetName() {
+			t.Fatalf("line %d %q (%v), want the object %s", i, l, err, c.applied[i].GetName())
+		}
+	}
+	var first install.Applied
+	_ = json.Unmarshal([]byte(lines[0]), &first)
+	if first != (install.Applied{Kind: "Namespace", Name: "meshid"}) {
+		t.Fatalf("first line %+v, want the namespace", first)
+	}
+}
+
+// TestDocumentedObjects: docs/cli.md's table of what install renders names
+// every object of every mode (NS standing for the namespace).
+func TestDocumentedObjects(t *testing.T) {
+	doc, err := os.ReadFile("../../../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(doc), "## `meshid install`")
+	table, _, _ = strings.Cut(table, "Trust material, one of three ways")
+	for _, mod := range []func(*install.Options){
+		func(*install.Options) {},
+		func(o *install.Options) { o.CertManager = true },
+		func(o *install.Options) { o.PrometheusOperator = true },
+	} {
+		o := options()
+		o.Namespace = "other"
+		mod(o)
+		var out bytes.Buffer
+		if err := install.Run(context.Background(), o, &out); err != nil {
+			t.Fatal(err)
+		}
+		for _, obj := range objects(t, out.Bytes()) {
+			name := strings.ReplaceAll(obj.GetName(), "other", "NS")
+			if !strings.Contains(table, obj.GetKind()) && !strings.Contains(table, strings.TrimSuffix(obj.GetKind(), "Binding")) || !strings.Contains(table, "`"+name+"`") {
+				t.Errorf("docs/cli.md's install table does not list %s `%s`", obj.GetKind(), name)
+			}
+		}
 	}
 }

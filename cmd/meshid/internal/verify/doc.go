@@ -2,7 +2,9 @@
 // as a service account (a token from the TokenRequest API and a
 // certificate from meshid-ca) or with a certificate the operator has, that
 // reports who answered, the chain, the anchor that validated it, and
-// whether the server accepted us.
+// whether the server accepted us (or never asked for our certificate: not
+// mTLS). A CA it cannot reach is said with how to reach it from a
+// workstation.
 //
 // It imports rotation (the client side of issuance), api, bundle,
 // cmd/internal/cli, cmd/internal/kube and its siblings certinfo and output.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
@@ -40,11 +42,12 @@ type Options struct {
 	// audience it expects.
 	CA, CAID string
 	Audience string
-	// Kubeconfig is the kubeconfig file; empty means $KUBECONFIG,
+	// Cluster is the kubeconfig file and context; empty means $KUBECONFIG,
 	// ~/.kube/config or the pod's configuration.
-	Kubeconfig string
+	Cluster kube.Target
 	// Namespace and BundleName name the trust-bundle ConfigMap, read when
-	// BundleFile is empty.
+	// BundleFile is empty; Namespace is meshid-ca's too, for the hint on
+	// how to reach it.
 	Namespace, BundleName string
 	BundleFile            string
 	TrustDomain           string
@@ -102,8 +105,11 @@ type Report struct {
 	TLSVersion  string            `json:"tls_version,omitempty"`
 	Cipher      string            `json:"cipher_suite,omitempty"`
 	PeerTrusted bool              `json:"peer_trusted"`
-	Accepted    bool              `json:"accepted_by_server"`
-	Problems    []string          `json:"problems,omitempty"`
+	// ClientCertRequested says the server asked for our certificate:
+	// false means plain TLS, not mTLS.
+	ClientCertRequested bool     `json:"client_cert_requested"`
+	Accepted            bool     `json:"accepted_by_server"`
+	Problems            []string `json:"problems,omitempty"`
 }
 
 // run is one verify: the clients are built at most once, and only when
@@ -121,7 +127,7 @@ func (r *run) kube() (*kube.Clients, error) {
 	if connect == nil {
 		connect = kube.NewClients
 	}
-	c, err := connect(r.o.Kubeconfig, "meshid-verify")
+	c, err := connect(r.o.Cluster, "meshid-verify")
 	if err != nil {
 		return nil, err
 	}
@@ -148,10 +154,13 @@ func Run(ctx context.Context, o *Options, addr string, out io.Writer) error {
 
 	var peerErr error
 	cfg := &tls.Config{
-		MinVersion:           tls.VersionTLS12,
-		Time:                 o.now,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
-		InsecureSkipVerify:   true, // verified below against the SPIFFE bundle, and reported
+		MinVersion: tls.VersionTLS12,
+		Time:       o.now,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			rep.ClientCertRequested = true
+			return cert, nil
+		},
+		InsecureSkipVerify: true, // verified below against the SPIFFE bundle, and reported
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			now := o.now()
 			for _, c := range cs.PeerCertificates {
@@ -188,6 +197,8 @@ func Run(ctx context.Context, o *Options, addr string, out io.Writer) error {
 		_, rerr := conn.Read(make([]byte, 1))
 		var ne net.Error
 		switch {
+		case !rep.ClientCertRequested:
+			rep.Problems = append(rep.Problems, "the server did not ask for a client certificate: this is TLS, not mTLS (is ADDR the proxy's inbound port?)")
 		case rerr == nil, errors.As(rerr, &ne) && ne.Timeout():
 			rep.Accepted = true
 		case errors.Is(rerr, io.EOF):
@@ -289,24 +300,42 @@ func (r *run) identity(ctx context.Context, td spiffeid.TrustDomain, anchors *bu
 	defer conn.Close()
 	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), tr.Status.Token, r.o.now())
 	if err != nil {
+		if unreachable(err) {
+			return nil, "", fmt.Errorf("verify: cannot reach meshid-ca at %s (--ca) to get a certificate for %s: %w. "+
+				"The default is the in-cluster address: from a workstation, run kubectl -n %s port-forward svc/meshid-ca 8443 and pass --ca 127.0.0.1:8443, or pass --ca ADDR of a CA you can reach, or connect with --cert and --key",
+				o.CA, o.As, err, o.Namespace)
+		}
 		return nil, "", fmt.Errorf("verify: certificate for %s: %w", o.As, err)
 	}
 	return got.Certificate(), got.SVID.ID.String(), nil
+}
+
+// unreachable says err is gRPC's for a CA it could not connect to (not
+// one that answered, or failed the TLS handshake).
+func unreachable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return !strings.Contains(err.Error(), "authentication handshake failed")
+	case codes.DeadlineExceeded:
+		return true
+	}
+	return false
 }
 
 func printReport(out io.Writer, o *Options, rep *Report) error {
 	if o.Output == "json" {
 		return output.JSON(out, rep)
 	}
+	style := cli.StyleFor(out)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Address\t%s\n", rep.Address)
 	fmt.Fprintf(tw, "As\t%s\n", rep.As)
 	if rep.TLSVersion != "" {
 		fmt.Fprintf(tw, "TLS\t%s, %s\n", rep.TLSVersion, rep.Cipher)
 	}
-	peer := rep.PeerID
+	peer := style.Good(rep.PeerID)
 	if !rep.PeerTrusted {
-		peer = "NOT VERIFIED"
+		peer = style.Bad("NOT VERIFIED")
 	}
 	fmt.Fprintf(tw, "Server\t%s\n", peer)
 	for i, c := range rep.Chain {
@@ -319,9 +348,12 @@ func printReport(out io.Writer, o *Options, rep *Report) error {
 	if rep.Anchor != "" {
 		fmt.Fprintf(tw, "Anchor\t%s\n", rep.Anchor)
 	}
-	accepted := "yes"
-	if !rep.Accepted {
-		accepted = "NO"
+	accepted := style.Good("yes")
+	switch {
+	case rep.TLSVersion != "" && !rep.ClientCertRequested:
+		accepted = style.Bad("not asked: the server did not request a client certificate (not mTLS)")
+	case !rep.Accepted:
+		accepted = style.Bad("NO")
 	}
 	fmt.Fprintf(tw, "Accepted us\t%s\n", accepted)
 	for _, p := range rep.Problems {

@@ -43,13 +43,18 @@ var (
 // for a client certificate, and refuses it when refuse says so; a client it
 // accepts reads one byte.
 func server(t *testing.T, iss *issuer.KeyPair, id spiffeid.ID, refuse bool) string {
+	return serverAuth(t, iss, id, tls.RequireAnyClientCert, refuse)
+}
+
+// serverAuth is server with its own client authentication.
+func serverAuth(t *testing.T, iss *issuer.KeyPair, id spiffeid.ID, auth tls.ClientAuthType, refuse bool) string {
 	chain, key := pkitest.Leaf(t, iss, id, time.Now().Add(-time.Minute), time.Hour)
 	cert := tls.Certificate{PrivateKey: key}
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
 	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAnyClientCert,
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, ClientAuth: auth,
 		VerifyPeerCertificate: func([][]byte, [][]*x509.Certificate) error {
 			if refuse {
 				return errors.New("policy denies this identity")
@@ -102,7 +107,7 @@ func (f *fixture) options() *verify.Options {
 		CertFile: f.certFile, KeyFile: f.keyFile, BundleFile: f.bundleFile,
 		CA: f.ca.Addr, Audience: identity.DefaultAudience, Namespace: "meshid", BundleName: manifest.BundleConfigMap,
 		TrustDomain: identity.DefaultTrustDomain, Timeout: 15 * time.Second, Output: "table",
-		Connect: func(string, string) (*kube.Clients, error) {
+		Connect: func(kube.Target, string) (*kube.Clients, error) {
 			return nil, errors.New("verify: this test has no cluster")
 		},
 	}
@@ -132,6 +137,11 @@ func TestVerify(t *testing.T) {
 			name: "server from another anchor", addr: server(t, stranger, db, false),
 			want:    []string{`^Server\s+NOT VERIFIED$`, `^Accepted us\s+yes$`, `^Problem\s+the server's certificate does not verify against the trust bundle: `},
 			problem: "does not verify against the trust bundle",
+		},
+		{
+			name: "plain TLS", addr: serverAuth(t, f.ca.Issuer, db, tls.NoClientCert, false),
+			want:    []string{`^Server\s+spiffe://cluster.local/ns/shop/sa/db$`, `^Accepted us\s+not asked: the server did not request a client certificate \(not mTLS\)$`, `^Problem\s+the server did not ask for a client certificate: this is TLS, not mTLS`},
+			problem: "this is TLS, not mTLS",
 		},
 		{
 			name: "server refuses us", addr: server(t, f.ca.Issuer, db, true),
@@ -176,7 +186,7 @@ func TestVerifyJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.PeerID != db.String() || !rep.PeerTrusted || !rep.Accepted || rep.As != web.String() || len(rep.Chain) != 2 || rep.TLSVersion != "TLS 1.3" || len(rep.Problems) != 0 {
+	if rep.PeerID != db.String() || !rep.PeerTrusted || !rep.Accepted || !rep.ClientCertRequested || rep.As != web.String() || len(rep.Chain) != 2 || rep.TLSVersion != "TLS 1.3" || len(rep.Problems) != 0 {
 		t.Fatalf("report %+v", rep)
 	}
 }
@@ -209,8 +219,8 @@ func newCluster(t *testing.T, anchors []byte) *cluster {
 	return c
 }
 
-func (c *cluster) connect(kubeconfig, agent string) (*kube.Clients, error) {
-	c.connects = append(c.connects, kubeconfig+" "+agent)
+func (c *cluster) connect(t kube.Target, agent string) (*kube.Clients, error) {
+	c.connects = append(c.connects, t.Kubeconfig+" "+t.Context+" "+agent)
 	return &kube.Clients{Kube: c.client}, nil
 }
 
@@ -221,7 +231,7 @@ func TestVerifyAs(t *testing.T) {
 	f := newFixture(t)
 	c := newCluster(t, f.ca.Anchor.CertPEM())
 	o := f.options()
-	o.CertFile, o.KeyFile, o.BundleFile, o.As, o.Kubeconfig, o.Connect = "", "", "", "shop/web", "/path/kubeconfig", c.connect
+	o.CertFile, o.KeyFile, o.BundleFile, o.As, o.Cluster, o.Connect = "", "", "", "shop/web", kube.Target{Kubeconfig: "/path/kubeconfig", Context: "prod"}, c.connect
 	var out bytes.Buffer
 	if err := verify.Run(context.Background(), o, server(t, f.ca.Issuer, db, false), &out); err != nil {
 		t.Fatalf("Run = %v\n%s", err, out.String())
@@ -229,8 +239,8 @@ func TestVerifyAs(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^As\s+spiffe://cluster.local/ns/shop/sa/web$`).MatchString(out.String()) {
 		t.Fatalf("not connected as shop/web:\n%s", out.String())
 	}
-	if len(c.connects) != 1 || c.connects[0] != "/path/kubeconfig meshid-verify" {
-		t.Fatalf("Connect calls %q, want one for /path/kubeconfig as meshid-verify", c.connects)
+	if len(c.connects) != 1 || c.connects[0] != "/path/kubeconfig prod meshid-verify" {
+		t.Fatalf("Connect calls %q, want one for /path/kubeconfig, context prod, as meshid-verify", c.connects)
 	}
 	if len(c.requests) != 1 || len(c.requests[0].Spec.Audiences) != 1 || c.requests[0].Spec.Audiences[0] != identity.DefaultAudience || *c.requests[0].Spec.ExpirationSeconds != 600 {
 		t.Fatalf("token requests %+v, want one for the CA's audience, for 10 minutes", c.requests)
@@ -282,6 +292,13 @@ func TestVerifyFailures(t *testing.T) {
 				o.CA = catest.Start(t, catest.Tokens{}).Addr
 			},
 			message: "verify: certificate for shop/web: ",
+		},
+		{
+			name: "CA out of reach",
+			mod: func(o *verify.Options, c *cluster) {
+				o.CertFile, o.KeyFile, o.As, o.Connect, o.CA = "", "", "shop/web", c.connect, closed
+			},
+			message: "verify: cannot reach meshid-ca at " + closed + " (--ca) to get a certificate for shop/web: ",
 		},
 	}
 	for _, tt := range tests {
@@ -335,5 +352,25 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want a usage error containing %q", err, tt.message)
 			}
 		})
+	}
+}
+
+// TestVerifyCAHint: a CA out of reach (the in-cluster default, from a
+// workstation) is said with how to reach it, without internal prefixes.
+func TestVerifyCAHint(t *testing.T) {
+	f := newFixture(t)
+	c := newCluster(t, f.ca.Anchor.CertPEM())
+	o := f.options()
+	o.CertFile, o.KeyFile, o.As, o.Connect, o.Namespace = "", "", "shop/web", c.connect, "mesh"
+	o.CA, o.Timeout = "meshid-ca.mesh.svc.invalid:8443", 5*time.Second
+	err := verify.Run(context.Background(), o, server(t, f.ca.Issuer, db, false), &bytes.Buffer{})
+	msg := cli.Message(err)
+	for _, want := range []string{"cannot reach meshid-ca at meshid-ca.mesh.svc.invalid:8443 (--ca)", "kubectl -n mesh port-forward svc/meshid-ca 8443", "--ca 127.0.0.1:8443"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("no %q in %q", want, msg)
+		}
+	}
+	if strings.Contains(msg, "rotation:") || strings.Contains(msg, "verify:") {
+		t.Errorf("internal prefixes in %q", msg)
 	}
 }

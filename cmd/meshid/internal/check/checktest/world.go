@@ -237,7 +237,7 @@ func (w *World) Connect() (kube.Connect, *fake.Clientset) {
 		w.React(client)
 	}
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), ListKinds, w.Dynamic...)
-	return func(string, string) (*kube.Clients, error) {
+	return func(kube.Target, string) (*kube.Clients, error) {
 		return &kube.Clients{Kube: client, Dynamic: dyn}, nil
 	}, client
 }

@@ -1,0 +1,89 @@
+package cli_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/meshid/meshid/cmd/internal/cli"
+)
+
+// TestMessage: what an operator reads of an error: no internal package
+// prefixes, wherever wrapping put them, and a gRPC status in words; other
+// colons are kept.
+func TestMessage(t *testing.T) {
+	tests := []struct{ err, want string }{
+		{"anchor: no rotation to resume; start one", "no rotation to resume; start one"},
+		{"verify: certificate for shop/web: rotation: certify: rpc error: code = PermissionDenied desc = token refused", "certificate for shop/web: meshid-ca answered PermissionDenied: token refused"},
+		{"install: --write-anchor-key /k: already exists", "--write-anchor-key /k: already exists"},
+		{"inspect: the chain does not verify: x509: certificate signed by unknown authority", "the chain does not verify: x509: certificate signed by unknown authority"},
+		{"kubeconfig /k: context \"prod\": not found", "kubeconfig /k: context \"prod\": not found"},
+		{"stage Add: 4/5 converged (ca: 2 replicas)", "stage Add: 4/5 converged (ca: 2 replicas)"},
+		{"open anchor: no such file", "open anchor: no such file"},
+	}
+	for _, tt := range tests {
+		if got := cli.Message(errors.New(tt.err)); got != tt.want {
+			t.Errorf("Message(%q) = %q, want %q", tt.err, got, tt.want)
+		}
+	}
+	var w bytes.Buffer
+	if code := cli.Code(&w, fmt.Errorf("anchor: %w", errors.New("rotation: boom"))); code != cli.ExitProblem || w.String() != "Error: boom\n" {
+		t.Fatalf("Code printed %q, exit %d", w.String(), code)
+	}
+}
+
+func TestStyle(t *testing.T) {
+	tests := []struct {
+		terminal bool
+		noColor  string
+		good     string
+	}{
+		{terminal: true, good: "\x1b[32m✔ ok\x1b[0m"},
+		{terminal: true, noColor: "1", good: "ok"},
+		{terminal: false, good: "ok"},
+	}
+	for _, tt := range tests {
+		s := cli.NewStyle(tt.terminal, tt.noColor)
+		if got := s.Good("ok"); got != tt.good {
+			t.Errorf("terminal %v, NO_COLOR %q: Good = %q, want %q", tt.terminal, tt.noColor, got, tt.good)
+		}
+		if bad := s.Bad("no"); s.Marks() != strings.Contains(bad, "× ") || s.Mark(false, "no") != bad {
+			t.Errorf("terminal %v, NO_COLOR %q: Bad = %q", tt.terminal, tt.noColor, bad)
+		}
+	}
+	// Anything that is not a terminal gets plain text: a buffer, a pipe.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	for _, out := range []any{&bytes.Buffer{}, w} {
+		if s := cli.StyleFor(out.(interface{ Write([]byte) (int, error) })); s.Marks() {
+			t.Errorf("marks for %T", out)
+		}
+	}
+}
+
+func TestBuildInfo(t *testing.T) {
+	b := cli.BuildInfo()
+	if b.Version != cli.DevVersion || b.Go != runtime.Version() {
+		t.Fatalf("BuildInfo = %+v, want version dev (no -ldflags in tests) and %s", b, runtime.Version())
+	}
+	for _, tt := range []struct {
+		b    cli.Build
+		want string
+	}{
+		{cli.Build{Version: "v1.2.0", Commit: "0123456789abcdef0123", Go: "go1.26.11"}, "v1.2.0 (commit 0123456789ab, go1.26.11)"},
+		{cli.Build{Version: "v1.2.0-3-g0123456-dirty", Commit: "0123456789ab", Modified: true, Go: "go1.26.11"}, "v1.2.0-3-g0123456-dirty (commit 0123456789ab, modified, go1.26.11)"},
+		{cli.Build{Version: "dev", Go: "go1.26.11"}, "dev (commit unknown, go1.26.11)"},
+	} {
+		if got := tt.b.String(); got != tt.want {
+			t.Errorf("%+v: %q, want %q", tt.b, got, tt.want)
+		}
+	}
+}
