@@ -2,8 +2,10 @@ package cli_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -85,5 +87,18 @@ func TestBuildInfo(t *testing.T) {
 		if got := tt.b.String(); got != tt.want {
 			t.Errorf("%+v: %q, want %q", tt.b, got, tt.want)
 		}
+	}
+}
+
+// TestLogStart: a daemon's first line names it and its build.
+func TestLogStart(t *testing.T) {
+	var buf bytes.Buffer
+	cli.LogStart(slog.New(slog.NewJSONHandler(&buf, nil)), "meshid-ca")
+	var rec map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec["msg"] != "meshid-ca starting" || rec["version"] != cli.DevVersion || rec["go"] != runtime.Version() {
+		t.Fatalf("logged %s", buf.String())
 	}
 }
