@@ -22,38 +22,46 @@ type ruleGroup struct {
 	Rules []rule `json:"rules"`
 }
 
-// alertRules are the expiry alerts: what `meshid check` says, paged.
-func alertRules() []ruleGroup {
+// alertRules are the expiry alerts: what `meshid check` says, paged. Their
+// descriptions name commands that run as printed, in the install's
+// namespace, as `meshid check`'s hints do.
+func alertRules(o Options) []ruleGroup {
+	ns := o.Namespace
+	check := "`meshid check -n " + ns + "`"
+	rotate := "`meshid rotate-anchor start --generate --write-anchor-key new-anchor.key -n " + ns + "`"
+	if o.CertManager != nil {
+		rotate = "`meshid rotate-anchor start --cert-manager --new-anchor-cert anchor.crt --new-anchor-key anchor.key -n " + ns + "` (a new anchor and its key made by your PKI)"
+	}
 	return []ruleGroup{{Name: "meshid-expiry", Rules: []rule{
 		{
 			Alert: "MeshidAnchorExpiringSoon", For: "1h",
 			Expr:        `min by (fingerprint, subject) (meshid_ca_anchor_expiry_timestamp_seconds) - time() < 60 * 86400`,
 			Labels:      map[string]string{"severity": "warning"},
-			Annotations: map[string]string{"summary": "meshid trust anchor {{ $labels.subject }} expires in less than 60 days", "description": "Rotate it with no downtime: meshid rotate-anchor. Check with: meshid check."},
+			Annotations: map[string]string{"summary": "meshid trust anchor {{ $labels.subject }} expires in less than 60 days", "description": "Rotate it with no downtime: " + rotate + " (see first what it would do: `meshid rotate-anchor plan -n " + ns + "`). Check with: " + check + "."},
 		},
 		{
 			Alert: "MeshidAnchorExpiringVerySoon", For: "10m",
 			Expr:        `min by (fingerprint, subject) (meshid_ca_anchor_expiry_timestamp_seconds) - time() < 7 * 86400`,
 			Labels:      map[string]string{"severity": "critical"},
-			Annotations: map[string]string{"summary": "meshid trust anchor {{ $labels.subject }} expires in less than 7 days", "description": "When it expires every workload certificate stops verifying. Rotate now: meshid rotate-anchor."},
+			Annotations: map[string]string{"summary": "meshid trust anchor {{ $labels.subject }} expires in less than 7 days", "description": "When it expires every workload certificate stops verifying. Rotate now: " + rotate + "."},
 		},
 		{
 			Alert: "MeshidIssuerExpiringSoon", For: "10m",
 			Expr:        `min by (fingerprint, subject) (meshid_ca_issuer_expiry_timestamp_seconds) - time() < 12 * 3600`,
 			Labels:      map[string]string{"severity": "critical"},
-			Annotations: map[string]string{"summary": "the meshid issuer {{ $labels.subject }} expires in less than 12 hours", "description": "It should have been renewed (cert-manager renews it 25 h before expiry). Check the Certificate and meshid check."},
+			Annotations: map[string]string{"summary": "the meshid issuer {{ $labels.subject }} expires in less than 12 hours", "description": "It should have been renewed (cert-manager renews it 25 h before expiry). See why: " + check + "."},
 		},
 		{
 			Alert: "MeshidUpdateRefused", For: "15m",
 			Expr:        `max by (material) (meshid_ca_update_refused) == 1`,
 			Labels:      map[string]string{"severity": "warning"},
-			Annotations: map[string]string{"summary": "meshid-ca refuses the new {{ $labels.material }} and keeps the last good one", "description": "See the Warning Events on the Secret or ConfigMap: kubectl -n meshid get events."},
+			Annotations: map[string]string{"summary": "meshid-ca refuses the new {{ $labels.material }} and keeps the last good one", "description": "See why: " + check + ", and the Warning Events: `kubectl -n " + ns + " get events --field-selector type=Warning`."},
 		},
 		{
 			Alert: "MeshidWorkloadCertificateExpiring", For: "5m",
 			Expr:        `meshid_proxy_certificate_expiry_timestamp_seconds - time() < 3600`,
 			Labels:      map[string]string{"severity": "critical"},
-			Annotations: map[string]string{"summary": "the certificate of {{ $labels.spiffe_id }} expires in less than an hour", "description": "Its proxy cannot renew: see its log and meshid-ca's."},
+			Annotations: map[string]string{"summary": "the certificate of {{ $labels.spiffe_id }} expires in less than an hour", "description": "Its proxy cannot renew: see its log, meshid-ca's, and " + check + "."},
 		},
 		{
 			Alert: "MeshidRenewalsFailing", For: "15m",
@@ -67,7 +75,7 @@ func alertRules() []ruleGroup {
 // alerts renders the rules as a ConfigMap holding a Prometheus rule file,
 // or as a Prometheus Operator PrometheusRule.
 func alerts(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
-	groups := alertRules()
+	groups := alertRules(o)
 	if o.PrometheusOperator {
 		m := meta(AlertsConfigMap)
 		spec, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(&struct {

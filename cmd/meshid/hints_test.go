@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/meshid/internal/check"
 	"github.com/meshid/meshid/cmd/meshid/internal/check/checktest"
 )
@@ -106,4 +109,39 @@ func TestCheckHintsParse(t *testing.T) {
 		}
 	}
 	t.Logf("%d meshid commands parsed:\n%s", len(lines), strings.Join(lines, "\n"))
+}
+
+// TestAlertCommandsParse: every `meshid ...` command that an alert rule
+// meshid install renders tells to run parses with this CLI's own root and
+// names the install's namespace.
+func TestAlertCommandsParse(t *testing.T) {
+	secret := manifest.Options{Namespace: "mesh-prod", Image: "meshid:test", BundlePEM: []byte("anchors"), IssuerCertPEM: []byte("c"), IssuerKeyPEM: []byte("k")}
+	certManager := manifest.Options{Namespace: "mesh-prod", Image: "meshid:test", BundlePEM: []byte("anchors"),
+		CertManager: &manifest.CertManager{AnchorCertPEM: []byte("c"), AnchorKeyPEM: []byte("k")}}
+	for name, o := range map[string]manifest.Options{"secret": secret, "cert-manager": certManager} {
+		objs, err := manifest.Render(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rules string
+		for _, o := range objs {
+			if cm, ok := o.(*corev1.ConfigMap); ok && cm.Name == manifest.AlertsConfigMap {
+				for _, v := range cm.Data {
+					rules += v
+				}
+			}
+		}
+		lines := meshidCommand.FindAllStringSubmatch(rules, -1)
+		if len(lines) < 3 {
+			t.Fatalf("%s: only %d meshid commands in the alert rules:\n%s", name, len(lines), rules)
+		}
+		for _, m := range lines {
+			if !strings.Contains(m[1], " -n mesh-prod") {
+				t.Errorf("%s: %q does not name the install's namespace", name, m[1])
+			}
+			if err := parseCommand(m[1]); err != nil {
+				t.Errorf("%s alert rule: %v", name, err)
+			}
+		}
+	}
 }

@@ -3,18 +3,28 @@ package health
 import "strings"
 
 // Hints name commands an operator can paste as printed: each in backquotes,
-// with the namespace and kubeconfig check was given, and the real names of
+// with the namespace, kubeconfig and context check was given, and the real names of
 // the objects; never a placeholder.
 
-// meshid is a meshid command, with -n and --kubeconfig.
+// meshid is a meshid command, with -n, --kubeconfig and --context.
 func (c *checker) meshid(args ...string) string {
 	if c.in.Namespace != "" {
 		args = append(args, "-n", c.in.Namespace)
 	}
+	return quote("meshid", append(args, c.cluster()...))
+}
+
+// cluster is --kubeconfig and --context as check was given them; meshid
+// and kubectl spell them alike.
+func (c *checker) cluster() []string {
+	var args []string
 	if c.in.Kubeconfig != "" {
 		args = append(args, "--kubeconfig", c.in.Kubeconfig)
 	}
-	return quote("meshid", args)
+	if c.in.Context != "" {
+		args = append(args, "--context", c.in.Context)
+	}
+	return args
 }
 
 // kubectl is a kubectl command in the namespace.
@@ -27,10 +37,7 @@ func (c *checker) kubectl(args ...string) string {
 
 // kubectlCluster is a kubectl command for cluster-scoped objects.
 func (c *checker) kubectlCluster(args ...string) string {
-	if c.in.Kubeconfig != "" {
-		args = append([]string{"--kubeconfig", c.in.Kubeconfig}, args...)
-	}
-	return quote("kubectl", args)
+	return quote("kubectl", append(c.cluster(), args...))
 }
 
 func quote(cmd string, args []string) string {

@@ -40,10 +40,10 @@ type Input struct {
 	Now         time.Time
 	TrustDomain spiffeid.TrustDomain
 
-	// Namespace is meshid-ca's and Kubeconfig the kubeconfig file check was
-	// given (empty: the default): the hints' commands name them, so that
-	// they run as printed. Empty Namespace leaves -n out.
-	Namespace, Kubeconfig string
+	// Namespace is meshid-ca's, Kubeconfig and Context the kubeconfig file
+	// and context check was given (empty: the default): the hints' commands
+	// name them, so that they run as printed. Empty Namespace leaves -n out.
+	Namespace, Kubeconfig, Context string
 
 	// Preflight is whether the cluster can be read at all; nil when not
 	// checked (no rows).

@@ -72,9 +72,9 @@ func TestRun(t *testing.T) {
 		old := ca(t, nil, "old anchor", now.Add(-2*year), year)
 		r := health.Run(input(t, now, []*issuer.KeyPair{anchor, old}, good))
 		got := row(t, r, "anchor 1")
-		if got.Status != health.Warn || !strings.Contains(got.Detail, "expired") || !strings.Contains(got.Detail, "nothing uses it") ||
+		if got.Status != health.Fail || !strings.Contains(got.Detail, "expired") || !strings.Contains(got.Detail, "nothing uses it") ||
 			!strings.Contains(got.Hint, bundle.Fingerprint(old.Cert)) || strings.Contains(got.Hint, "--emergency") {
-			t.Fatalf("row %+v, want a warning naming the anchor to remove", got)
+			t.Fatalf("row %+v, want a failure naming the anchor to remove", got)
 		}
 		if !strings.Contains(got.Check, "("+bundle.Fingerprint(old.Cert)[:12]+")") {
 			t.Fatalf("row %q does not name the anchor's fingerprint", got.Check)

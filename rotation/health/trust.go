@@ -250,7 +250,11 @@ func (c *checker) anchorRows() {
 			row.Status, row.Detail = Fail, fmt.Sprintf("expired at %s; %s: nothing it signed verifies any more", stamp(a.notAfter), use)
 			row.Hint = "replace the anchor and the issuer at once: " + c.rotate(true)
 		case c.in.Now.After(a.notAfter):
-			row.Status, row.Detail = Warn, fmt.Sprintf("expired at %s; %s", stamp(a.notAfter), use)
+			// Expired is a failure even when nothing uses it (as `linkerd
+			// check` has it): the bundle carries dead material to every
+			// proxy. The detail says no traffic depends on it, and it is
+			// not counted in the time to outage.
+			row.Status, row.Detail = Fail, fmt.Sprintf("expired at %s; %s, so no traffic depends on it", stamp(a.notAfter), use)
 			row.Hint = c.removeAnchor(a.sha)
 		case a.cert != nil && c.in.Now.Before(a.cert.NotBefore):
 			row.Status, row.Detail = Fail, "not valid before "+stamp(a.cert.NotBefore)

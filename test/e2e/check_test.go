@@ -180,11 +180,11 @@ func TestCheckInForce(t *testing.T) {
 			return fmt.Errorf("the CA does not report the two-anchor bundle yet")
 		})
 		out, code := check(t, ca.ns)
-		if code != 0 {
-			t.Fatalf("exit %d, want 0 (a warning):\n%s", code, out)
+		if code != 1 {
+			t.Fatalf("exit %d, want 1 (an expired anchor fails even unused):\n%s", code, out)
 		}
 		sha := bundle.Fingerprint(old.Cert)
-		wantRow(t, out, "anchor 1 expired anchor ("+sha[:12]+")", "WARN", "expired at", "nothing uses it (the issuer chains to anchor "+bundle.Fingerprint(ca.anchor.Cert)[:12])
+		wantRow(t, out, "anchor 1 expired anchor ("+sha[:12]+")", "FAIL", "expired at", "nothing uses it (the issuer chains to anchor "+bundle.Fingerprint(ca.anchor.Cert)[:12])
 		wantRow(t, out, "anchor 0 e2e anchor ("+bundle.Fingerprint(ca.anchor.Cert)[:12]+")", "OK", "used by the issuer in force")
 		wantHint(t, out, "anchor 1 expired anchor", "delete the certificate whose SHA-256 is "+sha)
 		if strings.Contains(out, "nothing it signed verifies") || strings.Contains(out, "--emergency") {

@@ -275,19 +275,31 @@ func TestConnect(t *testing.T) {
 	}
 }
 
-// TestHintsName --kubeconfig: a hint's commands repeat the kubeconfig check
-// was given, so they reach the same cluster.
-func TestHintsNameKubeconfig(t *testing.T) {
-	w := ct.New(t, ct.Now)
-	w.Deployment.Status.ReadyReplicas = 0
-	o := w.Options()
-	o.Cluster.Kubeconfig = "/etc/meshid/admin.kubeconfig"
-	var out bytes.Buffer
-	if err := check.Run(context.Background(), o, &out); err != check.ErrProblems {
-		t.Fatal(err)
-	}
-	if want := "`kubectl --kubeconfig /etc/meshid/admin.kubeconfig -n meshid describe deployment meshid-ca`"; !strings.Contains(out.String(), want) {
-		t.Fatalf("no %s in\n%s", want, out.String())
+// TestHintsNameCluster: a hint's commands repeat the --kubeconfig and
+// --context check was given, so they reach the same cluster.
+func TestHintsNameCluster(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		t    kube.Target
+		want string
+	}{
+		{"kubeconfig", kube.Target{Kubeconfig: "/etc/meshid/admin.kubeconfig"}, "`kubectl --kubeconfig /etc/meshid/admin.kubeconfig -n meshid describe deployment meshid-ca`"},
+		{"context", kube.Target{Context: "prod-eu"}, "`kubectl --context prod-eu -n meshid describe deployment meshid-ca`"},
+		{"both", kube.Target{Kubeconfig: "/k", Context: "prod eu"}, "`kubectl --kubeconfig /k --context 'prod eu' -n meshid describe deployment meshid-ca`"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := ct.New(t, ct.Now)
+			w.Deployment.Status.ReadyReplicas = 0
+			o := w.Options()
+			o.Cluster = c.t
+			var out bytes.Buffer
+			if err := check.Run(context.Background(), o, &out); err != check.ErrProblems {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), c.want) {
+				t.Fatalf("no %s in\n%s", c.want, out.String())
+			}
+		})
 	}
 }
 

@@ -44,7 +44,7 @@ func (r reader) input(ctx context.Context, now time.Time) health.Input {
 	in := health.Input{
 		Now:         now,
 		TrustDomain: spiffeid.RequireTrustDomainFromString(o.TrustDomain),
-		Namespace:   o.Namespace, Kubeconfig: o.Cluster.Kubeconfig,
+		Namespace:   o.Namespace, Kubeconfig: o.Cluster.Kubeconfig, Context: o.Cluster.Context,
 		BundleName: o.Namespace + "/" + o.Bundle, IssuerName: o.Namespace + "/" + o.Issuer,
 		BundleObject: o.Bundle, IssuerObject: o.Issuer,
 		WarnWithin: o.WarnWithin, IssuerWarnWithin: o.IssuerWarnWithin,

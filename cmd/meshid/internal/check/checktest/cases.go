@@ -333,13 +333,14 @@ func Cases() []Case {
 				w.InForceAnchors = []*x509Cert{w.Anchor.Cert, old.Cert}
 			},
 			Want: []*regexp.Regexp{
-				Row("anchor 1 old", health.Warn, "expired at 2029-06-01T12:00:00Z; nothing uses it (the issuer chains to anchor "),
-				Row("anchor 1 old", health.Warn, "; no reported proxy's certificate chains to it)"),
+				Row("anchor 1 old", health.Fail, "expired at 2029-06-01T12:00:00Z; nothing uses it (the issuer chains to anchor "),
+				Row("anchor 1 old", health.Fail, "; no reported proxy's certificate chains to it), so no traffic depends on it"),
 				Hint("anchor 1 old", "remove it from the bundle: `kubectl -n meshid edit configmap meshid-trust-bundle` and delete the certificate whose SHA-256 is "),
 				regexp.MustCompile(`(?m)^Time to outage: 47h00m \(issuer meshid/meshid-issuer in force, at`),
 			},
-			Hints:  []string{"anchor 1 old"},
-			Absent: []string{"--emergency", "nothing it signed verifies"},
+			Hints:   []string{"anchor 1 old"},
+			Absent:  []string{"--emergency", "nothing it signed verifies"},
+			Problem: true,
 		},
 		{
 			Name: "expired anchor the issuer in force chains to",
@@ -650,8 +651,9 @@ func Cases() []Case {
 				noReports(t, w)
 				w.Bundle.Data[bundle.Key] += string(pkitest.CA(t, nil, "old", w.Now.Add(-2*Year), Year).CertPEM())
 			},
-			Want:  []*regexp.Regexp{Row("anchor 1 old", health.Warn, "nothing uses it (the issuer chains to anchor "), Row("anchor 1 old", health.Warn, "; no replica reports what the proxies' certificates chain to)")},
-			Hints: []string{"anchor 1 old"},
+			Want:    []*regexp.Regexp{Row("anchor 1 old", health.Fail, "nothing uses it (the issuer chains to anchor "), Row("anchor 1 old", health.Fail, "; no replica reports what the proxies' certificates chain to)")},
+			Hints:   []string{"anchor 1 old"},
+			Problem: true,
 		},
 		{
 			Name: "no reports: issuer Secret missing",
