@@ -64,7 +64,7 @@ type reporter struct {
 }
 
 // newReporter starts a server with reg as its fleet (nil: the default).
-func newReporter(t *testing.T, reg *fleet.Registry) *reporter {
+func newReporter(t testing.TB, reg *fleet.Registry) *reporter {
 	t.Helper()
 	r := &reporter{fixture: newFixture(t, 48*time.Hour), log: &syncBuffer{}}
 	r.load(t)
@@ -83,7 +83,7 @@ func newReporter(t *testing.T, reg *fleet.Registry) *reporter {
 
 // as returns a context in which the caller presents an SVID for token's
 // identity, as after a TLS handshake with a client certificate.
-func (r *reporter) as(t *testing.T, token string) context.Context {
+func (r *reporter) as(t testing.TB, token string) context.Context {
 	t.Helper()
 	resp, err := r.server.Certify(context.Background(), &identityv1.CertifyRequest{Csr: csr(t), Token: token})
 	if err != nil {
@@ -291,5 +291,34 @@ func TestRequestTooLarge(t *testing.T) {
 	}
 	if log := r.log.String(); !strings.Contains(log, "reason=request_too_large") || !strings.Contains(log, "larger than max") {
 		t.Errorf("the refusal is not logged with gRPC's sizes:\n%s", log)
+	}
+}
+
+// TestReportStatusVerifiedOnce: a chain verified for one report is not
+// taken on trust for the next once it has expired.
+func TestReportStatusVerifiedOnce(t *testing.T) {
+	r := newReporter(t, nil)
+	ctx := r.as(t, "web")
+	for range 2 {
+		if _, err := r.server.ReportStatus(ctx, status0("0123456789abcdef", shaOld)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.clock.SetTime(r.now.Add(ca.DefaultLeafTTL + time.Minute))
+	if _, err := r.server.ReportStatus(ctx, status0("0123456789abcdef", shaOld)); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a report with an expired certificate = %v, want Unauthenticated", err)
+	}
+}
+
+// BenchmarkReportStatus: one proxy's heartbeats on one connection.
+func BenchmarkReportStatus(b *testing.B) {
+	r := newReporter(b, nil)
+	ctx := r.as(b, "web")
+	req := status0("0123456789abcdef", shaOld)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.server.ReportStatus(ctx, req); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -89,6 +89,8 @@ type ServerConfig struct {
 type Server struct {
 	identityv1.UnimplementedIdentityServer
 	cfg ServerConfig
+	// peers are the client chains peerID has verified.
+	peers verifiedPeers
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -427,7 +429,8 @@ func (s *Server) reportRefused(ctx context.Context, reason string, id spiffeid.I
 }
 
 // peerID verifies the caller's client certificate against the bundle in
-// force and returns its SPIFFE ID.
+// force and returns its SPIFFE ID. A chain verified before against the same
+// bundle, and still within its validity, is not verified again (peers.go).
 func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
 	pr, ok := peer.FromContext(ctx)
 	if !ok {
@@ -441,10 +444,15 @@ func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
 	if b == nil {
 		return spiffeid.ID{}, status.Error(codes.Unavailable, "the CA has no trust bundle yet")
 	}
-	id, _, err := x509svid.Verify(info.State.PeerCertificates, b.X509Bundle(s.cfg.TrustDomain), x509svid.WithTime(s.cfg.Clock.Now()))
+	now, key := s.cfg.Clock.Now(), peerKey(info.State.PeerCertificates)
+	if id, ok := s.peers.lookup(b, key, now); ok {
+		return id, nil
+	}
+	id, chains, err := x509svid.Verify(info.State.PeerCertificates, b.X509Bundle(s.cfg.TrustDomain), x509svid.WithTime(now))
 	if err != nil {
 		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "the client certificate does not verify against the trust bundle: %v", err)
 	}
+	s.peers.store(b, key, id, chains[0])
 	return id, nil
 }
 

@@ -82,7 +82,7 @@ func newFixture(t testing.TB, issuerTTL time.Duration) *fixture {
 	return f
 }
 
-func (f *fixture) load(t *testing.T) {
+func (f *fixture) load(t testing.TB) {
 	t.Helper()
 	if _, err := f.store.SetBundle(f.anchor.CertPEM()); err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func (f *fixture) load(t *testing.T) {
 	}
 }
 
-func csr(t *testing.T) []byte {
+func csr(t testing.TB) []byte {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
