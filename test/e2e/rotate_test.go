@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -21,10 +22,12 @@ import (
 	"github.com/meshid/meshid/issuer/issuertest"
 )
 
-// traffic sends requests through webOut until stop is called, over one
-// kept-alive connection and over new connections, and counts failures.
+// traffic sends requests to an app until stop is called, over kept-alive
+// connections and over new connections, and counts failures and the
+// connections it opened.
 type traffic struct {
 	ok, failed atomic.Int64
+	dials      atomic.Int64 // connections opened
 	firstErr   atomic.Value
 	stop       chan struct{}
 	wg         sync.WaitGroup
@@ -37,8 +40,28 @@ func startTraffic(webOut string) *traffic {
 // startTrafficAt is startTraffic with two kept-alive senders, one request
 // every keptEvery each, and one sender on new connections every freshEvery.
 func startTrafficAt(webOut string, keptEvery, freshEvery time.Duration) *traffic {
+	return startTrafficVia(nil, webOut, "db", keptEvery, freshEvery)
+}
+
+// dialFunc opens a connection, as net.Dialer.DialContext does.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// startTrafficVia is startTrafficAt to the app called name at addr, its
+// connections opened by dial (nil: from this machine's namespace).
+func startTrafficVia(dial dialFunc, addr, name string, keptEvery, freshEvery time.Duration) *traffic {
 	tr := &traffic{stop: make(chan struct{})}
-	kept := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second}
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	counted := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err == nil {
+			tr.dials.Add(1)
+		}
+		return c, err
+	}
+	kept := &http.Client{Transport: &http.Transport{DialContext: counted, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}, Timeout: 10 * time.Second}
+	unkept := &http.Client{Transport: &http.Transport{DialContext: counted, DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	send := func(client *http.Client, every time.Duration) {
 		defer tr.wg.Done()
 		tick := time.NewTicker(every)
@@ -50,7 +73,9 @@ func startTrafficAt(webOut string, keptEvery, freshEvery time.Duration) *traffic
 			case <-tick.C:
 			}
 			msg := fmt.Sprint(i)
-			if got, err := get(client, webOut, msg); err != nil || got != "hello from db: "+msg {
+			// The stand-in apps answer "hello from NAME: BODY", hello with a
+			// newline.
+			if got, err := get(client, addr, msg); err != nil || strings.TrimSuffix(got, "\n") != "hello from "+name+": "+msg {
 				tr.failed.Add(1)
 				tr.firstErr.CompareAndSwap(nil, fmt.Sprintf("%q, %v", got, err))
 				continue
@@ -61,7 +86,7 @@ func startTrafficAt(webOut string, keptEvery, freshEvery time.Duration) *traffic
 	tr.wg.Add(3)
 	go send(kept, keptEvery)
 	go send(kept, keptEvery)
-	go send(fresh, freshEvery)
+	go send(unkept, freshEvery)
 	return tr
 }
 
@@ -95,15 +120,35 @@ func TestRotateAnchor(t *testing.T) {
 	web := startProxyAt(t, ca, addr1, ns, "web", "--outbound", webOut+"="+dbIn)
 
 	tr := startTraffic(webOut)
-	out, code := meshid(t, "", "rotate-anchor", "start", "--generate", "--write-anchor-key", filepath.Join(t.TempDir(), "new-anchor.key"), "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig,
-		"--stage-timeout", "2m", "--reissue-window", "2s")
+	out, code := rotateAnchor(t, ca)
 	tr.end(t)
 	t.Logf("rotate-anchor:\n%s", out)
 	if code != 0 || !strings.Contains(out, "rotation done") {
 		t.Fatalf("rotate-anchor start exited %d", code)
 	}
+	now := rotatedBundle(t, ca)
+	for _, p := range []*meshProxy{web, db} {
+		checkRotated(t, ca, now, p.sa, p.identity(t))
+	}
+	status, code := meshid(t, "", "rotate-anchor", "status", "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig)
+	if code != 0 || !hasLine(status, "Stage", "Done") {
+		t.Fatalf("status after the rotation: exit %d\n%s", code, status)
+	}
+}
 
-	cm, err := e.client.CoreV1().ConfigMaps(ca.ns).Get(context.Background(), "meshid-trust-bundle", metav1.GetOptions{})
+// rotateAnchor runs a full rotation of ca's anchor (a new one generated)
+// with meshid rotate-anchor start and returns its output and exit code.
+func rotateAnchor(t *testing.T, ca *caProcess) (string, int) {
+	t.Helper()
+	return meshid(t, "", "rotate-anchor", "start", "--generate", "--write-anchor-key", filepath.Join(t.TempDir(), "new-anchor.key"), "-n", ca.ns, "--kubeconfig", need(t).cluster.Kubeconfig,
+		"--stage-timeout", "2m", "--reissue-window", "2s")
+}
+
+// rotatedBundle is the bundle in ca's ConfigMap after a rotation: one
+// anchor, not the old one.
+func rotatedBundle(t *testing.T, ca *caProcess) *bundle.Bundle {
+	t.Helper()
+	cm, err := need(t).client.CoreV1().ConfigMaps(ca.ns).Get(context.Background(), "meshid-trust-bundle", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,25 +159,26 @@ func TestRotateAnchor(t *testing.T) {
 	if len(now.Anchors()) != 1 || now.Contains(ca.anchor.Cert) {
 		t.Fatalf("the bundle still holds the old anchor (%d anchors)", len(now.Anchors()))
 	}
-	for _, p := range []*meshProxy{web, db} {
-		id := p.identity(t)
-		if id.BundleSHA256 != now.SHA256() {
-			t.Errorf("%s proxy holds bundle %s, want the new-anchor bundle %s", p.sa, id.BundleSHA256, now.SHA256())
-		}
-		chain, err := parsePEMChain(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := x509svid.Verify(chain, now.X509Bundle(trustDomain)); err != nil {
-			t.Errorf("%s proxy's leaf does not chain to the new anchor: %v", p.sa, err)
-		}
-		if _, _, err := x509svid.Verify(chain, ca.bundle.X509Bundle(trustDomain)); err == nil {
-			t.Errorf("%s proxy's leaf still chains to the old anchor", p.sa)
-		}
+	return now
+}
+
+// checkRotated fails t unless the proxy called name, whose /identity is
+// id, holds the bundle now and a leaf that chains to it and not to ca's
+// old anchor.
+func checkRotated(t *testing.T, ca *caProcess, now *bundle.Bundle, name string, id identityDoc) {
+	t.Helper()
+	if id.BundleSHA256 != now.SHA256() {
+		t.Errorf("%s proxy holds bundle %s, want the new-anchor bundle %s", name, id.BundleSHA256, now.SHA256())
 	}
-	status, code := meshid(t, "", "rotate-anchor", "status", "-n", ca.ns, "--kubeconfig", e.cluster.Kubeconfig)
-	if code != 0 || !hasLine(status, "Stage", "Done") {
-		t.Fatalf("status after the rotation: exit %d\n%s", code, status)
+	chain, err := parsePEMChain(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(chain, now.X509Bundle(trustDomain)); err != nil {
+		t.Errorf("%s proxy's leaf does not chain to the new anchor: %v", name, err)
+	}
+	if _, _, err := x509svid.Verify(chain, ca.bundle.X509Bundle(trustDomain)); err == nil {
+		t.Errorf("%s proxy's leaf still chains to the old anchor", name)
 	}
 }
 

@@ -2,9 +2,12 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,11 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/meshid/meshid/issuer/issuertest"
+	"github.com/meshid/meshid/proxy"
 	"github.com/meshid/meshid/test/node"
 	"github.com/meshid/meshid/webhooks/inject"
 )
@@ -51,12 +57,22 @@ func startInjector(t *testing.T, ca *caProcess) string {
 	return name
 }
 
-// TestTransparentMesh: pods injected with nothing but the namespace label
-// talk mTLS to each other by pod IP and by Service, unmodified, on a node of
-// network namespaces; policy admits by identity; unmeshed destinations get
-// plain, or a refusal under deny-unmeshed; the kubelet's probes pass in
-// default deny and nothing else from the node does.
-func TestTransparentMesh(t *testing.T) {
+// transparentMesh is what every test of transparent pods starts from: a
+// node of network namespaces, meshid-ca with discovery and policies, the
+// real EndpointSlice controller and the injector.
+type transparentMesh struct {
+	t        *testing.T
+	ctx      context.Context
+	ca       *caProcess
+	node     *node.Node
+	name     string // the Node object's
+	selector string // startInjector's
+}
+
+// newTransparentMesh starts one, meshid-ca with caArgs besides discovery
+// and policies. It needs root, ip(8) and curl: without them it skips t.
+func newTransparentMesh(t *testing.T, ctx context.Context, caArgs ...string) *transparentMesh {
+	t.Helper()
 	e := need(t)
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the node is made of network namespaces")
@@ -66,44 +82,22 @@ func TestTransparentMesh(t *testing.T) {
 			t.Skipf("needs %s (apt-get install iproute2 curl)", tool)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	if out, err := kubectl(t, "", "apply", "--server-side", "-f", policyCRD()); err != nil {
 		t.Fatalf("apply the CRD: %v\n%s", err, out)
 	}
 	if out, err := kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/authorizationpolicies.meshid.dev"); err != nil {
 		t.Fatalf("CRD not established: %v\n%s", err, out)
 	}
-	ca := startCA(t, "--discovery", "--watch-policies")
+	m := &transparentMesh{t: t, ctx: ctx, ca: startCA(t, append([]string{"--discovery", "--watch-policies"}, caArgs...)...)}
 	stopSlices, err := node.StartEndpointSliceController(e.cpBin, e.cluster.Kubeconfig, filepath.Join(t.TempDir(), "kcm.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(stopSlices)
-	selector := startInjector(t, ca)
-
-	labelled := func(labels map[string]string) string {
-		ns := namespace(t, "mesh")
-		n, err := e.client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.Labels["meshid-e2e"] = selector
-		n.Labels[inject.NamespaceLabel] = "enabled"
-		for k, v := range labels {
-			n.Labels[k] = v
-		}
-		if _, err := e.client.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		return ns
-	}
-	ns := labelled(nil)
-	locked := labelled(map[string]string{inject.EgressLabel: "deny-unmeshed"})
-
-	nodeName := "node-" + ns
-	n, err := node.New(ctx, node.Config{
-		Client: e.client, Name: nodeName, CA: ca.addr, CAID: ca.id(t).String(),
+	m.selector = startInjector(t, m.ca)
+	m.name = "node-" + m.ca.ns
+	m.node, err = node.New(ctx, node.Config{
+		Client: e.client, Name: m.name, CA: m.ca.addr, CAID: m.ca.id(t).String(),
 		Binaries: map[string]string{
 			"meshid-proxy:e2e": filepath.Join(e.bin, "meshid-proxy"),
 			inject.InitName:    filepath.Join(e.bin, "meshid-init"),
@@ -115,181 +109,390 @@ func TestTransparentMesh(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("node logs:\n%s", n.Logs())
+			t.Logf("node logs:\n%s", m.node.Logs())
 		}
-		n.Close()
+		m.node.Close()
 	})
+	return m
+}
 
-	// run creates a pod (the injector mutates it), schedules it to the node
-	// and runs it there.
-	run := func(namespace, name string, annotations map[string]string) *node.Pod {
-		t.Helper()
-		serviceAccount(t, namespace, name)
-		created, err := e.client.CoreV1().Pods(namespace).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}, Annotations: annotations},
-			Spec: corev1.PodSpec{
-				NodeName: nodeName, ServiceAccountName: name,
-				Containers: []corev1.Container{{
-					Name: "app", Image: "hello:e2e", Args: []string{"--listen=:8080", "--name=" + name},
-					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-						Path: "/healthz", Port: intstr.FromString("http"),
-					}}},
-				}},
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := n.Run(ctx, created)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
+// namespace creates a namespace the injector injects, with labels.
+func (m *transparentMesh) namespace(labels map[string]string) string {
+	t := m.t
+	t.Helper()
+	e := need(t)
+	ns := namespace(t, "mesh")
+	n, err := e.client.CoreV1().Namespaces().Get(m.ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	b := run(ns, "b", nil)
-	a := run(ns, "a", nil)
-	c := run(ns, "c", nil)
-	u := run(ns, "u", map[string]string{inject.PodAnnotation: "disabled"})
-	u2 := run(ns, "u2", map[string]string{inject.PodAnnotation: "disabled"})
-	d := run(locked, "d", nil)
+	n.Labels["meshid-e2e"] = m.selector
+	n.Labels[inject.NamespaceLabel] = "enabled"
+	for k, v := range labels {
+		n.Labels[k] = v
+	}
+	if _, err := e.client.CoreV1().Namespaces().Update(m.ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
 
-	if out, err := kubectl(t, fmt.Sprintf("apiVersion: meshid.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: b\nspec:\n  selector:\n    matchLabels: {app: b}\n  port: 8080\n  mode: deny\n  allow:\n  - serviceAccount: %s/a\n", ns), "apply", "-n", ns, "-f", "-"); err != nil {
-		t.Fatalf("apply the policy: %v\n%s", err, out)
+// run creates a pod of hello on :8080 with a readiness probe (the
+// injector mutates it), schedules it to the node and runs it there.
+func (m *transparentMesh) run(namespace, name string, annotations map[string]string) *node.Pod {
+	t := m.t
+	t.Helper()
+	serviceAccount(t, namespace, name)
+	created, err := need(t).client.CoreV1().Pods(namespace).Create(m.ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}, Annotations: annotations},
+		Spec: corev1.PodSpec{
+			NodeName: m.name, ServiceAccountName: name,
+			Containers: []corev1.Container{{
+				Name: "app", Image: "hello:e2e", Args: []string{"--listen=:8080", "--name=" + name},
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+					Path: "/healthz", Port: intstr.FromString("http"),
+				}}},
+			}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	svc, err := e.client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "b"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "b"},
+	p, err := m.node.Run(m.ctx, created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// service creates Service name (port 80 to the pods labelled app=name,
+// port http) and waits until the EndpointSlice controller has published
+// pod behind it.
+func (m *transparentMesh) service(ns, name string, pod *node.Pod) *corev1.Service {
+	t := m.t
+	t.Helper()
+	e := need(t)
+	svc, err := e.client.CoreV1().Services(ns).Create(m.ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name},
 			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, func() error {
-		slices, err := e.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=b"})
+		slices, err := e.client.DiscoveryV1().EndpointSlices(ns).List(m.ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
 		if err != nil {
 			return err
 		}
 		for _, s := range slices.Items {
 			for _, ep := range s.Endpoints {
-				if len(ep.Addresses) > 0 && ep.Addresses[0] == b.IP.String() {
+				if len(ep.Addresses) > 0 && ep.Addresses[0] == pod.IP.String() {
 					return nil
 				}
 			}
 		}
-		return fmt.Errorf("the EndpointSlice controller has not published b (%s) yet: %v", b.IP, slices.Items)
+		return fmt.Errorf("the EndpointSlice controller has not published %s (%s) yet: %v", name, pod.IP, slices.Items)
 	})
+	return svc
+}
 
-	// curl is the unmodified client: it dials the address it is given.
-	curl := func(from *node.Pod, url string) (string, error) {
-		out, err := from.Exec(ctx, "curl", "-sS", "--max-time", "15", url)
-		return string(out), err
+// curl runs curl, the unmodified client, in from: it dials the address it
+// is given.
+func (m *transparentMesh) curl(from *node.Pod, url string) (string, error) {
+	out, err := from.Exec(m.ctx, "curl", "-sS", "--max-time", "15", url)
+	return string(out), err
+}
+
+// metric reads one series from p's proxy, from the node (0 if absent).
+func (m *transparentMesh) metric(p *node.Pod, series string) float64 {
+	t := m.t
+	t.Helper()
+	resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s:15000/metrics", p.IP))
+	if err != nil {
+		t.Fatal(err)
 	}
-	metric := func(p *node.Pod, series string) float64 {
-		t.Helper()
-		resp, err := n.HTTPClient().Get(fmt.Sprintf("http://%s:15000/metrics", p.IP))
-		if err != nil {
-			t.Fatal(err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			fmt.Sscan(rest, &v)
+			return v
 		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		for _, line := range strings.Split(string(body), "\n") {
-			if rest, ok := strings.CutPrefix(line, series+" "); ok {
-				var v float64
-				fmt.Sscan(rest, &v)
-				return v
-			}
-		}
-		return 0
 	}
-	id := func(namespace, sa string) string {
-		return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, namespace, sa)
+	return 0
+}
+
+// podID is the SPIFFE ID of service account sa of namespace ns.
+func podID(ns, sa string) string {
+	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, ns, sa)
+}
+
+// forwarded is the series of meshid_proxy_forwarded_total with these labels.
+func forwarded(dir, mesh, peer, transport string) string {
+	return fmt.Sprintf(`meshid_proxy_forwarded_total{direction=%q,mesh=%q,peer_id=%q,transport=%q}`, dir, mesh, peer, transport)
+}
+
+// TestTransparentMesh: pods injected with nothing but the namespace label
+// talk mTLS to each other by pod IP and by Service, unmodified, on a node of
+// network namespaces; policy admits by identity; unmeshed destinations get
+// plain, or a refusal under deny-unmeshed; the kubelet's probes pass in
+// default deny and nothing else from the node does. Bad input: a plain
+// client on a deny port, a TLS client with no or a foreign certificate
+// are refused; a discovery stream that breaks leaves the last answers in
+// force for a bounded time, then connections fail closed.
+func TestTransparentMesh(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	m := newTransparentMesh(t, ctx)
+	ns := m.namespace(nil)
+	locked := m.namespace(map[string]string{inject.EgressLabel: "deny-unmeshed"})
+
+	b := m.run(ns, "b", nil)
+	a := m.run(ns, "a", nil)
+	c := m.run(ns, "c", nil)
+	u := m.run(ns, "u", map[string]string{inject.PodAnnotation: "disabled"})
+	u2 := m.run(ns, "u2", map[string]string{inject.PodAnnotation: "disabled"})
+	d := m.run(locked, "d", nil)
+
+	if out, err := kubectl(t, fmt.Sprintf("apiVersion: meshid.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: b\nspec:\n  selector:\n    matchLabels: {app: b}\n  port: 8080\n  mode: deny\n  allow:\n  - serviceAccount: %s/a\n", ns), "apply", "-n", ns, "-f", "-"); err != nil {
+		t.Fatalf("apply the policy: %v\n%s", err, out)
 	}
-	forwarded := func(dir, mesh, peer, transport string) string {
-		return fmt.Sprintf(`meshid_proxy_forwarded_total{direction=%q,mesh=%q,peer_id=%q,transport=%q}`, dir, mesh, peer, transport)
-	}
+	svc := m.service(ns, "b", b)
 
 	t.Run("a calls b by pod IP and by Service, in mTLS", func(t *testing.T) {
 		// The policy reaches b's proxy through the CA's stream: wait for it.
 		eventually(t, 15*time.Second, func() error {
-			out, err := curl(a, fmt.Sprintf("http://%s:8080/", b.IP))
+			out, err := m.curl(a, fmt.Sprintf("http://%s:8080/", b.IP))
 			if err != nil || !strings.Contains(out, "hello from b") {
 				return fmt.Errorf("a -> b: %q, %v", out, err)
 			}
 			return nil
 		})
-		if v := metric(a, "meshid_proxy_discovery_connected"); v != 1 {
+		if v := m.metric(a, "meshid_proxy_discovery_connected"); v != 1 {
 			t.Errorf("a's discovery stream: connected %v, want 1", v)
 		}
-		if out, err := curl(a, fmt.Sprintf("http://%s:80/", svc.Spec.ClusterIP)); err != nil || !strings.Contains(out, "hello from b") {
+		if out, err := m.curl(a, fmt.Sprintf("http://%s:80/", svc.Spec.ClusterIP)); err != nil || !strings.Contains(out, "hello from b") {
 			t.Fatalf("a -> Service b (%s:80): %q, %v", svc.Spec.ClusterIP, out, err)
 		}
-		if v := metric(a, forwarded("outbound", "meshed", id(ns, "b"), "tls1.3")); v < 2 {
-			t.Errorf("a's proxy forwarded %v connections in TLS 1.3 to %s, want at least 2 (pod IP and Service)", v, id(ns, "b"))
+		if v := m.metric(a, forwarded("outbound", "meshed", podID(ns, "b"), "tls1.3")); v < 2 {
+			t.Errorf("a's proxy forwarded %v connections in TLS 1.3 to %s, want at least 2 (pod IP and Service)", v, podID(ns, "b"))
 		}
-		if v := metric(b, forwarded("inbound", "meshed", id(ns, "a"), "tls1.3")); v < 2 {
-			t.Errorf("b's proxy accepted %v connections in TLS 1.3 from %s, want at least 2", v, id(ns, "a"))
+		if v := m.metric(b, forwarded("inbound", "meshed", podID(ns, "a"), "tls1.3")); v < 2 {
+			t.Errorf("b's proxy accepted %v connections in TLS 1.3 from %s, want at least 2", v, podID(ns, "a"))
 		}
 	})
 	t.Run("b's policy refuses c", func(t *testing.T) {
-		if out, err := curl(c, fmt.Sprintf("http://%s:8080/", b.IP)); err == nil {
+		if out, err := m.curl(c, fmt.Sprintf("http://%s:8080/", b.IP)); err == nil {
 			t.Fatalf("c -> b answered %q; b's policy admits only a", out)
 		}
-		if v := metric(b, fmt.Sprintf(`meshid_proxy_policy_denials_total{peer_id=%q,port="8080"}`, id(ns, "c"))); v < 1 {
+		if v := m.metric(b, fmt.Sprintf(`meshid_proxy_policy_denials_total{peer_id=%q,port="8080"}`, podID(ns, "c"))); v < 1 {
 			t.Errorf("b's proxy counted %v denials of c", v)
 		}
 	})
 	t.Run("a meshed pod calls an unmeshed one in plain", func(t *testing.T) {
-		if out, err := curl(a, fmt.Sprintf("http://%s:8080/", u.IP)); err != nil || !strings.Contains(out, "hello from u") {
+		if out, err := m.curl(a, fmt.Sprintf("http://%s:8080/", u.IP)); err != nil || !strings.Contains(out, "hello from u") {
 			t.Fatalf("a -> u: %q, %v", out, err)
 		}
-		if v := metric(a, forwarded("outbound", "unmeshed", "", "plain")); v < 1 {
+		if v := m.metric(a, forwarded("outbound", "unmeshed", "", "plain")); v < 1 {
 			t.Errorf("a's proxy forwarded %v plain connections to unmeshed pods", v)
 		}
 	})
 	t.Run("deny-unmeshed refuses it", func(t *testing.T) {
-		if out, err := curl(d, fmt.Sprintf("http://%s:8080/", u.IP)); err == nil {
+		if out, err := m.curl(d, fmt.Sprintf("http://%s:8080/", u.IP)); err == nil {
 			t.Fatalf("d (deny-unmeshed) -> u answered %q", out)
 		}
-		if v := metric(d, `meshid_proxy_handshake_failures_total{direction="outbound",reason="unmeshed_refused"}`); v < 1 {
+		if v := m.metric(d, `meshid_proxy_handshake_failures_total{direction="outbound",reason="unmeshed_refused"}`); v < 1 {
 			t.Errorf("d's proxy counted %v refusals of unmeshed destinations", v)
 		}
 	})
 	t.Run("a destination the CA cannot answer for is refused, not sent in plain", func(t *testing.T) {
 		// a has never dialled u2: only the CA can say who is behind it,
 		// and the CA is frozen. u2 would answer in plain.
-		if err := syscall.Kill(ca.pid, syscall.SIGSTOP); err != nil {
+		if err := syscall.Kill(m.ca.pid, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
-		out, err := curl(a, fmt.Sprintf("http://%s:8080/", u2.IP))
-		if err := syscall.Kill(ca.pid, syscall.SIGCONT); err != nil {
+		out, err := m.curl(a, fmt.Sprintf("http://%s:8080/", u2.IP))
+		if err := syscall.Kill(m.ca.pid, syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
 		if err == nil {
 			t.Fatalf("a -> u2 with the CA frozen answered %q", out)
 		}
-		if v := metric(a, `meshid_proxy_handshake_failures_total{direction="outbound",reason="destination_unresolved"}`); v < 1 {
+		if v := m.metric(a, `meshid_proxy_handshake_failures_total{direction="outbound",reason="destination_unresolved"}`); v < 1 {
 			t.Errorf("a's proxy counted %v unresolved destinations", v)
 		}
-		if v := metric(a, forwarded("outbound", "unmeshed", "", "plain")); v != 1 {
+		if v := m.metric(a, forwarded("outbound", "unmeshed", "", "plain")); v != 1 {
 			t.Errorf("a's proxy forwarded %v plain connections, want only the one to u:8080 before", v)
 		}
 	})
 	t.Run("probes from the node pass, nothing else does", func(t *testing.T) {
 		// The node already ran b's readiness probe to mark it Ready.
-		if v := metric(b, forwarded("inbound", "unmeshed", "", "plain")); v < 1 {
+		if v := m.metric(b, forwarded("inbound", "unmeshed", "", "plain")); v < 1 {
 			t.Errorf("b's proxy forwarded %v plain probes", v)
 		}
-		resp, err := n.HTTPClient().Get(fmt.Sprintf("http://%s:8080/admin", b.IP))
+		resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s:8080/admin", b.IP))
 		if err == nil {
 			resp.Body.Close()
 			t.Fatalf("GET /admin from the node got %s; only the probe's path may pass", resp.Status)
 		}
-		if v := metric(b, `meshid_proxy_handshake_failures_total{direction="inbound",reason="plaintext_refused"}`); v < 1 {
+		if v := m.metric(b, `meshid_proxy_handshake_failures_total{direction="inbound",reason="plaintext_refused"}`); v < 1 {
 			t.Errorf("b's proxy counted %v plain refusals", v)
 		}
-		if resp, err := n.HTTPClient().Get(fmt.Sprintf("http://%s:8080/healthz", b.IP)); err != nil || resp.StatusCode != http.StatusOK {
+		if resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s:8080/healthz", b.IP)); err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("the probe from the node: %v, %v", resp, err)
 		}
 	})
+
+	failures := func(p *node.Pod, reason string) float64 {
+		return m.metric(p, fmt.Sprintf(`meshid_proxy_handshake_failures_total{direction="inbound",reason=%q}`, reason))
+	}
+	bAddr := netip.AddrPortFrom(b.IP, 8080).String()
+	t.Run("a plain client on b's deny port is refused", func(t *testing.T) {
+		// u is not meshed: its connection reaches b in plain.
+		before := failures(b, "plaintext_refused")
+		if out, err := m.curl(u, "http://"+bAddr+"/"); err == nil {
+			t.Fatalf("u -> b in plain answered %q; b's port is deny", out)
+		}
+		if got := failures(b, "plaintext_refused") - before; got != 1 {
+			t.Errorf("b's proxy counted %v plain refusals, want 1", got)
+		}
+	})
+	t.Run("a TLS client with no certificate or a foreign one is refused", func(t *testing.T) {
+		// From u, which no proxy fronts: a client speaking meshid/1 itself.
+		foreign := issuertest.Anchor(t, issuertest.Name("a foreign anchor"))
+		leaf := issuertest.Leaf(t, foreign, spiffeid.RequireFromString(podID(ns, "a")))
+		for _, tc := range []struct {
+			name, reason string
+			certs        []tls.Certificate
+		}{
+			{"no certificate", "no_client_certificate", nil},
+			{"a's ID from a foreign anchor", "untrusted_certificate", []tls.Certificate{{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key}}},
+		} {
+			before := failures(b, tc.reason)
+			if got, err := meshidCall(ctx, u.DialContext, bAddr, tc.certs); err == nil {
+				t.Errorf("%s: b answered %q", tc.name, got)
+			}
+			if got := failures(b, tc.reason) - before; got != 1 {
+				t.Errorf("%s: b's proxy counted %v refusals for %s, want 1", tc.name, got, tc.reason)
+			}
+		}
+	})
+	t.Run("a broken discovery stream: the last answers stay for a bounded time, then a fails closed", func(t *testing.T) {
+		client := &http.Client{Transport: &http.Transport{DialContext: a.DialContext, DisableKeepAlives: true}, Timeout: 15 * time.Second}
+		call := func() error { _, err := get(client, bAddr, "x"); return err }
+		if err := call(); err != nil {
+			t.Fatalf("a -> b before the break: %v", err)
+		}
+		a.PartitionCA(true)
+		defer a.PartitionCA(false)
+		eventually(t, 15*time.Second, func() error {
+			if v := m.metric(a, "meshid_proxy_discovery_connected"); v != 0 {
+				return fmt.Errorf("a's discovery stream: connected %v after the partition", v)
+			}
+			return nil
+		})
+		broke := time.Now()
+		if err := call(); err != nil {
+			t.Errorf("a -> b right after the stream broke: %v; the last answer should stay in use", err)
+		}
+		unresolved := m.metric(a, `meshid_proxy_handshake_failures_total{direction="outbound",reason="destination_unresolved"}`)
+		// The proxy's bound is 30 s from the break it saw (before broke).
+		eventually(t, 45*time.Second, func() error {
+			if err := call(); err == nil {
+				return fmt.Errorf("a -> b still answers %s after the break", time.Since(broke).Round(time.Second))
+			}
+			return nil
+		})
+		if v := m.metric(a, `meshid_proxy_handshake_failures_total{direction="outbound",reason="destination_unresolved"}`); v <= unresolved {
+			t.Errorf("a's proxy refused b without counting it unresolved (%v before, %v after)", unresolved, v)
+		}
+		t.Logf("a's proxy refused b %s after the break", time.Since(broke).Round(time.Second))
+		a.PartitionCA(false)
+		eventually(t, time.Minute, func() error { return call() })
+	})
+}
+
+// meshidCall is a client that speaks meshid/1 itself, presenting certs
+// (none: no certificate) and verifying nothing: it sends one HTTP request
+// to addr over a connection from dial and returns the answer.
+func meshidCall(ctx context.Context, dial dialFunc, addr string, certs []tls.Certificate) (string, error) {
+	raw, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	c := tls.Client(raw, &tls.Config{NextProtos: []string{proxy.ALPN}, MinVersion: tls.VersionTLS13, Certificates: certs,
+		InsecureSkipVerify: true}) // the attacker does not care who b is
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	// In TLS 1.3 the client's side of the handshake ends before the server
+	// has checked the client's certificate: the refusal comes on read.
+	if _, err := fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
+		return "", err
+	}
+	out, err := io.ReadAll(c)
+	if err == nil && len(out) == 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return string(out), err
+}
+
+// identity reads /identity of p's proxy, from the node.
+func (m *transparentMesh) identity(p *node.Pod) identityDoc {
+	t := m.t
+	t.Helper()
+	resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s:15000/identity", p.IP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc identityDoc
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+// TestTransparentRotateAnchor: a full meshid rotate-anchor while an
+// unmodified HTTP client in pod a calls pod b by its IP, through both
+// transparent proxies: no request fails, every connection the client
+// opened went meshed in TLS 1.3 both ways (the proxies' metrics), and both
+// proxies end on the new anchor alone.
+func TestTransparentRotateAnchor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	m := newTransparentMesh(t, ctx, "--fleet-report-interval", "500ms")
+	ns := m.namespace(nil)
+	b := m.run(ns, "b", nil)
+	a := m.run(ns, "a", nil)
+	aToB, bFromA := forwarded("outbound", "meshed", podID(ns, "b"), "tls1.3"), forwarded("inbound", "meshed", podID(ns, "a"), "tls1.3")
+	plainOut := forwarded("outbound", "unmeshed", "", "plain")
+	before := map[string]float64{"a": m.metric(a, aToB), "b": m.metric(b, bFromA), "plain": m.metric(a, plainOut)}
+
+	tr := startTrafficVia(a.DialContext, netip.AddrPortFrom(b.IP, 8080).String(), "b", 4*time.Millisecond, 20*time.Millisecond)
+	out, code := rotateAnchor(t, m.ca)
+	tr.end(t)
+	if code != 0 || !strings.Contains(out, "rotation done") {
+		t.Fatalf("rotate-anchor start exited %d:\n%s", code, out)
+	}
+	// The proxies count a connection once it is set up, before its first
+	// byte reaches the app: every answered request's is counted.
+	eventually(t, 10*time.Second, func() error {
+		dials := float64(tr.dials.Load())
+		if got := m.metric(a, aToB) - before["a"]; got != dials {
+			return fmt.Errorf("a's proxy sent %v connections to b meshed in TLS 1.3; the client opened %v", got, dials)
+		}
+		if got := m.metric(b, bFromA) - before["b"]; got != dials {
+			return fmt.Errorf("b's proxy accepted %v connections from a meshed in TLS 1.3; the client opened %v", got, dials)
+		}
+		return nil
+	})
+	if got := m.metric(a, plainOut) - before["plain"]; got != 0 {
+		t.Errorf("a's proxy sent %v connections in plain during the rotation", got)
+	}
+	now := rotatedBundle(t, m.ca)
+	checkRotated(t, m.ca, now, "a", m.identity(a))
+	checkRotated(t, m.ca, now, "b", m.identity(b))
 }

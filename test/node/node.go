@@ -159,6 +159,10 @@ type Pod struct {
 	dir   string
 	procs []*proc
 	lis   net.Listener // the CA forwarder
+
+	caMu  sync.Mutex
+	caCut bool                  // PartitionCA: the forwarder refuses
+	caFwd map[net.Conn]struct{} // the forwarder's open connections, both ends
 }
 
 type proc struct {
@@ -243,6 +247,7 @@ func (p *Pod) forwardCA() error {
 		return fmt.Errorf("node: CA forwarder: %w", err)
 	}
 	p.lis = lis
+	p.caFwd = map[net.Conn]struct{}{}
 	go func() {
 		for {
 			c, err := lis.Accept()
@@ -251,11 +256,16 @@ func (p *Pod) forwardCA() error {
 			}
 			go func() {
 				defer c.Close()
+				if !p.track(c) {
+					return
+				}
+				defer p.untrack(c)
 				up, err := net.DialTimeout("tcp", p.node.cfg.CA, 5*time.Second) // from the machine's namespace
-				if err != nil {
+				if err != nil || !p.track(up) {
 					return
 				}
 				defer up.Close()
+				defer p.untrack(up)
 				done := make(chan struct{})
 				go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); close(done) }()
 				_, _ = io.Copy(c, up)
@@ -264,6 +274,42 @@ func (p *Pod) forwardCA() error {
 		}
 	}()
 	return nil
+}
+
+// track records a connection of the CA forwarder; false means the pod is
+// cut off from the CA and c must be closed.
+func (p *Pod) track(c net.Conn) bool {
+	p.caMu.Lock()
+	defer p.caMu.Unlock()
+	if p.caCut {
+		c.Close()
+		return false
+	}
+	p.caFwd[c] = struct{}{}
+	return true
+}
+
+func (p *Pod) untrack(c net.Conn) {
+	p.caMu.Lock()
+	defer p.caMu.Unlock()
+	delete(p.caFwd, c)
+}
+
+// PartitionCA cuts the pod off from the CA (cut true: every connection
+// through the forwarder is closed, and new ones are closed as they come)
+// or lets it reach the CA again (cut false), as a network partition
+// between the pod and meshid-ca would.
+func (p *Pod) PartitionCA(cut bool) {
+	p.caMu.Lock()
+	defer p.caMu.Unlock()
+	p.caCut = cut
+	if !cut {
+		return
+	}
+	for c := range p.caFwd {
+		c.Close()
+	}
+	clear(p.caFwd)
 }
 
 // volumes fills the pod's token and ConfigMap volumes, one folder each,
@@ -484,6 +530,12 @@ func (p *Pod) Exec(ctx context.Context, name string, args ...string) ([]byte, er
 		return err
 	})
 	return out, err
+}
+
+// DialContext dials from inside the pod as root, as an unmodified app
+// would: the redirect takes the connection to the pod's proxy.
+func (p *Pod) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return p.ns.DialContext(ctx, network, addr)
 }
 
 // Logs returns every container's log.
