@@ -24,23 +24,11 @@ import (
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/sidecar"
 )
 
-// Pod annotations discovery reads; the injector (webhooks/inject) writes
-// them.
-const (
-	// TransparentAnnotation "enabled" means meshid-init redirects the pod's
-	// TCP to its proxy: the pod is meshed on every port it does not skip.
-	TransparentAnnotation = "meshid.dev/transparent"
-	// SkipInboundAnnotation lists the ports that reach the app in plain.
-	SkipInboundAnnotation = "meshid.dev/skip-inbound-ports"
-)
-
-// Defaults for DiscoveryConfig.
-const (
-	DefaultProxyAdminPort   = 15000
-	DefaultMaxSubscriptions = 4096
-)
+// DefaultMaxSubscriptions is DiscoveryConfig.MaxSubscriptions' default.
+const DefaultMaxSubscriptions = 4096
 
 // DiscoveryConfig configures a Discovery.
 type DiscoveryConfig struct {
@@ -52,7 +40,7 @@ type DiscoveryConfig struct {
 	// status error. Required.
 	Authenticate func(ctx context.Context) (spiffeid.ID, error)
 	// ProxyAdminPort is the proxies' admin port, which is never meshed; 0
-	// means DefaultProxyAdminPort.
+	// means sidecar.AdminPort.
 	ProxyAdminPort int
 	// MaxSubscriptions bounds the addresses one stream follows; 0 means
 	// DefaultMaxSubscriptions.
@@ -87,7 +75,7 @@ func NewDiscovery(cfg DiscoveryConfig) (*Discovery, error) {
 		return nil, errors.New("ca: DiscoveryConfig needs Client, TrustDomain and Authenticate")
 	}
 	if cfg.ProxyAdminPort == 0 {
-		cfg.ProxyAdminPort = DefaultProxyAdminPort
+		cfg.ProxyAdminPort = sidecar.AdminPort
 	}
 	if cfg.MaxSubscriptions == 0 {
 		cfg.MaxSubscriptions = DefaultMaxSubscriptions
@@ -274,10 +262,10 @@ func (d *Discovery) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort)
 // and the port is not one it skips.
 func (d *Discovery) endpoint(pod *corev1.Pod, addr netip.AddrPort) *identityv1.Endpoint {
 	ep := &identityv1.Endpoint{Address: addr.String()}
-	if pod.Annotations[TransparentAnnotation] != "enabled" || int(addr.Port()) == d.cfg.ProxyAdminPort {
+	if pod.Annotations[sidecar.TransparentAnnotation] != "enabled" || int(addr.Port()) == d.cfg.ProxyAdminPort {
 		return ep
 	}
-	for _, f := range strings.Split(pod.Annotations[SkipInboundAnnotation], ",") {
+	for _, f := range strings.Split(pod.Annotations[sidecar.SkipInboundPortsAnnotation], ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n == int(addr.Port()) {
 			return ep
 		}

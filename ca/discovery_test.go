@@ -21,6 +21,7 @@ import (
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/sidecar"
 )
 
 func pod(name, ip string, annotations map[string]string, mutate ...func(*corev1.Pod)) *corev1.Pod {
@@ -35,7 +36,7 @@ func pod(name, ip string, annotations map[string]string, mutate ...func(*corev1.
 	return p
 }
 
-var transparent = map[string]string{ca.TransparentAnnotation: "enabled", ca.SkipInboundAnnotation: "9100"}
+var transparent = map[string]string{sidecar.TransparentAnnotation: "enabled", sidecar.SkipInboundPortsAnnotation: "9100"}
 
 func discoveryFixture(t *testing.T) (*ca.Discovery, *fake.Clientset) {
 	t.Helper()
@@ -153,7 +154,7 @@ func TestWatchDestinations(t *testing.T) {
 		t.Fatalf("first answer: %v, %v; want the plain pod", msg, err)
 	}
 	// The pod is re-created with interception: the stream says so.
-	legacy := pod("legacy", "10.1.0.2", map[string]string{ca.TransparentAnnotation: "enabled"})
+	legacy := pod("legacy", "10.1.0.2", map[string]string{sidecar.TransparentAnnotation: "enabled"})
 	if _, err := client.CoreV1().Pods("shop").Update(ctx, legacy, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ const module = "github.com/meshid/meshid"
 
 // shared are the nouns at the bottom of the layout (docs/architecture.md):
 // everything may import them, and they import only each other.
-var shared = []string{"api", "bundle", "identity", "policy", "poll"}
+var shared = []string{"api", "bundle", "identity", "policy", "poll", "sidecar"}
 
 // may lists, by folder (the package and every one below it), which meshid
 // packages a package may import besides shared nouns and its own folder;
@@ -31,6 +31,7 @@ var may = []struct {
 	{"identity", nil},
 	{"policy", nil},
 	{"poll", nil},
+	{"sidecar", nil},
 	{"issuer", nil},
 	{"ca", []string{"issuer"}},
 	{"webhooks", []string{"issuer"}},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/proxy/redirect"
+	"github.com/meshid/meshid/sidecar"
 )
 
 type options struct {
@@ -69,8 +70,8 @@ binary is used.
 	fs := cmd.Flags()
 	fs.Uint16Var(&o.inboundPort, "inbound-port", redirect.DefaultInboundPort, "the proxy's transparent inbound listener")
 	fs.Uint16Var(&o.outboundPort, "outbound-port", redirect.DefaultOutboundPort, "the proxy's transparent outbound listener (on loopback)")
-	fs.Uint16Var(&o.adminPort, "admin-port", redirect.DefaultAdminPort, "the proxy's admin port, never redirected (probes, metrics)")
-	fs.Uint32Var(&o.proxyUID, "proxy-uid", redirect.DefaultProxyUID, "the user the proxy runs as; its connections are never redirected")
+	fs.Uint16Var(&o.adminPort, "admin-port", sidecar.AdminPort, "the proxy's admin port, never redirected (probes, metrics)")
+	fs.Uint32Var(&o.proxyUID, "proxy-uid", sidecar.ProxyUID, "the user the proxy runs as; its connections are never redirected")
 	fs.StringVar(&o.skipInbound, "skip-inbound-ports", "", "comma-separated ports that reach the app directly, in plain")
 	fs.StringVar(&o.skipOutbound, "skip-outbound-ports", "", "comma-separated destination ports that bypass the proxy")
 	fs.StringVar(&o.skipCIDRs, "skip-outbound-cidrs", "", "comma-separated destination CIDRs that bypass the proxy")

@@ -16,6 +16,7 @@ import (
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/policy"
 	"github.com/meshid/meshid/proxy"
+	"github.com/meshid/meshid/sidecar"
 )
 
 type options struct {
@@ -183,7 +184,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringVar(&o.defaultMode, "default-mode", "", "mode of every inbound port when there is no --policy (default deny)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the bundle and policy files are checked for changes")
 	fs.StringVar(&o.workloadAPI, "workload-api", "", "serve the SPIFFE Workload API on unix:///PATH")
-	fs.StringVar(&o.adminListen, "admin-listen", ":15000", "address of /metrics, /ready, /live and /identity (kubelet probes and Prometheus reach it on the pod IP); empty disables them")
+	fs.StringVar(&o.adminListen, "admin-listen", ":"+strconv.Itoa(sidecar.AdminPort), "address of /metrics, /ready, /live and /identity (kubelet probes and Prometheus reach it on the pod IP); empty disables them")
 	cli.ProfilingFlag(fs, &o.profiling)
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Hour, "close a forwarded connection idle both ways for this long")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a peer has to finish its TLS handshake (and to reach the app); a slower one is closed")

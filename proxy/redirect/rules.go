@@ -7,14 +7,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/meshid/meshid/sidecar"
 )
 
 // Defaults for Config.
 const (
 	DefaultInboundPort  = 15006
 	DefaultOutboundPort = 15001
-	DefaultAdminPort    = 15000
-	DefaultProxyUID     = 65532
 	// Table is the name of the nftables table (family inet) that holds the
 	// whole rule set; nothing else in the namespace is touched.
 	Table = "meshid"
@@ -35,10 +35,10 @@ type Config struct {
 	// listen on loopback); 0 means DefaultOutboundPort.
 	OutboundPort uint16
 	// AdminPort is the proxy's admin port (probes, metrics): it is never
-	// redirected. 0 means DefaultAdminPort.
+	// redirected. 0 means sidecar.AdminPort.
 	AdminPort uint16
 	// ProxyUID is the user the proxy runs as: its connections are never
-	// redirected (they would loop). 0 means DefaultProxyUID; the proxy
+	// redirected (they would loop). 0 means sidecar.ProxyUID; the proxy
 	// never runs as root.
 	ProxyUID uint32
 	// SkipInboundPorts reach the app directly, in plain; nil means none.
@@ -57,10 +57,10 @@ func (c Config) withDefaults() Config {
 		c.OutboundPort = DefaultOutboundPort
 	}
 	if c.AdminPort == 0 {
-		c.AdminPort = DefaultAdminPort
+		c.AdminPort = sidecar.AdminPort
 	}
 	if c.ProxyUID == 0 {
-		c.ProxyUID = DefaultProxyUID
+		c.ProxyUID = sidecar.ProxyUID
 	}
 	return c
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/meshid/meshid/issuer/issuertest"
 	"github.com/meshid/meshid/proxy"
+	"github.com/meshid/meshid/sidecar"
 	"github.com/meshid/meshid/test/node"
 	"github.com/meshid/meshid/webhooks/inject"
 )
@@ -209,7 +210,7 @@ func (m *transparentMesh) curl(from *node.Pod, url string) (string, error) {
 func (m *transparentMesh) metric(p *node.Pod, series string) float64 {
 	t := m.t
 	t.Helper()
-	resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s:15000/metrics", p.IP))
+	resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s/metrics", netip.AddrPortFrom(p.IP, sidecar.AdminPort)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +444,7 @@ func meshidCall(ctx context.Context, dial dialFunc, addr string, certs []tls.Cer
 func (m *transparentMesh) identity(p *node.Pod) identityDoc {
 	t := m.t
 	t.Helper()
-	resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s:15000/identity", p.IP))
+	resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s/identity", netip.AddrPortFrom(p.IP, sidecar.AdminPort)))
 	if err != nil {
 		t.Fatal(err)
 	}

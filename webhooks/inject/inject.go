@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/policy"
+	"github.com/meshid/meshid/sidecar"
 )
 
 // Labels and annotations that steer injection.
@@ -36,18 +37,8 @@ const (
 	InboundAnnotation = "meshid.dev/inbound"
 	// OutboundAnnotation lists outbound listeners, "PORT=TARGET[;id=ID],...".
 	OutboundAnnotation = "meshid.dev/outbound"
-	// SkipInboundPortsAnnotation lists ports, "9100,9200", that reach the
-	// app directly in plain (meshid-init leaves them alone; discovery tells
-	// callers they are not meshed).
-	SkipInboundPortsAnnotation = "meshid.dev/skip-inbound-ports"
-	// SkipOutboundPortsAnnotation and SkipOutboundCIDRsAnnotation list
-	// destinations the app reaches without the proxy.
-	SkipOutboundPortsAnnotation = "meshid.dev/skip-outbound-ports"
-	SkipOutboundCIDRsAnnotation = "meshid.dev/skip-outbound-cidrs"
-	// TransparentAnnotation "enabled" records that the pod's TCP is
-	// redirected to its proxy: meshid-ca's discovery reads it to tell
-	// callers the pod is meshed.
-	TransparentAnnotation = "meshid.dev/transparent"
+	// The transparent annotations (skipped ports and CIDRs, transparent)
+	// are package sidecar's: meshid-ca's discovery reads them too.
 	// EgressLabel on a namespace sets its pods' egress mode: allow-unmeshed
 	// (the default) or deny-unmeshed (connections to destinations outside
 	// the mesh are refused).
@@ -124,12 +115,6 @@ func hasContainer(pod *corev1.Pod, name string) bool {
 	return false
 }
 
-// Ports and user of the injected proxy.
-const (
-	AdminPort = 15000
-	ProxyUID  = 65532
-)
-
 // Pod returns a copy of pod with meshid-init, the sidecar, their volumes
 // and the annotations; namespaceLabels are the pod's namespace's (its
 // egress mode). The caller has decided to inject.
@@ -158,9 +143,9 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 		"--trust-domain=" + or(cfg.TrustDomain, identity.DefaultTrustDomain),
 		"--token-file=" + TokenPath + "/token",
 		"--trust-bundle-file=" + BundlePath + "/ca-bundle.crt",
-		"--admin-listen=:" + strconv.Itoa(AdminPort),
+		"--admin-listen=:" + strconv.Itoa(sidecar.AdminPort),
 	}
-	skipInbound := split(out.Annotations[SkipInboundPortsAnnotation])
+	skipInbound := split(out.Annotations[sidecar.SkipInboundPortsAnnotation])
 	for _, in := range split(out.Annotations[InboundAnnotation]) {
 		listen, app, ok := strings.Cut(in, "=")
 		if !ok {
@@ -203,11 +188,11 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 	for _, p := range probes(out) {
 		args = append(args, "--probe="+p)
 	}
-	initArgs := []string{"--proxy-uid=" + strconv.Itoa(ProxyUID), "--admin-port=" + strconv.Itoa(AdminPort)}
+	initArgs := []string{"--proxy-uid=" + strconv.Itoa(sidecar.ProxyUID), "--admin-port=" + strconv.Itoa(sidecar.AdminPort)}
 	for flag, list := range map[string][]string{
 		"--skip-inbound-ports":  skipInbound,
-		"--skip-outbound-ports": split(out.Annotations[SkipOutboundPortsAnnotation]),
-		"--skip-outbound-cidrs": split(out.Annotations[SkipOutboundCIDRsAnnotation]),
+		"--skip-outbound-ports": split(out.Annotations[sidecar.SkipOutboundPortsAnnotation]),
+		"--skip-outbound-cidrs": split(out.Annotations[sidecar.SkipOutboundCIDRsAnnotation]),
 	} {
 		if len(list) > 0 {
 			initArgs = append(initArgs, flag+"="+strings.Join(list, ","))
@@ -232,7 +217,7 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 			{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
 		},
-		Ports:          []corev1.ContainerPort{{Name: "meshid-admin", ContainerPort: AdminPort}},
+		Ports:          []corev1.ContainerPort{{Name: "meshid-admin", ContainerPort: sidecar.AdminPort}},
 		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intOrName("meshid-admin")}}},
 		Resources:      corev1.ResourceRequirements{Requests: requests},
 		VolumeMounts: []corev1.VolumeMount{
@@ -241,7 +226,7 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 		},
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(true),
-			RunAsUser: ptr.To[int64](ProxyUID), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			RunAsUser: ptr.To[int64](sidecar.ProxyUID), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
 	})
 	expiration := cfg.TokenExpirationSeconds
@@ -260,9 +245,9 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 		}}},
 	)
 	out.Annotations[InjectedAnnotation] = image
-	out.Annotations[TransparentAnnotation] = "enabled"
+	out.Annotations[sidecar.TransparentAnnotation] = "enabled"
 	if len(skipInbound) > 0 {
-		out.Annotations[SkipInboundPortsAnnotation] = strings.Join(skipInbound, ",")
+		out.Annotations[sidecar.SkipInboundPortsAnnotation] = strings.Join(skipInbound, ",")
 	}
 	return out, nil
 }

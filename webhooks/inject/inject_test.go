@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/sidecar"
 	"github.com/meshid/meshid/webhooks/inject"
 )
 
@@ -98,10 +99,10 @@ func TestPod(t *testing.T) {
 // probes (named ports resolved, HTTPS left out).
 func TestPodTransparent(t *testing.T) {
 	in := pod(map[string]string{
-		inject.InboundAnnotation:           "8443=8080",
-		inject.SkipInboundPortsAnnotation:  "9100",
-		inject.SkipOutboundPortsAnnotation: "5432",
-		inject.SkipOutboundCIDRsAnnotation: "169.254.169.254/32",
+		inject.InboundAnnotation:            "8443=8080",
+		sidecar.SkipInboundPortsAnnotation:  "9100",
+		sidecar.SkipOutboundPortsAnnotation: "5432",
+		sidecar.SkipOutboundCIDRsAnnotation: "169.254.169.254/32",
 	})
 	in.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "app:1"}}
 	app := &in.Spec.Containers[0]
@@ -146,7 +147,7 @@ func TestPodTransparent(t *testing.T) {
 	if c := proxy.SecurityContext.Capabilities; len(c.Add) != 0 {
 		t.Errorf("the proxy adds capabilities %v; it needs none", c.Add)
 	}
-	if out.Annotations[inject.TransparentAnnotation] != "enabled" || out.Annotations[inject.SkipInboundPortsAnnotation] != "9100,8443" {
+	if out.Annotations[sidecar.TransparentAnnotation] != "enabled" || out.Annotations[sidecar.SkipInboundPortsAnnotation] != "9100,8443" {
 		t.Errorf("annotations %v", out.Annotations)
 	}
 	if _, err := inject.Pod(pod(nil), map[string]string{inject.EgressLabel: "open"}, cfg); err == nil {
