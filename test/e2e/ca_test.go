@@ -233,7 +233,13 @@ func (p *process) logs(t *testing.T) string {
 // or 0 when there is none.
 func (p *process) metric(t *testing.T, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + p.admin + "/metrics")
+	return metricAt(t, http.DefaultClient, "http://"+p.admin, series)
+}
+
+// metricAt is metric from the admin endpoint at base, through client.
+func metricAt(t *testing.T, client *http.Client, base, series string) float64 {
+	t.Helper()
+	resp, err := client.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,14 @@ func parsePEMChain(id identityDoc) ([]*x509.Certificate, error) {
 
 func (p *meshProxy) identity(t *testing.T) identityDoc {
 	t.Helper()
-	resp, err := http.Get("http://" + p.admin + "/identity")
+	return identityAt(t, http.DefaultClient, "http://"+p.admin)
+}
+
+// identityAt reads /identity of the admin endpoint at base, through
+// client.
+func identityAt(t *testing.T, client *http.Client, base string) identityDoc {
+	t.Helper()
+	resp, err := client.Get(base + "/identity")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -208,22 +207,13 @@ func (m *transparentMesh) curl(from *node.Pod, url string) (string, error) {
 
 // metric reads one series from p's proxy, from the node (0 if absent).
 func (m *transparentMesh) metric(p *node.Pod, series string) float64 {
-	t := m.t
-	t.Helper()
-	resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s/metrics", netip.AddrPortFrom(p.IP, sidecar.AdminPort)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			var v float64
-			fmt.Sscan(rest, &v)
-			return v
-		}
-	}
-	return 0
+	m.t.Helper()
+	return metricAt(m.t, m.node.HTTPClient(), m.admin(p), series)
+}
+
+// admin is the URL of p's proxy's admin endpoint.
+func (m *transparentMesh) admin(p *node.Pod) string {
+	return "http://" + netip.AddrPortFrom(p.IP, sidecar.AdminPort).String()
 }
 
 // podID is the SPIFFE ID of service account sa of namespace ns.
@@ -442,18 +432,8 @@ func meshidCall(ctx context.Context, dial dialFunc, addr string, certs []tls.Cer
 
 // identity reads /identity of p's proxy, from the node.
 func (m *transparentMesh) identity(p *node.Pod) identityDoc {
-	t := m.t
-	t.Helper()
-	resp, err := m.node.HTTPClient().Get(fmt.Sprintf("http://%s/identity", netip.AddrPortFrom(p.IP, sidecar.AdminPort)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var doc identityDoc
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		t.Fatal(err)
-	}
-	return doc
+	m.t.Helper()
+	return identityAt(m.t, m.node.HTTPClient(), m.admin(p))
 }
 
 // TestTransparentRotateAnchor: a full meshid rotate-anchor while an
@@ -465,7 +445,7 @@ func TestTransparentRotateAnchor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	m := newTransparentMesh(t, ctx, "--fleet-report-interval", "500ms")
-	ns := m.namespace(nil)
+	ns := m.namespace(map[string]string{inject.DefaultModeKey: "cluster-authenticated"})
 	b := m.run(ns, "b", nil)
 	a := m.run(ns, "a", nil)
 	aToB, bFromA := forwarded("outbound", "meshed", podID(ns, "b"), "tls1.3"), forwarded("inbound", "meshed", podID(ns, "a"), "tls1.3")

@@ -131,15 +131,21 @@ func (n *Node) HTTPClient() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: n.ns.DialContext, DisableKeepAlives: true}}
 }
 
-// Close stops every pod, removes the namespaces and deletes the Node
-// object; it is safe to call more than once.
+// Close stops every pod and deletes its Pod object, removes the
+// namespaces and deletes the Node object; it is safe to call more than
+// once.
 func (n *Node) Close() {
 	n.mu.Lock()
 	pods := n.pods
 	n.pods = nil
 	n.mu.Unlock()
+	zero := int64(0)
 	for _, p := range pods {
 		p.stop()
+		// As a kubelet confirms a pod gone: without it the Pod would stay,
+		// Terminating, and its address would still name it (the next node
+		// hands out the same addresses).
+		_ = n.cfg.Client.CoreV1().Pods(p.Namespace).Delete(context.Background(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	}
 	if n.ns != nil {
 		n.ns.remove()
