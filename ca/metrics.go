@@ -34,6 +34,7 @@ type Metrics struct {
 	refusedNow  *prometheus.GaugeVec
 	cacheHits   prometheus.Counter
 	bundleWatch prometheus.Gauge
+	issuerKeyUp prometheus.Gauge
 	// callerLimited counts what one caller was refused for holding too
 	// much at once, by kind (connections, calls, streams).
 	callerLimited *prometheus.CounterVec
@@ -86,6 +87,11 @@ func NewMetrics(store *trust.Store) *Metrics {
 			Name: "meshid_ca_fleet_instance_conflicts_total",
 			Help: "Proxies whose first status report named an instance that another identity's live proxy also reports: a forged report or a collision. Both are kept.",
 		}),
+		// HSM: whether the issuer key held outside the process signs.
+		issuerKeyUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshid_ca_issuer_key_up",
+			Help: "1 while the issuer key (--issuer-key) answers a test signature, 0 while its module or token does not (the CA is not ready); absent for a key in the issuer Secret.",
+		}),
 		bundleWatch: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshid_ca_bundle_watchers",
 			Help: "Open WatchBundle streams.",
@@ -108,6 +114,7 @@ func NewMetrics(store *trust.Store) *Metrics {
 	m.refusedNow.WithLabelValues("issuer")
 	m.refusedNow.WithLabelValues("bundle")
 	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.refusedNow, m.cacheHits, m.bundleWatch, m.callerLimited, m.fleetRefused, m.fleetConflicts,
+		m.issuerKeyUp,
 		&trustCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -99,6 +101,16 @@ type Config struct {
 	IssuerSecret string
 	// IssuerCertFile and IssuerKeyFile hold the issuer as PEM files.
 	IssuerCertFile, IssuerKeyFile string
+	// IssuerKey, when set, is the issuer's private key held outside the
+	// process (an HSM: issuer/keys): IssuerSecret's tls.crt or
+	// IssuerCertFile holds only its certificate and chain, which must be
+	// for this key; no tls.key or IssuerKeyFile may be given. Nil means the
+	// key comes with the certificate.
+	IssuerKey crypto.Signer
+	// IssuerKeyHealth, when set, says whether IssuerKey signs (and may
+	// reopen its module); asked every retry interval. While it fails the
+	// CA is not ready and meshid_ca_issuer_key_up is 0.
+	IssuerKeyHealth func(context.Context) error
 	// BundleConfigMap names a ConfigMap whose ca-bundle.crt holds the trust
 	// bundle; exclusive with BundleFile.
 	BundleConfigMap string
@@ -168,6 +180,14 @@ func (c *Config) Validate() error {
 	}
 	files := c.IssuerCertFile != "" || c.IssuerKeyFile != ""
 	switch {
+	case c.IssuerKey != nil && c.IssuerKeyFile != "":
+		errs = append(errs, errors.New("--issuer-key names the issuer key: drop --issuer-key-file (the certificate file holds only the issuer certificate and chain)"))
+	case c.IssuerKey != nil && c.IssuerSecret == "" && c.IssuerCertFile == "":
+		errs = append(errs, errors.New("--issuer-key needs the issuer certificate: --issuer-secret NAME or --issuer-cert-file PATH"))
+	case c.IssuerKey != nil && c.IssuerSecret != "" && c.IssuerCertFile != "":
+		errs = append(errs, errors.New("name the issuer certificate once: --issuer-secret or --issuer-cert-file, not both"))
+	case c.IssuerKey != nil:
+		// the certificate alone, its key in the HSM
 	case c.IssuerSecret != "" && files:
 		errs = append(errs, errors.New("name the issuer once: --issuer-secret or --issuer-cert-file/--issuer-key-file, not both"))
 	case c.IssuerSecret == "" && !files:
@@ -201,6 +221,7 @@ type Service struct {
 	server    *Server
 	serving   *servingCert
 	updates   *updates
+	keyErr    atomic.Pointer[error] // the last IssuerKeyHealth answer
 }
 
 // New returns a Service, or an error if cfg is invalid.
@@ -442,6 +463,9 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 			return source.WatchFiles(ctx, files(source.Bundle, bundleFrom, map[string]string{bundle.Key: s.cfg.BundleFile}), bundleSink)
 		})
 	}
+	if s.cfg.IssuerKeyHealth != nil {
+		g.Go(func() error { return s.watchIssuerKey(ctx) })
+	}
 	// A held-back issuer that was not valid yet is tried again.
 	g.Go(func() error {
 		tick := s.cfg.Clock.NewTicker(retryInterval)
@@ -467,8 +491,54 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 		if s.cfg.IssuerSecret != "" {
 			return source.WatchSecret(ctx, obj(s.cfg.IssuerSecret, source.Issuer, issuerFrom), issuerSink)
 		}
-		return source.WatchFiles(ctx, files(source.Issuer, issuerFrom, map[string]string{KeyIssuerCert: s.cfg.IssuerCertFile, KeyIssuerKey: s.cfg.IssuerKeyFile}), issuerSink)
+		paths := map[string]string{KeyIssuerCert: s.cfg.IssuerCertFile}
+		if s.cfg.IssuerKey == nil {
+			paths[KeyIssuerKey] = s.cfg.IssuerKeyFile
+		}
+		return source.WatchFiles(ctx, files(source.Issuer, issuerFrom, paths), issuerSink)
 	})
+}
+
+// watchIssuerKey asks IssuerKeyHealth every retryInterval and keeps
+// keyErr, the metric and the log in step with its answer.
+func (s *Service) watchIssuerKey(ctx context.Context) error {
+	tick := s.cfg.Clock.NewTicker(retryInterval)
+	defer tick.Stop()
+	var last error = errKeyUnchecked
+	for {
+		err := s.cfg.IssuerKeyHealth(ctx)
+		switch {
+		case err != nil && last == nil, err != nil && last == errKeyUnchecked:
+			s.cfg.Log.Error("the issuer key does not sign; not ready until it does", "error", err)
+		case err == nil && last != nil:
+			s.cfg.Log.Info("the issuer key signs")
+		}
+		last = err
+		s.keyErr.Store(&err)
+		up := 0.0
+		if err == nil {
+			up = 1
+		}
+		s.metrics.issuerKeyUp.Set(up)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C():
+		}
+	}
+}
+
+var errKeyUnchecked = errors.New("the issuer key has not been checked yet")
+
+// keyReady is the last IssuerKeyHealth answer (nil without an IssuerKeyHealth).
+func (s *Service) keyReady() error {
+	if s.cfg.IssuerKeyHealth == nil {
+		return nil
+	}
+	if p := s.keyErr.Load(); p != nil {
+		return *p
+	}
+	return errKeyUnchecked
 }
 
 // waitBundle waits until a trust bundle is loaded; false if ctx ended first.
@@ -488,6 +558,15 @@ func (s *Service) waitBundle(ctx context.Context) bool {
 
 func (s *Service) setIssuer(data map[string][]byte) (bool, error) {
 	cert, key := data[KeyIssuerCert], data[KeyIssuerKey]
+	if s.cfg.IssuerKey != nil {
+		switch {
+		case len(cert) == 0:
+			return false, fmt.Errorf("issuer: %s is required (the issuer certificate and chain; the key is in the HSM)", KeyIssuerCert)
+		case len(key) != 0:
+			return false, fmt.Errorf("issuer: %s holds a private key, but --issuer-key names a key in an HSM: remove %s so that no issuer key is stored in the cluster", KeyIssuerKey, KeyIssuerKey)
+		}
+		return s.store.SetIssuerCert(cert, s.cfg.IssuerKey)
+	}
 	if len(cert) == 0 || len(key) == 0 {
 		return false, fmt.Errorf("issuer: both %s and %s are required (a kubernetes.io/tls Secret holds them)", KeyIssuerCert, KeyIssuerKey)
 	}
@@ -531,7 +610,11 @@ func (s *Service) AdminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(s.fleetReport())
 	})
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if err := s.store.Load().Check(s.cfg.Clock.Now()); err != nil {
+		err := s.keyReady()
+		if err == nil {
+			err = s.store.Load().Check(s.cfg.Clock.Now())
+		}
+		if err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
@@ -70,6 +71,36 @@ func Parse(certPEM, keyPEM []byte) (*KeyPair, error) {
 		return nil, fmt.Errorf("%w: the private key cannot sign", ErrInvalid)
 	}
 	return newKeyPair(certs[0], certs[1:], signer)
+}
+
+// ParseWithKey reads a PEM certificate chain (the issuing certificate
+// first) whose private key is key, held elsewhere (an HSM: issuer/keys),
+// and checks what Parse checks: a CA allowed to sign certificates, and its
+// public key the one of key.
+func ParseWithKey(certPEM []byte, key crypto.Signer) (*KeyPair, error) {
+	var certs []*x509.Certificate
+	for rest := certPEM; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: certificate %d: %w", ErrInvalid, len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%w: no PEM CERTIFICATE block in the certificate data (tls.crt)", ErrInvalid)
+	}
+	pub, ok := certs[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(key.Public()) {
+		return nil, fmt.Errorf("%w: the issuer certificate %s is not for the issuer key (its public key differs): issue a certificate for the key's CSR (`meshid issuer create-key`)", ErrInvalid, certs[0].Subject)
+	}
+	return newKeyPair(certs[0], certs[1:], key)
 }
 
 func keyPairError(err error) error {

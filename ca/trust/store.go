@@ -2,6 +2,7 @@ package trust
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -158,6 +159,17 @@ func (s *Store) SetBundle(pemData []byte) (bool, error) {
 // changed; the issuer may be held back (see Store).
 func (s *Store) SetIssuer(certPEM, keyPEM []byte) (bool, error) {
 	kp, err := issuer.Parse(certPEM, keyPEM)
+	return s.setIssuer(kp, err)
+}
+
+// SetIssuerCert is SetIssuer for an issuer whose key is held elsewhere (an
+// HSM): certPEM must be key's certificate.
+func (s *Store) SetIssuerCert(certPEM []byte, key crypto.Signer) (bool, error) {
+	kp, err := issuer.ParseWithKey(certPEM, key)
+	return s.setIssuer(kp, err)
+}
+
+func (s *Store) setIssuer(kp *issuer.KeyPair, err error) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pendingIssuer = nil

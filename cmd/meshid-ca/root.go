@@ -15,6 +15,7 @@ import (
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/issuer/keys"
 )
 
 // options are meshid-ca's flags.
@@ -25,6 +26,7 @@ type options struct {
 	issuerSecret                   string
 	issuerCertFile                 string
 	issuerKeyFile                  string
+	issuerKey                      string
 	trustBundle                    string
 	trustBundleFile                string
 	filePoll                       time.Duration
@@ -78,9 +80,16 @@ func (o *options) config() (ca.Config, error) {
 		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies, Discovery: o.discovery,
 		MaxFleetInstancesPerIdentity: o.fleetPerIdentity, MaxFleetInstances: o.fleetMax,
 	}
+	if o.issuerKey != "" {
+		if err := keys.Check(o.issuerKey); err != nil {
+			return ca.Config{}, cli.Usagef("--issuer-key: %v", err)
+		}
+		cfg.IssuerKey = &keys.Key{} // stands in for the key run opens, for Validate
+	}
 	if err := cfg.Validate(); err != nil {
 		return ca.Config{}, &cli.UsageError{Err: err}
 	}
+	cfg.IssuerKey = nil
 	return cfg, nil
 }
 
@@ -128,6 +137,7 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.StringVar(&o.issuerSecret, "issuer-secret", "", "kubernetes.io/tls Secret holding the issuer: tls.crt (issuer first, then its chain), tls.key, optional ca.crt")
 	fs.StringVar(&o.issuerCertFile, "issuer-cert-file", "", "issuer certificate chain as a PEM file (instead of --issuer-secret)")
 	fs.StringVar(&o.issuerKeyFile, "issuer-key-file", "", "issuer private key as a PEM file (instead of --issuer-secret); keep it mode 0600")
+	fs.StringVar(&o.issuerKey, "issuer-key", "", "issuer private key in an HSM, never in the cluster: pkcs11:token=LABEL;id=HEX;object=LABEL?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/path/pin (the PIN only from that file); the issuer Secret or --issuer-cert-file then holds only the certificate and chain. Create the key with `meshid issuer create-key`")
 	fs.StringVar(&o.trustBundle, "trust-bundle", "", "ConfigMap whose key ca-bundle.crt holds the trust anchors as PEM")
 	fs.StringVar(&o.trustBundleFile, "trust-bundle-file", "", "trust anchors as a PEM file (instead of --trust-bundle)")
 	fs.DurationVar(&o.filePoll, "file-poll-interval", 10*time.Second, "how often the issuer and bundle files are re-read for changes")
@@ -178,6 +188,17 @@ func run(ctx context.Context, o *options, cmd *cobra.Command) error {
 	}
 	cfg.Log = log
 	cli.LogStart(log, "meshid-ca")
+	if o.issuerKey != "" {
+		// Opened before anything is served; an unavailable token later
+		// makes the CA not ready (Health), not a crash.
+		key, err := keys.Open(ctx, o.issuerKey, keys.Options{})
+		if err != nil {
+			return fmt.Errorf("meshid-ca: --issuer-key: %w", err)
+		}
+		defer key.Close()
+		log.Info("issuer key opened", "location", string(key.Location()), "key", key.URI())
+		cfg.IssuerKey, cfg.IssuerKeyHealth = key, key.Health
+	}
 	klog.SetSlogLogger(log) // client-go's own messages, in the same format
 	svc, err := ca.New(cfg)
 	if err != nil {

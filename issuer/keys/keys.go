@@ -60,6 +60,9 @@ type Options struct {
 // PKCS#11 token, ECDSA P-256 when created, not extractable.
 func Open(ctx context.Context, uri string, o Options) (*Key, error) {
 	k := &Key{uri: uri, create: o.Create}
+	if err := Check(uri); err != nil {
+		return nil, err
+	}
 	switch {
 	case uri == string(Memory):
 		k.location = Memory
@@ -71,9 +74,6 @@ func Open(ctx context.Context, uri string, o Options) (*Key, error) {
 		return k, nil
 	case strings.HasPrefix(uri, string(PKCS11)+":"):
 		k.location = PKCS11
-		if err := checkPKCS11URI(uri); err != nil {
-			return nil, err
-		}
 		s, closer, err := openPKCS11(ctx, uri, o.Create)
 		if err != nil {
 			return nil, err
@@ -82,6 +82,21 @@ func Open(ctx context.Context, uri string, o Options) (*Key, error) {
 		return k, nil
 	}
 	return nil, fmt.Errorf("keys: unknown key URI %q: use \"memory\" or pkcs11:token=NAME;id=HEX;object=LABEL?module-path=/path/module.so&pin-source=/path/pin", Redact(uri))
+}
+
+// Check says whether Open could open uri in this binary, without opening
+// anything: the URI's form, and PKCS#11 support (cgo) for a pkcs11: URI.
+func Check(uri string) error {
+	switch {
+	case uri == string(Memory):
+		return nil
+	case strings.HasPrefix(uri, string(PKCS11)+":"):
+		if !pkcs11Built {
+			return ErrUnsupported
+		}
+		return checkPKCS11URI(uri)
+	}
+	return fmt.Errorf("keys: unknown key URI %q: use \"memory\" or pkcs11:token=NAME;id=HEX;object=LABEL?module-path=/path/module.so&pin-source=/path/pin", Redact(uri))
 }
 
 // checkPKCS11URI refuses a PIN in the URI itself and a key not named by

@@ -12,6 +12,9 @@ import (
 	"go.step.sm/crypto/kms/pkcs11"
 )
 
+// pkcs11Built says whether this binary has PKCS#11 support.
+const pkcs11Built = true
+
 // openPKCS11 opens the module and finds (or creates) the key uri names.
 func openPKCS11(ctx context.Context, uri string, create bool) (crypto.Signer, func() error, error) {
 	km, err := pkcs11.New(ctx, apiv1.Options{Type: apiv1.PKCS11, URI: uri})
