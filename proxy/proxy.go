@@ -81,6 +81,9 @@ type Config struct {
 	// WorkloadAPI is a Unix socket path for the SPIFFE Workload API; empty
 	// means none.
 	WorkloadAPI string
+	// WorkloadAPIAllow are the callers the Workload API admits (see
+	// workload.Allow); empty admits whoever can open the socket.
+	WorkloadAPIAllow []workload.Allow
 	// AdminListen serves /metrics, /ready, /live and /identity; empty means none.
 	AdminListen string
 	// AdminExtra are more admin handlers by mux pattern (pprof, say).
@@ -121,6 +124,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BundleFile == "" {
 		errs = append(errs, errors.New("a trust bundle file is required (--trust-bundle-file)"))
+	}
+	if len(c.WorkloadAPIAllow) > 0 && c.WorkloadAPI == "" {
+		errs = append(errs, errors.New("--workload-api-allow needs --workload-api"))
 	}
 	for _, in := range c.Inbound {
 		if _, err := listenPort(in.Listen); err != nil || in.App == "" {
@@ -309,7 +315,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 		g.Go(func() error { return l.serve(ctx) })
 	}
 	if p.cfg.WorkloadAPI != "" {
-		g.Go(func() error { return workload.New(p.store, p.log).Serve(ctx, p.cfg.WorkloadAPI) })
+		g.Go(func() error {
+			return workload.New(p.store, p.log, p.cfg.WorkloadAPIAllow).Serve(ctx, p.cfg.WorkloadAPI)
+		})
 	}
 	if p.cfg.AdminListen != "" {
 		g.Go(func() error { return p.serveAdmin(ctx) })

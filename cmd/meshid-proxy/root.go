@@ -16,6 +16,7 @@ import (
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/policy"
 	"github.com/meshid/meshid/proxy"
+	"github.com/meshid/meshid/proxy/workload"
 	"github.com/meshid/meshid/sidecar"
 )
 
@@ -34,6 +35,7 @@ type options struct {
 	egress, nodeIP           string
 	probes                   []string
 	workloadAPI, adminListen string
+	workloadAPIAllow         []string
 	profiling                bool
 	log                      cli.LogOptions
 }
@@ -60,6 +62,13 @@ func (o *options) config() (proxy.Config, error) {
 			return proxy.Config{}, cli.Usagef("--workload-api %q: want unix:///PATH", o.workloadAPI)
 		}
 		cfg.WorkloadAPI = path
+	}
+	for _, r := range o.workloadAPIAllow {
+		a, err := workload.ParseAllow(r)
+		if err != nil {
+			return proxy.Config{}, cli.Usagef("--workload-api-allow: %v", cli.Message(err))
+		}
+		cfg.WorkloadAPIAllow = append(cfg.WorkloadAPIAllow, a)
 	}
 	if o.transparent {
 		t := &proxy.Transparent{Egress: proxy.Egress(o.egress)}
@@ -129,6 +138,13 @@ the trust bundle current from --trust-bundle-file and the CA's stream.
                               with mTLS, and require the server to be SPIFFE_ID
                               (any ID of the trust domain when omitted)
   --workload-api unix:///P    serve the SPIFFE Workload API on socket P
+  --workload-api-allow uid=N,gid=N,path=/EXE,sha256=HEX
+                              admit only callers whose peer credentials
+                              (SO_PEERCRED) and executable match a rule (all
+                              keys given must match; repeat for several);
+                              others get PERMISSION_DENIED. path and sha256
+                              need root or CAP_SYS_PTRACE to read another
+                              user's /proc/PID/exe
   --transparent               serve the listeners meshid-init redirects the
                               pod's TCP to (:15006 inbound, 127.0.0.1:15001
                               outbound): mTLS to and from every meshed pod,
@@ -184,6 +200,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringVar(&o.defaultMode, "default-mode", "", "mode of every inbound port when there is no --policy (default deny)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the bundle and policy files are checked for changes")
 	fs.StringVar(&o.workloadAPI, "workload-api", "", "serve the SPIFFE Workload API on unix:///PATH")
+	fs.StringArrayVar(&o.workloadAPIAllow, "workload-api-allow", nil, "with --workload-api: uid=N,gid=N,path=/EXE,sha256=HEX, a caller the Workload API admits (repeatable; default: whoever can open the socket)")
 	fs.StringVar(&o.adminListen, "admin-listen", ":"+strconv.Itoa(sidecar.AdminPort), "address of /metrics, /ready, /live and /identity (kubelet probes and Prometheus reach it on the pod IP); empty disables them")
 	cli.ProfilingFlag(fs, &o.profiling)
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", time.Hour, "close a forwarded connection idle both ways for this long")

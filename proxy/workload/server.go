@@ -3,9 +3,13 @@
 // SPIRE-compatible clients) the proxy's X.509-SVID and trust bundle, and
 // streams both again whenever either changes.
 //
-// There is no workload attestation: whoever can open the socket gets the
-// pod's identity, so the socket is created with mode 0660 and belongs in a
-// volume only the pod's containers share.
+// The socket is created with mode 0660. With Allow rules the server also
+// attests every caller (attest.go): the kernel's peer credentials of the
+// connection (SO_PEERCRED: PID, UID, GID) and the executable behind
+// /proc/PID/exe (path, SHA-256) must match one rule, or the call fails
+// with PERMISSION_DENIED; that is what keeps the identity from other users
+// of a shared machine. Without rules, whoever can open the socket gets the
+// identity, so it belongs in a volume only the pod's containers share.
 //
 // It imports proxy/state only.
 package workload
@@ -37,14 +41,16 @@ type Server struct {
 	workloadpb.UnimplementedSpiffeWorkloadAPIServer
 	store *state.Store
 	log   *slog.Logger
+	allow []Allow
 }
 
-// New returns a server for store; log may be nil.
-func New(store *state.Store, log *slog.Logger) *Server {
+// New returns a server for store that admits the callers allow matches
+// (every caller when allow is empty); log may be nil.
+func New(store *state.Store, log *slog.Logger, allow []Allow) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{store: store, log: log}
+	return &Server{store: store, log: log, allow: allow}
 }
 
 // Serve listens on the Unix socket path and serves until ctx ends; it
@@ -75,10 +81,10 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 		return fmt.Errorf("workload: %w", err)
 	}
 	defer os.Remove(path)
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(s.attest()...)
 	workloadpb.RegisterSpiffeWorkloadAPIServer(srv, s)
 	go func() { <-ctx.Done(); srv.Stop() }()
-	s.log.Info("serving the SPIFFE Workload API", "socket", path)
+	s.log.Info("serving the SPIFFE Workload API", "socket", path, "allow_rules", len(s.allow))
 	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("workload: %w", err)
 	}
