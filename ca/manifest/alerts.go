@@ -22,7 +22,8 @@ type ruleGroup struct {
 	Rules []rule `json:"rules"`
 }
 
-// alertRules are the expiry alerts: what `meshid check` says, paged. Their
+// alertRules are the alerts: what `meshid check` says, paged. Each one has
+// a promtool test in testdata/alerts_test.yaml (TestAlertRules). Their
 // descriptions name commands that run as printed, in the install's
 // namespace, as `meshid check`'s hints do.
 func alertRules(o Options) []ruleGroup {
@@ -69,6 +70,14 @@ func alertRules(o Options) []ruleGroup {
 			Labels:      map[string]string{"severity": "warning"},
 			Annotations: map[string]string{"summary": "meshid-proxy renewals are failing", "description": "The current certificates stay in use until they expire; see the proxy and CA logs."},
 		},
+		{
+			// Any increase: the CA keeps both entries, so a forged report
+			// can hold a rotation back (docs/ca.md, status reports).
+			Alert:       "MeshidFleetInstanceConflict",
+			Expr:        `increase(meshid_ca_fleet_instance_conflicts_total[1h]) > 0`,
+			Labels:      map[string]string{"severity": "warning"},
+			Annotations: map[string]string{"summary": "two identities report the same meshid-proxy instance", "description": "One of them may be forging status reports. meshid-ca's warning log line names both; " + check + " lists the fleet."},
+		},
 	}}}
 }
 
@@ -92,6 +101,9 @@ func alerts(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 	file, _ := yaml.Marshal(map[string]any{"groups": groups})
 	return []runtime.Object{&corev1.ConfigMap{
 		TypeMeta: typeMeta("v1", "ConfigMap"), ObjectMeta: meta(AlertsConfigMap),
-		Data: map[string]string{"meshid-alerts.yaml": string(file)},
+		Data: map[string]string{AlertsFile: string(file)},
 	}}
 }
+
+// AlertsFile is the key of the rule file in the ConfigMap AlertsConfigMap.
+const AlertsFile = "meshid-alerts.yaml"
