@@ -2,8 +2,10 @@
 // objects of a meshid control plane (namespace, service accounts,
 // least-privilege RBAC and the admission policies that narrow what RBAC
 // cannot name, the meshid-ca Deployment and Service, the trust bundle, the
-// issuer or the cert-manager objects that manage it, the expiry alert
-// rules, and meshid-webhook), built as typed API objects from Options.
+// issuer or the cert-manager objects that manage it, the alert rules
+// (each tested by promtool: testdata/alerts_test.yaml), a Grafana dashboard
+// (grafana-dashboard.json, embedded), and meshid-webhook), built as typed
+// API objects from Options.
 //
 // It only builds objects; checking the trust material and applying the
 // objects are the caller's. It imports shared nouns (api/policy/crd for the

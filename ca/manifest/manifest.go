@@ -119,6 +119,7 @@ func Render(o Options) ([]runtime.Object, error) {
 	}
 	objs = append(objs, deployment(o, meta, labels), service(meta, labels))
 	objs = append(objs, alerts(o, meta)...)
+	objs = append(objs, grafana(meta))
 	if o.Webhook != nil {
 		wh, err := webhookObjects(o, meta)
 		if err != nil {

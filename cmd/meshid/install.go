@@ -27,9 +27,10 @@ and watch its one issuer Secret and one bundle ConfigMap; write its fleet
 reports; Events) and an admission policy refusing its writes to any other
 ConfigMap, the meshid-ca Deployment (2 replicas, probes, resource requests,
 non-root, read-only root filesystem) and Service, the trust-bundle ConfigMap,
-and the expiry alert rules (a Prometheus rule file in a ConfigMap, or a
-PrometheusRule with --prometheus-operator). With --webhook (the default): the
-AuthorizationPolicy CRD, meshid-webhook with its RBAC (by name where
+the alert rules (a Prometheus rule file in a ConfigMap, or a PrometheusRule
+with --prometheus-operator) and a Grafana dashboard (ConfigMap
+meshid-grafana-dashboard, which the Grafana sidecar loads). With --webhook (the
+default): the AuthorizationPolicy CRD, meshid-webhook with its RBAC (by name where
 Kubernetes allows it) and admission policy, and its webhook configurations.
 docs/cli.md lists every rule.
 
