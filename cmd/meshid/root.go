@@ -11,6 +11,7 @@ import (
 	"github.com/meshid/meshid/cmd/meshid/internal/anchor"
 	"github.com/meshid/meshid/cmd/meshid/internal/certify"
 	"github.com/meshid/meshid/cmd/meshid/internal/check"
+	"github.com/meshid/meshid/cmd/meshid/internal/dashboard"
 	"github.com/meshid/meshid/cmd/meshid/internal/inspect"
 	"github.com/meshid/meshid/cmd/meshid/internal/install"
 	"github.com/meshid/meshid/cmd/meshid/internal/verify"
@@ -43,6 +44,7 @@ when piped or with NO_COLOR set. Shell completion: meshid completion bash|zsh|fi
 		newVerifyCommand(connect, verify.Run),
 		newInstallCommand(connect, install.Run),
 		newRotateCommand(connect, anchor.Run),
+		newDashboardCommand(connect, dashboard.Run), // issue 22
 	)
 	cli.Setup(cmd)
 	return cmd

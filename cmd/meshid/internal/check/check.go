@@ -91,7 +91,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	r := reader{o: o, c: c}
 	if !o.Watch {
 		t := clk.Now()
-		rep := health.Run(r.input(ctx, t))
+		rep := r.report(ctx, t)
 		if err := printReport(out, o, rep, t); err != nil {
 			return err
 		}
@@ -105,7 +105,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	defer tick.Stop()
 	for {
 		t := clk.Now()
-		rep := health.Run(r.input(ctx, t))
+		rep := r.report(ctx, t)
 		if err := printChanges(out, o, rep, t, last); err != nil {
 			return err
 		}
@@ -115,6 +115,16 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 		case <-tick.C():
 		}
 	}
+}
+
+// Report reads the cluster (and o.Proxies) with c and runs every check as
+// of now: what check prints, and what the dashboard's trust page shows.
+func Report(ctx context.Context, o *Options, c *kube.Clients, now time.Time) *health.Report {
+	return reader{o: o, c: c}.report(ctx, now)
+}
+
+func (r reader) report(ctx context.Context, now time.Time) *health.Report {
+	return health.Run(r.input(ctx, now))
 }
 
 // document is the JSON of one report: -o json prints one, --watch -o json

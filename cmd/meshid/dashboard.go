@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/kube"
+	"github.com/meshid/meshid/cmd/meshid/internal/dashboard"
+	"github.com/meshid/meshid/identity"
+)
+
+func newDashboardCommand(connect kube.Connect, run func(context.Context, *dashboard.Options, io.Writer) error) *cobra.Command {
+	o := &dashboard.Options{Connect: connect}
+	cmd := &cobra.Command{
+		Use:   "dashboard",
+		Short: "Serve a local web dashboard of trust, expiry and the checks of meshid check",
+		Long: strings.TrimSpace(`
+dashboard serves web pages on http://127.0.0.1:PORT/ that read the cluster
+with your kubeconfig, as you: it holds no rights of its own, so it shows what
+you may read and says what you may not (the same preflight as meshid check).
+
+  Trust   the time to outage; every anchor, issuer and certificate with an
+          expiry on one timeline, with check's warning windows as lines; the
+          rows and hints of meshid check, from the same code.
+
+Pages are plain HTML, readable without JavaScript and printable; with it,
+they refresh every 10 s. Nothing is loaded from elsewhere.
+
+It listens on loopback only and answers only requests whose Host names that
+address (127.0.0.1, localhost or [::1] with the port): a web page elsewhere
+cannot read it through a DNS name that points at 127.0.0.1. To open it from
+another machine, tunnel the port (ssh -L 8099:127.0.0.1:8099 HOST). It sends
+no key or token to the page: it reads what check reads, and shows
+certificates' names, fingerprints and dates only. Ctrl-C stops it.
+
+` + cli.ExitCodes),
+		Example: `  meshid dashboard                       # http://127.0.0.1:8099/
+  meshid dashboard --port 0 --context prod -n meshid-prod`,
+		Args:    cli.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error { return o.Validate() },
+		RunE:    func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, cmd.OutOrStdout()) },
+	}
+	fs := cmd.Flags()
+	o.Check.Cluster.AddFlags(fs)
+	fs.StringVar(&o.Address, "address", "127.0.0.1", "loopback address to listen on (127.0.0.1 or ::1)")
+	fs.IntVar(&o.Port, "port", 8099, "port to listen on; 0 picks a free one")
+	fs.StringVarP(&o.Check.Namespace, "namespace", "n", "meshid", "namespace of meshid-ca")
+	fs.StringVar(&o.Check.Bundle, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap")
+	fs.StringVar(&o.Check.Issuer, "issuer-secret", "meshid-issuer", "issuer Secret")
+	fs.StringVar(&o.Check.Deployment, "deployment", "meshid-ca", "meshid-ca Deployment; empty skips its check")
+	fs.StringVar(&o.Check.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of the proxies' certificates")
+	o.Check.WarnWithin = 60 * 24 * time.Hour
+	fs.Var(cli.Duration{D: &o.Check.WarnWithin}, "warn-within", "warn when an anchor expires within this (e.g. 60d)")
+	fs.Var(cli.Duration{D: &o.Check.IssuerWarnWithin}, "issuer-warn-within", "the issuer's threshold (default: cert-manager's renewBefore, else a third of its lifetime)")
+	return cmd
+}
