@@ -18,7 +18,7 @@ func newDashboardCommand(connect kube.Connect, run func(context.Context, *dashbo
 	o := &dashboard.Options{Connect: connect}
 	cmd := &cobra.Command{
 		Use:   "dashboard",
-		Short: "Serve a local web dashboard of trust, expiry and the checks of meshid check",
+		Short: "Serve a local web dashboard of trust, expiry and the fleet",
 		Long: strings.TrimSpace(`
 dashboard serves web pages on http://127.0.0.1:PORT/ that read the cluster
 with your kubeconfig, as you: it holds no rights of its own, so it shows what
@@ -27,6 +27,9 @@ you may read and says what you may not (the same preflight as meshid check).
   Trust   the time to outage; every anchor, issuer and certificate with an
           expiry on one timeline, with check's warning windows as lines; the
           rows and hints of meshid check, from the same code.
+  Fleet   every proxy the meshid-ca replicas report (identity, instance,
+          certificate expiry, bundle, last report), failing and lagging
+          ones first, with check's verdict on each.
 
 Pages are plain HTML, readable without JavaScript and printable; with it,
 they refresh every 10 s. Nothing is loaded from elsewhere.

@@ -97,6 +97,7 @@ var web embed.FS
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 	"date":  func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	"short": func(sha string) string { return sha[:min(len(sha), 12)] },
 }).ParseFS(web, "web/*.html"))
 
 // Handler serves the pages, reading the cluster with c. port is the one
@@ -113,6 +114,7 @@ func Handler(o *Options, c *kube.Clients, port int) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/trust", http.StatusFound) })
 	mux.HandleFunc("GET /trust", s.trust)
+	mux.HandleFunc("GET /fleet", s.fleet)
 	mux.Handle("GET /web/", http.FileServerFS(web))
 	return hosts(port, headers(mux))
 }

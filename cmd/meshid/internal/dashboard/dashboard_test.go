@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/cmd/meshid/internal/check"
 	"github.com/meshid/meshid/cmd/meshid/internal/check/checktest"
 	"github.com/meshid/meshid/cmd/meshid/internal/dashboard"
@@ -130,4 +132,31 @@ func TestNamesEscaped(t *testing.T) {
 // htmlText is s as html/template writes it in text.
 func htmlText(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&#34;", "'", "&#39;", "+", "&#43;").Replace(s)
+}
+
+// TestFleetPage: every reported proxy is listed, and one that holds an old
+// bundle (lagging) comes first with check's detail, ahead of healthy ones.
+func TestFleetPage(t *testing.T) {
+	w := checktest.New(t, now)
+	ok1 := w.Reported(t, spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/a-web"), "aaaa000000000001")
+	ok2 := w.Reported(t, spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/b-api"), "aaaa000000000002")
+	lag := w.Reported(t, spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/z-cart"), "ffff000000000003")
+	lag.BundleSHA256 = strings.Repeat("ab", 32)
+	w.Fleet = []fleet.Proxy{ok1, ok2, lag}
+	code, page := get(t, serve(t, w)+"/fleet", "")
+	if code != http.StatusOK {
+		t.Fatalf("GET /fleet: %d\n%s", code, page)
+	}
+	at := func(s string) int {
+		i := strings.Index(page, s)
+		if i < 0 {
+			t.Fatalf("the fleet page lacks %q:\n%s", s, page)
+		}
+		return i
+	}
+	if !(at(lag.ID) < at(ok1.ID) && at(ok1.ID) < at(ok2.ID)) {
+		t.Errorf("the lagging proxy is not first:\n%s", page)
+	}
+	at("holds bundle abababababab")
+	at("3 proxies: 0 failing, 1 lagging or warning, 2 ok.")
 }
