@@ -28,7 +28,9 @@ type timeline struct {
 }
 
 type mark struct {
-	X, Y    int
+	X, Y int
+	// Left: the label ends at the mark (marks in the right half).
+	Left    bool
 	Check   string
 	Expires time.Time
 	Status  health.Status
@@ -69,7 +71,7 @@ func timelineOf(rep *health.Report, now time.Time, warnWithin, issuerWarnWithin 
 	}
 	tl := timeline{Width: axisLeft*2 + axisWidth, Height: 60 + 22*len(rows), End: end}
 	for i, row := range rows {
-		tl.Marks = append(tl.Marks, mark{X: x(*row.Expires), Y: 50 + 22*i, Check: row.Check, Expires: *row.Expires, Status: row.Status})
+		tl.Marks = append(tl.Marks, mark{X: x(*row.Expires), Y: 50 + 22*i, Left: x(*row.Expires) > axisLeft+axisWidth/2, Check: row.Check, Expires: *row.Expires, Status: row.Status})
 	}
 	if warnWithin > 0 {
 		tl.Thresholds = append(tl.Thresholds, threshold{X: x(now.Add(warnWithin)), Label: "anchor warning: " + days(warnWithin)})
