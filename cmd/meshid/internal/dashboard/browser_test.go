@@ -24,7 +24,8 @@ var screenshots = flag.String("screenshots", "", "write the pages' screenshots i
 // TestPagesInChromium: each page renders in headless Chromium with no
 // console error and no exception (the Content-Security-Policy lets the
 // embedded script and stylesheet load), the timeline is drawn, and the
-// live update swaps the page's parts in without a reload.
+// live update swaps the page's parts in without a reload (every 200 ms
+// here: Options.Refresh).
 func TestPagesInChromium(t *testing.T) {
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
@@ -83,6 +84,17 @@ func TestPagesInChromium(t *testing.T) {
 		styled, err := chromedp.Run(ctx, chromedp.Evaluate[string](`getComputedStyle(document.querySelector("nav")).backgroundColor`))
 		if err != nil || styled != "rgb(34, 34, 51)" {
 			t.Errorf("%s: the stylesheet did not apply (nav background %q, %v)", page.path, styled, err)
+		}
+		// Live update: the checks part is replaced in place, the page not
+		// reloaded (the window keeps its mark).
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`window.meshidMark = 1; document.querySelector("main table").dataset.old = "1"`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := chromedp.Do(ctx, chromedp.WaitReady(chromedp.CSS(`main table:not([data-old])`))); err != nil {
+			t.Fatalf("%s: the live update did not replace the table: %v", page.path, err)
+		}
+		if mark, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.meshidMark || 0`)); err != nil || mark != 1 {
+			t.Errorf("%s: the page was reloaded instead of updated (%d, %v)", page.path, mark, err)
 		}
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil || len(png) == 0 {

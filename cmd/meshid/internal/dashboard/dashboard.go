@@ -37,6 +37,9 @@ type Options struct {
 	Connect kube.Connect
 	// Clock tells the pages the time; nil means the real clock.
 	Clock clock.PassiveClock
+	// Refresh is how often the pages' script fetches them again; 0 means
+	// 10 s.
+	Refresh time.Duration
 	// Log receives the server's errors; nil means standard error in Run
 	// and nothing in Handler.
 	Log *slog.Logger
@@ -152,6 +155,14 @@ func headers(next http.Handler) http.Handler {
 		h.Set("Cache-Control", "no-store")
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refreshMS is Options.Refresh in milliseconds, for the pages' script.
+func (s *server) refreshMS() int64 {
+	if s.o.Refresh <= 0 {
+		return 10000
+	}
+	return s.o.Refresh.Milliseconds()
 }
 
 // render executes the page template name with data.

@@ -28,7 +28,7 @@ var now = time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 // serve starts the dashboard over w and returns its base URL.
 func serve(t *testing.T, w *checktest.World) string {
 	t.Helper()
-	o := &dashboard.Options{Check: *w.Options(), Clock: clocktesting.NewFakePassiveClock(now), Log: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	o := &dashboard.Options{Check: *w.Options(), Refresh: 200 * time.Millisecond, Clock: clocktesting.NewFakePassiveClock(now), Log: slog.New(slog.NewTextHandler(t.Output(), nil))}
 	c, err := o.Check.Connect(o.Check.Cluster, "test")
 	if err != nil {
 		t.Fatal(err)

@@ -14,8 +14,10 @@ import (
 // report, with check's verdict on each, the ones that need attention
 // first.
 type fleetPage struct {
-	Now     time.Time
-	Proxies []health.ProxyStatus
+	Now time.Time
+	// RefreshMS paces the live updates (web/live.js).
+	RefreshMS int64
+	Proxies   []health.ProxyStatus
 	// Fail, Warn and OK count the proxies by status.
 	Fail, Warn, OK int
 }
@@ -23,7 +25,9 @@ type fleetPage struct {
 func (s *server) fleet(w http.ResponseWriter, r *http.Request) {
 	now := s.clock.Now()
 	rep := check.Report(r.Context(), &s.o.Check, s.c, now)
-	s.render(w, "fleet.html", fleetPageOf(rep, now))
+	p := fleetPageOf(rep, now)
+	p.RefreshMS = s.refreshMS()
+	s.render(w, "fleet.html", p)
 }
 
 // fleetPageOf orders rep's fleet fail, warn, ok, then by identity and

@@ -12,10 +12,12 @@ import (
 
 // trustPage is what web/trust.html shows.
 type trustPage struct {
-	Now      time.Time
-	Report   *health.Report
-	Worst    health.Status
-	Timeline timeline
+	Now time.Time
+	// RefreshMS paces the live updates (web/live.js).
+	RefreshMS int64
+	Report    *health.Report
+	Worst     health.Status
+	Timeline  timeline
 }
 
 // timeline is the SVG expiry timeline: one mark per row with an expiry,
@@ -46,7 +48,7 @@ const axisLeft, axisWidth = 10, 880
 func (s *server) trust(w http.ResponseWriter, r *http.Request) {
 	now := s.clock.Now()
 	rep := check.Report(r.Context(), &s.o.Check, s.c, now)
-	s.render(w, "trust.html", trustPage{Now: now, Report: rep, Worst: rep.Worst(), Timeline: timelineOf(rep, now, s.o.Check.WarnWithin, s.o.Check.IssuerWarnWithin)})
+	s.render(w, "trust.html", trustPage{Now: now, RefreshMS: s.refreshMS(), Report: rep, Worst: rep.Worst(), Timeline: timelineOf(rep, now, s.o.Check.WarnWithin, s.o.Check.IssuerWarnWithin)})
 }
 
 // timelineOf places every row with an expiry, earliest first, and the

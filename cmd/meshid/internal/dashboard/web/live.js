@@ -1,4 +1,4 @@
-// Live updates: every 10 s, fetch the page again and swap in the parts
+// Live updates: every data-refresh-ms of #live (10 s by default), fetch the page again and swap in the parts
 // that change. Without JavaScript the page is the same, as of its load.
 (function () {
   "use strict";
@@ -15,5 +15,9 @@
       })
       .catch(function () { /* keep what is shown; the next round retries */ });
   }
-  setInterval(refresh, 10000);
+  document.addEventListener("DOMContentLoaded", function () {
+    var live = document.getElementById("live");
+    var ms = live ? parseInt(live.dataset.refreshMs, 10) : 10000;
+    setInterval(refresh, ms > 0 ? ms : 10000);
+  });
 })();
