@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
@@ -15,7 +16,7 @@ import (
 )
 
 func newCheckCommand(connect kube.Connect, run func(context.Context, *check.Options, io.Writer) error) *cobra.Command {
-	o := &check.Options{WarnWithin: 60 * 24 * time.Hour, Connect: connect}
+	o := &check.Options{Connect: connect}
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Check the trust chain and expiry of everything meshid trusts",
@@ -54,18 +55,25 @@ changes (with -o json, the whole report as one JSON line).
 		RunE:    func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, cmd.OutOrStdout()) },
 	}
 	fs := cmd.Flags()
+	addCheckedFlags(fs, o)
+	fs.StringSliceVar(&o.Proxies, "proxies", nil, "admin addresses (host:port) of proxies whose live certificate to check")
+	fs.BoolVar(&o.FailOnWarning, "fail-on-warning", false, "exit 1 on warnings too")
+	fs.BoolVar(&o.Watch, "watch", false, "keep checking; print a line when something changes")
+	fs.DurationVar(&o.Interval, "interval", 30*time.Second, "time between checks with --watch")
+	fs.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+// addCheckedFlags binds what check reads and its thresholds, for check and
+// dashboard alike.
+func addCheckedFlags(fs *pflag.FlagSet, o *check.Options) {
 	o.Cluster.AddFlags(fs)
 	fs.StringVarP(&o.Namespace, "namespace", "n", "meshid", "namespace of meshid-ca")
 	fs.StringVar(&o.Bundle, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap")
 	fs.StringVar(&o.Issuer, "issuer-secret", "meshid-issuer", "issuer Secret")
 	fs.StringVar(&o.Deployment, "deployment", "meshid-ca", "meshid-ca Deployment; empty skips the check")
 	fs.StringVar(&o.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of the proxies' certificates")
-	fs.StringSliceVar(&o.Proxies, "proxies", nil, "admin addresses (host:port) of proxies whose live certificate to check")
+	o.WarnWithin = 60 * 24 * time.Hour
 	fs.Var(cli.Duration{D: &o.WarnWithin}, "warn-within", "warn when an anchor expires within this (e.g. 60d)")
 	fs.Var(cli.Duration{D: &o.IssuerWarnWithin}, "issuer-warn-within", "fail when the issuer expires within this (default: cert-manager's renewBefore, else a third of its lifetime)")
-	fs.BoolVar(&o.FailOnWarning, "fail-on-warning", false, "exit 1 on warnings too")
-	fs.BoolVar(&o.Watch, "watch", false, "keep checking; print a line when something changes")
-	fs.DurationVar(&o.Interval, "interval", 30*time.Second, "time between checks with --watch")
-	fs.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
-	return cmd
 }

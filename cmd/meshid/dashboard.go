@@ -4,14 +4,12 @@ import (
 	"context"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/dashboard"
-	"github.com/meshid/meshid/identity"
 )
 
 func newDashboardCommand(connect kube.Connect, run func(context.Context, *dashboard.Options, io.Writer) error) *cobra.Command {
@@ -49,16 +47,8 @@ certificates' names, fingerprints and dates only. Ctrl-C stops it.
 		RunE:    func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, cmd.OutOrStdout()) },
 	}
 	fs := cmd.Flags()
-	o.Check.Cluster.AddFlags(fs)
+	addCheckedFlags(fs, &o.Check)
 	fs.StringVar(&o.Address, "address", "127.0.0.1", "loopback address to listen on (127.0.0.1 or ::1)")
 	fs.IntVar(&o.Port, "port", 8099, "port to listen on; 0 picks a free one")
-	fs.StringVarP(&o.Check.Namespace, "namespace", "n", "meshid", "namespace of meshid-ca")
-	fs.StringVar(&o.Check.Bundle, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap")
-	fs.StringVar(&o.Check.Issuer, "issuer-secret", "meshid-issuer", "issuer Secret")
-	fs.StringVar(&o.Check.Deployment, "deployment", "meshid-ca", "meshid-ca Deployment; empty skips its check")
-	fs.StringVar(&o.Check.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of the proxies' certificates")
-	o.Check.WarnWithin = 60 * 24 * time.Hour
-	fs.Var(cli.Duration{D: &o.Check.WarnWithin}, "warn-within", "warn when an anchor expires within this (e.g. 60d)")
-	fs.Var(cli.Duration{D: &o.Check.IssuerWarnWithin}, "issuer-warn-within", "the issuer's threshold (default: cert-manager's renewBefore, else a third of its lifetime)")
 	return cmd
 }
