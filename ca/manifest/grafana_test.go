@@ -95,7 +95,7 @@ func TestAlertMetricsExported(t *testing.T) {
 			Rules []struct{ Alert, Expr string } `json:"rules"`
 		} `json:"groups"`
 	}
-	if err := yaml.Unmarshal(manifest.AlertRules(), &rules); err != nil {
+	if err := yaml.Unmarshal(renderedRules(t), &rules); err != nil {
 		t.Fatal(err)
 	}
 	exported := exportedMetrics(t)
