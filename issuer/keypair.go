@@ -207,3 +207,19 @@ func (kp *KeyPair) sign(tmpl *x509.Certificate, pub crypto.PublicKey) (*Issued, 
 		IssuerFingerprint: kp.fingerprint,
 	}, nil
 }
+
+// NewKeyPair makes a KeyPair from a parsed CA certificate, the chain above
+// it (its issuer first; a trailing self-signed anchor is dropped) and its
+// private key, with the checks Parse makes: a CA allowed to sign
+// certificates, a supported key that matches the certificate. For key
+// sources that are not PEM (an upstream-signed intermediate, an HSM key).
+func NewKeyPair(cert *x509.Certificate, chain []*x509.Certificate, key crypto.Signer) (*KeyPair, error) {
+	if cert == nil || key == nil {
+		return nil, fmt.Errorf("%w: a certificate and its key are required", ErrInvalid)
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("%w: the private key does not match the certificate %s", ErrInvalid, cert.Subject)
+	}
+	return newKeyPair(cert, chain, key)
+}
