@@ -209,7 +209,9 @@ func TestRenewerUseRefusal(t *testing.T) {
 	var err error
 	h.r, err = upstream.NewRenewer(upstream.Config{
 		Authority: h.up, Clock: h.clock,
-		Use: func(*issuer.KeyPair, []*x509.Certificate) error { return errors.New("does not chain to the trust bundle") },
+		Use: func(*issuer.KeyPair, []*x509.Certificate) error {
+			return errors.New("does not chain to the trust bundle")
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
