@@ -31,8 +31,10 @@ build: ## build the binaries into bin/
 	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 .PHONY: test
-test: controlplane ## run every test (unit and e2e on a real API server), with -race
-	MESHID_CONTROLPLANE_BIN="$$(test/controlplane/install.sh | tail -n1)" $(GO) test -race -count=1 ./...
+test: controlplane ## run every test (unit and e2e on a real API server and step-ca), with -race
+	MESHID_CONTROLPLANE_BIN="$$(test/controlplane/install.sh | tail -n1)" \
+	MESHID_STEPCA_BIN="$$(test/stepca/install.sh | tail -n1)" \
+	$(GO) test -race -count=1 ./...
 
 .PHONY: unit
 unit: ## run the unit tests only (no control plane)
