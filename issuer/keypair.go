@@ -98,7 +98,7 @@ func ParseWithKey(certPEM []byte, key crypto.Signer) (*KeyPair, error) {
 	}
 	pub, ok := certs[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(key.Public()) {
-		return nil, fmt.Errorf("%w: the issuer certificate %s is not for the issuer key (its public key differs): issue a certificate for the key's CSR (`meshid issuer create-key`)", ErrInvalid, certs[0].Subject)
+		return nil, fmt.Errorf("%w: the issuer certificate %s is not for the issuer key (its public key differs): issue the issuer certificate for that key's public key", ErrInvalid, certs[0].Subject)
 	}
 	return newKeyPair(certs[0], certs[1:], key)
 }

@@ -137,7 +137,7 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.StringVar(&o.issuerSecret, "issuer-secret", "", "kubernetes.io/tls Secret holding the issuer: tls.crt (issuer first, then its chain), tls.key, optional ca.crt")
 	fs.StringVar(&o.issuerCertFile, "issuer-cert-file", "", "issuer certificate chain as a PEM file (instead of --issuer-secret)")
 	fs.StringVar(&o.issuerKeyFile, "issuer-key-file", "", "issuer private key as a PEM file (instead of --issuer-secret); keep it mode 0600")
-	fs.StringVar(&o.issuerKey, "issuer-key", "", "issuer private key in an HSM, never in the cluster: pkcs11:token=LABEL;id=HEX;object=LABEL?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/path/pin (the PIN only from that file); the issuer Secret or --issuer-cert-file then holds only the certificate and chain. Create the key with `meshid issuer create-key`")
+	fs.StringVar(&o.issuerKey, "issuer-key", "", "issuer private key in an HSM, never in the cluster: pkcs11:token=LABEL;id=HEX;object=LABEL?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/path/pin (the PIN only from that file); the issuer Secret or --issuer-cert-file then holds only the certificate and chain. Create the key in the token with its own tools (SoftHSM2: pkcs11-tool --keypairgen --sensitive); see docs/ca.md")
 	fs.StringVar(&o.trustBundle, "trust-bundle", "", "ConfigMap whose key ca-bundle.crt holds the trust anchors as PEM")
 	fs.StringVar(&o.trustBundleFile, "trust-bundle-file", "", "trust anchors as a PEM file (instead of --trust-bundle)")
 	fs.DurationVar(&o.filePoll, "file-poll-interval", 10*time.Second, "how often the issuer and bundle files are re-read for changes")

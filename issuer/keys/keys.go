@@ -50,7 +50,7 @@ type Key struct {
 // Options say how Open treats a key that is not there yet.
 type Options struct {
 	// Create generates the key in the token when it does not exist yet (the
-	// operator's `meshid issuer create-key`); false means a missing key is
+	// operator's HSM tools, e.g. pkcs11-tool --keypairgen); false means a missing key is
 	// an error (meshid-ca never creates one on its own).
 	Create bool
 }

@@ -83,8 +83,8 @@ func signAndVerify(t *testing.T, k *keys.Key) {
 func TestPKCS11KeyInSoftHSM(t *testing.T) {
 	hsm := newSoftHSM(t)
 	uri := hsm.uri("01", "meshid-issuer")
-	if _, err := keys.Open(context.Background(), uri, keys.Options{}); err == nil || !strings.Contains(err.Error(), "create-key") {
-		t.Fatalf("opening a missing key without Create: %v, want a refusal naming create-key", err)
+	if _, err := keys.Open(context.Background(), uri, keys.Options{}); err == nil || !strings.Contains(err.Error(), "pkcs11-tool") {
+		t.Fatalf("opening a missing key without Create: %v, want a refusal naming how to create it", err)
 	}
 	k, err := keys.Open(context.Background(), uri, keys.Options{Create: true})
 	if err != nil {

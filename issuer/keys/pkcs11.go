@@ -30,7 +30,7 @@ func openPKCS11(ctx context.Context, uri string, create bool) (crypto.Signer, fu
 	if err != nil {
 		_ = km.Close()
 		if errors.Is(err, apiv1.NotFoundError{}) {
-			return nil, nil, fmt.Errorf("keys: no key %s in the token: create it first with `meshid issuer create-key --key 'pkcs11:...'`", Redact(uri))
+			return nil, nil, fmt.Errorf("keys: no key %s in the token: create it first with the HSM's tools, e.g. `pkcs11-tool --module MODULE --login --keypairgen --key-type EC:prime256v1 --id HEX --label LABEL --sensitive`", Redact(uri))
 		}
 		return nil, nil, fmt.Errorf("keys: key %s: %w", Redact(uri), err)
 	}
