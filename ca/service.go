@@ -34,6 +34,7 @@ import (
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/authn"
+	"github.com/meshid/meshid/ca/endpoint"
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
@@ -147,6 +148,21 @@ type Config struct {
 	// means no limit.
 	MaxFleetInstancesPerIdentity, MaxFleetInstances int
 
+	// FederationListen serves the SPIFFE bundle endpoint (ca/endpoint) on
+	// a listener of its own; empty means none (--federation-listen).
+	FederationListen string
+	// FederationProfile is how the endpoint authenticates itself:
+	// endpoint.SPIFFE (the CA's own SVID) or endpoint.Web (FederationCertFile
+	// and FederationKeyFile); empty means endpoint.SPIFFE.
+	FederationProfile endpoint.Profile
+	// FederationCertFile and FederationKeyFile hold the https_web
+	// certificate chain and key as PEM (a mounted kubernetes.io/tls Secret),
+	// re-read every FilePollInterval.
+	FederationCertFile, FederationKeyFile string
+	// FederationRefreshHint is the spiffe_refresh_hint published; 0 means
+	// endpoint.DefaultRefreshHint.
+	FederationRefreshHint time.Duration
+
 	// Log receives everything the CA logs; nil discards.
 	Log *slog.Logger
 	// Clock tells the time and paces the retries, fleet reports and file
@@ -204,6 +220,7 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		errs = append(errs, errors.New("a gRPC address is required (--listen)"))
 	}
+	errs = append(errs, c.validateFederation()...)
 	if c.LeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 {
 		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval)"))
 	}
@@ -222,6 +239,8 @@ type Service struct {
 	serving   *servingCert
 	updates   *updates
 	keyErr    atomic.Pointer[error] // the last IssuerKeyHealth answer
+	// federationAddr is the bundle endpoint's address, once listening.
+	federationAddr atomic.Value
 }
 
 // New returns a Service, or an error if cfg is invalid.
@@ -327,8 +346,19 @@ func (s *Service) Run(ctx context.Context) error {
 			return fmt.Errorf("ca: listen %s: %w", s.cfg.AdminListen, err)
 		}
 	}
+	federation, err := s.federationServer()
+	if err != nil {
+		grpcLis.Close()
+		if adminLis != nil {
+			adminLis.Close()
+		}
+		return err
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
+	if federation != nil {
+		federation.run(ctx, g)
+	}
 	s.watchSources(ctx, g)
 	if s.cfg.FleetReportInterval > 0 {
 		g.Go(func() error { return s.publishFleet(ctx) })

@@ -47,6 +47,7 @@ type options struct {
 	watchPolicies, discovery       bool
 	fleetInterval                  time.Duration
 	fleetPerIdentity, fleetMax     int
+	federation                     federationOptions
 	log                            cli.LogOptions
 }
 
@@ -86,6 +87,7 @@ func (o *options) config() (ca.Config, error) {
 		}
 		cfg.IssuerKey = &keys.Key{} // stands in for the key run opens, for Validate
 	}
+	o.federation.apply(&cfg)
 	if err := cfg.Validate(); err != nil {
 		return ca.Config{}, &cli.UsageError{Err: err}
 	}
@@ -112,7 +114,9 @@ metric, and the last good one stays in force.
 The gRPC API listens on --listen over TLS 1.3, with a certificate for the CA's
 own identity (spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT) signed by
 the issuer, so clients verify it with the trust bundle. /metrics, /ready and
-/live are on --admin-listen.
+/live are on --admin-listen. With --federation-listen it also serves its
+trust domain's SPIFFE bundle endpoint there, for federated trust domains
+(see docs/federation.md).
 
 ` + cli.ExitCodes),
 		Example: `  # In a pod (in-cluster config), with cert-manager managing the issuer Secret:
@@ -162,6 +166,7 @@ the issuer, so clients verify it with the trust bundle. /metrics, /ready and
 	fs.IntVar(&o.fleetMax, "max-fleet-instances", fleet.DefaultMaxInstances, "proxy instances this replica keeps status reports of, in all; a new one beyond it is refused and holds anchor rotation back. The fleet ConfigMap must stay under 1 MiB: 1,500 proxies with SPIFFE IDs of 250 characters fit, about 2,000 with IDs of 50 (-1: no limit)")
 	fs.BoolVar(&o.watchPolicies, "watch-policies", false, "serve AuthorizationPolicies (meshid.dev/v1alpha1) to proxies over WatchPolicy; needs list/watch on them and get on pods")
 	fs.BoolVar(&o.discovery, "discovery", false, "serve WatchDestinations to transparent proxies (who is behind an address); needs list/watch on pods, services and endpointslices")
+	o.federation.addFlags(fs)
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)
 	return cmd

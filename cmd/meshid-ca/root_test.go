@@ -28,6 +28,9 @@ func TestFlags(t *testing.T) {
 		{name: "reserved without namespace", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--reserved-service-accounts", "meshid-webhook"}, code: cli.ExitUsage, message: "NAMESPACE/NAME"},
 		{name: "reserved bad name", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--reserved-service-accounts", "meshid/Bad_Name"}, code: cli.ExitUsage, message: "--reserved-service-accounts meshid/Bad_Name"},
 		{name: "bad trust domain", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--trust-domain", "Not Valid"}, code: cli.ExitUsage, message: "--trust-domain"},
+		{name: "federation spiffe", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--federation-listen", ":8444"}, code: cli.ExitOK},
+		{name: "federation web without files", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--federation-listen", ":8444", "--federation-profile", "https_web"}, code: cli.ExitUsage, message: "needs --federation-cert-file"},
+		{name: "federation profile unknown", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--federation-listen", ":8444", "--federation-profile", "http"}, code: cli.ExitUsage, message: "not https_spiffe or https_web"},
 		{name: "unknown flag", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--bogus"}, code: cli.ExitUsage, message: "unknown flag"},
 		{name: "positional argument", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "extra"}, code: cli.ExitUsage, message: "takes no arguments"},
 	}
