@@ -43,6 +43,9 @@ type Metrics struct {
 	// fleetConflicts counts proxies whose first report names an instance
 	// another identity's live proxy reports too.
 	fleetConflicts prometheus.Counter
+	// jwtIssued and jwtRefused count MintJWTSVID calls.
+	jwtIssued  prometheus.Counter
+	jwtRefused *prometheus.CounterVec
 }
 
 // NewMetrics registers the CA's metrics, and gauges read from store, on a
@@ -92,6 +95,14 @@ func NewMetrics(store *trust.Store) *Metrics {
 			Name: "meshid_ca_issuer_key_up",
 			Help: "1 while the issuer key (--issuer-key) answers a test signature, 0 while its module or token does not (the CA is not ready); absent for a key in the issuer Secret.",
 		}),
+		jwtIssued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshid_ca_jwt_svids_issued_total",
+			Help: "JWT-SVIDs minted.",
+		}),
+		jwtRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_ca_jwt_svids_refused_total",
+			Help: "MintJWTSVID calls refused, by reason.",
+		}, []string{"reason"}),
 		bundleWatch: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshid_ca_bundle_watchers",
 			Help: "Open WatchBundle streams.",
@@ -111,9 +122,12 @@ func NewMetrics(store *trust.Store) *Metrics {
 		m.fleetRefused.WithLabelValues(r)
 	}
 	m.refused.WithLabelValues(reasonTooLarge)
+	for _, r := range jwtReasons {
+		m.jwtRefused.WithLabelValues(r)
+	}
 	m.refusedNow.WithLabelValues("issuer")
 	m.refusedNow.WithLabelValues("bundle")
-	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.refusedNow, m.cacheHits, m.bundleWatch, m.callerLimited, m.fleetRefused, m.fleetConflicts,
+	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.refusedNow, m.cacheHits, m.bundleWatch, m.callerLimited, m.fleetRefused, m.fleetConflicts, m.jwtIssued, m.jwtRefused,
 		m.issuerKeyUp,
 		&trustCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

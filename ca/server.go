@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"errors"
@@ -29,6 +30,7 @@ import (
 	"github.com/meshid/meshid/ca/authn"
 	"github.com/meshid/meshid/ca/csr"
 	"github.com/meshid/meshid/ca/fleet"
+	"github.com/meshid/meshid/ca/jwtkey"
 	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/identity"
@@ -83,6 +85,13 @@ type ServerConfig struct {
 	Policies *policies.Watcher
 	// Pods reads a pod, for WatchPolicy; required with Policies.
 	Pods func(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+	// JWT holds the JWT-SVID signing keys; nil means MintJWTSVID is
+	// UNIMPLEMENTED and the bundle carries no JWT keys. Its MaxTTL caps a
+	// JWT-SVID's lifetime.
+	JWT *jwtkey.Ring
+	// JWTIssuer is the "iss" of every JWT-SVID (the OIDC issuer URL);
+	// empty leaves it out.
+	JWTIssuer string
 }
 
 // Server implements the Identity gRPC service.
@@ -324,9 +333,14 @@ func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1
 	var sent *identityv1.Bundle
 	for {
 		changed := s.cfg.Trust.Changed()
+		var jwtChanged <-chan struct{} // nil: never
+		if s.cfg.JWT != nil {
+			jwtChanged = s.cfg.JWT.Changed()
+		}
 		if st := s.cfg.Trust.Load(); st.Bundle != nil {
 			msg := s.bundleMessage(st)
-			if sent == nil || msg.GetSha256() != sent.GetSha256() || msg.GetIssuerSha256() != sent.GetIssuerSha256() || msg.GetReissueWindowSeconds() != sent.GetReissueWindowSeconds() {
+			if sent == nil || msg.GetSha256() != sent.GetSha256() || msg.GetIssuerSha256() != sent.GetIssuerSha256() || msg.GetReissueWindowSeconds() != sent.GetReissueWindowSeconds() ||
+				!bytes.Equal(msg.GetJwtAuthorities(), sent.GetJwtAuthorities()) {
 				if err := stream.Send(msg); err != nil {
 					return fmt.Errorf("ca: send bundle: %w", err)
 				}
@@ -339,6 +353,7 @@ func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1
 		case <-s.closed:
 			return status.Error(codes.Unavailable, "the CA is shutting down; reconnect to another replica")
 		case <-changed:
+		case <-jwtChanged:
 		}
 	}
 }
@@ -367,6 +382,9 @@ func (s *Server) bundleMessage(st *trust.State) *identityv1.Bundle {
 	}
 	if st.Issuer != nil {
 		msg.IssuerSha256 = issuer.Fingerprint(st.Issuer)
+	}
+	if s.cfg.JWT != nil {
+		msg.JwtAuthorities = s.cfg.JWT.JWKS(s.cfg.Clock.Now())
 	}
 	return msg
 }

@@ -80,7 +80,141 @@ func (x Destination_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Destination_Kind.Descriptor instead.
 func (Destination_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{10, 0}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12, 0}
+}
+
+type MintJWTSVIDRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// audience lists the JWT's "aud"; at least one, none empty or "*".
+	Audience []string `protobuf:"bytes,1,rep,name=audience,proto3" json:"audience,omitempty"`
+	// ttl_seconds is the JWT's lifetime; 0 means the CA's default (5 min).
+	// More than the CA's cap is refused.
+	TtlSeconds int64 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// spiffe_id, if set, must be the caller's own.
+	SpiffeId      string `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintJWTSVIDRequest) Reset() {
+	*x = MintJWTSVIDRequest{}
+	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintJWTSVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintJWTSVIDRequest) ProtoMessage() {}
+
+func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
+func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MintJWTSVIDRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *MintJWTSVIDRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *MintJWTSVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+type JWTSVID struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the signed JWT (ES256, compact serialization).
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// spiffe_id is its "sub".
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	IssuedAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWTSVID) Reset() {
+	*x = JWTSVID{}
+	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWTSVID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWTSVID) ProtoMessage() {}
+
+func (x *JWTSVID) ProtoReflect() protoreflect.Message {
+	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWTSVID.ProtoReflect.Descriptor instead.
+func (*JWTSVID) Descriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *JWTSVID) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JWTSVID) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *JWTSVID) GetIssuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return nil
+}
+
+func (x *JWTSVID) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
 }
 
 type WatchPolicyRequest struct {
@@ -95,7 +229,7 @@ type WatchPolicyRequest struct {
 
 func (x *WatchPolicyRequest) Reset() {
 	*x = WatchPolicyRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +241,7 @@ func (x *WatchPolicyRequest) String() string {
 func (*WatchPolicyRequest) ProtoMessage() {}
 
 func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +254,7 @@ func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPolicyRequest.ProtoReflect.Descriptor instead.
 func (*WatchPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{0}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *WatchPolicyRequest) GetPod() string {
@@ -148,7 +282,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -160,7 +294,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -173,7 +307,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Policy) GetYaml() []byte {
@@ -205,7 +339,7 @@ type CertifyRequest struct {
 
 func (x *CertifyRequest) Reset() {
 	*x = CertifyRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -217,7 +351,7 @@ func (x *CertifyRequest) String() string {
 func (*CertifyRequest) ProtoMessage() {}
 
 func (x *CertifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -230,7 +364,7 @@ func (x *CertifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertifyRequest.ProtoReflect.Descriptor instead.
 func (*CertifyRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{2}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CertifyRequest) GetCsr() []byte {
@@ -270,7 +404,7 @@ type CertifyResponse struct {
 
 func (x *CertifyResponse) Reset() {
 	*x = CertifyResponse{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +416,7 @@ func (x *CertifyResponse) String() string {
 func (*CertifyResponse) ProtoMessage() {}
 
 func (x *CertifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +429,7 @@ func (x *CertifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertifyResponse.ProtoReflect.Descriptor instead.
 func (*CertifyResponse) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{3}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CertifyResponse) GetLeaf() []byte {
@@ -348,7 +482,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +494,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +507,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{4}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{6}
 }
 
 type WatchBundleRequest struct {
@@ -384,7 +518,7 @@ type WatchBundleRequest struct {
 
 func (x *WatchBundleRequest) Reset() {
 	*x = WatchBundleRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +530,7 @@ func (x *WatchBundleRequest) String() string {
 func (*WatchBundleRequest) ProtoMessage() {}
 
 func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +543,7 @@ func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBundleRequest.ProtoReflect.Descriptor instead.
 func (*WatchBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{5}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{7}
 }
 
 // Bundle is the set of trust anchors a workload verifies peers against.
@@ -428,13 +562,17 @@ type Bundle struct {
 	// signed by another issuer than issuer_sha256 to renew now, at a random
 	// moment within this many seconds (so a fleet does not renew at once).
 	ReissueWindowSeconds int64 `protobuf:"varint,5,opt,name=reissue_window_seconds,json=reissueWindowSeconds,proto3" json:"reissue_window_seconds,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// jwt_authorities is the trust domain's JWT-SVID public keys as a JWKS
+	// (JSON), every key published and not retired; empty when the CA mints
+	// no JWT-SVIDs.
+	JwtAuthorities []byte `protobuf:"bytes,6,opt,name=jwt_authorities,json=jwtAuthorities,proto3" json:"jwt_authorities,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +584,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +597,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{6}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -497,6 +635,13 @@ func (x *Bundle) GetReissueWindowSeconds() int64 {
 	return 0
 }
 
+func (x *Bundle) GetJwtAuthorities() []byte {
+	if x != nil {
+		return x.JwtAuthorities
+	}
+	return nil
+}
+
 type ProxyStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// instance names this proxy process; it is random per start.
@@ -519,7 +664,7 @@ type ProxyStatus struct {
 
 func (x *ProxyStatus) Reset() {
 	*x = ProxyStatus{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +676,7 @@ func (x *ProxyStatus) String() string {
 func (*ProxyStatus) ProtoMessage() {}
 
 func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +689,7 @@ func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyStatus.ProtoReflect.Descriptor instead.
 func (*ProxyStatus) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{7}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProxyStatus) GetInstance() string {
@@ -604,7 +749,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +761,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +774,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{8}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{10}
 }
 
 type DestinationsRequest struct {
@@ -643,7 +788,7 @@ type DestinationsRequest struct {
 
 func (x *DestinationsRequest) Reset() {
 	*x = DestinationsRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +800,7 @@ func (x *DestinationsRequest) String() string {
 func (*DestinationsRequest) ProtoMessage() {}
 
 func (x *DestinationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +813,7 @@ func (x *DestinationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestinationsRequest.ProtoReflect.Descriptor instead.
 func (*DestinationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{9}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DestinationsRequest) GetSubscribe() []string {
@@ -698,7 +843,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +855,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +868,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{10}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Destination) GetAddress() string {
@@ -765,7 +910,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +922,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +935,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{11}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -818,7 +963,18 @@ var File_api_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_api_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"\x1eapi/identity/v1/identity.proto\x12\x12meshid.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n" +
+	"\x1eapi/identity/v1/identity.proto\x12\x12meshid.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n" +
+	"\x12MintJWTSVIDRequest\x12\x1a\n" +
+	"\baudience\x18\x01 \x03(\tR\baudience\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\"\xb0\x01\n" +
+	"\aJWTSVID\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x127\n" +
+	"\tissued_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"I\n" +
 	"\x12WatchPolicyRequest\x12\x10\n" +
 	"\x03pod\x18\x01 \x01(\tR\x03pod\x12!\n" +
 	"\fdefault_mode\x18\x02 \x01(\tR\vdefaultMode\"4\n" +
@@ -839,13 +995,14 @@ const file_api_identity_v1_identity_proto_rawDesc = "" +
 	"\vserver_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\"\x12\n" +
 	"\x10GetBundleRequest\"\x14\n" +
-	"\x12WatchBundleRequest\"\xb0\x01\n" +
+	"\x12WatchBundleRequest\"\xd9\x01\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
 	"\x03pem\x18\x02 \x01(\fR\x03pem\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12#\n" +
 	"\rissuer_sha256\x18\x04 \x01(\tR\fissuerSha256\x124\n" +
-	"\x16reissue_window_seconds\x18\x05 \x01(\x03R\x14reissueWindowSeconds\"\xba\x02\n" +
+	"\x16reissue_window_seconds\x18\x05 \x01(\x03R\x14reissueWindowSeconds\x12'\n" +
+	"\x0fjwt_authorities\x18\x06 \x01(\fR\x0ejwtAuthorities\"\xba\x02\n" +
 	"\vProxyStatus\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12#\n" +
 	"\rbundle_sha256\x18\x02 \x01(\tR\fbundleSha256\x12\x1f\n" +
@@ -871,13 +1028,14 @@ const file_api_identity_v1_identity_proto_rawDesc = "" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06meshed\x18\x02 \x01(\bR\x06meshed\x12\x1b\n" +
-	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId2\xb2\x03\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId2\x86\x04\n" +
 	"\bIdentity\x12R\n" +
 	"\aCertify\x12\".meshid.identity.v1.CertifyRequest\x1a#.meshid.identity.v1.CertifyResponse\x12M\n" +
 	"\tGetBundle\x12$.meshid.identity.v1.GetBundleRequest\x1a\x1a.meshid.identity.v1.Bundle\x12S\n" +
 	"\vWatchBundle\x12&.meshid.identity.v1.WatchBundleRequest\x1a\x1a.meshid.identity.v1.Bundle0\x01\x12Y\n" +
 	"\fReportStatus\x12\x1f.meshid.identity.v1.ProxyStatus\x1a(.meshid.identity.v1.ReportStatusResponse\x12S\n" +
-	"\vWatchPolicy\x12&.meshid.identity.v1.WatchPolicyRequest\x1a\x1a.meshid.identity.v1.Policy0\x012n\n" +
+	"\vWatchPolicy\x12&.meshid.identity.v1.WatchPolicyRequest\x1a\x1a.meshid.identity.v1.Policy0\x01\x12R\n" +
+	"\vMintJWTSVID\x12&.meshid.identity.v1.MintJWTSVIDRequest\x1a\x1b.meshid.identity.v1.JWTSVID2n\n" +
 	"\tDiscovery\x12a\n" +
 	"\x11WatchDestinations\x12'.meshid.identity.v1.DestinationsRequest\x1a\x1f.meshid.identity.v1.Destination(\x010\x01B5Z3github.com/meshid/meshid/api/identity/v1;identityv1b\x06proto3"
 
@@ -894,47 +1052,53 @@ func file_api_identity_v1_identity_proto_rawDescGZIP() []byte {
 }
 
 var file_api_identity_v1_identity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_api_identity_v1_identity_proto_goTypes = []any{
 	(Destination_Kind)(0),         // 0: meshid.identity.v1.Destination.Kind
-	(*WatchPolicyRequest)(nil),    // 1: meshid.identity.v1.WatchPolicyRequest
-	(*Policy)(nil),                // 2: meshid.identity.v1.Policy
-	(*CertifyRequest)(nil),        // 3: meshid.identity.v1.CertifyRequest
-	(*CertifyResponse)(nil),       // 4: meshid.identity.v1.CertifyResponse
-	(*GetBundleRequest)(nil),      // 5: meshid.identity.v1.GetBundleRequest
-	(*WatchBundleRequest)(nil),    // 6: meshid.identity.v1.WatchBundleRequest
-	(*Bundle)(nil),                // 7: meshid.identity.v1.Bundle
-	(*ProxyStatus)(nil),           // 8: meshid.identity.v1.ProxyStatus
-	(*ReportStatusResponse)(nil),  // 9: meshid.identity.v1.ReportStatusResponse
-	(*DestinationsRequest)(nil),   // 10: meshid.identity.v1.DestinationsRequest
-	(*Destination)(nil),           // 11: meshid.identity.v1.Destination
-	(*Endpoint)(nil),              // 12: meshid.identity.v1.Endpoint
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*MintJWTSVIDRequest)(nil),    // 1: meshid.identity.v1.MintJWTSVIDRequest
+	(*JWTSVID)(nil),               // 2: meshid.identity.v1.JWTSVID
+	(*WatchPolicyRequest)(nil),    // 3: meshid.identity.v1.WatchPolicyRequest
+	(*Policy)(nil),                // 4: meshid.identity.v1.Policy
+	(*CertifyRequest)(nil),        // 5: meshid.identity.v1.CertifyRequest
+	(*CertifyResponse)(nil),       // 6: meshid.identity.v1.CertifyResponse
+	(*GetBundleRequest)(nil),      // 7: meshid.identity.v1.GetBundleRequest
+	(*WatchBundleRequest)(nil),    // 8: meshid.identity.v1.WatchBundleRequest
+	(*Bundle)(nil),                // 9: meshid.identity.v1.Bundle
+	(*ProxyStatus)(nil),           // 10: meshid.identity.v1.ProxyStatus
+	(*ReportStatusResponse)(nil),  // 11: meshid.identity.v1.ReportStatusResponse
+	(*DestinationsRequest)(nil),   // 12: meshid.identity.v1.DestinationsRequest
+	(*Destination)(nil),           // 13: meshid.identity.v1.Destination
+	(*Endpoint)(nil),              // 14: meshid.identity.v1.Endpoint
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_api_identity_v1_identity_proto_depIdxs = []int32{
-	13, // 0: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
-	13, // 1: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
-	13, // 2: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
-	13, // 3: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
-	0,  // 4: meshid.identity.v1.Destination.kind:type_name -> meshid.identity.v1.Destination.Kind
-	12, // 5: meshid.identity.v1.Destination.endpoints:type_name -> meshid.identity.v1.Endpoint
-	3,  // 6: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
-	5,  // 7: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
-	6,  // 8: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
-	8,  // 9: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
-	1,  // 10: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
-	10, // 11: meshid.identity.v1.Discovery.WatchDestinations:input_type -> meshid.identity.v1.DestinationsRequest
-	4,  // 12: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
-	7,  // 13: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
-	7,  // 14: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
-	9,  // 15: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
-	2,  // 16: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
-	11, // 17: meshid.identity.v1.Discovery.WatchDestinations:output_type -> meshid.identity.v1.Destination
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	15, // 0: meshid.identity.v1.JWTSVID.issued_at:type_name -> google.protobuf.Timestamp
+	15, // 1: meshid.identity.v1.JWTSVID.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 2: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
+	15, // 3: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
+	15, // 4: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
+	15, // 5: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
+	0,  // 6: meshid.identity.v1.Destination.kind:type_name -> meshid.identity.v1.Destination.Kind
+	14, // 7: meshid.identity.v1.Destination.endpoints:type_name -> meshid.identity.v1.Endpoint
+	5,  // 8: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
+	7,  // 9: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
+	8,  // 10: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
+	10, // 11: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
+	3,  // 12: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
+	1,  // 13: meshid.identity.v1.Identity.MintJWTSVID:input_type -> meshid.identity.v1.MintJWTSVIDRequest
+	12, // 14: meshid.identity.v1.Discovery.WatchDestinations:input_type -> meshid.identity.v1.DestinationsRequest
+	6,  // 15: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
+	9,  // 16: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
+	9,  // 17: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
+	11, // 18: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
+	4,  // 19: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
+	2,  // 20: meshid.identity.v1.Identity.MintJWTSVID:output_type -> meshid.identity.v1.JWTSVID
+	13, // 21: meshid.identity.v1.Discovery.WatchDestinations:output_type -> meshid.identity.v1.Destination
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_api_identity_v1_identity_proto_init() }
@@ -948,7 +1112,7 @@ func file_api_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_identity_v1_identity_proto_rawDesc), len(file_api_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

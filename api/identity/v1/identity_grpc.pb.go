@@ -28,6 +28,7 @@ const (
 	Identity_WatchBundle_FullMethodName  = "/meshid.identity.v1.Identity/WatchBundle"
 	Identity_ReportStatus_FullMethodName = "/meshid.identity.v1.Identity/ReportStatus"
 	Identity_WatchPolicy_FullMethodName  = "/meshid.identity.v1.Identity/WatchPolicy"
+	Identity_MintJWTSVID_FullMethodName  = "/meshid.identity.v1.Identity/MintJWTSVID"
 )
 
 // IdentityClient is the client API for Identity service.
@@ -61,6 +62,14 @@ type IdentityClient interface {
 	// every change. The caller must present its X.509-SVID (mTLS) and name a
 	// pod that runs as that identity's service account.
 	WatchPolicy(ctx context.Context, in *WatchPolicyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Policy], error)
+	// MintJWTSVID signs a JWT-SVID for the identity the caller proves with
+	// its X.509-SVID (mTLS; no token review), for the audiences it names.
+	//
+	// Errors: UNAUTHENTICATED (no client certificate that verifies),
+	// PERMISSION_DENIED (spiffe_id names another identity, or a reserved
+	// one), INVALID_ARGUMENT (no audience, an empty or "*" audience, a TTL
+	// above the CA's cap), UNAVAILABLE (the CA has no signing key yet; retry).
+	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*JWTSVID, error)
 }
 
 type identityClient struct {
@@ -139,6 +148,16 @@ func (c *identityClient) WatchPolicy(ctx context.Context, in *WatchPolicyRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Identity_WatchPolicyClient = grpc.ServerStreamingClient[Policy]
 
+func (c *identityClient) MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*JWTSVID, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JWTSVID)
+	err := c.cc.Invoke(ctx, Identity_MintJWTSVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IdentityServer is the server API for Identity service.
 // All implementations must embed UnimplementedIdentityServer
 // for forward compatibility.
@@ -170,6 +189,14 @@ type IdentityServer interface {
 	// every change. The caller must present its X.509-SVID (mTLS) and name a
 	// pod that runs as that identity's service account.
 	WatchPolicy(*WatchPolicyRequest, grpc.ServerStreamingServer[Policy]) error
+	// MintJWTSVID signs a JWT-SVID for the identity the caller proves with
+	// its X.509-SVID (mTLS; no token review), for the audiences it names.
+	//
+	// Errors: UNAUTHENTICATED (no client certificate that verifies),
+	// PERMISSION_DENIED (spiffe_id names another identity, or a reserved
+	// one), INVALID_ARGUMENT (no audience, an empty or "*" audience, a TTL
+	// above the CA's cap), UNAVAILABLE (the CA has no signing key yet; retry).
+	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*JWTSVID, error)
 	mustEmbedUnimplementedIdentityServer()
 }
 
@@ -194,6 +221,9 @@ func (UnimplementedIdentityServer) ReportStatus(context.Context, *ProxyStatus) (
 }
 func (UnimplementedIdentityServer) WatchPolicy(*WatchPolicyRequest, grpc.ServerStreamingServer[Policy]) error {
 	return status.Error(codes.Unimplemented, "method WatchPolicy not implemented")
+}
+func (UnimplementedIdentityServer) MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*JWTSVID, error) {
+	return nil, status.Error(codes.Unimplemented, "method MintJWTSVID not implemented")
 }
 func (UnimplementedIdentityServer) mustEmbedUnimplementedIdentityServer() {}
 func (UnimplementedIdentityServer) testEmbeddedByValue()                  {}
@@ -292,6 +322,24 @@ func _Identity_WatchPolicy_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Identity_WatchPolicyServer = grpc.ServerStreamingServer[Policy]
 
+func _Identity_MintJWTSVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MintJWTSVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServer).MintJWTSVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Identity_MintJWTSVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServer).MintJWTSVID(ctx, req.(*MintJWTSVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Identity_ServiceDesc is the grpc.ServiceDesc for Identity service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -310,6 +358,10 @@ var Identity_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportStatus",
 			Handler:    _Identity_ReportStatus_Handler,
+		},
+		{
+			MethodName: "MintJWTSVID",
+			Handler:    _Identity_MintJWTSVID_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
