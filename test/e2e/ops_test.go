@@ -70,7 +70,7 @@ func TestCheck(t *testing.T) {
 		status  string
 	}{
 		{name: "healthy", anchors: []*issuer.KeyPair{anchor}, issuer: good, code: 0},
-		{name: "expired anchor nothing uses", anchors: []*issuer.KeyPair{anchor, expired}, issuer: good, code: 0, row: "anchor 1 expired anchor", status: "WARN"},
+		{name: "expired anchor nothing uses", anchors: []*issuer.KeyPair{anchor, expired}, issuer: good, code: 1, row: "anchor 1 expired anchor"},
 		{name: "issuer from another anchor", anchors: []*issuer.KeyPair{anchor}, issuer: stranger, code: 1, row: "issuer"},
 		{name: "issuer expiring within the threshold", anchors: []*issuer.KeyPair{anchor}, issuer: late, code: 1, row: "issuer"},
 		{name: "missing bundle", anchors: nil, issuer: good, code: 1, row: "bundle"},
