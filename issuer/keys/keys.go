@@ -32,7 +32,7 @@ var ErrUnavailable = errors.New("keys: the issuer key is unavailable")
 
 // ErrUnsupported is returned by Open for a pkcs11: URI in a binary built
 // without cgo.
-var ErrUnsupported = errors.New("keys: this binary was built without PKCS#11 support (CGO_ENABLED=0); use a meshid-ca image built with cgo for --issuer-key pkcs11:")
+var ErrUnsupported = errors.New("keys: this binary was built without PKCS#11 support (CGO_ENABLED=0); use a meshid-ca image built with cgo for a pkcs11: --issuer-key")
 
 // Key is an issuer's private key, wherever it lives. It is a crypto.Signer
 // safe for concurrent use.
