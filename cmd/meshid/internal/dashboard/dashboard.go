@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -101,6 +102,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 	"date":  func(t time.Time) string { return t.UTC().Format("2006-01-02") },
 	"short": func(sha string) string { return sha[:min(len(sha), 12)] },
+	"join":  strings.Join,
 }).ParseFS(web, "web/*.html"))
 
 // Handler serves the pages, reading the cluster with c. port is the one
@@ -118,6 +120,7 @@ func Handler(o *Options, c *kube.Clients, port int) http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/trust", http.StatusFound) })
 	mux.HandleFunc("GET /trust", s.trust)
 	mux.HandleFunc("GET /fleet", s.fleet)
+	mux.HandleFunc("GET /policy", s.policy)
 	mux.Handle("GET /web/", http.FileServerFS(web))
 	return hosts(port, headers(mux))
 }
