@@ -11,7 +11,7 @@ import (
 
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/cmd/meshid/internal/check/checktest"
-	"github.com/meshid/meshid/cmd/meshid/internal/dashboard/dashboardtest"
+	"github.com/meshid/meshid/cmd/meshid/dashboardtest"
 )
 
 var screenshots = flag.String("screenshots", "", "write the pages' screenshots into this directory (test/e2e's TestDashboard writes those of docs/images, from a real cluster)")

@@ -38,8 +38,8 @@ type Options struct {
 	Connect kube.Connect
 	// Clock tells the pages the time; nil means the real clock.
 	Clock clock.PassiveClock
-	// Refresh is how often the pages' script fetches them again; 0 means
-	// 10 s.
+	// Refresh is how often the pages' script fetches them again
+	// (--refresh); 0 means 10 s.
 	Refresh time.Duration
 	// Log receives the server's errors; nil means standard error in Run
 	// and nothing in Handler.
@@ -57,6 +57,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		return cli.Usagef("--port %d: use 0 to 65535", o.Port)
+	}
+	if o.Refresh < 0 || (o.Refresh > 0 && o.Refresh < 100*time.Millisecond) {
+		return cli.Usagef("--refresh %s: use 100ms or more (the pages fetch themselves that often)", o.Refresh)
 	}
 	return nil
 }

@@ -2,7 +2,9 @@
 // Chromium (Debian's chromium, through chromedp): it starts the browser,
 // collects every console error, warning and exception, and saves
 // screenshots. The dashboard's own tests and the e2e test against a real
-// control plane share it. It is test material: only tests import it.
+// control plane (test/e2e) share it, which is why it is not under
+// cmd/meshid/internal. It is test material: only tests import it, and it
+// imports nothing of meshid's.
 package dashboardtest
 
 import (
