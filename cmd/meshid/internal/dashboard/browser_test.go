@@ -10,8 +10,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/ca/fleet"
-	"github.com/meshid/meshid/cmd/meshid/internal/check/checktest"
 	"github.com/meshid/meshid/cmd/meshid/dashboardtest"
+	"github.com/meshid/meshid/cmd/meshid/internal/check/checktest"
 )
 
 var screenshots = flag.String("screenshots", "", "write the pages' screenshots into this directory (test/e2e's TestDashboard writes those of docs/images, from a real cluster)")
