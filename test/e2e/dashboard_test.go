@@ -47,14 +47,17 @@ func TestDashboard(t *testing.T) {
 	for _, sa := range []string{"web", "db", "evil"} {
 		serviceAccount(t, ns, sa)
 	}
-	dbIn, webOut, evilOut := freeAddr(t), freeAddr(t), freeAddr(t)
+	dbIn, webIn, webOut, evilOut := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	_, dbPort, _ := strings.Cut(dbIn, ":")
-	// db-0 runs its proxy with these arguments, and says so in its Pod as
-	// an injected pod does: the matrix reads them there.
+	_, webPort, _ := strings.Cut(webIn, ":")
+	// db-0 and web-0 run their proxies with these arguments, and say so in
+	// their Pods as injected pods do: the matrix reads them there.
 	dbArgs := []string{"--inbound=" + dbIn + "=" + app(t, "db"), "--policy-from-ca", "--pod-name=db-0", "--default-mode=deny"}
+	webArgs := []string{"--outbound=" + webOut + "=" + dbIn, "--inbound=" + webIn + "=" + app(t, "web"), "--policy-from-ca", "--pod-name=web-0", "--default-mode=all-unauthenticated"}
 	meshedPod(t, ns, "db-0", "db", "db", dbArgs)
+	meshedPod(t, ns, "web-0", "web", "web", webArgs)
 	db := startProxy(t, ca, ns, "db", dbArgs...)
-	startProxy(t, ca, ns, "web", "--outbound", webOut+"="+dbIn)
+	startProxy(t, ca, ns, "web", webArgs...)
 	startProxy(t, ca, ns, "evil", "--outbound", evilOut+"="+dbIn)
 	dbID := "spiffe://cluster.local/ns/" + ns + "/sa/db"
 	webID, evilID := "spiffe://cluster.local/ns/"+ns+"/sa/web", "spiffe://cluster.local/ns/"+ns+"/sa/evil"
@@ -104,16 +107,17 @@ func TestDashboard(t *testing.T) {
 	}
 	b.Screenshot(t, *dashboardScreenshots, "dashboard-trust.png")
 
-	// Policy: no AuthorizationPolicy yet, so db's port is deny for all,
-	// as real connections say; one that allows web shows in the open page.
+	// Policy: no AuthorizationPolicy yet, so db's port (default deny)
+	// refuses everyone and web's (default all-unauthenticated) takes
+	// everyone, plain TCP too, as real connections say; a policy that
+	// allows web on db shows in the open page, and connections follow.
 	allowed := func(out string) bool { _, err := get(fresh, out, "x"); return err == nil }
 	open("/policy?namespace="+ns, "#matrix table")
-	column := "db-0:" + dbPort
-	cellIs := func(caller, verdict string) string {
+	cellIs := func(caller, column, verdict string) string {
 		return `(function (caller, col, want) {
   const t = document.querySelector("#matrix table");
   if (!t) { return "no matrix"; }
-  const i = Array.from(t.tHead.rows[0].cells).findIndex(h => h.textContent.startsWith(col + "deny") || h.textContent.startsWith(col));
+  const i = Array.from(t.tHead.rows[0].cells).findIndex(h => h.firstChild && h.firstChild.textContent === col);
   if (i < 0) { return "no column " + col; }
   for (const r of t.tBodies[0].rows) {
     if (r.cells[0].textContent === caller) { return r.cells[i].textContent === want ? "" : caller + ": " + r.cells[i].textContent + " (" + r.cells[i].title + ")"; }
@@ -121,17 +125,29 @@ func TestDashboard(t *testing.T) {
   return "no row " + caller;
 })(` + js(caller) + `, ` + js(column) + `, ` + js(verdict) + `)`
 	}
-	pageSays("no policy: web denied", 10*time.Second, cellIs(webID, "deny"))
-	pageSays("no policy: evil denied", time.Second, cellIs(evilID, "deny"))
+	dbCol, webCol := "db-0:"+dbPort, "web-0:"+webPort
+	pageSays("no policy: web denied on db", 10*time.Second, cellIs(webID, dbCol, "deny"))
+	pageSays("no policy: evil denied on db", time.Second, cellIs(evilID, dbCol, "deny"))
+	pageSays("no policy: plain denied on db", time.Second, cellIs("plain TCP (no certificate)", dbCol, "deny"))
+	pageSays("web's default all-unauthenticated: evil allowed", time.Second, cellIs(evilID, webCol, "allow"))
+	pageSays("web's default all-unauthenticated: plain allowed", time.Second, cellIs("plain TCP (no certificate)", webCol, "allow"))
 	if allowed(webOut) || allowed(evilOut) {
 		t.Fatalf("with no policy and default mode deny, web %v and evil %v reach db; the matrix says deny", allowed(webOut), allowed(evilOut))
+	}
+	// Plain TCP, as the matrix says: refused by db's proxy, let through
+	// to web's app.
+	if got, err := get(fresh, dbIn, "plain"); err == nil {
+		t.Fatalf("plain TCP reached db (%q); the matrix says deny", got)
+	}
+	if got, err := get(fresh, webIn, "plain"); err != nil || got != "hello from web: plain" {
+		t.Fatalf("plain TCP to web: %q, %v; the matrix says allow", got, err)
 	}
 	policyYAML := fmt.Sprintf("apiVersion: meshid.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: db\nspec:\n  selector:\n    matchLabels: {app: db}\n  port: %s\n  mode: deny\n  allow:\n  - serviceAccount: %s/web\n", dbPort, ns)
 	if out, err := kubectl(t, policyYAML, "apply", "-n", ns, "-f", "-"); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
-	took := pageSays("the policy in the matrix: web allowed", 10*time.Second, cellIs(webID, "allow"))
-	pageSays("evil still denied", time.Second, cellIs(evilID, "deny"))
+	took := pageSays("the policy in the matrix: web allowed on db", 10*time.Second, cellIs(webID, dbCol, "allow"))
+	pageSays("evil still denied on db", time.Second, cellIs(evilID, dbCol, "deny"))
 	t.Logf("policy page: the applied AuthorizationPolicy showed after %s", took.Round(time.Millisecond))
 	notReloaded("/policy")
 	eventually(t, 10*time.Second, func() error {

@@ -206,6 +206,29 @@ func TestFleetRotation(t *testing.T) {
 	}
 }
 
+// TestFleetRotationStuck: a stage waiting past its deadline is reported
+// stuck, with what to do, as rotate-anchor status says; finished stages
+// show what they took.
+func TestFleetRotationStuck(t *testing.T) {
+	w := checktest.New(t, now)
+	next := pkitest.CA(t, nil, "next anchor", now.Add(-time.Hour), checktest.Year)
+	state, _ := json.Marshal(rotator.State{Stage: rotator.SwitchIssuer, Started: now.Add(-time.Hour), StageStarted: now.Add(-20 * time.Minute),
+		OldBundle: string(w.Anchor.CertPEM()), NewAnchor: string(next.CertPEM()), Timings: map[rotator.Stage]string{rotator.Add: "40m0s"},
+		Wait: &rotator.StoredWait{Goal: "every CA replica signing with the new issuer", Since: now.Add(-20 * time.Minute), Deadline: now.Add(-10 * time.Minute)}})
+	w.Objects = append(w.Objects, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: checktest.NS, Name: rotator.StateConfigMap}, Data: map[string]string{rotator.StateKey: string(state)}})
+	_, page := get(t, serve(t, w)+"/fleet", "")
+	for _, want := range []string{
+		`<li class="progress-done" data-stage="Add"><strong>Add</strong> done, took 40m0s`,
+		`<li class="progress-current" data-stage="SwitchIssuer">`,
+		"Stuck: stage SwitchIssuer has waited for every CA replica signing with the new issuer since",
+		"<code>meshid rotate-anchor resume</code>",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the fleet page lacks %q:\n%s", want, page)
+		}
+	}
+}
+
 // TestFleetNoRotation: with no rotation stored the page says so.
 func TestFleetNoRotation(t *testing.T) {
 	_, page := get(t, serve(t, checktest.New(t, now))+"/fleet", "")
