@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,8 +17,13 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshid/meshid/bundle"
@@ -223,6 +229,27 @@ func TestFleetRotationStuck(t *testing.T) {
 		"Stuck: stage SwitchIssuer has waited for every CA replica signing with the new issuer since",
 		"<code>meshid rotate-anchor resume</code>",
 	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the fleet page lacks %q:\n%s", want, page)
+		}
+	}
+}
+
+// TestFleetRotationForbidden: when the operator may not read the
+// rotation, the section says why, and the proxies are still listed.
+func TestFleetRotationForbidden(t *testing.T) {
+	w := checktest.New(t, now)
+	w.Fleet = []fleet.Proxy{w.Reported(t, checktest.Web, "aaaa000000000001")}
+	w.React = func(c *fake.Clientset) {
+		c.PrependReactor("get", "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if name := a.(k8stesting.GetAction).GetName(); name == rotator.StateConfigMap {
+				return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, name, errors.New("no RBAC rule allows it"))
+			}
+			return false, nil, nil
+		})
+	}
+	_, page := get(t, serve(t, w)+"/fleet", "")
+	for _, want := range []string{`<p class="problem">read the rotation state: configmaps &#34;meshid-rotation&#34; is forbidden`, "what meshid rotate-anchor status reads, with your RBAC", checktest.Web.String()} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the fleet page lacks %q:\n%s", want, page)
 		}
