@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -75,7 +76,7 @@ func parseProxyArgs(args []string) (proxyArgs, error) {
 	var a proxyArgs
 	fs := pflag.NewFlagSet(inject.ContainerName, pflag.ContinueOnError)
 	fs.ParseErrorsAllowlist.UnknownFlags = true
-	fs.SetOutput(discard{})
+	fs.SetOutput(io.Discard)
 	fs.StringVar((*string)(&a.defaultMode), "default-mode", "", "")
 	fs.StringVar(&a.policyFile, "policy", "", "")
 	fs.BoolVar(&a.policyFromCA, "policy-from-ca", false, "")
@@ -85,10 +86,6 @@ func parseProxyArgs(args []string) (proxyArgs, error) {
 	err := fs.Parse(args)
 	return a, err
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // matrixOf computes the matrix of namespace ns from its pods, service
 // accounts and AuthorizationPolicies, as each pod's proxy would decide:
