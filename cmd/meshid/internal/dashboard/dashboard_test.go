@@ -28,6 +28,7 @@ import (
 
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
+	"github.com/meshid/meshid/cmd/internal/cli/clitest"
 	"github.com/meshid/meshid/cmd/meshid/internal/check"
 	"github.com/meshid/meshid/cmd/meshid/internal/check/checktest"
 	"github.com/meshid/meshid/cmd/meshid/internal/dashboard"
@@ -75,6 +76,28 @@ func get(t *testing.T, rawURL, host string) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// TestValidate: what cannot work is a usage error saying what to use.
+func TestValidate(t *testing.T) {
+	for _, tt := range []struct {
+		name, message string
+		change        func(*dashboard.Options)
+	}{
+		{"defaults", "", func(*dashboard.Options) {}},
+		{"ipv6 loopback", "", func(o *dashboard.Options) { o.Address = "::1" }},
+		{"not loopback", "the dashboard listens on loopback only", func(o *dashboard.Options) { o.Address = "0.0.0.0" }},
+		{"port", "use 0 to 65535", func(o *dashboard.Options) { o.Port = 70000 }},
+		{"refresh too often", "--refresh 10ms: use 100ms or more", func(o *dashboard.Options) { o.Refresh = 10 * time.Millisecond }},
+		{"negative refresh", "--refresh -1s", func(o *dashboard.Options) { o.Refresh = -time.Second }},
+		{"trust domain", "--trust-domain", func(o *dashboard.Options) { o.Check.TrustDomain = "Not A Domain" }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := &dashboard.Options{Address: "127.0.0.1", Port: 8099, Refresh: 10 * time.Second, Check: check.Options{TrustDomain: "cluster.local"}}
+			tt.change(o)
+			clitest.WantUsage(t, "Validate", o.Validate(), tt.message)
+		})
+	}
 }
 
 // TestHostRefused: a request naming another host (a DNS name rebound to
