@@ -63,7 +63,7 @@ func TestDashboard(t *testing.T) {
 	webID, evilID := "spiffe://cluster.local/ns/"+ns+"/sa/web", "spiffe://cluster.local/ns/"+ns+"/sa/evil"
 
 	base := startDashboard(t, "-n", ca.ns, "--deployment", "", "--refresh", "300ms")
-	b := dashboardtest.Start(t, 4*time.Minute)
+	b := dashboardtest.Start(t, 6*time.Minute) // bounds the whole test, under a loaded CI too
 	// pageSays polls the open page (no reload) until the script returns "".
 	pageSays := func(what string, timeout time.Duration, script string) time.Duration {
 		t.Helper()
