@@ -35,8 +35,8 @@ const proxyHeartbeat = 10 * time.Second
 // anchor) shows on the fleet page, lagging, within its report interval,
 // and the rotation's stages follow live to Done without a reload; an
 // AuthorizationPolicy applied shows in the matrix, which agrees with real
-// connections; markup in a policy and in the page's address renders as
-// text.
+// connections; markup in a policy, in the page's address and in the
+// namespace renders as text.
 func TestDashboard(t *testing.T) {
 	t.Parallel()
 	e := need(t)
@@ -172,6 +172,13 @@ func TestDashboard(t *testing.T) {
 	pageSays("the policy's markup as text", 10*time.Second, asText)
 	open("/policy?namespace="+url.QueryEscape(xss), "#matrix")
 	pageSays("the address's markup as text", 5*time.Second, asText)
+	// And a namespace named with markup: -n takes any string, and the
+	// trust page names it in check's rows.
+	xssBase := startDashboard(t, "-n", xss, "--deployment", "", "--refresh", "300ms")
+	if err := b.Open(xssBase+"/trust", "#checks"); err != nil {
+		t.Fatalf("/trust of namespace %q: %v", xss, err)
+	}
+	pageSays("the namespace's markup as text", 5*time.Second, asText)
 
 	// Fleet: the three proxies; then db frozen while a rotation adds an
 	// anchor: it lags, and shows so within its report interval.
