@@ -28,6 +28,8 @@ import (
 	"github.com/meshid/meshid/issuer/upstream"
 )
 
+var errDeleted = errors.New("it was deleted while meshid-ca waited")
+
 // Resource is the CertificateRequests' API resource.
 var Resource = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "certificaterequests"}
 
@@ -156,7 +158,8 @@ func Name(replica string, spki []byte) string {
 
 // Sign implements upstream.Authority: it creates (or, on a retry for the
 // same key, finds) the CertificateRequest, waits until it is Approved and
-// Ready, and deletes it once it is done with it, answered or not.
+// Ready, and deletes it once it is done with it, answered or not. A request
+// of that name for another key is left alone.
 func (a *Authority) Sign(ctx context.Context, req upstream.Request) (*upstream.Answer, error) {
 	csr, err := x509.ParseCertificateRequest(req.CSR)
 	if err != nil {
@@ -165,12 +168,11 @@ func (a *Authority) Sign(ctx context.Context, req upstream.Request) (*upstream.A
 	name := Name(a.cfg.Replica, csr.RawSubjectPublicKeyInfo)
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
-	defer a.delete(ctx, name)
-
 	cr, err := a.create(ctx, name, req, csr)
 	if err != nil {
 		return nil, err
 	}
+	defer a.delete(ctx, name)
 	done, err := a.wait(ctx, cr)
 	if err != nil {
 		return nil, err
@@ -238,7 +240,12 @@ func (a *Authority) wait(ctx context.Context, cr *cmapi.CertificateRequest) (*cm
 		}
 		// A change between the last read and the watch's start is not
 		// lost: read again now that the watch runs.
-		if u, err := res.Get(ctx, name, metav1.GetOptions{}); err == nil {
+		u, err := res.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			w.Stop()
+			return nil, a.notDone(ctx, cr, errDeleted)
+		}
+		if err == nil {
 			if got, err := decode(u); err == nil {
 				cr = got
 			}
@@ -270,7 +277,7 @@ func (a *Authority) follow(ctx context.Context, w watch.Interface, cr *cmapi.Cer
 			}
 			switch ev.Type {
 			case watch.Deleted:
-				return cr, errors.New("it was deleted while meshid-ca waited")
+				return cr, errDeleted
 			case watch.Error:
 				return cr, nil // an expired resourceVersion: watch again
 			}
@@ -285,8 +292,12 @@ func (a *Authority) follow(ctx context.Context, w watch.Interface, cr *cmapi.Cer
 	}
 }
 
-// notDone says why cr is not answered, naming the step it waits for.
+// notDone says why cr is not answered: err, or at the deadline the step it
+// waits for.
 func (a *Authority) notDone(ctx context.Context, cr *cmapi.CertificateRequest, err error) error {
+	if ctx.Err() == nil {
+		return fmt.Errorf("certmanager: wait for CertificateRequest %s/%s: %w", cr.Namespace, cr.Name, err)
+	}
 	step := "Approved (is an approver running: cert-manager's own, or approver-policy with a policy for meshid-ca?)"
 	if approved(cr) {
 		step = "Ready"
@@ -296,10 +307,7 @@ func (a *Authority) notDone(ctx context.Context, cr *cmapi.CertificateRequest, e
 			step += fmt.Sprintf(" (does %s exist, and does cert-manager watch %s?)", a.Describe(), a.cfg.Namespace)
 		}
 	}
-	if ctx.Err() != nil {
-		err = ctx.Err()
-	}
-	return fmt.Errorf("certmanager: CertificateRequest %s/%s is not %s: %w", cr.Namespace, cr.Name, step, err)
+	return fmt.Errorf("certmanager: CertificateRequest %s/%s is not %s: %w", cr.Namespace, cr.Name, step, ctx.Err())
 }
 
 // outcome says whether cr is done, and if it is refused, why.

@@ -299,6 +299,9 @@ func TestSignRetry(t *testing.T) {
 	if _, err := a.Sign(context.Background(), again); err == nil || !strings.Contains(err.Error(), "exists for another key") {
 		t.Fatalf("error %v, want one saying the name is taken by another key", err)
 	}
+	if _, err := c.Resource(certmanager.Resource).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{}); err != nil {
+		t.Errorf("the other key's request is gone (%v): Sign must delete only its own", err)
+	}
 }
 
 // TestSignRoots: with RootPEM, the roots are those and status.ca joins the
@@ -349,5 +352,34 @@ func TestNew(t *testing.T) {
 	}
 	if got, want := a.Describe(), "cert-manager ClusterIssuer vault (vault.example.com), requests in mesh"; got != want {
 		t.Errorf("Describe() = %q, want %q", got, want)
+	}
+}
+
+// TestSignDeleted: a request deleted while Sign waits (by hand, or with
+// its owner) is an error at once, not a wait until the timeout.
+func TestSignDeleted(t *testing.T) {
+	c := newClient()
+	res := c.Resource(certmanager.Resource).Namespace(ns)
+	w, err := res.Watch(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	go func() {
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Added {
+				_ = res.Delete(context.Background(), ev.Object.(*unstructured.Unstructured).GetName(), metav1.DeleteOptions{})
+				return
+			}
+		}
+	}()
+	req, _, _ := request(t)
+	start := time.Now()
+	_, err = newAuthority(t, c, nil).Sign(context.Background(), req)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "deleted while meshid-ca waited") {
+		t.Fatalf("error %v, want one saying the request went", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("Sign took %s to see the deletion", d)
 	}
 }
