@@ -46,10 +46,7 @@ func TestUpstreamCertManager(t *testing.T) {
 	t.Parallel()
 	e := need(t)
 	ctx := context.Background()
-	const ns = "meshid-cm-upstream"
-	if _, err := e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	ns := namespace(t, "meshid-cm-upstream")
 	startCertManager(t, ns)
 
 	// The organisation's PKI: a CA Issuer whose Secret holds the anchor.
