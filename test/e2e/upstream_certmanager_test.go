@@ -6,7 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -41,7 +43,8 @@ import (
 // afterwards. Then a request is Denied (an admission policy stands for a
 // policy approver: it keeps cert-manager's approver from approving, and the
 // test denies the request as approver-policy would): the Renewer says why
-// and keeps the intermediate in force.
+// and keeps the intermediate in force. A request nobody approves ends at
+// the timeout with an error that says so, and is deleted too.
 func TestUpstreamCertManager(t *testing.T) {
 	t.Parallel()
 	e := need(t)
@@ -73,7 +76,7 @@ spec: {ca: {secretName: corp-ca}}
 	}
 
 	a, err := certmanager.New(certmanager.Config{
-		Client: leastPrivilege(t, ns), Namespace: ns, IssuerName: "corp-ca", Replica: "meshid-ca-0", Timeout: 60 * time.Second,
+		Client: leastPrivilege(t, ns, "meshid-ca"), Namespace: ns, IssuerName: "corp-ca", Replica: "meshid-ca-0", Timeout: 60 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -177,17 +180,38 @@ spec: {ca: {secretName: corp-ca}}
 		t.Fatalf("the denial changed the issuer in force (%d in use, not after %s)", len(inUse), st.NotAfter)
 	}
 	requestsLeft(t, a, ns, 0)
+
+	// Nobody approves in time: Sign says so at its timeout and leaves no
+	// request behind.
+	slow, err := certmanager.New(certmanager.Config{
+		Client: leastPrivilege(t, ns, "meshid-ca-1"), Namespace: ns, IssuerName: "corp-ca", Replica: "meshid-ca-1", Timeout: 3 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := upstream.MemoryKeys{}.NewKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := upstream.NewRequest(key, pkix.Name{CommonName: "meshid issuer"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := slow.Sign(ctx, req); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "is not Approved (is an approver running") {
+		t.Fatalf("an unapproved request: %v; want a deadline that names the missing approval", err)
+	}
+	requestsLeft(t, slow, ns, 0)
 }
 
-// leastPrivilege is a client as the service account meshid-ca with the
-// Role docs/ca.md gives the cert-manager upstream, and nothing else.
-func leastPrivilege(t *testing.T, ns string) dynamic.Interface {
+// leastPrivilege is a client as the service account sa with the Role
+// docs/ca.md gives the cert-manager upstream, and nothing else.
+func leastPrivilege(t *testing.T, ns, sa string) dynamic.Interface {
 	t.Helper()
 	e := need(t)
 	ctx := context.Background()
-	serviceAccount(t, ns, "meshid-ca")
+	serviceAccount(t, ns, sa)
 	if _, err := e.client.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "meshid-ca-upstream"},
+		ObjectMeta: metav1.ObjectMeta{Name: sa + "-upstream"},
 		Rules: []rbacv1.PolicyRule{{
 			APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificaterequests"},
 			Verbs: []string{"create", "get", "watch", "delete"},
@@ -196,13 +220,13 @@ func leastPrivilege(t *testing.T, ns string) dynamic.Interface {
 		t.Fatal(err)
 	}
 	if _, err := e.client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "meshid-ca-upstream"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "meshid-ca-upstream"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "meshid-ca", Namespace: ns}},
+		ObjectMeta: metav1.ObjectMeta{Name: sa + "-upstream"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: sa + "-upstream"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", saKubeconfig(t, ns, "meshid-ca"))
+	cfg, err := clientcmd.BuildConfigFromFlags("", saKubeconfig(t, ns, sa))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +308,7 @@ func probeCSR(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := upstream.NewRequest(key, upstream.Request{}.Subject, time.Hour)
+	req, err := upstream.NewRequest(key, pkix.Name{CommonName: "policy probe"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
