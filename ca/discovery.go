@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
@@ -286,11 +287,29 @@ func (d *Discovery) endpoint(pod *corev1.Pod, addr netip.AddrPort) *identityv1.E
 	return ep
 }
 
-// WatchDestinations implements identityv1.DiscoveryServer.
+// WatchDestinations implements identityv1.DiscoveryServer. Nothing is sent
+// until the informers have synced; then the header identityv1.SyncedHeader,
+// then the answers.
 func (d *Discovery) WatchDestinations(stream identityv1.Discovery_WatchDestinationsServer) error {
 	ctx := stream.Context()
 	if _, err := d.cfg.Authenticate(ctx); err != nil {
 		return err
+	}
+	for !d.Synced() {
+		changed := d.changes()
+		if d.Synced() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.closed:
+			return status.Error(codes.Unavailable, "the CA is shutting down; reconnect to another replica")
+		case <-changed:
+		}
+	}
+	if err := stream.SendHeader(metadata.Pairs(identityv1.SyncedHeader, "true")); err != nil {
+		return fmt.Errorf("ca: send the discovery header: %w", err)
 	}
 	var (
 		mu   sync.Mutex
@@ -321,16 +340,14 @@ func (d *Discovery) WatchDestinations(stream identityv1.Discovery_WatchDestinati
 	for {
 		changed := d.changes()
 		var out []*identityv1.Destination
-		if d.Synced() {
-			mu.Lock()
-			for a, last := range subs {
-				if cur := d.Lookup(a); last == nil || !proto.Equal(last, cur) {
-					subs[a] = cur
-					out = append(out, cur)
-				}
+		mu.Lock()
+		for a, last := range subs {
+			if cur := d.Lookup(a); last == nil || !proto.Equal(last, cur) {
+				subs[a] = cur
+				out = append(out, cur)
 			}
-			mu.Unlock()
 		}
+		mu.Unlock()
 		for _, m := range out {
 			if err := stream.Send(m); err != nil {
 				return fmt.Errorf("ca: send destination: %w", err)

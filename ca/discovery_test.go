@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,12 +12,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
@@ -167,5 +171,73 @@ func TestWatchDestinations(t *testing.T) {
 	}
 	if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("a malformed address: %v, want InvalidArgument", err)
+	}
+}
+
+// TestWatchDestinationsWaitsForSync: a stream opened before the informers
+// synced gets no header and no answer until they have; then the synced
+// header comes first.
+func TestWatchDestinationsWaitsForSync(t *testing.T) {
+	client := fake.NewClientset(pod("web", "10.1.0.1", transparent))
+	release := make(chan struct{})
+	client.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		<-release // the first list of Pods is slow
+		return false, nil, nil
+	})
+	d, err := ca.NewDiscovery(ca.DiscoveryConfig{
+		Client: client, TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
+		Authenticate: func(context.Context) (spiffeid.ID, error) {
+			return spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web"), nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); _ = d.Run(runCtx) }()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(func() { unblock(); stop(); <-ran })
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	identityv1.RegisterDiscoveryServer(srv, d)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := identityv1.NewDiscoveryClient(conn).WatchDestinations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&identityv1.DestinationsRequest{Subscribe: []string{"10.1.0.1:8080"}}); err != nil {
+		t.Fatal(err)
+	}
+	header := make(chan metadata.MD, 1)
+	go func() { md, _ := stream.Header(); header <- md }()
+	select {
+	case md := <-header:
+		t.Fatalf("header %v before the informers synced", md)
+	case <-time.After(300 * time.Millisecond): // a bounded wait for something that must not happen
+	}
+	if d.Synced() {
+		t.Fatal("synced with the Pod list held back")
+	}
+	unblock()
+	if md := <-header; len(md.Get(identityv1.SyncedHeader)) == 0 {
+		t.Fatalf("header %v, want %s", md, identityv1.SyncedHeader)
+	}
+	msg, err := stream.Recv()
+	if err != nil || !msg.GetEndpoints()[0].GetMeshed() {
+		t.Fatalf("first answer after the sync: %v, %v; want the meshed pod", msg, err)
 	}
 }

@@ -185,6 +185,9 @@ type Proxy struct {
 	// is not loaded twice.
 	lastPolicy atomic.Pointer[[]byte]
 	tlsCache   tlsConfigs
+	// dests is the discovery cache Run made; nil when not transparent or
+	// when Transparent.Destinations was given.
+	dests *Destinations
 }
 
 // New returns a Proxy, or an error if cfg is invalid.
@@ -297,7 +300,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		t.Destinations = dests
+		t.Destinations, p.dests = dests, dests
 		p.metrics.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "meshid_proxy_discovery_connected", Help: "1 while the CA's discovery stream is up and answering, else 0.",
 		}, func() float64 {

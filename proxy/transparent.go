@@ -43,6 +43,10 @@ type Transparent struct {
 	// Node is the address probes come from (the pod's status.hostIP); the
 	// zero value admits no probe.
 	Node netip.Addr
+	// RedirectStateFile is where meshid-init wrote what it programmed and
+	// read back (redirect.WriteState), shown on /identity; empty means the
+	// redirect's state is unknown.
+	RedirectStateFile string
 	// DetectTimeout is how long an inbound connection may take to send its
 	// first bytes before it is taken as plain (a protocol where the server
 	// speaks first); 0 means 1 s.

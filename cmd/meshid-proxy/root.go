@@ -33,6 +33,7 @@ type options struct {
 	pod                      string
 	transparent              bool
 	egress, nodeIP           string
+	redirectState            string
 	probes                   []string
 	workloadAPI, adminListen string
 	workloadAPIAllow         []string
@@ -71,7 +72,7 @@ func (o *options) config() (proxy.Config, error) {
 		cfg.WorkloadAPIAllow = append(cfg.WorkloadAPIAllow, a)
 	}
 	if o.transparent {
-		t := &proxy.Transparent{Egress: proxy.Egress(o.egress)}
+		t := &proxy.Transparent{Egress: proxy.Egress(o.egress), RedirectStateFile: o.redirectState}
 		if o.nodeIP != "" {
 			if t.Node, err = netip.ParseAddr(o.nodeIP); err != nil {
 				return proxy.Config{}, cli.Usagef("--node-ip %q: want an IP address (the downward API's status.hostIP)", o.nodeIP)
@@ -86,8 +87,8 @@ func (o *options) config() (proxy.Config, error) {
 			t.Probes = append(t.Probes, proxy.Probe{Port: n, Path: path})
 		}
 		cfg.Transparent = t
-	} else if o.egress != "" || len(o.probes) > 0 {
-		return proxy.Config{}, cli.Usagef("--egress and --probe need --transparent")
+	} else if o.egress != "" || len(o.probes) > 0 || o.redirectState != "" {
+		return proxy.Config{}, cli.Usagef("--egress, --probe and --redirect-state-file need --transparent")
 	}
 	for _, s := range o.inbound {
 		listen, app, ok := strings.Cut(s, "=")
@@ -151,7 +152,10 @@ the trust bundle current from --trust-bundle-file and the CA's stream.
                               the peer's identity from the CA's discovery
                               stream, plain to unmeshed destinations unless
                               --egress deny-unmeshed; --probe PORT=PATH admits
-                              the kubelet's plain probes from --node-ip
+                              the kubelet's plain probes from --node-ip;
+                              --redirect-state-file shows on /identity what
+                              meshid-init programmed and read back (the proxy
+                              cannot read nftables: that takes NET_ADMIN)
 
 The policy file (YAML, re-read every --poll-interval; a bad version is refused
 and the last good one stays) sets a mode per inbound listen port - deny,
@@ -167,7 +171,9 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
     - namespace: monitoring
     - pattern: spiffe://cluster.local/ns/*/sa/prometheus
 
-/metrics, /ready (a valid certificate is held), /live and /identity are on
+/metrics, /ready (a valid certificate is held and, with --transparent, the
+CA's discovery stream has synced and is not stale), /live and /identity (the
+certificate, bundle, policy, redirect and discovery state) are on
 --admin-listen.
 
 ` + cli.ExitCodes),
@@ -197,6 +203,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringVar(&o.egress, "egress", "", "with --transparent: allow-unmeshed (default: plain to destinations outside the mesh) or deny-unmeshed")
 	fs.StringArrayVar(&o.probes, "probe", nil, "with --transparent: PORT=PATH of an HTTP probe the kubelet may make in plain from --node-ip (repeatable)")
 	fs.StringVar(&o.nodeIP, "node-ip", os.Getenv("HOST_IP"), "with --transparent: the node's address, where probes come from (default $HOST_IP)")
+	fs.StringVar(&o.redirectState, "redirect-state-file", "", "with --transparent: meshid-init's --state-file, shown on /identity")
 	fs.StringVar(&o.defaultMode, "default-mode", "", "mode of every inbound port when there is no --policy (default deny)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the bundle and policy files are checked for changes")
 	fs.StringVar(&o.workloadAPI, "workload-api", "", "serve the SPIFFE Workload API on unix:///PATH")

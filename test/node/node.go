@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -353,6 +354,16 @@ func (p *Pod) volumes(ctx context.Context, pod *corev1.Pod) (map[string]string, 
 			for _, item := range v.ConfigMap.Items {
 				files[item.Path] = []byte(cm.Data[item.Key])
 			}
+		case v.EmptyDir != nil:
+			// Writable by every container's user, as kubelet's are (0777).
+			if err := os.MkdirAll(dir, 0o777); err != nil {
+				return nil, fmt.Errorf("node: %w", err)
+			}
+			if err := os.Chmod(dir, 0o777); err != nil {
+				return nil, fmt.Errorf("node: %w", err)
+			}
+			dirs[v.Name] = dir
+			continue
 		default:
 			continue // the API server's own token volume, and volumes no test needs
 		}
@@ -380,9 +391,13 @@ func (p *Pod) start(pod *corev1.Pod, c corev1.Container, volumes map[string]stri
 	if bin == "" {
 		return nil, fmt.Errorf("node: no binary for container %s (image %s, command %v)", c.Name, c.Image, c.Command)
 	}
+	// The longest mount path first: one may be a prefix of another
+	// (/var/run/meshid and /var/run/meshid-redirect).
+	mountsLongestFirst := slices.Clone(c.VolumeMounts)
+	slices.SortStableFunc(mountsLongestFirst, func(a, b corev1.VolumeMount) int { return len(b.MountPath) - len(a.MountPath) })
 	var out []string
 	for _, a := range args {
-		for _, m := range c.VolumeMounts {
+		for _, m := range mountsLongestFirst {
 			if dir, ok := volumes[m.Name]; ok {
 				a = strings.ReplaceAll(a, m.MountPath, dir)
 			}
