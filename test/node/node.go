@@ -132,6 +132,11 @@ func (n *Node) HTTPClient() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: n.ns.DialContext, DisableKeepAlives: true}}
 }
 
+// DialContext connects from the node's address, as HTTPClient does.
+func (n *Node) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return n.ns.DialContext(ctx, network, addr)
+}
+
 // Close stops every pod and deletes its Pod object, removes the
 // namespaces and deletes the Node object; it is safe to call more than
 // once.
