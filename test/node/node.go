@@ -41,6 +41,11 @@ type Config struct {
 	// ReadyTimeout bounds the wait for a pod's readiness probes; 0 means
 	// 30 s.
 	ReadyTimeout time.Duration
+	// Pin, when set, is asked for every container: a command its binary
+	// runs under (taskset -c N, which execs it) and more environment
+	// (GOMAXPROCS=1), as the bench pins the servers it measures. Nil means
+	// none.
+	Pin func(container string) (prefix, env []string)
 }
 
 // Subnet of the pods of a node; the node holds the first address. Every
@@ -430,6 +435,13 @@ func (p *Pod) start(pod *corev1.Pod, c corev1.Container, volumes map[string]stri
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	fmt.Fprintf(logFile, "node: exec %s %s (env %s)\n", bin, strings.Join(out, " "), strings.Join(env[1:], " "))
+	if p.node.cfg.Pin != nil {
+		prefix, more := p.node.cfg.Pin(c.Name)
+		env = append(env, more...)
+		if len(prefix) > 0 {
+			bin, out = prefix[0], append(append(slices.Clone(prefix[1:]), bin), out...)
+		}
+	}
 	pr.cmd = exec.Command(bin, out...)
 	pr.cmd.Env, pr.cmd.Dir = env, p.dir
 	pr.cmd.Stdout, pr.cmd.Stderr = logFile, logFile
@@ -461,6 +473,16 @@ func (p *Pod) start(pod *corev1.Pod, c corev1.Container, volumes map[string]stri
 	}
 	p.procs = append(p.procs, pr)
 	return pr, nil
+}
+
+// PID is the process of container name, 0 when there is none.
+func (p *Pod) PID(name string) int {
+	for _, pr := range p.procs {
+		if pr.name == name && !pr.init {
+			return pr.cmd.Process.Pid
+		}
+	}
+	return 0
 }
 
 // waitReady runs every HTTP readiness probe of pod from the node's address

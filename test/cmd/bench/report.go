@@ -187,6 +187,9 @@ func (r *runner) report(only, out string, took time.Duration) string {
 			}
 		}
 		w("")
+		if s := r.transparentSection(); s != "" {
+			w("%s", s)
+		}
 	}
 	if len(r.notes) > 0 {
 		w("## Notes from this run")
