@@ -110,10 +110,14 @@ func (r *runner) transparentPaths(ctx context.Context, ca *caProc) ([]*path, fun
 		return fail(err)
 	}
 	return []*path{
-		{name: "direct-netns", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(skippedPort)), dial: u.DialContext},
-		{name: "transparent", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(meshedPort)), dial: web.DialContext,
-			procs: []*bench.Proc{bench.Attach("web-proxy", web.PID(inject.ContainerName)), bench.Attach("db-proxy", db.PID(inject.ContainerName))}},
-	}, n.Close, nil
+			{name: "direct-netns", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(skippedPort)), dial: u.DialContext},
+			{name: "transparent", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(meshedPort)), dial: web.DialContext,
+				procs: []*bench.Proc{bench.Attach("web-proxy", web.PID(inject.ContainerName)), bench.Attach("db-proxy", db.PID(inject.ContainerName))}},
+		}, func() {
+			// The pods' logs outlive the node, in the work folder (--keep).
+			_ = os.WriteFile(filepath.Join(r.work, "node.log"), []byte(n.Logs()), 0o600)
+			n.Close()
+		}, nil
 }
 
 // echoMain is `bench echo`: the app of the transparent pods, bench's echo
@@ -185,8 +189,8 @@ func (r *runner) transparentSection() string {
 	w("%s", transparentBegin)
 	w("### Transparent pair")
 	w("")
-	w("Measured %s, %d runs, in the same runs and rounds as the paths above. client in pod web → web's nftables redirect (meshid-init) → meshid-proxy --transparent (the original destination from SO_ORIGINAL_DST, who is behind it from its discovery cache, mTLS to db's SPIFFE ID) → the node's bridge → db's redirect → meshid-proxy --transparent (sniffs the meshid/1 ALPN, terminates, cluster-authenticated) → the app. Each pod is a network namespace on a bridge (test/node, the e2e harness), the pods injected by webhooks/inject, the proxies pinned to CPU %s with GOMAXPROCS=%d like the explicit pair, the app the same echo server. Its baseline, direct-netns, is a pod no proxy fronts calling the same app on a port the redirect skips, over the same bridge: the added figures of the transparent pair are over direct-netns, those of the explicit pair (meshid) and nginx over direct, on loopback.",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), r.runs, r.server.CPUs, r.server.GOMAXPROCS)
+	w("Measured %s, %d runs of %s; every row of these tables comes from the same runs, the paths taking turns round by round. client in pod web → web's nftables redirect (meshid-init) → meshid-proxy --transparent (the original destination from SO_ORIGINAL_DST, who is behind it from its discovery cache, mTLS to db's SPIFFE ID) → the node's bridge → db's redirect → meshid-proxy --transparent (sniffs the meshid/1 ALPN, terminates, cluster-authenticated) → the app. Each pod is a network namespace on a bridge (test/node, the e2e harness), the pods injected by webhooks/inject, the proxies pinned to CPU %s with GOMAXPROCS=%d like the explicit pair, the app the same echo server. Its baseline, direct-netns, is a pod no proxy fronts calling the same app on a port the redirect skips, over the same bridge: the added figures of the transparent pair are over direct-netns, those of the explicit pair (meshid) and nginx over direct, on loopback.",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), r.runs, r.duration, r.server.CPUs, r.server.GOMAXPROCS)
 	w("")
 	w("| path | p50 (ms) | p99 (ms) | p99.9 (ms) | added p50 | added p99 | added p99.9 |")
 	w("|---|---|---|---|---|---|---|")
@@ -211,7 +215,7 @@ func (r *runner) transparentSection() string {
 		}
 	}
 	w("")
-	w("New connections, as above (%d clients, one request per connection; the transparent pair's include the outbound proxy's discovery lookup, answered from its cache):", connWorkers)
+	w("New connections: %d clients each open a connection, send one request, read the response and close, for %s per run; the transparent pair's include the outbound proxy's SO_ORIGINAL_DST and discovery lookup (answered from its cache) and the inbound proxy's sniffing, and the clients of direct-netns and transparent enter the pod's network namespace for every dial (a thread switch the loopback paths do not pay):", connWorkers, r.duration)
 	w("")
 	w("| path | connections/s | vs raw crypto/tls |")
 	w("|---|---|---|")
