@@ -109,15 +109,15 @@ func (r *runner) transparentPaths(ctx context.Context, ca *caProc) ([]*path, fun
 	if err != nil {
 		return fail(err)
 	}
-	return []*path{
-			{name: "direct-netns", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(skippedPort)), dial: u.DialContext},
-			{name: "transparent", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(meshedPort)), dial: web.DialContext,
-				procs: []*bench.Proc{bench.Attach("web-proxy", web.PID(inject.ContainerName)), bench.Attach("db-proxy", db.PID(inject.ContainerName))}},
-		}, func() {
-			// The pods' logs outlive the node, in the work folder (--keep).
-			_ = os.WriteFile(filepath.Join(r.work, "node.log"), []byte(n.Logs()), 0o600)
-			n.Close()
-		}, nil
+	baseline := &path{name: "direct-netns", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(skippedPort)), dial: u.DialContext}
+	pair := &path{name: "transparent", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(meshedPort)), dial: web.DialContext,
+		procs: []*bench.Proc{bench.Attach("web-proxy", web.PID(inject.ContainerName)), bench.Attach("db-proxy", db.PID(inject.ContainerName))}}
+	stop := func() {
+		// The pods' logs outlive the node, in the work folder (--keep).
+		_ = os.WriteFile(filepath.Join(r.work, "node.log"), []byte(n.Logs()), 0o600)
+		n.Close()
+	}
+	return []*path{baseline, pair}, stop, nil
 }
 
 // echoMain is `bench echo`: the app of the transparent pods, bench's echo
