@@ -34,7 +34,11 @@ const (
 	transparentNS = "tp"
 	meshedPort    = 8080 // the app's port the redirect sends to the proxy
 	skippedPort   = 8081 // the same app on a port meshid-init skips
-	echoImage     = "bench-echo"
+	// The explicit listeners of the same proxies: web's outbound on its
+	// loopback, db's inbound (which the injector skips from the redirect).
+	explicitOutPort = 9000
+	explicitInPort  = 8443
+	echoImage       = "bench-echo"
 )
 
 // transparentPaths starts the node and its three pods (web and db
@@ -97,11 +101,19 @@ func (r *runner) transparentPaths(ctx context.Context, ca *caProc) ([]*path, fun
 		}
 		return n.Run(ctx, created)
 	}
-	db, err := run("db", "sa-1", true, map[string]string{sidecar.SkipInboundPortsAnnotation: fmt.Sprint(skippedPort)})
+	// db's proxy also has an explicit inbound listener, and web's an
+	// explicit outbound one to it: the explicit pair in the same pods, over
+	// the same bridge.
+	db, err := run("db", "sa-1", true, map[string]string{
+		sidecar.SkipInboundPortsAnnotation: fmt.Sprint(skippedPort),
+		inject.InboundAnnotation:           fmt.Sprintf("%d=%d", explicitInPort, meshedPort),
+	})
 	if err != nil {
 		return fail(err)
 	}
-	web, err := run("web", "sa-0", true, nil)
+	web, err := run("web", "sa-0", true, map[string]string{
+		inject.OutboundAnnotation: fmt.Sprintf("%d=%s;id=%s", explicitOutPort, net.JoinHostPort(db.IP.String(), fmt.Sprint(explicitInPort)), workloadID(transparentNS, 1)),
+	})
 	if err != nil {
 		return fail(err)
 	}
@@ -110,6 +122,8 @@ func (r *runner) transparentPaths(ctx context.Context, ca *caProc) ([]*path, fun
 		return fail(err)
 	}
 	baseline := &path{name: "direct-netns", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(skippedPort)), dial: u.DialContext}
+	explicit := &path{name: "explicit-netns", echo: fmt.Sprintf("127.0.0.1:%d", explicitOutPort), dial: web.DialContext,
+		procs: []*bench.Proc{bench.Attach("web-proxy", web.PID(inject.ContainerName)), bench.Attach("db-proxy", db.PID(inject.ContainerName))}}
 	pair := &path{name: "transparent", echo: net.JoinHostPort(db.IP.String(), fmt.Sprint(meshedPort)), dial: web.DialContext,
 		procs: []*bench.Proc{bench.Attach("web-proxy", web.PID(inject.ContainerName)), bench.Attach("db-proxy", db.PID(inject.ContainerName))}}
 	stop := func() {
@@ -117,7 +131,7 @@ func (r *runner) transparentPaths(ctx context.Context, ca *caProc) ([]*path, fun
 		_ = os.WriteFile(filepath.Join(r.work, "node.log"), []byte(n.Logs()), 0o600)
 		n.Close()
 	}
-	return []*path{baseline, pair}, stop, nil
+	return []*path{baseline, explicit, pair}, stop, nil
 }
 
 // echoMain is `bench echo`: the app of the transparent pods, bench's echo
@@ -184,17 +198,17 @@ func (r *runner) transparentSection() string {
 		}
 		return r.fig(name).String()
 	}
-	base := map[string]string{"transparent": "direct-netns", "meshid": "direct", "nginx": "direct"}
+	base := map[string]string{"transparent": "direct-netns", "explicit-netns": "direct-netns", "meshid": "direct", "nginx": "direct"}
 	added := func(p, q string) float64 { return med("lat/"+p+"/"+q) - med("lat/"+base[p]+"/"+q) }
 	w("%s", transparentBegin)
 	w("### Transparent pair")
 	w("")
-	w("Measured %s, %d runs of %s; every row of these tables comes from the same runs, the paths taking turns round by round. client in pod web → web's nftables redirect (meshid-init) → meshid-proxy --transparent (the original destination from SO_ORIGINAL_DST, who is behind it from its discovery cache, mTLS to db's SPIFFE ID) → the node's bridge → db's redirect → meshid-proxy --transparent (sniffs the meshid/1 ALPN, terminates, cluster-authenticated) → the app. Each pod is a network namespace on a bridge (test/node, the e2e harness), the pods injected by webhooks/inject, the proxies pinned to CPU %s with GOMAXPROCS=%d like the explicit pair, the app the same echo server. Its baseline, direct-netns, is a pod no proxy fronts calling the same app on a port the redirect skips, over the same bridge: the added figures of the transparent pair are over direct-netns, those of the explicit pair (meshid) and nginx over direct, on loopback.",
+	w("Measured %s, %d runs of %s; every row of these tables comes from the same runs, the paths taking turns round by round. client in pod web → web's nftables redirect (meshid-init) → meshid-proxy --transparent (the original destination from SO_ORIGINAL_DST, who is behind it from its discovery cache, mTLS to db's SPIFFE ID) → the node's bridge → db's redirect → meshid-proxy --transparent (sniffs the meshid/1 ALPN, terminates, cluster-authenticated) → the app. Each pod is a network namespace on a bridge (test/node, the e2e harness), the pods injected by webhooks/inject, the proxies pinned to CPU %s with GOMAXPROCS=%d like the explicit pair, the app the same echo server. Its baseline, direct-netns, is a pod no proxy fronts calling the same app on a port the redirect skips, over the same bridge. explicit-netns is the explicit pair in the same pods and proxies (web's app dials web's `--outbound` on loopback, to db's `--inbound`, which the redirect skips): the like-for-like comparison. The added figures of explicit-netns and transparent are over direct-netns, those of meshid (the explicit pair on loopback) and nginx over direct.",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), r.runs, r.duration, r.server.CPUs, r.server.GOMAXPROCS)
 	w("")
 	w("| path | p50 (ms) | p99 (ms) | p99.9 (ms) | added p50 | added p99 | added p99.9 |")
 	w("|---|---|---|---|---|---|---|")
-	for _, p := range []string{"direct", "direct-netns", "meshid", "transparent", "nginx"} {
+	for _, p := range []string{"direct", "meshid", "nginx", "direct-netns", "explicit-netns", "transparent"} {
 		if len(r.fig("lat/"+p+"/p50").Runs) == 0 {
 			continue
 		}
@@ -209,25 +223,28 @@ func (r *runner) transparentSection() string {
 	w("")
 	w("| proxies | CPU per request (µs) | context switches per request |")
 	w("|---|---|---|")
-	for _, p := range []string{"meshid", "transparent", "nginx"} {
+	for _, p := range []string{"meshid", "nginx", "explicit-netns", "transparent"} {
 		if len(r.fig("cpu/"+p).Runs) > 0 {
 			w("| %s | %s | %s |", p, cell("cpu/"+p), cell("switches/"+p))
 		}
 	}
 	w("")
-	w("New connections: %d clients each open a connection, send one request, read the response and close, for %s per run; the transparent pair's include the outbound proxy's SO_ORIGINAL_DST and discovery lookup (answered from its cache) and the inbound proxy's sniffing, and the clients of direct-netns and transparent enter the pod's network namespace for every dial (a thread switch the loopback paths do not pay):", connWorkers, r.duration)
+	w("New connections: %d clients each open a connection, send one request, read the response and close, for %s per run; the transparent pair's include the outbound proxy's SO_ORIGINAL_DST and discovery lookup (answered from its cache) and the inbound proxy's sniffing, and the clients of direct-netns, explicit-netns and transparent enter a pod's network namespace for every dial (a thread switch the loopback paths do not pay):", connWorkers, r.duration)
 	w("")
 	w("| path | connections/s | vs raw crypto/tls |")
 	w("|---|---|---|")
-	for _, p := range []string{"raw", "direct", "direct-netns", "meshid", "transparent", "nginx"} {
+	for _, p := range []string{"raw", "direct", "meshid", "nginx", "direct-netns", "explicit-netns", "transparent"} {
 		if len(r.fig("conns/"+p).Runs) > 0 {
 			w("| %s | %s | %s |", p, cell("conns/"+p), bench.Ratio(med("conns/"+p), med("conns/raw")))
 		}
 	}
 	w("")
-	w("Transparent against explicit (goal: within 10 %%, ≤ 110 %%): added p50 %s, added p99 %s, CPU per request %s; new connections/s %s.",
-		bench.Ratio(added("transparent", "p50"), added("meshid", "p50")), bench.Ratio(added("transparent", "p99"), added("meshid", "p99")),
-		bench.Ratio(med("cpu/transparent"), med("cpu/meshid")), bench.Ratio(med("conns/transparent"), med("conns/meshid")))
+	for _, vs := range []string{"explicit-netns", "meshid"} {
+		w("")
+		w("Transparent against %s (goal: within 10 %%, ≤ 110 %%): added p50 %s, added p99 %s, CPU per request %s; new connections/s %s.", vs,
+			bench.Ratio(added("transparent", "p50"), added(vs, "p50")), bench.Ratio(added("transparent", "p99"), added(vs, "p99")),
+			bench.Ratio(med("cpu/transparent"), med("cpu/"+vs)), bench.Ratio(med("conns/transparent"), med("conns/"+vs)))
+	}
 	w("%s", transparentEnd)
 	return b.String()
 }
