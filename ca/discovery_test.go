@@ -129,8 +129,9 @@ func mustText(t *testing.T, s string) *identityv1.Destination {
 
 // TestWatchDestinations: a subscription is answered at once and again when
 // what is behind the address changes; a malformed address is refused.
-func TestWatchDestinations(t *testing.T) {
-	d, client := discoveryFixture(t)
+// watch serves d on loopback and opens a WatchDestinations stream to it.
+func watch(ctx context.Context, t *testing.T, d *ca.Discovery) identityv1.Discovery_WatchDestinationsClient {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -144,12 +145,18 @@ func TestWatchDestinations(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	stream, err := identityv1.NewDiscoveryClient(conn).WatchDestinations(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return stream
+}
+
+func TestWatchDestinations(t *testing.T) {
+	d, client := discoveryFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream := watch(ctx, t, d)
 	if err := stream.Send(&identityv1.DestinationsRequest{Subscribe: []string{"10.1.0.2:8080"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -200,25 +207,9 @@ func TestWatchDestinationsWaitsForSync(t *testing.T) {
 	unblock := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(func() { unblock(); stop(); <-ran })
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	identityv1.RegisterDiscoveryServer(srv, d)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	stream, err := identityv1.NewDiscoveryClient(conn).WatchDestinations(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := watch(ctx, t, d)
 	if err := stream.Send(&identityv1.DestinationsRequest{Subscribe: []string{"10.1.0.1:8080"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -79,6 +79,40 @@ func pod(addr, id string) *identityv1.Destination {
 		Endpoints: []*identityv1.Endpoint{{Address: addr, Meshed: id != "", SpiffeId: id}}}
 }
 
+// serve serves a Discovery server on loopback.
+func serve(t *testing.T, d identityv1.DiscoveryServer) (*grpc.Server, string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	identityv1.RegisterDiscoveryServer(srv, d)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return srv, lis.Addr().String()
+}
+
+// open is a DestinationsConfig.Open to addr, that tells opened (when not
+// nil) of every stream it opens.
+func open(addr string, opened chan<- struct{}) func(ctx context.Context) (identityv1.Discovery_WatchDestinationsClient, func(), error) {
+	return func(ctx context.Context) (identityv1.Discovery_WatchDestinationsClient, func(), error) {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := identityv1.NewDiscoveryClient(conn).WatchDestinations(ctx)
+		if err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		if opened != nil {
+			opened <- struct{}{}
+		}
+		return s, func() { conn.Close() }, nil
+	}
+}
+
 func TestDestinations(t *testing.T) {
 	const web = "spiffe://cluster.local/ns/shop/sa/web"
 	f := &fakeDiscovery{push: make(chan *identityv1.Destination), breakc: make(chan struct{}), table: map[string]*identityv1.Destination{
@@ -89,31 +123,13 @@ func TestDestinations(t *testing.T) {
 		"10.0.0.11:80":  {Address: "10.0.0.11:80", Kind: identityv1.Destination_SERVICE},
 		"10.1.0.5:8080": pod("10.1.0.5:8080", "not-an-id"),
 	}}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	identityv1.RegisterDiscoveryServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	srv, addr := serve(t, f)
 
 	var now atomic.Pointer[time.Time]
 	start := time.Now()
 	now.Store(&start)
 	d, err := proxy.NewDestinations(proxy.DestinationsConfig{
-		Open: func(ctx context.Context) (identityv1.Discovery_WatchDestinationsClient, func(), error) {
-			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				return nil, nil, err
-			}
-			s, err := identityv1.NewDiscoveryClient(conn).WatchDestinations(ctx)
-			if err != nil {
-				conn.Close()
-				return nil, nil, err
-			}
-			return s, func() { conn.Close() }, nil
-		},
+		Open:         open(addr, nil),
 		MaxStale:     30 * time.Second,
 		MaxAddresses: 6,
 		Clock:        setClock{now: &now},
@@ -268,29 +284,10 @@ func (h *headerFirst) WatchDestinations(stream identityv1.Discovery_WatchDestina
 // its informers synced, and is at once after, though nothing was dialled.
 func TestDestinationsFreshOnHeader(t *testing.T) {
 	h := &headerFirst{synced: make(chan struct{})}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	identityv1.RegisterDiscoveryServer(srv, h)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	_, addr := serve(t, h)
 	opened := make(chan struct{}, 1)
 	d, err := proxy.NewDestinations(proxy.DestinationsConfig{
-		Open: func(ctx context.Context) (identityv1.Discovery_WatchDestinationsClient, func(), error) {
-			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				return nil, nil, err
-			}
-			s, err := identityv1.NewDiscoveryClient(conn).WatchDestinations(ctx)
-			if err != nil {
-				conn.Close()
-				return nil, nil, err
-			}
-			opened <- struct{}{}
-			return s, func() { conn.Close() }, nil
-		},
+		Open: open(addr, opened),
 	})
 	if err != nil {
 		t.Fatal(err)

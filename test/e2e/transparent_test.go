@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -459,45 +458,15 @@ func TestTransparentMesh(t *testing.T) {
 	})
 }
 
-// forward listens on the machine's loopback and carries each connection
-// to addr from the node's address: how a command run on this machine
-// (meshid check, meshid verify) reaches a pod, as from a host on the pod
-// network.
+// forward is node.Forward to addr, stopped at the test's end.
 func (m *transparentMesh) forward(addr string) string {
-	t := m.t
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	m.t.Helper()
+	at, stop, err := m.node.Forward(m.ctx, addr)
 	if err != nil {
-		t.Fatal(err)
+		m.t.Fatal(err)
 	}
-	t.Cleanup(func() { lis.Close() })
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := m.node.DialContext(m.ctx, "tcp", addr)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				done := make(chan struct{})
-				go func() {
-					_, _ = io.Copy(up, c)
-					if cw, ok := up.(interface{ CloseWrite() error }); ok {
-						_ = cw.CloseWrite()
-					}
-					close(done)
-				}()
-				_, _ = io.Copy(c, up)
-				<-done
-			}()
-		}
-	}()
-	return lis.Addr().String()
+	m.t.Cleanup(stop)
+	return at
 }
 
 // interception is the redirect and discovery part of a proxy's /identity.

@@ -283,14 +283,55 @@ func (p *Pod) forwardCA() error {
 				}
 				defer up.Close()
 				defer p.untrack(up)
-				done := make(chan struct{})
-				go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); close(done) }()
-				_, _ = io.Copy(c, up)
-				<-done
+				splice(c, up)
 			}()
 		}
 	}()
 	return nil
+}
+
+// splice copies c to up and up to c until both are done, passing c's
+// half-close on.
+func splice(c, up net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(up, c)
+		if cw, ok := up.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		close(done)
+	}()
+	_, _ = io.Copy(c, up)
+	<-done
+}
+
+// Forward listens on the machine's loopback and carries each connection
+// to addr from the node's address: how a command run on this machine
+// (meshid check, meshid verify) reaches a pod, as from a host on the pod
+// network. It returns the address and a func that stops listening.
+func (n *Node) Forward(ctx context.Context, addr string) (string, func(), error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("node: forward to %s: %w", addr, err)
+	}
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := n.DialContext(ctx, "tcp", addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				splice(c, up)
+			}()
+		}
+	}()
+	return lis.Addr().String(), func() { lis.Close() }, nil
 }
 
 // track records a connection of the CA forwarder; false means the pod is

@@ -192,12 +192,7 @@ func (r *runner) transparentSection() string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	med := func(name string) float64 { return r.fig(name).Median() }
-	cell := func(name string) string {
-		if len(r.fig(name).Runs) == 0 {
-			return "n/a"
-		}
-		return r.fig(name).String()
-	}
+	cell := r.cell
 	base := map[string]string{"transparent": "direct-netns", "explicit-netns": "direct-netns", "meshid": "direct", "nginx": "direct"}
 	added := func(p, q string) float64 { return med("lat/"+p+"/"+q) - med("lat/"+base[p]+"/"+q) }
 	w("%s", transparentBegin)
