@@ -234,11 +234,21 @@ func (r *runner) transparentSection() string {
 		}
 	}
 	w("")
+	ratio := func(a, b float64) string {
+		if a <= 0 || b <= 0 {
+			return "not comparable (an added figure is not above its baseline's: the run was too noisy)"
+		}
+		return bench.Ratio(a, b)
+	}
 	for _, vs := range []string{"explicit-netns", "meshid"} {
 		w("")
 		w("Transparent against %s (goal: within 10 %%, ≤ 110 %%): added p50 %s, added p99 %s, CPU per request %s; new connections/s %s.", vs,
-			bench.Ratio(added("transparent", "p50"), added(vs, "p50")), bench.Ratio(added("transparent", "p99"), added(vs, "p99")),
+			ratio(added("transparent", "p50"), added(vs, "p50")), ratio(added("transparent", "p99"), added(vs, "p99")),
 			bench.Ratio(med("cpu/transparent"), med("cpu/"+vs)), bench.Ratio(med("conns/transparent"), med("conns/"+vs)))
+	}
+	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
+		w("")
+		w("The machine's load average when these were written (1, 5, 15 min; it has %d CPUs): %s. Other work on it lengthens every path's tail alike, so the tails compare only within one run.", onlineCPUs(), strings.Join(strings.Fields(string(load))[:3], ", "))
 	}
 	w("%s", transparentEnd)
 	return b.String()
