@@ -238,6 +238,7 @@ func (d *Destinations) follow(ctx context.Context, backoff *rotation.Backoff, ev
 			return
 		}
 		if len(md.Get(identityv1.SyncedHeader)) > 0 {
+			backoff.Reset()
 			d.mu.Lock()
 			d.connected, d.updated = true, d.cfg.Clock.Now()
 			d.mu.Unlock()
