@@ -35,6 +35,7 @@ import (
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/authn"
 	"github.com/meshid/meshid/ca/endpoint"
+	"github.com/meshid/meshid/ca/external"
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
@@ -88,6 +89,11 @@ type Config struct {
 	Dynamic dynamic.Interface
 	// WatchPolicies serves AuthorizationPolicies to proxies (WatchPolicy).
 	WatchPolicies bool
+	// ExternalWorkloads serves JoinExternal and RenewExternal for the
+	// ExternalWorkloads (read and status written through Dynamic) with
+	// certificates of ExternalLeafTTL (0: DefaultExternalLeafTTL).
+	ExternalWorkloads bool
+	ExternalLeafTTL   time.Duration
 	// Discovery serves WatchDestinations to transparent proxies, from
 	// informers on Pods, Services and EndpointSlices (Client must list and
 	// watch them).
@@ -221,8 +227,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("a gRPC address is required (--listen)"))
 	}
 	errs = append(errs, c.validateFederation()...)
-	if c.LeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 {
-		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval)"))
+	if c.LeafTTL < 0 || c.ExternalLeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 {
+		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --external-leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval)"))
 	}
 	return errors.Join(errs...)
 }
@@ -301,8 +307,16 @@ func New(cfg Config) (*Service, error) {
 		}
 		watcher = policies.NewWatcher(cfg.Dynamic, cfg.Log)
 	}
+	var ext ExternalStore
+	if cfg.ExternalWorkloads {
+		if cfg.Dynamic == nil {
+			return nil, errors.New("ca: ExternalWorkloads needs a dynamic client")
+		}
+		ext = external.NewStore(cfg.Dynamic)
+	}
 	metrics := NewMetrics(store)
 	server, err := NewServer(ServerConfig{
+		External: ext, ExternalLeafTTL: cfg.ExternalLeafTTL,
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
 		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Clock: cfg.Clock, Log: cfg.Log,
 		Reserved: reserved,
