@@ -37,6 +37,8 @@ type options struct {
 	probes                   []string
 	workloadAPI, adminListen string
 	workloadAPIAllow         []string
+	external, joinTokenFile  string
+	stateDir                 string
 	profiling                bool
 	log                      cli.LogOptions
 }
@@ -56,6 +58,15 @@ func (o *options) config() (proxy.Config, error) {
 	}
 	if cfg.CAID, err = cli.CAID(o.caID, td); err != nil {
 		return proxy.Config{}, err
+	}
+	if o.external != "" {
+		ns, name, _ := strings.Cut(o.external, "/")
+		cfg.External = &proxy.External{Namespace: ns, Name: name, JoinTokenFile: o.joinTokenFile, StateDir: o.stateDir}
+		if o.tokenFile == defaultTokenFile {
+			cfg.TokenFile = "" // the pod's default; an external workload has none
+		}
+	} else if o.joinTokenFile != "" {
+		return proxy.Config{}, cli.Usagef("--join-token-file needs --external-workload NAMESPACE/NAME")
 	}
 	if o.workloadAPI != "" {
 		path, ok := strings.CutPrefix(o.workloadAPI, "unix://")
@@ -121,6 +132,9 @@ func (o *options) config() (proxy.Config, error) {
 	return cfg, nil
 }
 
+// defaultTokenFile is where the injected sidecar's projected token is.
+const defaultTokenFile = "/var/run/secrets/meshid/token"
+
 func newRootCommand(run func(ctx context.Context, o *options, cmd *cobra.Command) error) *cobra.Command {
 	o := &options{}
 	cmd := &cobra.Command{
@@ -146,6 +160,12 @@ the trust bundle current from --trust-bundle-file and the CA's stream.
                               others get PERMISSION_DENIED. path and sha256
                               need root or CAP_SYS_PTRACE to read another
                               user's /proc/PID/exe
+  --external-workload NS/NAME run on a machine outside the cluster as that
+                              ExternalWorkload: the first certificate comes
+                              from --join-token-file (meshid workload join),
+                              renewals are proved by the current certificate
+                              (mTLS), and both key and certificate are kept in
+                              --state-dir; no service-account token
   --transparent               serve the listeners meshid-init redirects the
                               pod's TCP to (:15006 inbound, 127.0.0.1:15001
                               outbound): mTLS to and from every meshed pod,
@@ -192,7 +212,10 @@ certificate, bundle, policy, redirect and discovery state) are on
 	fs.StringVar(&o.ca, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca gRPC address, or several replicas' addresses separated by commas (used round-robin, with failover)")
 	cli.AddCAIDFlag(fs, &o.caID)
 	fs.StringVar(&o.trustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain")
-	fs.StringVar(&o.tokenFile, "token-file", "/var/run/secrets/meshid/token", "projected service-account token (audience identity.meshid.dev), re-read for every request")
+	fs.StringVar(&o.tokenFile, "token-file", defaultTokenFile, "projected service-account token (audience identity.meshid.dev), re-read for every request")
+	fs.StringVar(&o.external, "external-workload", "", "NAMESPACE/NAME: run outside the cluster as this ExternalWorkload, with --join-token-file and --state-dir instead of a service-account token")
+	fs.StringVar(&o.joinTokenFile, "join-token-file", "", "with --external-workload: the one-time join token meshid workload join printed; read when no valid certificate is held")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/meshid-proxy", "with --external-workload: where the key (0600) and certificate are kept across restarts")
 	fs.StringVar(&o.bundleFile, "trust-bundle-file", "/var/run/meshid/ca-bundle.crt", "PEM trust anchors; re-read for changes")
 	fs.StringArrayVar(&o.inbound, "inbound", nil, "LISTEN=APP_ADDR (repeatable)")
 	fs.StringArrayVar(&o.outbound, "outbound", nil, "LISTEN=TARGET[,id=SPIFFE_ID] (repeatable)")
