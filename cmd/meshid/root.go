@@ -15,6 +15,7 @@ import (
 	"github.com/meshid/meshid/cmd/meshid/internal/inspect"
 	"github.com/meshid/meshid/cmd/meshid/internal/install"
 	"github.com/meshid/meshid/cmd/meshid/internal/verify"
+	"github.com/meshid/meshid/cmd/meshid/internal/workload"
 )
 
 // newRootCommand builds meshid. connect builds the Kubernetes clients of
@@ -44,7 +45,8 @@ when piped or with NO_COLOR set. Shell completion: meshid completion bash|zsh|fi
 		newVerifyCommand(connect, verify.Run),
 		newInstallCommand(connect, install.Run),
 		newRotateCommand(connect, anchor.Run),
-		newDashboardCommand(connect, dashboard.Run), // issue 22
+		newDashboardCommand(connect, dashboard.Run),                                // issue 22
+		newWorkloadCommand(connect, workload.Join, workload.Revoke, workload.List), // issue 21
 	)
 	cli.Setup(cmd)
 	return cmd
