@@ -1,0 +1,261 @@
+package e2e_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/ca/external"
+	"github.com/meshid/meshid/rotation"
+)
+
+// applyExternalWorkloadCRD installs the CRD meshid install renders.
+func applyExternalWorkloadCRD(t *testing.T) {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crd := filepath.Join(wd, "..", "..", "api", "workload", "crd", "meshid.dev_externalworkloads.yaml")
+	if out, err := kubectl(t, "", "apply", "--server-side", "-f", crd); err != nil {
+		t.Fatalf("apply the CRD: %v\n%s", err, out)
+	}
+	if out, err := kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/externalworkloads.meshid.dev"); err != nil {
+		t.Fatalf("CRD not established: %v\n%s", err, out)
+	}
+}
+
+func externalWorkload(t *testing.T, ns, name, sa string) {
+	t.Helper()
+	obj := fmt.Sprintf("apiVersion: meshid.dev/v1alpha1\nkind: ExternalWorkload\nmetadata:\n  name: %s\n  namespace: %s\n  labels:\n    app: %s\nspec:\n  serviceAccount: %s\n  addresses: [127.0.0.1]\n  ports:\n  - port: 8443\n    name: https\n", name, ns, name, sa)
+	if out, err := kubectl(t, obj, "apply", "-f", "-"); err != nil {
+		t.Fatalf("create ExternalWorkload %s/%s: %v\n%s", ns, name, err, out)
+	}
+}
+
+// joined is what meshid workload join -o json prints.
+type joined struct {
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+	Command []string  `json:"command"`
+}
+
+// joinToken runs meshid workload join -o json.
+func joinToken(t *testing.T, ca *caProcess, ns, name string, args ...string) joined {
+	t.Helper()
+	out, code := meshid(t, "", append([]string{"workload", "join", name, "-n", ns, "-o", "json", "--kubeconfig", need(t).cluster.Kubeconfig,
+		"--ca", ca.addr, "--ca-id", ca.id(t).String()}, args...)...)
+	if code != 0 {
+		t.Fatalf("meshid workload join: exit %d\n%s", code, out)
+	}
+	var j joined
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("meshid workload join -o json: %v\n%s", err, out)
+	}
+	return j
+}
+
+func extStatus(t *testing.T, ns, name string) map[string]any {
+	t.Helper()
+	out, err := kubectl(t, "", "get", "externalworkload", name, "-n", ns, "-o", "jsonpath={.status}")
+	if err != nil {
+		t.Fatalf("kubectl get: %v\n%s", err, out)
+	}
+	st := map[string]any{}
+	if out != "" {
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status %q: %v", out, err)
+		}
+	}
+	return st
+}
+
+func wantCode(t *testing.T, err error, code codes.Code, contains string) {
+	t.Helper()
+	if status.Code(err) != code || !strings.Contains(status.Convert(err).Message(), contains) {
+		t.Fatalf("got %v; want %s saying %q", err, code, contains)
+	}
+}
+
+// TestExternalWorkload: a meshid-proxy process outside any pod, with no
+// service-account token, joins as ExternalWorkload vm-1 with the command
+// meshid workload join printed, calls an in-cluster workload (db's proxy,
+// whose policy admits only vm-1's service account) with its CA-issued
+// identity, renews with its certificate (kept 0600 in its state dir), is
+// refused renewal after revoke, joins again with a new token, and after
+// its ExternalWorkload is deleted is refused renewal and cut off when its
+// last certificate expires.
+func TestExternalWorkload(t *testing.T) {
+	t.Parallel()
+	const ttl = 15 * time.Second
+	ca := startCA(t, "--external-workloads", "--external-leaf-ttl", ttl.String())
+	applyExternalWorkloadCRD(t)
+	ns := namespace(t, "ext")
+	serviceAccount(t, ns, "vm")
+	serviceAccount(t, ns, "db")
+	externalWorkload(t, ns, "vm-1", "vm")
+
+	dbApp := app(t, "db")
+	dbIn := freeAddr(t)
+	_, dbPort, _ := net.SplitHostPort(dbIn)
+	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, policyFile, fmt.Sprintf("ports:\n- port: %s\n  mode: deny\n  allow:\n  - serviceAccount: %s/vm\n", dbPort, ns))
+	startProxy(t, ca, ns, "db", "--inbound", dbIn+"="+dbApp, "--policy", policyFile)
+
+	machine := t.TempDir()
+	tokenFile, bundleFile, stateDir := filepath.Join(machine, "join-token"), filepath.Join(machine, "ca-bundle.crt"), filepath.Join(machine, "state")
+	if err := os.WriteFile(bundleFile, ca.anchor.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	admin, out := freeAddr(t), freeAddr(t)
+	dbID := "spiffe://cluster.local/ns/" + ns + "/sa/db"
+	j := joinToken(t, ca, ns, "vm-1", "--join-token-file", tokenFile, "--trust-bundle-file", bundleFile, "--state-dir", stateDir,
+		"--proxy-binary", "meshid-proxy", "--proxy-arg=--admin-listen="+admin, "--proxy-arg=--outbound="+out+"="+dbIn+",id="+dbID,
+		"--proxy-arg=--poll-interval=100ms")
+	if st := extStatus(t, ns, "vm-1"); st["join"] == nil || strings.Contains(fmt.Sprint(st), j.Token) {
+		t.Fatalf("status %v: want the pending token's hash, never the token", st)
+	}
+	if err := os.WriteFile(tokenFile, []byte(j.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if j.Command[0] != "meshid-proxy" || strings.Contains(strings.Join(j.Command, " "), "--token-file") {
+		t.Fatalf("printed command %q: want meshid-proxy with no --token-file", j.Command)
+	}
+	startProcess(t, "meshid-proxy", admin, j.Command[1:]...)
+	vmID := "spiffe://cluster.local/ns/" + ns + "/sa/vm"
+	ident := identityAt(t, fresh, "http://"+admin)
+	if ident.SPIFFEID != vmID {
+		t.Fatalf("the external proxy holds %s; want %s", ident.SPIFFEID, vmID)
+	}
+	if st := extStatus(t, ns, "vm-1"); st["join"] != nil || !strings.EqualFold(fmt.Sprint(st["serial"]), ident.Serial) {
+		t.Fatalf("status %v after the join: want the token used up and serial %s", st, ident.Serial)
+	}
+
+	t.Run("calls db under db's policy", func(t *testing.T) {
+		got, err := get(fresh, out, "ping")
+		if err != nil || got != "hello from db: ping" {
+			t.Fatalf("vm-1 -> db: %q, %v", got, err)
+		}
+	})
+	t.Run("key and certificate in the state dir", func(t *testing.T) {
+		fi, err := os.Stat(filepath.Join(stateDir, "svid.key"))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("svid.key: %v, %v; want mode 0600", fi, err)
+		}
+	})
+	t.Run("the token a second time", func(t *testing.T) {
+		_, err := rotation.JoinExternal(context.Background(), ca.client, ns, "vm-1", j.Token, time.Now())
+		wantCode(t, err, codes.PermissionDenied, "already used")
+	})
+	t.Run("renews with its certificate", func(t *testing.T) {
+		first := ident.Serial
+		eventually(t, 2*ttl, func() error {
+			now := identityAt(t, fresh, "http://"+admin)
+			if now.Serial == first {
+				return fmt.Errorf("still serial %s", first)
+			}
+			if st := extStatus(t, ns, "vm-1"); !strings.EqualFold(fmt.Sprint(st["serial"]), now.Serial) {
+				return fmt.Errorf("status serial %v, proxy's %s", st["serial"], now.Serial)
+			}
+			return nil
+		})
+		if v := ca.metric(t, `meshid_ca_external_certificates_issued_total{method="renew"}`); v < 1 {
+			t.Fatalf("renewals counted: %v", v)
+		}
+		if got, err := get(fresh, out, "after renewal"); err != nil || got != "hello from db: after renewal" {
+			t.Fatalf("vm-1 -> db after renewal: %q, %v", got, err)
+		}
+	})
+
+	t.Run("a certificate not issued to it", func(t *testing.T) {
+		// A pod's certificate of the same service account.
+		pod := svidClient(t, ca, ns, "vm")
+		_, err := rotation.RenewExternal(context.Background(), pod, "vm-1", time.Now())
+		wantCode(t, err, codes.PermissionDenied, "not the one meshid-ca issued last")
+		// No certificate at all.
+		_, err = rotation.RenewExternal(context.Background(), ca.client, "vm-1", time.Now())
+		wantCode(t, err, codes.Unauthenticated, "")
+	})
+
+	t.Run("tokens: another workload's, expired", func(t *testing.T) {
+		externalWorkload(t, ns, "vm-2", "vm")
+		j2 := joinToken(t, ca, ns, "vm-2")
+		_, err := rotation.JoinExternal(context.Background(), ca.client, ns, "vm-1", j2.Token, time.Now())
+		wantCode(t, err, codes.PermissionDenied, "for another workload")
+		// An expired token, written as meshid workload join would have.
+		tok, join, err := external.NewToken(time.Now().Add(-time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch := fmt.Sprintf(`{"status":{"join":{"sha256":%q,"expires":%q}}}`, join.SHA256, join.Expires.UTC().Format(time.RFC3339))
+		if o, err := kubectl(t, "", "patch", "externalworkload", "vm-2", "-n", ns, "--subresource=status", "--type=merge", "-p", patch); err != nil {
+			t.Fatalf("patch: %v\n%s", err, o)
+		}
+		_, err = rotation.JoinExternal(context.Background(), ca.client, ns, "vm-2", tok, time.Now())
+		wantCode(t, err, codes.PermissionDenied, "expired")
+	})
+
+	t.Run("revoked, then joined again", func(t *testing.T) {
+		o, code := meshid(t, "", "workload", "revoke", "vm-1", "-n", ns, "--kubeconfig", need(t).cluster.Kubeconfig)
+		if code != 0 || !strings.Contains(o, "stays valid for") {
+			t.Fatalf("meshid workload revoke: exit %d\n%s", code, o)
+		}
+		series := `meshid_ca_external_refused_total{method="renew",reason="certificate_not_issued_to_it"}`
+		before := ca.metric(t, series)
+		eventually(t, 2*ttl, func() error {
+			if v := ca.metric(t, series); v <= before {
+				return fmt.Errorf("%s = %v", series, v)
+			}
+			return nil
+		})
+		joins := ca.metric(t, `meshid_ca_external_certificates_issued_total{method="join"}`)
+		j3 := joinToken(t, ca, ns, "vm-1")
+		writeFile(t, tokenFile, j3.Token)
+		eventually(t, 2*ttl, func() error {
+			if v := ca.metric(t, `meshid_ca_external_certificates_issued_total{method="join"}`); v <= joins {
+				return fmt.Errorf("no new join (%v)", v)
+			}
+			return nil
+		})
+	})
+
+	t.Run("deleted: renewals refused, then cut off", func(t *testing.T) {
+		if o, err := kubectl(t, "", "delete", "externalworkload", "vm-1", "-n", ns); err != nil {
+			t.Fatalf("delete: %v\n%s", err, o)
+		}
+		deleted := time.Now()
+		// The certificate the proxy holds, from its state dir, is refused.
+		held, err := tls.LoadX509KeyPair(filepath.Join(stateDir, "svid.pem"), filepath.Join(stateDir, "svid.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := rotation.DialCA(ca.addr, ca.bundle.X509Bundle(trustDomain), ca.id(t), rotation.WithClientCertificate(&held))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = rotation.RenewExternal(context.Background(), identityv1.NewIdentityClient(conn), "vm-1", time.Now())
+		wantCode(t, err, codes.PermissionDenied, "does not exist")
+		eventually(t, 2*ttl, func() error {
+			if _, err := get(fresh, out, "after delete"); err == nil {
+				return fmt.Errorf("vm-1 still reaches db %s after its deletion", time.Since(deleted).Round(time.Second))
+			}
+			return nil
+		})
+		if v := ca.metric(t, `meshid_ca_external_refused_total{method="renew",reason="external_workload_gone"}`); v < 1 {
+			t.Fatalf("refused renewals after delete: %v", v)
+		}
+		t.Logf("cut off %s after the deletion (leaf TTL %s)", time.Since(deleted).Round(100*time.Millisecond), ttl)
+	})
+}
