@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/ca/external"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/sidecar"
 )
@@ -247,9 +248,12 @@ func (d *Discovery) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort)
 					continue
 				}
 				ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
-				if pod := d.podAt(ap.Addr().String()); pod != nil {
+				switch pod := d.podAt(ap.Addr().String()); {
+				case pod != nil:
 					eps = append(eps, d.endpoint(pod, ap))
-				} else {
+				case s.Labels[discoveryv1.LabelManagedBy] == external.ManagedBy:
+					eps = append(eps, d.externalEndpoint(s, ap))
+				default:
 					eps = append(eps, &identityv1.Endpoint{Address: ap.String()})
 				}
 			}
@@ -257,6 +261,18 @@ func (d *Discovery) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort)
 	}
 	slices.SortFunc(eps, func(a, b *identityv1.Endpoint) int { return strings.Compare(a.Address, b.Address) })
 	return slices.CompactFunc(eps, func(a, b *identityv1.Endpoint) bool { return a.Address == b.Address })
+}
+
+// externalEndpoint is an ExternalWorkload's address in a slice meshid-ca
+// published (external.Slices): its meshid-proxy terminates mTLS there as
+// the workload's service account.
+func (d *Discovery) externalEndpoint(s *discoveryv1.EndpointSlice, addr netip.AddrPort) *identityv1.Endpoint {
+	ep := &identityv1.Endpoint{Address: addr.String(), Meshed: true} // no valid ID: the caller refuses
+	id, err := identity.ServiceAccount{Namespace: s.Namespace, Name: s.Labels[external.ServiceAccountLabel]}.ID(d.cfg.TrustDomain)
+	if err == nil {
+		ep.SpiffeId = id.String()
+	}
+	return ep
 }
 
 // endpoint is pod at addr: meshed when its TCP is redirected to its proxy

@@ -25,6 +25,7 @@ import (
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/ca"
+	"github.com/meshid/meshid/ca/external"
 	"github.com/meshid/meshid/sidecar"
 )
 
@@ -64,6 +65,19 @@ func discoveryFixture(t *testing.T) (*ca.Discovery, *fake.Clientset) {
 				{Addresses: []string{"10.1.0.1"}},
 				{Addresses: []string{"10.1.0.7"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}},
 			},
+		},
+		&corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "vm"},
+			Spec: corev1.ServiceSpec{ClusterIP: "10.0.0.11", ClusterIPs: []string{"10.0.0.11"},
+				Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}}},
+		},
+		// Published by meshid-ca for ExternalWorkload vm-1 (external.Slices).
+		&discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "vm.vm-1", Labels: map[string]string{
+				discoveryv1.LabelServiceName: "vm", discoveryv1.LabelManagedBy: external.ManagedBy, external.ServiceAccountLabel: "vm"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("https"), Port: ptr.To[int32](8443), Protocol: ptr.To(corev1.ProtocolTCP)}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.10"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
 		},
 	)
 	d, err := ca.NewDiscovery(ca.DiscoveryConfig{
@@ -105,6 +119,8 @@ func TestDiscoveryLookup(t *testing.T) {
 		{"a finished pod no longer owns its address", "10.1.0.4:80", `address:"10.1.0.4:80" kind:EXTERNAL endpoints:{address:"10.1.0.4:80"}`},
 		{"a Service has its ready endpoints, on the target port", "10.0.0.10:80",
 			`address:"10.0.0.10:80" kind:SERVICE endpoints:{address:"10.1.0.1:8080" meshed:true spiffe_id:"spiffe://cluster.local/ns/shop/sa/web"} endpoints:{address:"10.1.0.2:8080"}`},
+		{"an ExternalWorkload behind a Service is meshed as its service account", "10.0.0.11:443",
+			`address:"10.0.0.11:443" kind:SERVICE endpoints:{address:"192.0.2.10:8443" meshed:true spiffe_id:"spiffe://cluster.local/ns/shop/sa/vm"}`},
 		{"a port the Service does not serve has nothing", "10.0.0.10:81", `address:"10.0.0.10:81" kind:EXTERNAL`},
 		{"an address outside the cluster", "192.0.2.1:443", `address:"192.0.2.1:443" kind:EXTERNAL endpoints:{address:"192.0.2.1:443"}`},
 	} {

@@ -91,7 +91,10 @@ type Config struct {
 	WatchPolicies bool
 	// ExternalWorkloads serves JoinExternal and RenewExternal for the
 	// ExternalWorkloads (read and status written through Dynamic) with
-	// certificates of ExternalLeafTTL (0: DefaultExternalLeafTTL).
+	// certificates of ExternalLeafTTL (0: DefaultExternalLeafTTL), and
+	// publishes their addresses as EndpointSlices of the Services that
+	// select them (external.Publisher; Client lists Services and writes
+	// EndpointSlices).
 	ExternalWorkloads bool
 	ExternalLeafTTL   time.Duration
 	// Discovery serves WatchDestinations to transparent proxies, from
@@ -382,6 +385,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	if s.discovery != nil {
 		g.Go(func() error { return s.discovery.Run(ctx) })
+	}
+	if s.cfg.ExternalWorkloads {
+		pub, err := external.NewPublisher(external.PublisherConfig{Kube: s.cfg.Client, Dynamic: s.cfg.Dynamic, Log: s.cfg.Log, Clock: s.cfg.Clock})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return pub.Run(ctx) })
 	}
 
 	limits := newCallerLimits(orDefault(s.cfg.MaxCallsPerCaller, DefaultMaxCallsPerCaller),

@@ -6,7 +6,11 @@
 // server at every call (no cache: a deleted or revoked object stops
 // renewals at once) and updates their status only if they have not
 // changed since (optimistic concurrency: a token is used once, even
-// against several CA replicas).
+// against several CA replicas). Slices and Publisher put the workloads'
+// addresses behind the Services that select them, as EndpointSlices
+// labelled managed-by externalworkloads.meshid.dev and owned by the
+// ExternalWorkload; discovery tells transparent proxies those endpoints
+// are meshed as the workload's service account.
 //
 // It imports api/ and identity; never rotation/, proxy/ or webhooks/.
 package external

@@ -10,6 +10,7 @@
 // It only builds objects; checking the trust material and applying the
 // objects are the caller's. It imports shared nouns (api/policy/crd and
 // api/workload/crd for the CRDs it installs, bundle for the bundle
-// ConfigMap's key and copy label) and ca/fleet (the fleet report names the
-// CA may write); it must not import proxy/ or webhooks/.
+// ConfigMap's key and copy label), ca/fleet (the fleet report names the
+// CA may write) and ca/external (the label of the EndpointSlices it may
+// write); it must not import proxy/ or webhooks/.
 package manifest

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -14,7 +15,9 @@ import (
 
 // TestExternalWorkloads: with External the CRD is rendered, meshid-ca runs
 // with --external-workloads and its TTL, and may get ExternalWorkloads and
-// update their status, nothing more; without it, none of that.
+// update their status, list Services and write EndpointSlices, its
+// EndpointSlice writes narrowed by an admission policy; without it, none
+// of that.
 func TestExternalWorkloads(t *testing.T) {
 	base := manifest.Options{Namespace: "mesh", Image: "ca:1", BundlePEM: []byte("anchors"), IssuerCertPEM: []byte("c"), IssuerKeyPEM: []byte("k")}
 	for _, ext := range []*manifest.External{nil, {LeafTTL: 30 * time.Minute}} {
@@ -24,7 +27,7 @@ func TestExternalWorkloads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var crd bool
+		var crd, narrowed bool
 		var rules []rbacv1.PolicyRule
 		for _, obj := range objs {
 			switch x := obj.(type) {
@@ -34,25 +37,31 @@ func TestExternalWorkloads(t *testing.T) {
 				}
 			case *rbacv1.ClusterRole:
 				rules = append(rules, x.Rules...)
+			case *admissionregistrationv1.ValidatingAdmissionPolicy:
+				if x.Name == manifest.CAExternalWritesPolicy("mesh") {
+					rule := x.Spec.MatchConstraints.ResourceRules[0].Rule
+					narrowed = slices.Equal(rule.APIGroups, []string{"discovery.k8s.io"}) && slices.Equal(rule.Resources, []string{"endpointslices"}) &&
+						strings.Contains(x.Spec.Validations[0].Expression, "externalworkloads.meshid.dev")
+				}
 			}
 		}
 		var got []string
 		for _, r := range rules {
 			for _, res := range r.Resources {
-				if slices.Contains(r.APIGroups, "meshid.dev") && (res == "externalworkloads" || res == "externalworkloads/status") {
+				if res == "externalworkloads" || res == "externalworkloads/status" || res == "endpointslices" && slices.Contains(r.Verbs, "create") {
 					got = append(got, res+":"+strings.Join(r.Verbs, ","))
 				}
 			}
 		}
 		args := manifest.Args(o)
 		if ext == nil {
-			if crd || len(got) > 0 || slices.Contains(args, "--external-workloads") {
-				t.Errorf("without External: crd %v, rules %v, args %v", crd, got, args)
+			if crd || narrowed || len(got) > 0 || slices.Contains(args, "--external-workloads") {
+				t.Errorf("without External: crd %v, policy %v, rules %v, args %v", crd, narrowed, got, args)
 			}
 			continue
 		}
-		want := []string{"externalworkloads:get", "externalworkloads/status:update"}
-		if !crd || !slices.Equal(got, want) || !slices.Contains(args, "--external-workloads") || !slices.Contains(args, "--external-leaf-ttl=30m0s") {
+		want := []string{"externalworkloads:get,list,watch", "externalworkloads/status:update", "endpointslices:list,create,update,delete"}
+		if !crd || !narrowed || !slices.Equal(got, want) || !slices.Contains(args, "--external-workloads") || !slices.Contains(args, "--external-leaf-ttl=30m0s") {
 			t.Errorf("with External: crd %v, rules %v (want %v), args %v", crd, got, want, args)
 		}
 	}

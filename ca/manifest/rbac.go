@@ -62,6 +62,9 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: CAName}, Subjects: subject},
 	}
 	fleetReport := fmt.Sprintf("object.metadata.name.startsWith(%q) && %s", fleet.ConfigMapPrefix, labelIs("object", fleet.Label, "true"))
+	if o.External != nil {
+		objs = append(objs, externalPolicy(o, meta("").Labels)...)
+	}
 	return append(objs, writesPolicy(CAWritesPolicy(o.Namespace), meta("").Labels, ServiceAccountUser(o.Namespace, CAName),
 		[]string{"configmaps"},
 		admissionregistrationv1.Validation{Expression: fleetReport,

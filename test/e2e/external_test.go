@@ -38,7 +38,7 @@ func applyExternalWorkloadCRD(t *testing.T) {
 
 func externalWorkload(t *testing.T, ns, name, sa string) {
 	t.Helper()
-	obj := fmt.Sprintf("apiVersion: meshid.dev/v1alpha1\nkind: ExternalWorkload\nmetadata:\n  name: %s\n  namespace: %s\n  labels:\n    app: %s\nspec:\n  serviceAccount: %s\n  addresses: [127.0.0.1]\n  ports:\n  - port: 8443\n    name: https\n", name, ns, name, sa)
+	obj := fmt.Sprintf("apiVersion: meshid.dev/v1alpha1\nkind: ExternalWorkload\nmetadata:\n  name: %s\n  namespace: %s\n  labels:\n    app: %s\nspec:\n  serviceAccount: %s\n  addresses: [127.0.0.1, 192.0.2.10]\n  ports:\n  - port: 8443\n    name: https\n", name, ns, name, sa)
 	if out, err := kubectl(t, obj, "apply", "-f", "-"); err != nil {
 		t.Fatalf("create ExternalWorkload %s/%s: %v\n%s", ns, name, err, out)
 	}
@@ -178,6 +178,22 @@ func TestExternalWorkload(t *testing.T) {
 		}
 	})
 
+	// The API server refuses loopback endpoints: only 192.0.2.10 is
+	// published (no traffic goes there; the slice is what is checked).
+	t.Run("published behind a Service that selects it", func(t *testing.T) {
+		svc := fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata:\n  name: vm\n  namespace: %s\nspec:\n  selector:\n    app: vm-1\n  ports:\n  - name: https\n    port: 443\n    targetPort: https\n", ns)
+		if o, err := kubectl(t, svc, "apply", "-f", "-"); err != nil {
+			t.Fatalf("create Service: %v\n%s", err, o)
+		}
+		eventually(t, 10*time.Second, func() error {
+			o, err := kubectl(t, "", "get", "endpointslice", "vm.vm-1", "-n", ns, "-o", "jsonpath={.metadata.labels.kubernetes\\.io/service-name} {.endpoints[0].addresses[0]} {.ports[0].port} {.endpoints[0].targetRef.kind} {.metadata.labels.meshid\\.dev/service-account}")
+			if err != nil || o != "vm 192.0.2.10 8443 ExternalWorkload vm" {
+				return fmt.Errorf("EndpointSlice vm.vm-1: %q, %v", o, err)
+			}
+			return nil
+		})
+	})
+
 	t.Run("a certificate not issued to it", func(t *testing.T) {
 		// A pod's certificate of the same service account.
 		pod := svidClient(t, ca, ns, "vm")
@@ -253,6 +269,14 @@ func TestExternalWorkload(t *testing.T) {
 			}
 			return nil
 		})
+		// Renewals changed vm-1's status many times; the slice was written
+		// once (an unchanged slice is not updated again).
+		if n := strings.Count(ca.logs(t), "EndpointSlice of an ExternalWorkload published"); n != 1 {
+			t.Errorf("the slice was written %d times; want once", n)
+		}
+		if o, err := kubectl(t, "", "get", "endpointslice", "-n", ns, "-l", "meshid.dev/external-workload=vm-1", "-o", "name"); err != nil || o != "" {
+			t.Fatalf("EndpointSlices of the deleted vm-1: %q, %v", o, err)
+		}
 		if v := ca.metric(t, `meshid_ca_external_refused_total{method="renew",reason="external_workload_gone"}`); v < 1 {
 			t.Fatalf("refused renewals after delete: %v", v)
 		}
