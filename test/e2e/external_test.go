@@ -14,9 +14,18 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/api/workload/v1alpha1"
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/external"
+	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/rotation"
 )
 
@@ -99,8 +108,8 @@ func wantCode(t *testing.T, err error, code codes.Code, contains string) {
 func TestExternalWorkload(t *testing.T) {
 	t.Parallel()
 	const ttl = 15 * time.Second
-	ca := startCA(t, "--external-workloads", "--external-leaf-ttl", ttl.String())
 	applyExternalWorkloadCRD(t)
+	ca := startCA(t, "--external-workloads", "--external-leaf-ttl", ttl.String())
 	ns := namespace(t, "ext")
 	serviceAccount(t, ns, "vm")
 	serviceAccount(t, ns, "db")
@@ -142,6 +151,20 @@ func TestExternalWorkload(t *testing.T) {
 		t.Fatalf("status %v after the join: want the token used up and serial %s", st, ident.Serial)
 	}
 
+	t.Run("listed as active", func(t *testing.T) {
+		o, code := meshid(t, "", "workload", "list", "-n", ns, "-o", "json", "--kubeconfig", need(t).cluster.Kubeconfig)
+		var rows []struct {
+			Name, State, Serial string
+			NotAfter            *time.Time `json:"not_after"`
+		}
+		if err := json.Unmarshal([]byte(o), &rows); code != 0 || err != nil || len(rows) != 1 || rows[0].Name != "vm-1" || rows[0].State != "active" ||
+			!strings.EqualFold(rows[0].Serial, ident.Serial) || rows[0].NotAfter == nil {
+			t.Fatalf("meshid workload list: exit %d, %v\n%s", code, err, o)
+		}
+		if o, code := meshid(t, "", "workload", "list", "-n", ns, "--kubeconfig", need(t).cluster.Kubeconfig); code != 0 || !strings.Contains(o, "vm-1") || !strings.Contains(o, "active") {
+			t.Fatalf("meshid workload list: exit %d\n%s", code, o)
+		}
+	})
 	t.Run("calls db under db's policy", func(t *testing.T) {
 		got, err := get(fresh, out, "ping")
 		if err != nil || got != "hello from db: ping" {
@@ -206,7 +229,11 @@ func TestExternalWorkload(t *testing.T) {
 
 	t.Run("tokens: another workload's, expired", func(t *testing.T) {
 		externalWorkload(t, ns, "vm-2", "vm")
-		j2 := joinToken(t, ca, ns, "vm-2")
+		unit, code := meshid(t, "", "workload", "join", "vm-2", "-n", ns, "--systemd", "--kubeconfig", need(t).cluster.Kubeconfig, "--ca", ca.addr)
+		if code != 0 || !strings.Contains(unit, "ExecStart=/usr/local/bin/meshid-proxy --external-workload "+ns+"/vm-2") || !strings.Contains(unit, "StateDirectoryMode=0700") || !strings.Contains(unit, "meshid-join-") {
+			t.Fatalf("meshid workload join --systemd: exit %d\n%s", code, unit)
+		}
+		j2 := joinToken(t, ca, ns, "vm-2") // replaces the token the unit's text printed
 		_, err := rotation.JoinExternal(context.Background(), ca.client, ns, "vm-1", j2.Token, time.Now())
 		wantCode(t, err, codes.PermissionDenied, "for another workload")
 		// An expired token, written as meshid workload join would have.
@@ -271,7 +298,9 @@ func TestExternalWorkload(t *testing.T) {
 		})
 		// Renewals changed vm-1's status many times; the slice was written
 		// once (an unchanged slice is not updated again).
-		if n := strings.Count(ca.logs(t), "EndpointSlice of an ExternalWorkload published"); n != 1 {
+		// (Other tests' CAs publish the slices of every namespace too: only
+		// this namespace's line is counted.)
+		if n := strings.Count(ca.logs(t), `"msg":"EndpointSlice of an ExternalWorkload published","endpointslice":"`+ns+`/vm.vm-1"`); n != 1 {
 			t.Errorf("the slice was written %d times; want once", n)
 		}
 		if o, err := kubectl(t, "", "get", "endpointslice", "-n", ns, "-l", "meshid.dev/external-workload=vm-1", "-o", "name"); err != nil || o != "" {
@@ -282,4 +311,123 @@ func TestExternalWorkload(t *testing.T) {
 		}
 		t.Logf("cut off %s after the deletion (leaf TTL %s)", time.Since(deleted).Round(100*time.Millisecond), ttl)
 	})
+}
+
+// TestInstalledExternalRBAC: meshid-ca, run with a real token of the
+// service account `meshid install --external-workloads` renders, under its
+// RBAC and admission policies, joins and renews an ExternalWorkload and
+// publishes its EndpointSlice; the same account is refused an EndpointSlice
+// that is not an ExternalWorkload's (by the policy) and deleting or
+// changing an ExternalWorkload (by RBAC).
+func TestInstalledExternalRBAC(t *testing.T) {
+	t.Parallel()
+	need(t)
+	ctx := context.Background()
+	ns := "meshid-rbac-ext"
+	dir := t.TempDir()
+	anchor := newAnchor(t, "rbac-ext anchor")
+	iss := newIssuer(t, anchor, "rbac-ext issuer")
+	key, _ := iss.KeyPEM()
+	for name, data := range map[string][]byte{"anchor.crt": anchor.CertPEM(), "issuer.crt": iss.CertPEM(), "issuer.key": key} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rendered, code := meshid(t, "", "install", "-n", ns, "--image", "example.invalid/meshid-ca:test", "--webhook=false", "--external-workloads",
+		"--anchor-cert", filepath.Join(dir, "anchor.crt"), "--issuer-cert", filepath.Join(dir, "issuer.crt"), "--issuer-key", filepath.Join(dir, "issuer.key"))
+	if code != 0 {
+		t.Fatalf("install: %s", rendered)
+	}
+	objects := renderedKinds(t, rendered, "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap", "Secret", "CustomResourceDefinition")
+	if out, err := kubectl(t, objects, "apply", "--server-side", "--force-conflicts", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	if out, err := kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/externalworkloads.meshid.dev"); err != nil {
+		t.Fatalf("CRD not established: %v\n%s", err, out)
+	}
+	caKubeconfig := saKubeconfig(t, ns, "meshid-ca")
+	addr, admin := freeAddr(t), freeAddr(t)
+	caProc := startProcess(t, "meshid-ca", admin, "--kubeconfig", caKubeconfig, "--namespace", ns,
+		"--issuer-secret", "meshid-issuer", "--trust-bundle", "meshid-trust-bundle", "--listen", addr, "--admin-listen", admin,
+		"--external-workloads", "--external-leaf-ttl", "1m", "--fleet-report-interval", "-1s")
+	ca := &caProcess{process: caProc, ns: ns, anchor: anchor, issuer: iss, addr: addr}
+	b, err := bundle.Parse(anchor.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.bundle = b
+	conn, err := rotation.DialCA(addr, b.X509Bundle(trustDomain), ca.id(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ca.client = identityv1.NewIdentityClient(conn)
+
+	wns := namespace(t, "ext-rbac")
+	serviceAccount(t, wns, "vm")
+	obj := fmt.Sprintf("apiVersion: meshid.dev/v1alpha1\nkind: ExternalWorkload\nmetadata:\n  name: vm-1\n  namespace: %[1]s\n  labels: {app: vm-1}\nspec:\n  serviceAccount: vm\n  addresses: [192.0.2.20]\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: vm\n  namespace: %[1]s\nspec:\n  selector: {app: vm-1}\n  ports:\n  - port: 443\n    targetPort: 8443\n", wns)
+	if out, err := kubectl(t, obj, "apply", "-f", "-"); err != nil {
+		t.Fatalf("create: %v\n%s", err, out)
+	}
+	j := joinToken(t, ca, wns, "vm-1")
+	got, err := rotation.JoinExternal(ctx, ca.client, wns, "vm-1", j.Token, time.Now())
+	if err != nil {
+		t.Fatalf("join under the rendered RBAC: %v\n%s", err, caProc.logs(t))
+	}
+	renewConn, err := rotation.DialCA(addr, b.X509Bundle(trustDomain), ca.id(t), rotation.WithClientCertificate(got.Certificate()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer renewConn.Close()
+	if _, err := rotation.RenewExternal(ctx, identityv1.NewIdentityClient(renewConn), "vm-1", time.Now()); err != nil {
+		t.Fatalf("renew under the rendered RBAC: %v", err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		o, err := kubectl(t, "", "get", "endpointslice", "vm.vm-1", "-n", wns, "-o", "jsonpath={.endpoints[0].addresses[0]}")
+		if err != nil || o != "192.0.2.20" {
+			return fmt.Errorf("EndpointSlice vm.vm-1: %q, %v", o, err)
+		}
+		return nil
+	})
+
+	caSA := saClient(t, ns, "meshid-ca")
+	foreign := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "not-ours", Namespace: wns, Labels: map[string]string{discoveryv1.LabelServiceName: "vm"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	eventually(t, 10*time.Second, func() error { // the policy takes a moment to load
+		_, err := caSA.DiscoveryV1().EndpointSlices(wns).Create(ctx, foreign, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), manifest.CAExternalWritesPolicy(ns)) {
+			return fmt.Errorf("an EndpointSlice not an ExternalWorkload's: %v; want refused by %s", err, manifest.CAExternalWritesPolicy(ns))
+		}
+		return nil
+	})
+	dyn, err := dynamic.NewForConfig(restConfig(t, caKubeconfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := dyn.Resource(v1alpha1.Resource).Namespace(wns)
+	if err := res.Delete(ctx, "vm-1", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}}); !apierrors.IsForbidden(err) {
+		t.Fatalf("meshid-ca deleting an ExternalWorkload: %v; want forbidden", err)
+	}
+	u, err := res.Get(ctx, "vm-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Update(ctx, u, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}}); !apierrors.IsForbidden(err) {
+		t.Fatalf("meshid-ca updating an ExternalWorkload's spec: %v; want forbidden", err)
+	}
+	if logs := caProc.logs(t); strings.Contains(logs, "forbidden") {
+		t.Fatalf("meshid-ca was refused something it needs:\n%s", logs)
+	}
+}
+
+func restConfig(t *testing.T, kubeconfig string) *rest.Config {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
