@@ -113,8 +113,9 @@ func (j *joiner) join(t *testing.T, name, token string) (*identityv1.CertifyResp
 	return j.server.JoinExternal(context.Background(), &identityv1.JoinExternalRequest{Namespace: "shop", Name: name, Token: token, Csr: csr(t)})
 }
 
-// holding is a context whose caller presents resp's certificate.
-func holding(t *testing.T, resp *identityv1.CertifyResponse) context.Context {
+// holding is a context in which the caller presents resp's certificate,
+// as after a TLS handshake with a client certificate.
+func holding(t testing.TB, resp *identityv1.CertifyResponse) context.Context {
 	t.Helper()
 	var chain []*x509.Certificate
 	for _, der := range append([][]byte{resp.GetLeaf()}, resp.GetIntermediates()...) {
