@@ -114,6 +114,10 @@ func TestExternalWorkload(t *testing.T) {
 	serviceAccount(t, ns, "vm")
 	serviceAccount(t, ns, "db")
 	externalWorkload(t, ns, "vm-1", "vm")
+	bad := fmt.Sprintf("apiVersion: meshid.dev/v1alpha1\nkind: ExternalWorkload\nmetadata:\n  name: bad\n  namespace: %s\nspec:\n  serviceAccount: vm\n  addresses: [db.example.com]\n", ns)
+	if o, err := kubectl(t, bad, "apply", "-f", "-"); err == nil || !strings.Contains(o, "addresses must be IP addresses") {
+		t.Fatalf("an ExternalWorkload with a host name for an address: %v\n%s", err, o)
+	}
 
 	dbApp := app(t, "db")
 	dbIn := freeAddr(t)

@@ -33,12 +33,15 @@ type ExternalWorkloadSpec struct {
 	// workload gets.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	ServiceAccount string `json:"serviceAccount"`
 
 	// Addresses are the IP addresses the workload is reached at.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=45
+	// +kubebuilder:validation:XValidation:rule="self.all(a, isIP(a))",message="addresses must be IP addresses (IPv4 or IPv6), not host names"
 	Addresses []string `json:"addresses,omitempty"`
 
 	// Ports are the ports it serves on those addresses.
