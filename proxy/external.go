@@ -157,6 +157,10 @@ func (p *Proxy) join(ctx context.Context, c identityv1.IdentityClient, now time.
 	if err != nil {
 		return nil, fmt.Errorf("proxy: --join-token-file: %w (get a token with: meshid workload join %s -n %s)", err, e.Name, e.Namespace)
 	}
+	if fi, err := os.Stat(e.JoinTokenFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		p.log.Warn("the join token file is readable by other users, who could join in this workload's place before it does: chmod 600 it",
+			"file", e.JoinTokenFile, "mode", fi.Mode().Perm().String())
+	}
 	return rotation.JoinExternal(ctx, c, e.Namespace, e.Name, strings.TrimSpace(string(b)), now)
 }
 

@@ -145,7 +145,7 @@ func TestExternalWorkload(t *testing.T) {
 	if j.Command[0] != "meshid-proxy" || strings.Contains(strings.Join(j.Command, " "), "--token-file") {
 		t.Fatalf("printed command %q: want meshid-proxy with no --token-file", j.Command)
 	}
-	startProcess(t, "meshid-proxy", admin, j.Command[1:]...)
+	ext := startProcess(t, "meshid-proxy", admin, j.Command[1:]...)
 	vmID := "spiffe://cluster.local/ns/" + ns + "/sa/vm"
 	ident := identityAt(t, fresh, "http://"+admin)
 	if ident.SPIFFEID != vmID {
@@ -268,13 +268,16 @@ func TestExternalWorkload(t *testing.T) {
 		})
 		joins := ca.metric(t, `meshid_ca_external_certificates_issued_total{method="join"}`)
 		j3 := joinToken(t, ca, ns, "vm-1")
-		writeFile(t, tokenFile, j3.Token)
+		writeFile(t, tokenFile, j3.Token) // mode 0644: the proxy warns
 		eventually(t, 2*ttl, func() error {
 			if v := ca.metric(t, `meshid_ca_external_certificates_issued_total{method="join"}`); v <= joins {
 				return fmt.Errorf("no new join (%v)", v)
 			}
 			return nil
 		})
+		if !strings.Contains(ext.logs(t), "the join token file is readable by other users") {
+			t.Error("no warning about a join token file others can read")
+		}
 	})
 
 	t.Run("deleted: renewals refused, then cut off", func(t *testing.T) {
