@@ -137,7 +137,7 @@ func (p *Publisher) reconcile(ctx context.Context, svcObjs, ewObjs []any) error 
 		case !ok:
 			_, err = api.EndpointSlices(want.Namespace).Create(ctx, &want, metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
-				err = nil // another replica's; compared at the next pass
+				continue // another replica's; compared at the next pass
 			}
 		case cur.AddressType != want.AddressType:
 			err = api.EndpointSlices(want.Namespace).Delete(ctx, want.Name, metav1.DeleteOptions{})

@@ -326,8 +326,10 @@ func TestExternalWorkload(t *testing.T) {
 // publishes its EndpointSlice; the same account is refused an EndpointSlice
 // that is not an ExternalWorkload's (by the policy) and deleting or
 // changing an ExternalWorkload (by RBAC).
+//
+// Not parallel: its CA publishes the slices of every namespace, and would
+// race TestExternalWorkload's over that test's slice.
 func TestInstalledExternalRBAC(t *testing.T) {
-	t.Parallel()
 	need(t)
 	ctx := context.Background()
 	ns := "meshid-rbac-ext"
