@@ -26,6 +26,7 @@ const (
 	AnchorSecret    = "meshid-anchor" // cert-manager mode: the anchor and its key
 	AnchorIssuer    = "meshid-anchor" // cert-manager mode: the CA Issuer over it
 	AlertsConfigMap = "meshid-alerts"
+	JWTKeySecret    = "meshid-jwt-keys" // the JWT-SVID signing keys, made by meshid-ca
 	GRPCPort        = 8443
 	AdminPort       = 9090
 )
@@ -56,6 +57,17 @@ type Options struct {
 	// Webhook renders meshid-webhook, the AuthorizationPolicy CRD and the
 	// CA's policy serving; nil renders none of them.
 	Webhook *Webhook
+	// JWT turns on JWT-SVIDs: meshid-ca keeps its signing keys in the
+	// Secret JWTKeySecret, which it creates, and may touch that one
+	// Secret; nil renders none of it.
+	JWT *JWT
+}
+
+// JWT configures JWT-SVIDs.
+type JWT struct {
+	// MaxTTL caps a JWT-SVID's lifetime (--jwt-ttl-max); 0 leaves
+	// meshid-ca's default.
+	MaxTTL time.Duration
 }
 
 func (o *Options) defaults() error {
@@ -148,6 +160,12 @@ func Args(o Options) []string {
 		"--listen=:" + strconv.Itoa(GRPCPort),
 		"--admin-listen=:" + strconv.Itoa(AdminPort),
 		"--replica=$(POD_NAME)",
+	}
+	if o.JWT != nil {
+		args = append(args, "--jwt-key-secret="+JWTKeySecret)
+		if o.JWT.MaxTTL != 0 {
+			args = append(args, "--jwt-ttl-max="+o.JWT.MaxTTL.String())
+		}
 	}
 	if o.Webhook != nil {
 		// meshid-webhook's account may rewrite every pod; no workload runs

@@ -32,7 +32,8 @@ with --prometheus-operator) and a Grafana dashboard (ConfigMap
 meshid-grafana-dashboard, which the Grafana sidecar loads). With --webhook (the
 default): the AuthorizationPolicy CRD, meshid-webhook with its RBAC (by name where
 Kubernetes allows it) and admission policy, and its webhook configurations.
-docs/cli.md lists every rule.
+With --jwt-svids: meshid-ca mints JWT-SVIDs, with get, create, patch and update
+on its one key Secret meshid-jwt-keys. docs/cli.md lists every rule.
 
 Trust material comes one of three ways:
   --cert-manager              cert-manager keeps the issuer fresh: a CA Issuer
@@ -78,6 +79,8 @@ not match.
 	fs.BoolVar(&o.Webhook, "webhook", true, "also install meshid-webhook (sidecar injection, AuthorizationPolicy validation), the AuthorizationPolicy CRD, and have meshid-ca serve policies")
 	fs.StringVar(&o.WebhookImage, "webhook-image", image("meshid-webhook"), "meshid-webhook container image"+imageNote)
 	fs.StringVar(&o.ProxyImage, "proxy-image", image("meshid-proxy"), "meshid-proxy image the webhook injects"+imageNote)
+	fs.BoolVar(&o.JWTSVIDs, "jwt-svids", false, "have meshid-ca mint JWT-SVIDs (proxies serve them on the Workload API): it keeps its ES256 signing keys in Secret meshid-jwt-keys, which it creates, and may get, create, patch and update that one Secret")
+	fs.DurationVar(&o.JWTMaxTTL, "jwt-ttl-max", 0, "with --jwt-svids: the longest JWT-SVID a workload may ask for (0: meshid-ca's default, 1h; the default lifetime is 5m)")
 	fs.BoolVar(&o.PrometheusOperator, "prometheus-operator", false, "render the alerts as a PrometheusRule (needs the Prometheus Operator's CRDs)")
 	fs.BoolVar(&o.Apply, "apply", false, "apply with server-side apply instead of printing")
 	o.Cluster.AddFlags(fs)

@@ -45,6 +45,10 @@ type Options struct {
 	// ProxyImage.
 	Webhook                  bool
 	WebhookImage, ProxyImage string
+	// JWTSVIDs turns on JWT-SVIDs (manifest.JWT), capped at JWTMaxTTL (0:
+	// meshid-ca's default).
+	JWTSVIDs  bool
+	JWTMaxTTL time.Duration
 	// Apply applies with server-side apply instead of printing, with the
 	// clients for Cluster.
 	Apply   bool
@@ -81,6 +85,10 @@ func (o *Options) Validate() error {
 		return cli.Usagef("--write-anchor-key only applies when install generates the anchor")
 	case o.Replicas < 1:
 		return cli.Usagef("--replicas must be at least 1")
+	case o.JWTMaxTTL != 0 && !o.JWTSVIDs:
+		return cli.Usagef("--jwt-ttl-max needs --jwt-svids")
+	case o.JWTMaxTTL < 0:
+		return cli.Usagef("--jwt-ttl-max must not be negative")
 	}
 	if _, err := spiffeid.TrustDomainFromString(o.TrustDomain); err != nil {
 		return cli.Usagef("--trust-domain %q: %v", o.TrustDomain, err)
@@ -114,6 +122,9 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	}
 	if o.Webhook {
 		mo.Webhook = &manifest.Webhook{Image: o.WebhookImage, ProxyImage: o.ProxyImage}
+	}
+	if o.JWTSVIDs {
+		mo.JWT = &manifest.JWT{MaxTTL: o.JWTMaxTTL}
 	}
 	generate, err := readMaterial(o, &mo, now)
 	if err != nil {
