@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,10 +17,14 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
 	"github.com/meshid/meshid/ca/jwtkey"
+	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/rotation"
 )
 
@@ -217,5 +222,91 @@ func TestJWTSVIDs(t *testing.T) {
 
 	if v := ca.metric(t, "meshid_ca_jwt_svids_issued_total"); v < 2 {
 		t.Errorf("meshid_ca_jwt_svids_issued_total = %v", v)
+	}
+}
+
+// TestJWTKeySecretRBAC: meshid-ca, run with a real token of the service
+// account `meshid install --jwt-svids` renders and under its RBAC, creates
+// the key Secret by server-side apply (a create RBAC can name), fills it
+// and mints; it may not read, list, create or change any other Secret.
+func TestJWTKeySecretRBAC(t *testing.T) {
+	t.Parallel()
+	e := need(t)
+	ctx := context.Background()
+	ns := "meshid-jwt-rbac"
+	dir := t.TempDir()
+	anchor := newAnchor(t, "jwt rbac anchor")
+	iss := newIssuer(t, anchor, "jwt rbac issuer")
+	key, _ := iss.KeyPEM()
+	for name, data := range map[string][]byte{"anchor.crt": anchor.CertPEM(), "issuer.crt": iss.CertPEM(), "issuer.key": key} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rendered, code := meshid(t, "", "install", "-n", ns, "--image", "example.invalid/meshid-ca:test", "--webhook=false", "--jwt-svids", "--jwt-ttl-max", "10m",
+		"--anchor-cert", filepath.Join(dir, "anchor.crt"), "--issuer-cert", filepath.Join(dir, "issuer.crt"), "--issuer-key", filepath.Join(dir, "issuer.key"))
+	if code != 0 {
+		t.Fatalf("install: %s", rendered)
+	}
+	objects := renderedKinds(t, rendered, "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap", "Secret")
+	if out, err := kubectl(t, objects, "apply", "--server-side", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = e.client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	if _, err := e.client.CoreV1().Secrets(ns).Get(ctx, manifest.JWTKeySecret, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("install rendered the key Secret (%v); meshid-ca makes it", err)
+	}
+	addr, admin := freeAddr(t), freeAddr(t)
+	caArgs := append(deploymentArgs(t, rendered), "--kubeconfig", saKubeconfig(t, ns, manifest.CAName), "--listen", addr, "--admin-listen", admin, "--replica", "jwt-0")
+	if !slices.Contains(caArgs, "--jwt-key-secret="+manifest.JWTKeySecret) || !slices.Contains(caArgs, "--jwt-ttl-max=10m0s") {
+		t.Fatalf("the Deployment runs meshid-ca without the JWT flags: %v", caArgs)
+	}
+	ca := startProcess(t, "meshid-ca", admin, caArgs...)
+	eventually(t, 30*time.Second, func() error {
+		sec, err := e.client.CoreV1().Secrets(ns).Get(ctx, manifest.JWTKeySecret, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if keys, err := jwtkey.Unmarshal(sec.Data[jwtkey.DataKey]); err != nil || len(keys) == 0 {
+			return fmt.Errorf("no keys in the Secret yet (%v)", err)
+		}
+		return nil
+	})
+	if logs := ca.logs(t); strings.Contains(logs, "forbidden") {
+		t.Fatalf("meshid-ca was refused something:\n%s", logs)
+	}
+	caSA := saClient(t, ns, manifest.CAName)
+	dryRun := []string{metav1.DryRunAll}
+	byRBAC := func(err error) bool { return apierrors.IsForbidden(err) && strings.Contains(err.Error(), " cannot ") }
+	// A replica that applies after another created it: a named patch.
+	if _, err := caSA.CoreV1().Secrets(ns).Apply(ctx, corev1ac.Secret(manifest.JWTKeySecret, ns).WithType(corev1.SecretTypeOpaque),
+		metav1.ApplyOptions{FieldManager: "meshid-ca", DryRun: dryRun}); err != nil {
+		t.Fatalf("apply of the existing key Secret: %v", err)
+	}
+	for name, call := range map[string]func() error{
+		"get the issuer": func() error {
+			_, err := caSA.CoreV1().Secrets(ns).Get(ctx, manifest.IssuerSecret, metav1.GetOptions{})
+			return err
+		},
+		"list secrets": func() error {
+			_, err := caSA.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+			return err
+		},
+		"create another by apply": func() error {
+			_, err := caSA.CoreV1().Secrets(ns).Apply(ctx, corev1ac.Secret("other", ns), metav1.ApplyOptions{FieldManager: "meshid-ca", DryRun: dryRun})
+			return err
+		},
+		"create another": func() error {
+			_, err := caSA.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other"}}, metav1.CreateOptions{DryRun: dryRun})
+			return err
+		},
+		"delete the key Secret": func() error {
+			return caSA.CoreV1().Secrets(ns).Delete(ctx, manifest.JWTKeySecret, metav1.DeleteOptions{DryRun: dryRun})
+		},
+	} {
+		if err := call(); !byRBAC(err) {
+			t.Errorf("%s: %v; want refused by RBAC", name, err)
+		}
 	}
 }
