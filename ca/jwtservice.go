@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshid/meshid/ca/endpoint"
+	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/jwtkey"
 	"github.com/meshid/meshid/ca/oidc"
 )
@@ -210,4 +211,21 @@ func (r *jwtRunner) run(ctx context.Context, g *errgroup.Group) {
 		}
 		return nil
 	})
+}
+
+// jwtReport describes the signing keys in force for the fleet report; nil
+// when JWT-SVIDs are off.
+func (s *Service) jwtReport() *fleet.JWTKeys {
+	if s.jwt == nil {
+		return nil
+	}
+	now := s.cfg.Clock.Now()
+	r := &fleet.JWTKeys{Published: []string{}}
+	if k, ok := s.jwt.Active(now); ok {
+		r.Signing, r.SigningNotAfter = k.ID, k.NotAfter
+	}
+	for _, k := range jwtkey.JWKS(s.jwt.Keys(), now, s.jwt.Policy()).Keys {
+		r.Published = append(r.Published, k.KeyID)
+	}
+	return r
 }

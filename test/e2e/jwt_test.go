@@ -74,7 +74,7 @@ func TestJWTSVIDs(t *testing.T) {
 	issuer := "http://" + oidcAddr
 	// Keys sign for 40 s, their successor published 15 s before.
 	jwtArgs := []string{"--jwt-key-secret", "meshid-jwt-keys", "--jwt-key-lifetime", "40s", "--jwt-key-publish-lead", "15s", "--jwt-ttl-max", "2m", "--oidc-issuer", issuer}
-	ca := startCA(t, append(slices.Clone(jwtArgs), "--oidc-listen", oidcAddr)...)
+	ca := startCA(t, append(slices.Clone(jwtArgs), "--oidc-listen", oidcAddr, "--fleet-report-interval", "200ms", "--replica", "ca-0")...)
 	ns := namespace(t, "jwt")
 	serviceAccount(t, ns, "web")
 	webID := "spiffe://cluster.local/ns/" + ns + "/sa/web"
@@ -137,6 +137,22 @@ func TestJWTSVIDs(t *testing.T) {
 		if err != nil || len(keys) == 0 || !slices.ContainsFunc(keys, func(k jwtkey.Key) bool { return k.ID == kid(t, first.Marshal()) }) {
 			t.Fatalf("the Secret holds %d keys (%v), not the one that signed", len(keys), err)
 		}
+	})
+
+	t.Run("meshid check rows", func(t *testing.T) {
+		signing := kid(t, first.Marshal())
+		eventually(t, 10*time.Second, func() error {
+			out, _ := meshid(t, "", "check", "--kubeconfig", need(t).cluster.Kubeconfig, "-n", ca.ns, "--deployment", "")
+			if !strings.Contains(checkRow(out, "jwt keys published by replica ca-0"), "signs with "+signing) {
+				return fmt.Errorf("no replica row yet:\n%s", out)
+			}
+			wantRow(t, out, "jwt keys published by replica ca-0", "OK", "signs with "+signing)
+			// 40 s keys: the successor may not be published yet (a warning).
+			if line := checkRow(out, "jwt keys "+ca.ns+"/meshid-jwt-keys"); !strings.Contains(line, "key "+signing+" signs") || strings.Contains(line, "FAIL") {
+				t.Fatalf("key Secret row %q:\n%s", line, out)
+			}
+			return nil
+		})
 	})
 
 	t.Run("OIDC discovery has caching headers", func(t *testing.T) {
