@@ -328,12 +328,13 @@ func proxyIdentity(ctx context.Context, addr string) health.Proxy {
 
 // jwtKeys reads the JWT-SVID key Secret's key IDs and windows (the
 // private keys are parsed, to check them, and dropped); nil when there is
-// none: JWT-SVIDs are off.
+// none (JWT-SVIDs are off) or check may not read it (an optional read: the
+// replicas' rows still compare what they sign with and publish).
 func (r reader) jwtKeys(ctx context.Context) *health.JWTKeys {
 	name := r.o.Namespace + "/" + manifest.JWTKeySecret
 	s, err := r.c.Kube.CoreV1().Secrets(r.o.Namespace).Get(ctx, manifest.JWTKeySecret, metav1.GetOptions{})
 	switch {
-	case apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
 		return nil
 	case err != nil:
 		return &health.JWTKeys{Name: name, ReadErr: readError("Secret", err)}
