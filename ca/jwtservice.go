@@ -195,22 +195,8 @@ func (r *jwtRunner) run(ctx context.Context, g *errgroup.Group) {
 	if r.server == nil {
 		return
 	}
-	g.Go(func() error {
-		s.cfg.Log.Info("serving OIDC discovery", "address", r.lis.Addr().String(), "issuer", s.cfg.JWT.OIDCIssuer)
-		if err := r.server.Serve(r.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("ca: oidc: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := r.server.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("ca: oidc: %w", err)
-		}
-		return nil
-	})
+	s.cfg.Log.Info("serving OIDC discovery", "address", r.lis.Addr().String(), "issuer", s.cfg.JWT.OIDCIssuer)
+	serveHTTP(ctx, g, r.server, r.lis, "oidc")
 }
 
 // jwtReport describes the signing keys in force for the fleet report; nil

@@ -99,6 +99,21 @@ func (r *refusals) get(key string) int {
 	return r.n[key]
 }
 
+// storeFor is a store holding an SVID for id and its bundle.
+func storeFor(t *testing.T, id spiffeid.ID) *state.Store {
+	t.Helper()
+	anchor := issuertest.Anchor(t)
+	leaf := issuertest.Leaf(t, anchor, id)
+	store := state.NewStore(id.TrustDomain())
+	store.SetSVID(&rotation.Issued{SVID: &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf.Cert}, PrivateKey: leaf.Key}})
+	b, err := bundle.New(anchor.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.SetBundle(b)
+	return store
+}
+
 // jwtServer serves a Workload API with JWT-SVIDs from a fake CA, for web,
 // and returns the socket's address.
 func jwtServer(t *testing.T) (*jwtCA, *refusals, string) {
@@ -109,16 +124,8 @@ func jwtServer(t *testing.T) (*jwtCA, *refusals, string) {
 	}
 	// Real time: go-spiffe's validation reads the real clock.
 	clk := clocktesting.NewFakeClock(time.Now())
-	anchor := issuertest.Anchor(t)
 	id := spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web")
-	leaf := issuertest.Leaf(t, anchor, id)
-	store := state.NewStore(id.TrustDomain())
-	store.SetSVID(&rotation.Issued{SVID: &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf.Cert}, PrivateKey: leaf.Key}})
-	b, err := bundle.New(anchor.Cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store.SetBundle(b)
+	store := storeFor(t, id)
 	ca := &jwtCA{key: key, clock: clk, ttl: 5 * time.Minute, subjects: id}
 	if _, err := store.SetJWTBundle(ca.jwks(t)); err != nil {
 		t.Fatal(err)
@@ -139,19 +146,27 @@ func jwtServer(t *testing.T) (*jwtCA, *refusals, string) {
 	return ca, r, "unix://" + socket
 }
 
+// jwtClient is go-spiffe's client of the Workload API at addr, closed when
+// the test ends, and a context for its calls.
+func jwtClient(t *testing.T, addr string) (context.Context, *workloadapi.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return ctx, client
+}
+
 // TestFetchJWTSVID: go-spiffe's client fetches a JWT-SVID for vault and
 // validates it against the bundle from FetchJWTBundles; not for another
 // audience. A second fetch comes from the cache; past half its life it is
 // minted again.
 func TestFetchJWTSVID(t *testing.T) {
 	ca, _, addr := jwtServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	ctx, client := jwtClient(t, addr)
 	svid, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "vault"})
 	if err != nil {
 		t.Fatal(err)
@@ -243,13 +258,7 @@ func (h *http2NoHeader) fetch() (*workloadpb.JWTSVIDResponse, error) {
 // ValidateJWTSVID and counted.
 func TestValidateJWTSVIDAttacks(t *testing.T) {
 	ca, r, addr := jwtServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	ctx, client := jwtClient(t, addr)
 	now := time.Now()
 	good, err := ca.sign(ca.subjects.String(), []string{"vault"}, now, now.Add(5*time.Minute))
 	if err != nil {
