@@ -184,7 +184,7 @@ func uidOf(c *syscall.Credential) string {
 }
 
 // serve runs s on socket until the test ends and waits for the socket.
-func serve(t *testing.T, s *workload.Server, socket string) {
+func serve(t testing.TB, s *workload.Server, socket string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

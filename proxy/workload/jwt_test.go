@@ -48,7 +48,7 @@ type jwtCA struct {
 	subjects spiffeid.ID
 }
 
-func (c *jwtCA) jwks(t *testing.T) []byte {
+func (c *jwtCA) jwks(t testing.TB) []byte {
 	t.Helper()
 	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: c.key.Public(), KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
 	if err != nil {
@@ -100,7 +100,7 @@ func (r *refusals) get(key string) int {
 }
 
 // storeFor is a store holding an SVID for id and its bundle.
-func storeFor(t *testing.T, id spiffeid.ID) *state.Store {
+func storeFor(t testing.TB, id spiffeid.ID) *state.Store {
 	t.Helper()
 	anchor := issuertest.Anchor(t)
 	leaf := issuertest.Leaf(t, anchor, id)
@@ -116,7 +116,7 @@ func storeFor(t *testing.T, id spiffeid.ID) *state.Store {
 
 // jwtServer serves a Workload API with JWT-SVIDs from a fake CA, for web,
 // and returns the socket's address.
-func jwtServer(t *testing.T) (*jwtCA, *refusals, string) {
+func jwtServer(t testing.TB) (*jwtCA, *refusals, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -148,7 +148,7 @@ func jwtServer(t *testing.T) (*jwtCA, *refusals, string) {
 
 // jwtClient is go-spiffe's client of the Workload API at addr, closed when
 // the test ends, and a context for its calls.
-func jwtClient(t *testing.T, addr string) (context.Context, *workloadapi.Client) {
+func jwtClient(t testing.TB, addr string) (context.Context, *workloadapi.Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -298,5 +298,24 @@ func TestValidateJWTSVIDAttacks(t *testing.T) {
 	}
 	if _, err := client.ValidateJWTSVID(ctx, good, "*"); status.Code(err) != codes.InvalidArgument || r.get(workload.CallValidateJWTSVID+"/"+workload.ReasonAudienceMissing) != 1 {
 		t.Fatalf("audience *: %v", err)
+	}
+}
+
+// BenchmarkFetchJWTSVIDCached: go-spiffe's FetchJWTSVID over the Unix
+// socket, answered from the cache (the cache-hit latency a workload sees).
+func BenchmarkFetchJWTSVIDCached(b *testing.B) {
+	ca, _, addr := jwtServer(b)
+	ctx, client := jwtClient(b, addr)
+	if _, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "vault"}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "vault"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if ca.count() != 1 {
+		b.Fatalf("%d mints; want every fetch but the first from the cache", ca.count())
 	}
 }
