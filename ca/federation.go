@@ -67,7 +67,8 @@ func (s *Service) federationServer() (*federationServer, error) {
 	}
 	h, err := endpoint.Handler(endpoint.Config{
 		TrustDomain: s.cfg.TrustDomain, RefreshHint: s.cfg.FederationRefreshHint,
-		Bundle: func() *bundle.Bundle { return s.store.Load().Bundle },
+		Bundle:         func() *bundle.Bundle { return s.store.Load().Bundle },
+		JWTAuthorities: s.jwtAuthorities(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)

@@ -215,3 +215,21 @@ func (s *Service) jwtReport() *fleet.JWTKeys {
 	}
 	return r
 }
+
+// jwtAuthorities are the published signing keys for the bundle endpoint;
+// nil when JWT-SVIDs are off.
+func (s *Service) jwtAuthorities() func() []endpoint.JWTAuthority {
+	if s.jwt == nil {
+		return nil
+	}
+	return func() []endpoint.JWTAuthority {
+		now := s.cfg.Clock.Now()
+		var out []endpoint.JWTAuthority
+		for _, k := range s.jwt.Keys() {
+			if k.PhaseAt(now, s.jwt.Policy()) != jwtkey.Retired {
+				out = append(out, endpoint.JWTAuthority{ID: k.ID, Key: k.Signer.Public(), Created: k.Created})
+			}
+		}
+		return out
+	}
+}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -74,7 +76,8 @@ func TestJWTSVIDs(t *testing.T) {
 	issuer := "http://" + oidcAddr
 	// Keys sign for 40 s, their successor published 15 s before.
 	jwtArgs := []string{"--jwt-key-secret", "meshid-jwt-keys", "--jwt-key-lifetime", "40s", "--jwt-key-publish-lead", "15s", "--jwt-ttl-max", "2m", "--oidc-issuer", issuer}
-	ca := startCA(t, append(slices.Clone(jwtArgs), "--oidc-listen", oidcAddr, "--fleet-report-interval", "200ms", "--replica", "ca-0")...)
+	fedAddr := freeAddr(t)
+	ca := startCA(t, append(slices.Clone(jwtArgs), "--oidc-listen", oidcAddr, "--fleet-report-interval", "200ms", "--replica", "ca-0", "--federation-listen", fedAddr)...)
 	ns := namespace(t, "jwt")
 	serviceAccount(t, ns, "web")
 	webID := "spiffe://cluster.local/ns/" + ns + "/sa/web"
@@ -153,6 +156,16 @@ func TestJWTSVIDs(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("the federation bundle carries the JWT keys", func(t *testing.T) {
+		fed, err := federation.FetchBundle(ctx, trustDomain, "https://"+fedAddr, federation.WithSPIFFEAuth(ca.bundle.X509Bundle(trustDomain), ca.id(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jwtsvid.ParseAndValidate(first.Marshal(), jwtbundle.FromJWTAuthorities(trustDomain, fed.JWTAuthorities()), []string{"vault"}); err != nil {
+			t.Fatalf("a federated peer cannot validate the JWT-SVID with the bundle endpoint's keys: %v", err)
+		}
 	})
 
 	t.Run("OIDC discovery has caching headers", func(t *testing.T) {
