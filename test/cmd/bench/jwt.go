@@ -71,13 +71,18 @@ func (r *runner) jwt(ctx context.Context) error {
 		time.Sleep(100 * time.Millisecond) // the bench's own pacing, not a test
 	}
 	c := jwtConcurrency
-	for range r.runs {
+	for i := range r.runs {
 		raw, err := r.rawJWT()
 		if err != nil {
 			return err
 		}
 		r.fig("jwt/raw").Add(raw)
+		wait := func() {}
+		if i == 0 {
+			wait = r.profile(ca.admin, fmt.Sprintf("meshid-ca-jwt-c%d", c), r.duration-time.Second)
+		}
 		run := bench.Load(ctx, c, r.duration, mint)
+		wait()
 		if run.FirstErr != nil {
 			return fmt.Errorf("MintJWTSVID at concurrency %d: %w", c, run.FirstErr)
 		}
