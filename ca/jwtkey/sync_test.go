@@ -101,3 +101,41 @@ func TestNextChange(t *testing.T) {
 		t.Fatalf("next change %s; want the first key's grace end %s", got, want)
 	}
 }
+
+// TestSyncRunRotates: Run makes the first key at once and the successor
+// when it falls due (NextChange), without waiting for its interval.
+func TestSyncRunRotates(t *testing.T) {
+	client := fake.NewClientset()
+	clk := clocktesting.NewFakeClock(t0)
+	ring, _ := jwtkey.NewRing(policy)
+	s := &jwtkey.Syncer{Client: client, Namespace: "meshid", Name: "meshid-jwt-keys", Ring: ring, Clock: clk, Interval: 100 * time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor := func(n int) {
+		t.Helper()
+		for range 1000 {
+			changed := ring.Changed()
+			if len(ring.Keys()) == n && clk.HasWaiters() {
+				return
+			}
+			select {
+			case <-changed:
+			case <-time.After(10 * time.Millisecond): // poll for the fake clock's waiter
+			}
+		}
+		t.Fatalf("%d keys; want %d", len(ring.Keys()), n)
+	}
+	waitFor(1)
+	clk.SetTime(t0.Add(policy.Lifetime - policy.PublishLead + 2*time.Second))
+	waitFor(2)
+	if k, _ := ring.Active(clk.Now()); k.ID != ring.Keys()[0].ID {
+		t.Fatal("the successor signs before its time")
+	}
+}
