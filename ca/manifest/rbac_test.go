@@ -7,6 +7,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/meshid/meshid/ca/manifest"
@@ -118,14 +119,18 @@ func subjectUsers(subjects []rbacv1.Subject) []string {
 // them, neither.
 func TestJWTRBAC(t *testing.T) {
 	base := manifest.Options{Namespace: "mesh", Image: "ca:1", BundlePEM: []byte("anchors"), IssuerCertPEM: []byte("c"), IssuerKeyPEM: []byte("k")}
-	for _, jwt := range []*manifest.JWT{nil, {MaxTTL: 15 * time.Minute}} {
+	for _, jwt := range []*manifest.JWT{nil, {MaxTTL: 15 * time.Minute}, {OIDCIssuer: "https://oidc.example.com"}} {
 		o := base
 		o.JWT = jwt
 		if got := slices.Contains(manifest.Args(o), "--jwt-key-secret="+manifest.JWTKeySecret); got != (jwt != nil) {
 			t.Fatalf("JWT %v: --jwt-key-secret in the args: %v", jwt, got)
 		}
-		if jwt != nil && !slices.Contains(manifest.Args(o), "--jwt-ttl-max=15m0s") {
+		if jwt != nil && jwt.MaxTTL != 0 && !slices.Contains(manifest.Args(o), "--jwt-ttl-max=15m0s") {
 			t.Fatalf("--jwt-ttl-max missing from %v", manifest.Args(o))
+		}
+		oidc := jwt != nil && jwt.OIDCIssuer != ""
+		if got := slices.Contains(manifest.Args(o), "--oidc-listen=:8445") && slices.Contains(manifest.Args(o), "--oidc-issuer=https://oidc.example.com"); got != oidc {
+			t.Fatalf("OIDC flags %v in %v; want %v", got, manifest.Args(o), oidc)
 		}
 		objs, err := manifest.Render(o)
 		if err != nil {
@@ -133,6 +138,11 @@ func TestJWTRBAC(t *testing.T) {
 		}
 		var found []rbacv1.PolicyRule
 		for _, obj := range objs {
+			if svc, ok := obj.(*corev1.Service); ok && svc.Name == manifest.CAName {
+				if got := slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "oidc" && p.Port == manifest.OIDCPort }); got != oidc {
+					t.Fatalf("Service port oidc %v; want %v", got, oidc)
+				}
+			}
 			if r, ok := obj.(*rbacv1.Role); ok && r.Name == manifest.CAName {
 				for _, rule := range r.Rules {
 					if slices.Contains(rule.Resources, "secrets") && slices.Contains(rule.ResourceNames, manifest.JWTKeySecret) {

@@ -272,7 +272,7 @@ func TestJWTKeySecretRBAC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rendered, code := meshid(t, "", "install", "-n", ns, "--image", "example.invalid/meshid-ca:test", "--webhook=false", "--jwt-svids", "--jwt-ttl-max", "10m",
+	rendered, code := meshid(t, "", "install", "-n", ns, "--image", "example.invalid/meshid-ca:test", "--webhook=false", "--jwt-svids", "--jwt-ttl-max", "10m", "--oidc-issuer", "https://oidc.example.com/jwt-rbac",
 		"--anchor-cert", filepath.Join(dir, "anchor.crt"), "--issuer-cert", filepath.Join(dir, "issuer.crt"), "--issuer-key", filepath.Join(dir, "issuer.key"))
 	if code != 0 {
 		t.Fatalf("install: %s", rendered)
@@ -286,8 +286,9 @@ func TestJWTKeySecretRBAC(t *testing.T) {
 	if _, err := e.client.CoreV1().Secrets(ns).Get(ctx, manifest.JWTKeySecret, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("install rendered the key Secret (%v); meshid-ca makes it", err)
 	}
-	addr, admin := freeAddr(t), freeAddr(t)
-	caArgs := append(deploymentArgs(t, rendered), "--kubeconfig", saKubeconfig(t, ns, manifest.CAName), "--listen", addr, "--admin-listen", admin, "--replica", "jwt-0")
+	addr, admin, oidcAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	// The rendered flags, but this test's ports (later flags win).
+	caArgs := append(deploymentArgs(t, rendered), "--kubeconfig", saKubeconfig(t, ns, manifest.CAName), "--listen", addr, "--admin-listen", admin, "--replica", "jwt-0", "--oidc-listen", oidcAddr)
 	if !slices.Contains(caArgs, "--jwt-key-secret="+manifest.JWTKeySecret) || !slices.Contains(caArgs, "--jwt-ttl-max=10m0s") {
 		t.Fatalf("the Deployment runs meshid-ca without the JWT flags: %v", caArgs)
 	}
@@ -305,6 +306,22 @@ func TestJWTKeySecretRBAC(t *testing.T) {
 	if logs := ca.logs(t); strings.Contains(logs, "forbidden") {
 		t.Fatalf("meshid-ca was refused something:\n%s", logs)
 	}
+	// The OIDC listener of the rendered --oidc-issuer, below its path.
+	eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + oidcAddr + "/jwt-rbac/.well-known/openid-configuration")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var doc struct {
+			Issuer  string `json:"issuer"`
+			JWKSURI string `json:"jwks_uri"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || doc.Issuer != "https://oidc.example.com/jwt-rbac" || doc.JWKSURI != doc.Issuer+"/keys" {
+			return fmt.Errorf("discovery document %+v (%v)", doc, err)
+		}
+		return nil
+	})
 	caSA := saClient(t, ns, manifest.CAName)
 	dryRun := []string{metav1.DryRunAll}
 	byRBAC := func(err error) bool { return apierrors.IsForbidden(err) && strings.Contains(err.Error(), " cannot ") }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/ca/manifest"
+	"github.com/meshid/meshid/ca/oidc"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/output"
@@ -49,6 +50,8 @@ type Options struct {
 	// meshid-ca's default).
 	JWTSVIDs  bool
 	JWTMaxTTL time.Duration
+	// OIDCIssuer, with JWTSVIDs, serves OIDC discovery for that issuer URL.
+	OIDCIssuer string
 	// Apply applies with server-side apply instead of printing, with the
 	// clients for Cluster.
 	Apply   bool
@@ -85,10 +88,15 @@ func (o *Options) Validate() error {
 		return cli.Usagef("--write-anchor-key only applies when install generates the anchor")
 	case o.Replicas < 1:
 		return cli.Usagef("--replicas must be at least 1")
-	case o.JWTMaxTTL != 0 && !o.JWTSVIDs:
-		return cli.Usagef("--jwt-ttl-max needs --jwt-svids")
+	case (o.JWTMaxTTL != 0 || o.OIDCIssuer != "") && !o.JWTSVIDs:
+		return cli.Usagef("--jwt-ttl-max and --oidc-issuer need --jwt-svids")
 	case o.JWTMaxTTL < 0:
 		return cli.Usagef("--jwt-ttl-max must not be negative")
+	}
+	if o.OIDCIssuer != "" {
+		if err := oidc.CheckIssuer(o.OIDCIssuer); err != nil {
+			return cli.Usagef("--oidc-issuer: %v", err)
+		}
 	}
 	if _, err := spiffeid.TrustDomainFromString(o.TrustDomain); err != nil {
 		return cli.Usagef("--trust-domain %q: %v", o.TrustDomain, err)
@@ -124,7 +132,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 		mo.Webhook = &manifest.Webhook{Image: o.WebhookImage, ProxyImage: o.ProxyImage}
 	}
 	if o.JWTSVIDs {
-		mo.JWT = &manifest.JWT{MaxTTL: o.JWTMaxTTL}
+		mo.JWT = &manifest.JWT{MaxTTL: o.JWTMaxTTL, OIDCIssuer: o.OIDCIssuer}
 	}
 	generate, err := readMaterial(o, &mo, now)
 	if err != nil {
