@@ -6,8 +6,10 @@
 // serves them. Its subpackages own the parts a request passes through:
 // authn (who is calling), csr (what the caller may ask for), trust (what
 // the CA signs with and publishes), source (where trust material comes
-// from), jwtkey (the JWT-SVID signing keys), external (the join token and
-// the checks of an ExternalWorkload's join and renewal), limit (per-caller rate limits), fleet (what the proxies report),
+// from), jwtkey (the JWT-SVID signing keys, synced through one Secret by
+// jwtservice.go), oidc (the discovery documents, --oidc-listen), external
+// (the join token and the checks of an ExternalWorkload's join and
+// renewal), limit (per-caller rate limits), fleet (what the proxies report),
 // policies (which AuthorizationPolicies select a pod) and manifest (what
 // `meshid install` renders). The wire types are api/'s, the SPIFFE-ID
 // mapping identity's, the bundle bundle's.

@@ -37,6 +37,7 @@ import (
 	"github.com/meshid/meshid/ca/endpoint"
 	"github.com/meshid/meshid/ca/external"
 	"github.com/meshid/meshid/ca/fleet"
+	"github.com/meshid/meshid/ca/jwtkey"
 	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/source"
@@ -172,6 +173,10 @@ type Config struct {
 	// endpoint.DefaultRefreshHint.
 	FederationRefreshHint time.Duration
 
+	// JWT turns on JWT-SVIDs and OIDC discovery (ca/jwtservice.go); its
+	// zero value leaves them off.
+	JWT JWTConfig
+
 	// Log receives everything the CA logs; nil discards.
 	Log *slog.Logger
 	// Clock tells the time and paces the retries, fleet reports and file
@@ -230,6 +235,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("a gRPC address is required (--listen)"))
 	}
 	errs = append(errs, c.validateFederation()...)
+	errs = append(errs, c.JWT.validate()...)
 	if c.LeafTTL < 0 || c.ExternalLeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 {
 		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --external-leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval)"))
 	}
@@ -250,6 +256,10 @@ type Service struct {
 	keyErr    atomic.Pointer[error] // the last IssuerKeyHealth answer
 	// federationAddr is the bundle endpoint's address, once listening.
 	federationAddr atomic.Value
+	// jwt holds the JWT-SVID signing keys; nil when they are off.
+	jwt *jwtkey.Ring
+	// oidcAddr is the OIDC discovery listener's address, once listening.
+	oidcAddr atomic.Value
 }
 
 // New returns a Service, or an error if cfg is invalid.
@@ -318,8 +328,13 @@ func New(cfg Config) (*Service, error) {
 		ext = external.NewStore(cfg.Dynamic)
 	}
 	metrics := NewMetrics(store)
+	jwtRing, err := newJWTRing(cfg.JWT)
+	if err != nil {
+		return nil, err
+	}
 	server, err := NewServer(ServerConfig{
 		External: ext, ExternalLeafTTL: cfg.ExternalLeafTTL,
+		JWT: jwtRing, JWTIssuer: cfg.JWT.OIDCIssuer,
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
 		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Clock: cfg.Clock, Log: cfg.Log,
 		Reserved: reserved,
@@ -341,6 +356,7 @@ func New(cfg Config) (*Service, error) {
 		}
 	}
 	return &Service{
+		jwt: jwtRing,
 		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery, updates: newUpdates(cfg.Clock.Now),
 		serving: &servingCert{
 			id: ownID, dnsNames: cfg.DNSNames, ttl: min(cfg.LeafTTL, DefaultLeafTTL), backdate: cfg.Backdate,
@@ -371,10 +387,24 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	jwt, err := s.startJWT()
+	if err != nil {
+		grpcLis.Close()
+		if adminLis != nil {
+			adminLis.Close()
+		}
+		if federation != nil {
+			federation.lis.Close()
+		}
+		return err
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if federation != nil {
 		federation.run(ctx, g)
+	}
+	if jwt != nil {
+		jwt.run(ctx, g)
 	}
 	s.watchSources(ctx, g)
 	if s.cfg.FleetReportInterval > 0 {

@@ -66,6 +66,7 @@ func (p *Proxy) watchBundleStream(ctx context.Context, client identityv1.Identit
 					continue
 				}
 				p.setBundle("ca", b.GetPem())
+				p.setJWTBundle(b.GetJwtAuthorities())
 				p.reissue(ctx, b.GetIssuerSha256(), time.Duration(b.GetReissueWindowSeconds())*time.Second)
 			}
 		}

@@ -48,7 +48,7 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 		&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterName}, Subjects: subject},
 		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(CAName),
-			Rules: []rbacv1.PolicyRule{
+			Rules: append([]rbacv1.PolicyRule{
 				// Watched by name (a list and watch with a fieldSelector).
 				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{IssuerSecret}, Verbs: []string{"list", "watch"}},
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{BundleConfigMap}, Verbs: []string{"list", "watch"}},
@@ -57,7 +57,7 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 				// below refuses writes to any other ConfigMap.
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create", "get", "update"}},
 				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-			}},
+			}, caJWTRules(o)...)},
 		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(CAName),
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: CAName}, Subjects: subject},
 	}
@@ -70,6 +70,17 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 		admissionregistrationv1.Validation{Expression: fleetReport,
 			Message: fmt.Sprintf("meshid-ca may write only its fleet reports: ConfigMaps named %sREPLICA labelled %s=true", fleet.ConfigMapPrefix, fleet.Label)},
 	)...)
+}
+
+// caJWTRules: with JWT-SVIDs, the key Secret by name: read, created empty
+// by server-side apply (a named create; a replica that applies after
+// another created it makes a named patch), filled by conditional updates.
+// The CA never lists or watches it, and never touches another Secret.
+func caJWTRules(o Options) []rbacv1.PolicyRule {
+	if o.JWT == nil {
+		return nil
+	}
+	return []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{JWTKeySecret}, Verbs: []string{"get", "create", "patch", "update"}}}
 }
 
 // caClusterRules: TokenReviews always; with the webhook (whose injected

@@ -50,6 +50,7 @@ type options struct {
 	fleetInterval                  time.Duration
 	fleetPerIdentity, fleetMax     int
 	federation                     federationOptions
+	jwt                            jwtOptions
 	log                            cli.LogOptions
 }
 
@@ -91,6 +92,7 @@ func (o *options) config() (ca.Config, error) {
 		cfg.IssuerKey = &keys.Key{} // stands in for the key run opens, for Validate
 	}
 	o.federation.apply(&cfg)
+	o.jwt.apply(&cfg)
 	if err := cfg.Validate(); err != nil {
 		return ca.Config{}, &cli.UsageError{Err: err}
 	}
@@ -172,6 +174,7 @@ trust domain's SPIFFE bundle endpoint there, for federated trust domains
 	fs.BoolVar(&o.watchPolicies, "watch-policies", false, "serve AuthorizationPolicies (meshid.dev/v1alpha1) to proxies over WatchPolicy; needs list/watch on them and get on pods")
 	fs.BoolVar(&o.discovery, "discovery", false, "serve WatchDestinations to transparent proxies (who is behind an address); needs list/watch on pods, services and endpointslices")
 	o.federation.addFlags(fs)
+	o.jwt.addFlags(fs)
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)
 	return cmd

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -31,8 +32,12 @@ type Snapshot struct {
 	RenewAfter time.Time
 	// Bundle holds the trust anchors.
 	Bundle *bundle.Bundle
+	// JWTBundle holds the trust domain's JWT-SVID signing keys (from the
+	// CA's jwt_authorities).
+	JWTBundle *jwtbundle.Bundle
 
 	x509 *x509bundle.Bundle // Bundle for the trust domain, built once
+	jwks string             // JWTBundle as the CA sent it
 	cert *tls.Certificate   // SVID for crypto/tls, built once
 }
 
@@ -84,6 +89,24 @@ func (s *Store) SetBundle(b *bundle.Bundle) bool {
 		next.Bundle, next.x509, changed = b, b.X509Bundle(s.td), true
 	})
 	return changed
+}
+
+// SetJWTBundle installs the JWKS of the trust domain's JWT-SVID keys and
+// reports whether it changed; a JWKS that does not parse is refused and
+// the last good one stays.
+func (s *Store) SetJWTBundle(jwks []byte) (bool, error) {
+	b, err := jwtbundle.Parse(s.td, jwks)
+	if err != nil {
+		return false, fmt.Errorf("state: JWT bundle: %w", err)
+	}
+	changed := false
+	s.update(func(next *Snapshot) {
+		if next.jwks == string(jwks) {
+			return
+		}
+		next.JWTBundle, next.jwks, changed = b, string(jwks), true
+	})
+	return changed, nil
 }
 
 func (s *Store) update(change func(*Snapshot)) {

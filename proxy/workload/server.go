@@ -1,7 +1,13 @@
 // Package workload owns the proxy's SPIFFE Workload API server: on a Unix
 // socket it hands SPIFFE-aware applications (go-spiffe's workloadapi,
 // SPIRE-compatible clients) the proxy's X.509-SVID and trust bundle, and
-// streams both again whenever either changes.
+// streams both again whenever either changes. With EnableJWT (jwt.go) it
+// also serves JWT-SVIDs: FetchJWTSVID (audiences required, none empty or
+// *, only the proxy's own identity) from a cache per audience set that a
+// JWT-SVID leaves at half its life, minted by the CA for the identity the
+// proxy's X.509-SVID proves; FetchJWTBundles (the CA's jwt_authorities);
+// ValidateJWTSVID (go-spiffe's jwtsvid.ParseAndValidate). Every refusal
+// has a reason, told to JWTConfig.Refused.
 //
 // The socket is created with mode 0660. With Allow rules the server also
 // attests every caller (attest.go): the kernel's peer credentials of the
@@ -42,6 +48,7 @@ type Server struct {
 	store *state.Store
 	log   *slog.Logger
 	allow []Allow
+	jwt   *jwtCache // nil: no JWT-SVIDs (EnableJWT)
 }
 
 // New returns a server for store that admits the callers allow matches

@@ -90,6 +90,10 @@ type Input struct {
 	// then re-mints its own at two thirds of its life).
 	WebhookCertPEM []byte
 
+	// JWT is the JWT-SVID key Secret; nil when not read or not there
+	// (JWT-SVIDs off).
+	JWT *JWTKeys
+
 	// CA is the CA Deployment; nil when not checked.
 	CA *Replicas
 	// Proxies are the proxies asked (--proxies), in order.
@@ -222,6 +226,7 @@ func Run(in Input) *Report {
 		c.add(c.replicas())
 	}
 	c.reportRows()
+	c.jwtRows()
 	for _, p := range in.Proxies {
 		c.add(c.proxy(p))
 	}

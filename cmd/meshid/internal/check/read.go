@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
+	"github.com/meshid/meshid/ca/jwtkey"
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/certinfo"
@@ -82,6 +83,7 @@ func (r reader) input(ctx context.Context, now time.Time) health.Input {
 	if r.c.Dynamic != nil {
 		in.CertManager, in.IssuerRenewBefore = r.certManager(ctx, certificate)
 	}
+	in.JWT = r.jwtKeys(ctx)
 	if allowed(health.NeedWebhook) {
 		if s, err := client.CoreV1().Secrets(o.Namespace).Get(ctx, manifest.WebhookCASecret, metav1.GetOptions{}); err == nil {
 			in.WebhookCAPEM = s.Data["tls.crt"]
@@ -338,4 +340,25 @@ func proxyIdentity(ctx context.Context, addr string) health.Proxy {
 		p.Chain = certs
 	}
 	return p
+}
+
+// jwtKeys reads the JWT-SVID key Secret's key IDs and windows (the
+// private keys are parsed, to check them, and dropped); nil when there is
+// none (JWT-SVIDs are off) or check may not read it (an optional read: the
+// replicas' rows still compare what they sign with and publish).
+func (r reader) jwtKeys(ctx context.Context) *health.JWTKeys {
+	name := r.o.Namespace + "/" + manifest.JWTKeySecret
+	s, err := r.c.Kube.CoreV1().Secrets(r.o.Namespace).Get(ctx, manifest.JWTKeySecret, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
+		return nil
+	case err != nil:
+		return &health.JWTKeys{Name: name, ReadErr: readError("Secret", err)}
+	}
+	keys, err := jwtkey.Unmarshal(s.Data[jwtkey.DataKey])
+	out := &health.JWTKeys{Name: name, Err: err}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, health.JWTKey{ID: k.ID, Created: k.Created, NotBefore: k.NotBefore, NotAfter: k.NotAfter})
+	}
+	return out
 }
