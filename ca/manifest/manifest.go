@@ -56,6 +56,9 @@ type Options struct {
 	// Webhook renders meshid-webhook, the AuthorizationPolicy CRD and the
 	// CA's policy serving; nil renders none of them.
 	Webhook *Webhook
+	// Federation renders the FederatedTrustDomain CRD, the CA's RBAC to
+	// watch them and write their status, and --federated-trust-domains.
+	Federation bool
 }
 
 func (o *Options) defaults() error {
@@ -99,6 +102,13 @@ func Render(o Options) ([]runtime.Object, error) {
 	objs := []runtime.Object{
 		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: o.Namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "meshid"}}},
 		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(CAName)},
+	}
+	if o.Federation {
+		c, err := federationCRD()
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, c)
 	}
 	objs = append(objs, caRBAC(o, meta)...)
 	objs = append(objs, &corev1.ConfigMap{
@@ -153,6 +163,9 @@ func Args(o Options) []string {
 		// meshid-webhook's account may rewrite every pod; no workload runs
 		// as it, and none gets a certificate for it.
 		args = append(args, "--watch-policies", "--discovery", "--reserved-service-accounts="+o.Namespace+"/"+WebhookName)
+	}
+	if o.Federation {
+		args = append(args, "--federated-trust-domains")
 	}
 	return args
 }

@@ -72,7 +72,8 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 // caClusterRules: TokenReviews always; with the webhook (whose injected
 // pods are transparent), watching the AuthorizationPolicies, reading the
 // pod a proxy names, and watching pods, Services and EndpointSlices for
-// discovery (--discovery: who is behind an address).
+// discovery (--discovery: who is behind an address); with federation, the
+// FederatedTrustDomains and their status (federation.go).
 func caClusterRules(o Options) []rbacv1.PolicyRule {
 	rules := []rbacv1.PolicyRule{{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}}
 	if o.Webhook != nil {
@@ -81,6 +82,9 @@ func caClusterRules(o Options) []rbacv1.PolicyRule {
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
 			rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}})
+	}
+	if o.Federation {
+		rules = append(rules, federationRules()...)
 	}
 	return rules
 }
