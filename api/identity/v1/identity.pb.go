@@ -80,7 +80,7 @@ func (x Destination_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Destination_Kind.Descriptor instead.
 func (Destination_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12, 0}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{13, 0}
 }
 
 type MintJWTSVIDRequest struct {
@@ -566,8 +566,14 @@ type Bundle struct {
 	// (JSON), every key published and not retired; empty when the CA mints
 	// no JWT-SVIDs.
 	JwtAuthorities []byte `protobuf:"bytes,6,opt,name=jwt_authorities,json=jwtAuthorities,proto3" json:"jwt_authorities,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// federated holds the X.509 anchors of every foreign trust domain this
+	// trust domain federates with (FederatedTrustDomain objects, the bundle
+	// meshid-ca last fetched, or the initial one), sorted by trust domain;
+	// empty without federation. A peer of a foreign trust domain is
+	// verified against its own trust domain's anchors only.
+	Federated     []*FederatedBundle `protobuf:"bytes,7,rep,name=federated,proto3" json:"federated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
@@ -642,6 +648,78 @@ func (x *Bundle) GetJwtAuthorities() []byte {
 	return nil
 }
 
+func (x *Bundle) GetFederated() []*FederatedBundle {
+	if x != nil {
+		return x.Federated
+	}
+	return nil
+}
+
+// FederatedBundle is one foreign trust domain's X.509 anchors.
+type FederatedBundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// trust_domain the anchors are authoritative for; never ours.
+	TrustDomain string `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// pem holds every anchor as a PEM CERTIFICATE block, canonical as
+	// Bundle.pem.
+	Pem []byte `protobuf:"bytes,2,opt,name=pem,proto3" json:"pem,omitempty"`
+	// sha256 is the lowercase hex SHA-256 of pem.
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FederatedBundle) Reset() {
+	*x = FederatedBundle{}
+	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundle) ProtoMessage() {}
+
+func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
+func (*FederatedBundle) Descriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FederatedBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetPem() []byte {
+	if x != nil {
+		return x.Pem
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 type ProxyStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// instance names this proxy process; it is random per start.
@@ -664,7 +742,7 @@ type ProxyStatus struct {
 
 func (x *ProxyStatus) Reset() {
 	*x = ProxyStatus{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +754,7 @@ func (x *ProxyStatus) String() string {
 func (*ProxyStatus) ProtoMessage() {}
 
 func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +767,7 @@ func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyStatus.ProtoReflect.Descriptor instead.
 func (*ProxyStatus) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{9}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProxyStatus) GetInstance() string {
@@ -749,7 +827,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +839,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +852,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{10}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{11}
 }
 
 type DestinationsRequest struct {
@@ -788,7 +866,7 @@ type DestinationsRequest struct {
 
 func (x *DestinationsRequest) Reset() {
 	*x = DestinationsRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +878,7 @@ func (x *DestinationsRequest) String() string {
 func (*DestinationsRequest) ProtoMessage() {}
 
 func (x *DestinationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +891,7 @@ func (x *DestinationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestinationsRequest.ProtoReflect.Descriptor instead.
 func (*DestinationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{11}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DestinationsRequest) GetSubscribe() []string {
@@ -843,7 +921,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +933,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +946,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Destination) GetAddress() string {
@@ -910,7 +988,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1000,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1013,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{13}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -995,14 +1073,19 @@ const file_api_identity_v1_identity_proto_rawDesc = "" +
 	"\vserver_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\"\x12\n" +
 	"\x10GetBundleRequest\"\x14\n" +
-	"\x12WatchBundleRequest\"\xd9\x01\n" +
+	"\x12WatchBundleRequest\"\x9c\x02\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
 	"\x03pem\x18\x02 \x01(\fR\x03pem\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12#\n" +
 	"\rissuer_sha256\x18\x04 \x01(\tR\fissuerSha256\x124\n" +
 	"\x16reissue_window_seconds\x18\x05 \x01(\x03R\x14reissueWindowSeconds\x12'\n" +
-	"\x0fjwt_authorities\x18\x06 \x01(\fR\x0ejwtAuthorities\"\xba\x02\n" +
+	"\x0fjwt_authorities\x18\x06 \x01(\fR\x0ejwtAuthorities\x12A\n" +
+	"\tfederated\x18\a \x03(\v2#.meshid.identity.v1.FederatedBundleR\tfederated\"^\n" +
+	"\x0fFederatedBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
+	"\x03pem\x18\x02 \x01(\fR\x03pem\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"\xba\x02\n" +
 	"\vProxyStatus\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12#\n" +
 	"\rbundle_sha256\x18\x02 \x01(\tR\fbundleSha256\x12\x1f\n" +
@@ -1052,7 +1135,7 @@ func file_api_identity_v1_identity_proto_rawDescGZIP() []byte {
 }
 
 var file_api_identity_v1_identity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_api_identity_v1_identity_proto_goTypes = []any{
 	(Destination_Kind)(0),         // 0: meshid.identity.v1.Destination.Kind
 	(*MintJWTSVIDRequest)(nil),    // 1: meshid.identity.v1.MintJWTSVIDRequest
@@ -1064,41 +1147,43 @@ var file_api_identity_v1_identity_proto_goTypes = []any{
 	(*GetBundleRequest)(nil),      // 7: meshid.identity.v1.GetBundleRequest
 	(*WatchBundleRequest)(nil),    // 8: meshid.identity.v1.WatchBundleRequest
 	(*Bundle)(nil),                // 9: meshid.identity.v1.Bundle
-	(*ProxyStatus)(nil),           // 10: meshid.identity.v1.ProxyStatus
-	(*ReportStatusResponse)(nil),  // 11: meshid.identity.v1.ReportStatusResponse
-	(*DestinationsRequest)(nil),   // 12: meshid.identity.v1.DestinationsRequest
-	(*Destination)(nil),           // 13: meshid.identity.v1.Destination
-	(*Endpoint)(nil),              // 14: meshid.identity.v1.Endpoint
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*FederatedBundle)(nil),       // 10: meshid.identity.v1.FederatedBundle
+	(*ProxyStatus)(nil),           // 11: meshid.identity.v1.ProxyStatus
+	(*ReportStatusResponse)(nil),  // 12: meshid.identity.v1.ReportStatusResponse
+	(*DestinationsRequest)(nil),   // 13: meshid.identity.v1.DestinationsRequest
+	(*Destination)(nil),           // 14: meshid.identity.v1.Destination
+	(*Endpoint)(nil),              // 15: meshid.identity.v1.Endpoint
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_api_identity_v1_identity_proto_depIdxs = []int32{
-	15, // 0: meshid.identity.v1.JWTSVID.issued_at:type_name -> google.protobuf.Timestamp
-	15, // 1: meshid.identity.v1.JWTSVID.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 2: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
-	15, // 3: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
-	15, // 4: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
-	15, // 5: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
-	0,  // 6: meshid.identity.v1.Destination.kind:type_name -> meshid.identity.v1.Destination.Kind
-	14, // 7: meshid.identity.v1.Destination.endpoints:type_name -> meshid.identity.v1.Endpoint
-	5,  // 8: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
-	7,  // 9: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
-	8,  // 10: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
-	10, // 11: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
-	3,  // 12: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
-	1,  // 13: meshid.identity.v1.Identity.MintJWTSVID:input_type -> meshid.identity.v1.MintJWTSVIDRequest
-	12, // 14: meshid.identity.v1.Discovery.WatchDestinations:input_type -> meshid.identity.v1.DestinationsRequest
-	6,  // 15: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
-	9,  // 16: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
-	9,  // 17: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
-	11, // 18: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
-	4,  // 19: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
-	2,  // 20: meshid.identity.v1.Identity.MintJWTSVID:output_type -> meshid.identity.v1.JWTSVID
-	13, // 21: meshid.identity.v1.Discovery.WatchDestinations:output_type -> meshid.identity.v1.Destination
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	16, // 0: meshid.identity.v1.JWTSVID.issued_at:type_name -> google.protobuf.Timestamp
+	16, // 1: meshid.identity.v1.JWTSVID.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 2: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
+	16, // 3: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
+	16, // 4: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
+	10, // 5: meshid.identity.v1.Bundle.federated:type_name -> meshid.identity.v1.FederatedBundle
+	16, // 6: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
+	0,  // 7: meshid.identity.v1.Destination.kind:type_name -> meshid.identity.v1.Destination.Kind
+	15, // 8: meshid.identity.v1.Destination.endpoints:type_name -> meshid.identity.v1.Endpoint
+	5,  // 9: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
+	7,  // 10: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
+	8,  // 11: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
+	11, // 12: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
+	3,  // 13: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
+	1,  // 14: meshid.identity.v1.Identity.MintJWTSVID:input_type -> meshid.identity.v1.MintJWTSVIDRequest
+	13, // 15: meshid.identity.v1.Discovery.WatchDestinations:input_type -> meshid.identity.v1.DestinationsRequest
+	6,  // 16: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
+	9,  // 17: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
+	9,  // 18: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
+	12, // 19: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
+	4,  // 20: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
+	2,  // 21: meshid.identity.v1.Identity.MintJWTSVID:output_type -> meshid.identity.v1.JWTSVID
+	14, // 22: meshid.identity.v1.Discovery.WatchDestinations:output_type -> meshid.identity.v1.Destination
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_identity_v1_identity_proto_init() }
@@ -1112,7 +1197,7 @@ func file_api_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_identity_v1_identity_proto_rawDesc), len(file_api_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
