@@ -92,6 +92,9 @@ type ServerConfig struct {
 	// JWTIssuer is the "iss" of every JWT-SVID (the OIDC issuer URL);
 	// empty leaves it out.
 	JWTIssuer string
+	// Federated holds the foreign bundles the bundle messages carry; nil
+	// means none.
+	Federated *Federated
 }
 
 // Server implements the Identity gRPC service.
@@ -333,14 +336,17 @@ func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1
 	var sent *identityv1.Bundle
 	for {
 		changed := s.cfg.Trust.Changed()
-		var jwtChanged <-chan struct{} // nil: never
+		var jwtChanged, federatedChanged <-chan struct{} // nil: never
 		if s.cfg.JWT != nil {
 			jwtChanged = s.cfg.JWT.Changed()
+		}
+		if s.cfg.Federated != nil {
+			federatedChanged = s.cfg.Federated.Changed()
 		}
 		if st := s.cfg.Trust.Load(); st.Bundle != nil {
 			msg := s.bundleMessage(st)
 			if sent == nil || msg.GetSha256() != sent.GetSha256() || msg.GetIssuerSha256() != sent.GetIssuerSha256() || msg.GetReissueWindowSeconds() != sent.GetReissueWindowSeconds() ||
-				!bytes.Equal(msg.GetJwtAuthorities(), sent.GetJwtAuthorities()) {
+				!bytes.Equal(msg.GetJwtAuthorities(), sent.GetJwtAuthorities()) || !sameBundles(msg.GetFederated(), sent.GetFederated()) {
 				if err := stream.Send(msg); err != nil {
 					return fmt.Errorf("ca: send bundle: %w", err)
 				}
@@ -354,6 +360,7 @@ func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1
 			return status.Error(codes.Unavailable, "the CA is shutting down; reconnect to another replica")
 		case <-changed:
 		case <-jwtChanged:
+		case <-federatedChanged:
 		}
 	}
 }
@@ -385,6 +392,9 @@ func (s *Server) bundleMessage(st *trust.State) *identityv1.Bundle {
 	}
 	if s.cfg.JWT != nil {
 		msg.JwtAuthorities = s.cfg.JWT.JWKS(s.cfg.Clock.Now())
+	}
+	if s.cfg.Federated != nil {
+		msg.Federated = s.cfg.Federated.Bundles()
 	}
 	return msg
 }
