@@ -78,6 +78,7 @@ not match.
 	fs.BoolVar(&o.Webhook, "webhook", true, "also install meshid-webhook (sidecar injection, AuthorizationPolicy validation), the AuthorizationPolicy CRD, and have meshid-ca serve policies")
 	fs.StringVar(&o.WebhookImage, "webhook-image", image("meshid-webhook"), "meshid-webhook container image"+imageNote)
 	fs.StringVar(&o.ProxyImage, "proxy-image", image("meshid-proxy"), "meshid-proxy image the webhook injects"+imageNote)
+	fs.BoolVar(&o.Federation, "federation", false, "also install the FederatedTrustDomain CRD and have meshid-ca trust the foreign trust domains they name (list/watch on them, update on their status; docs/federation.md)")
 	fs.BoolVar(&o.PrometheusOperator, "prometheus-operator", false, "render the alerts as a PrometheusRule (needs the Prometheus Operator's CRDs)")
 	fs.BoolVar(&o.Apply, "apply", false, "apply with server-side apply instead of printing")
 	o.Cluster.AddFlags(fs)
