@@ -90,6 +90,10 @@ type Input struct {
 	// then re-mints its own at two thirds of its life).
 	WebhookCertPEM []byte
 
+	// Federated are the FederatedTrustDomains; nil when not read (no
+	// federation: no rows).
+	Federated *Federated
+
 	// CA is the CA Deployment; nil when not checked.
 	CA *Replicas
 	// Proxies are the proxies asked (--proxies), in order.
@@ -203,6 +207,7 @@ func Run(in Input) *Report {
 		c.add(c.replicas())
 	}
 	c.reportRows()
+	c.federationRows()
 	for _, p := range in.Proxies {
 		c.add(c.proxy(p))
 	}

@@ -187,11 +187,13 @@ func (w *World) reports() []runtime.Object {
 	return out
 }
 
-// ListKinds are the cert-manager lists the fake dynamic client serves.
+// ListKinds are the cert-manager and FederatedTrustDomain lists the fake
+// dynamic client serves.
 var ListKinds = map[schema.GroupVersionResource]string{
-	{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}:   "CertificateList",
-	{Group: "cert-manager.io", Version: "v1", Resource: "issuers"}:        "IssuerList",
-	{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}: "ClusterIssuerList",
+	{Group: "meshid.dev", Version: "v1alpha1", Resource: "federatedtrustdomains"}: "FederatedTrustDomainList",
+	{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}:           "CertificateList",
+	{Group: "cert-manager.io", Version: "v1", Resource: "issuers"}:                "IssuerList",
+	{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}:         "ClusterIssuerList",
 }
 
 // Connect returns the World as a kube.Connect, and its clientset.
