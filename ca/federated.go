@@ -2,7 +2,6 @@ package ca
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -169,7 +168,7 @@ func (f *Federated) sync() {
 	seen := map[spiffeid.TrustDomain]string{}
 	for _, name := range sortedKeys(objs) {
 		ftd := objs[name]
-		td, anchors, err := inForce(ftd)
+		td, anchors, _, err := ftd.Anchors()
 		switch {
 		case err != nil:
 			f.cfg.Log.Warn("a FederatedTrustDomain has no bundle to trust", "name", name, "error", err)
@@ -218,45 +217,6 @@ func (f *Federated) sync() {
 	}
 }
 
-// inForce is the trust domain of ftd and the anchors to trust: those of
-// the bundle in its status, else of its initial bundle.
-func inForce(ftd *v1alpha1.FederatedTrustDomain) (spiffeid.TrustDomain, []*x509.Certificate, error) {
-	td, err := spiffeid.TrustDomainFromString(ftd.Spec.TrustDomain)
-	if err != nil {
-		return td, nil, fmt.Errorf("spec.trustDomain: %w", err)
-	}
-	if ftd.Status.Bundle != "" {
-		b, err := spiffebundle.Parse(td, []byte(ftd.Status.Bundle))
-		if err != nil {
-			return td, nil, fmt.Errorf("status.bundle: %w", err)
-		}
-		return td, b.X509Authorities(), nil
-	}
-	anchors, err := initialAnchors(td, ftd.Spec.InitialBundle)
-	return td, anchors, err
-}
-
-// initialAnchors parses an initial bundle: a SPIFFE bundle document, or
-// PEM anchors (a meshid ca-bundle.crt).
-func initialAnchors(td spiffeid.TrustDomain, data string) ([]*x509.Certificate, error) {
-	switch s := strings.TrimSpace(data); {
-	case s == "":
-		return nil, errors.New("no bundle fetched yet and no spec.initialBundle")
-	case strings.HasPrefix(s, "{"):
-		b, err := spiffebundle.Parse(td, []byte(s))
-		if err != nil {
-			return nil, fmt.Errorf("spec.initialBundle (a SPIFFE bundle document): %w", err)
-		}
-		return b.X509Authorities(), nil
-	default:
-		b, err := bundle.Parse([]byte(s))
-		if err != nil {
-			return nil, fmt.Errorf("spec.initialBundle (PEM anchors): %w", err)
-		}
-		return b.Anchors(), nil
-	}
-}
-
 // work fetches the bundle of the object name whenever it is due, until ctx
 // ends or the object is gone.
 func (f *Federated) work(ctx context.Context, name string) {
@@ -279,7 +239,7 @@ func (f *Federated) work(ctx context.Context, name string) {
 // returns the wait before the next fetch.
 func (f *Federated) refresh(ctx context.Context, ftd *v1alpha1.FederatedTrustDomain, failures *int) time.Duration {
 	log := f.cfg.Log.With("name", ftd.Name, "trust_domain", ftd.Spec.TrustDomain)
-	td, anchors, err := inForce(ftd)
+	td, anchors, _, err := ftd.Anchors()
 	hint := time.Duration(0)
 	if err == nil && ftd.Status.Bundle != "" {
 		if b, perr := spiffebundle.Parse(td, []byte(ftd.Status.Bundle)); perr == nil {

@@ -1,13 +1,9 @@
 package health
 
 import (
-	"crypto/x509"
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/meshid/meshid/api/federation/v1alpha1"
 	"github.com/meshid/meshid/bundle"
@@ -46,7 +42,7 @@ func (c *checker) federated(ftd v1alpha1.FederatedTrustDomain) Row {
 	now := c.in.Now
 	row := Row{Check: "federated trust domain " + ftd.Spec.TrustDomain, Status: OK}
 	hint := c.kubectlCluster("get", "federatedtrustdomain", ftd.Name, "-o", "yaml") + ": status.lastError says why the last fetch was refused; check spec.bundleEndpointURL and spec.endpointSPIFFEID"
-	anchors, source, err := federatedAnchors(ftd)
+	_, anchors, source, err := ftd.Anchors()
 	if err != nil {
 		row.Status, row.Detail, row.Hint = Fail, err.Error()+"; its peers do not verify", hint
 		return row
@@ -88,46 +84,4 @@ func (c *checker) federated(ftd v1alpha1.FederatedTrustDomain) Row {
 	}
 	row.Detail = strings.Join(parts, "; ")
 	return row
-}
-
-// federatedAnchors are the anchors in force for ftd (those of its status,
-// else its initial bundle) and which of the two they came from.
-func federatedAnchors(ftd v1alpha1.FederatedTrustDomain) ([]*x509.Certificate, string, error) {
-	td, err := spiffeid.TrustDomainFromString(ftd.Spec.TrustDomain)
-	if err != nil {
-		return nil, "", fmt.Errorf("spec.trustDomain: %w", err)
-	}
-	var anchors []*x509.Certificate
-	source := "stored bundle"
-	switch data := strings.TrimSpace(ftd.Status.Bundle); {
-	case data != "":
-		b, err := spiffebundle.Parse(td, []byte(data))
-		if err != nil {
-			return nil, "", fmt.Errorf("status.bundle does not parse: %w", err)
-		}
-		anchors = b.X509Authorities()
-	default:
-		source = "initial bundle"
-		data = strings.TrimSpace(ftd.Spec.InitialBundle)
-		if data == "" {
-			return nil, "", fmt.Errorf("no bundle: never fetched, and no spec.initialBundle")
-		}
-		if strings.HasPrefix(data, "{") {
-			b, err := spiffebundle.Parse(td, []byte(data))
-			if err != nil {
-				return nil, "", fmt.Errorf("spec.initialBundle does not parse: %w", err)
-			}
-			anchors = b.X509Authorities()
-		} else {
-			b, err := bundle.Parse([]byte(data))
-			if err != nil {
-				return nil, "", fmt.Errorf("spec.initialBundle: %w", err)
-			}
-			anchors = b.Anchors()
-		}
-	}
-	if len(anchors) == 0 {
-		return nil, "", fmt.Errorf("the %s has no X.509 anchor", source)
-	}
-	return anchors, source, nil
 }

@@ -57,10 +57,15 @@ func (cp *controlPlane) installFederationCRD(t *testing.T) {
 	if out, err := apply.CombinedOutput(); err != nil {
 		t.Fatalf("apply the CRD: %v\n%s", err, out)
 	}
-	wait := exec.Command(kubectl, "--kubeconfig", cp.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "crd/federatedtrustdomains.meshid.dev")
-	if out, err := wait.CombinedOutput(); err != nil {
-		t.Fatalf("wait for the CRD: %v\n%s", err, out)
-	}
+	// kubectl wait fails at once on a CRD that has no status yet (".status.conditions
+	// accessor error"), so it is retried.
+	eventually(t, 60*time.Second, func() error {
+		wait := exec.Command(kubectl, "--kubeconfig", cp.kubeconfig, "wait", "--for=condition=Established", "--timeout=30s", "crd/federatedtrustdomains.meshid.dev")
+		if out, err := wait.CombinedOutput(); err != nil {
+			return fmt.Errorf("wait for the CRD: %v\n%s", err, out)
+		}
+		return nil
+	})
 }
 
 // federate creates (or replaces the spec of) the FederatedTrustDomain

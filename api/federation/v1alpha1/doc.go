@@ -4,7 +4,8 @@
 // a restarted CA agree) and streams to proxies beside the local bundle.
 // AuthorizationPolicy, of the same group and version, is in api/policy.
 //
-// It imports only Kubernetes' API machinery.
+// It imports Kubernetes' API machinery, go-spiffe and the shared noun bundle
+// (Anchors: the one reading of the anchors in force).
 //
 // +kubebuilder:object:generate=true
 // +groupName=meshid.dev
