@@ -274,6 +274,8 @@ func TestFederation(t *testing.T) {
 			}
 			return nil
 		})
+		out, _ := meshid(t, "", "check", "--kubeconfig", b.kubeconfig, "-n", "meshid", "--deployment", "", "--trust-domain", tdB.Name())
+		wantRow(t, out, "federated trust domain cluster.local", "OK", "last refresh", "1 anchors from the stored bundle")
 	})
 
 	t.Run("B's CA restarted trusts A from what it stored", func(t *testing.T) {
@@ -311,5 +313,7 @@ func TestFederation(t *testing.T) {
 			}
 			return nil
 		})
+		out, _ := meshid(t, "", "check", "--kubeconfig", b.kubeconfig, "-n", "meshid", "--deployment", "", "--trust-domain", tdB.Name())
+		wantRow(t, out, "federated trust domain cluster.local", "WARN", "refused fetches since the last good one", "foreign: unreachable")
 	})
 }
