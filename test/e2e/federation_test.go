@@ -167,6 +167,27 @@ func TestFederation(t *testing.T) {
 	b := controlPlaneOf(t, cb)
 	a.installFederationCRD(t)
 	b.installFederationCRD(t)
+	t.Run("the API server refuses a bad FederatedTrustDomain", func(t *testing.T) {
+		for name, tc := range map[string]struct {
+			spec v1alpha1.FederatedTrustDomainSpec
+			want string
+		}{
+			"https_spiffe without its ID": {v1alpha1.FederatedTrustDomainSpec{TrustDomain: "x.example", BundleEndpointURL: "https://x.example", Profile: v1alpha1.ProfileSPIFFE}, "needs endpointSPIFFEID"},
+			"plain http":                  {v1alpha1.FederatedTrustDomainSpec{TrustDomain: "x.example", BundleEndpointURL: "http://x.example", Profile: v1alpha1.ProfileWeb}, "bundleEndpointURL"},
+			"unknown profile":             {v1alpha1.FederatedTrustDomainSpec{TrustDomain: "x.example", BundleEndpointURL: "https://x.example", Profile: "https"}, "profile"},
+			"trust domain with a scheme":  {v1alpha1.FederatedTrustDomainSpec{TrustDomain: "spiffe://x.example", BundleEndpointURL: "https://x.example", Profile: v1alpha1.ProfileWeb}, "trustDomain"},
+		} {
+			obj, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(&v1alpha1.FederatedTrustDomain{
+				TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "FederatedTrustDomain"},
+				ObjectMeta: metav1.ObjectMeta{Name: "bad"}, Spec: tc.spec,
+			})
+			_, err := b.dynamic.Resource(v1alpha1.Resource).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: create = %v, want a refusal naming %q", name, err, tc.want)
+				_ = b.dynamic.Resource(v1alpha1.Resource).Delete(ctx, "bad", metav1.DeleteOptions{})
+			}
+		}
+	})
 
 	tdB := spiffeid.RequireTrustDomainFromString("b.example")
 	anchorB := newAnchor(t, "b anchor")

@@ -37,6 +37,8 @@ type FederatedTrustDomain struct {
 }
 
 // FederatedTrustDomainSpec says where and how to fetch the bundle.
+//
+// +kubebuilder:validation:XValidation:rule="self.profile != 'https_spiffe' || (has(self.endpointSPIFFEID) && self.endpointSPIFFEID.startsWith('spiffe://'))",message="profile https_spiffe needs endpointSPIFFEID: the spiffe:// ID the bundle endpoint presents"
 type FederatedTrustDomainSpec struct {
 	// TrustDomain is the foreign trust domain's name, e.g. b.example; not
 	// ours.
