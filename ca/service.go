@@ -38,6 +38,7 @@ import (
 	"github.com/meshid/meshid/ca/external"
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/jwtkey"
+	"github.com/meshid/meshid/ca/foreign"
 	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/source"
@@ -98,6 +99,14 @@ type Config struct {
 	// EndpointSlices).
 	ExternalWorkloads bool
 	ExternalLeafTTL   time.Duration
+	// FederatedTrustDomains fetches the bundle of every
+	// FederatedTrustDomain, stores it in the object's status and streams
+	// it with ours (Federated); needs Dynamic (--federated-trust-domains).
+	FederatedTrustDomains bool
+	// ForeignLimits and ForeignPace bound and pace those fetches; zero
+	// means foreign's defaults.
+	ForeignLimits foreign.Limits
+	ForeignPace   foreign.Pace
 	// Discovery serves WatchDestinations to transparent proxies, from
 	// informers on Pods, Services and EndpointSlices (Client must list and
 	// watch them).
@@ -248,6 +257,7 @@ type Service struct {
 	cfg       Config
 	policies  *policies.Watcher
 	discovery *Discovery
+	federated *Federated
 	store     *trust.Store
 	metrics   *Metrics
 	server    *Server
@@ -332,14 +342,27 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	var federated *Federated
+	if cfg.FederatedTrustDomains {
+		if cfg.Dynamic == nil {
+			return nil, errors.New("ca: FederatedTrustDomains needs a dynamic client")
+		}
+		if federated, err = NewFederated(FederatedConfig{
+			Dynamic: cfg.Dynamic, TrustDomain: cfg.TrustDomain, Local: func() *bundle.Bundle { return store.Load().Bundle },
+			Limits: cfg.ForeignLimits, Pace: cfg.ForeignPace, Registry: metrics.Registry, Log: cfg.Log, Clock: cfg.Clock,
+		}); err != nil {
+			return nil, err
+		}
+	}
 	server, err := NewServer(ServerConfig{
 		External: ext, ExternalLeafTTL: cfg.ExternalLeafTTL,
 		JWT: jwtRing, JWTIssuer: cfg.JWT.OIDCIssuer,
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
 		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Clock: cfg.Clock, Log: cfg.Log,
-		Reserved: reserved,
-		Fleet:    fleet.NewRegistry(fleet.Config{Clock: cfg.Clock, MaxPerIdentity: cfg.MaxFleetInstancesPerIdentity, MaxInstances: cfg.MaxFleetInstances}),
-		Policies: watcher,
+		Reserved:  reserved,
+		Fleet:     fleet.NewRegistry(fleet.Config{Clock: cfg.Clock, MaxPerIdentity: cfg.MaxFleetInstancesPerIdentity, MaxInstances: cfg.MaxFleetInstances}),
+		Policies:  watcher,
+		Federated: federated,
 		Pods: func(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 			return cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		},
@@ -357,7 +380,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{
 		jwt: jwtRing,
-		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery, updates: newUpdates(cfg.Clock.Now),
+		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery, federated: federated, updates: newUpdates(cfg.Clock.Now),
 		serving: &servingCert{
 			id: ownID, dnsNames: cfg.DNSNames, ttl: min(cfg.LeafTTL, DefaultLeafTTL), backdate: cfg.Backdate,
 			store: store, now: cfg.Clock.Now,
@@ -422,6 +445,9 @@ func (s *Service) Run(ctx context.Context) error {
 			return err
 		}
 		g.Go(func() error { return pub.Run(ctx) })
+	}
+	if s.federated != nil {
+		g.Go(func() error { return s.federated.Run(ctx) })
 	}
 
 	limits := newCallerLimits(orDefault(s.cfg.MaxCallsPerCaller, DefaultMaxCallsPerCaller),

@@ -65,6 +65,9 @@ type Options struct {
 	// Secret JWTKeySecret, which it creates, and may touch that one
 	// Secret; nil renders none of it.
 	JWT *JWT
+	// Federation renders the FederatedTrustDomain CRD, the CA's RBAC to
+	// watch them and write their status, and --federated-trust-domains.
+	Federation bool
 }
 
 // JWT configures JWT-SVIDs.
@@ -119,6 +122,13 @@ func Render(o Options) ([]runtime.Object, error) {
 	objs := []runtime.Object{
 		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: o.Namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "meshid"}}},
 		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(CAName)},
+	}
+	if o.Federation {
+		c, err := federationCRD()
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, c)
 	}
 	objs = append(objs, caRBAC(o, meta)...)
 	objs = append(objs, &corev1.ConfigMap{
@@ -192,6 +202,9 @@ func Args(o Options) []string {
 	}
 	if o.External != nil {
 		args = append(args, externalArgs(o.External)...)
+	}
+	if o.Federation {
+		args = append(args, "--federated-trust-domains")
 	}
 	return args
 }

@@ -87,7 +87,8 @@ func caJWTRules(o Options) []rbacv1.PolicyRule {
 // pods are transparent), watching the AuthorizationPolicies, reading the
 // pod a proxy names, and watching pods, Services and EndpointSlices for
 // discovery (--discovery: who is behind an address); with External, reading
-// ExternalWorkloads and writing their status (external.go).
+// ExternalWorkloads and writing their status (external.go); with federation,
+// the FederatedTrustDomains and their status (federation.go).
 func caClusterRules(o Options) []rbacv1.PolicyRule {
 	rules := []rbacv1.PolicyRule{{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}}
 	if o.Webhook != nil {
@@ -99,6 +100,9 @@ func caClusterRules(o Options) []rbacv1.PolicyRule {
 	}
 	if o.External != nil {
 		rules = append(rules, externalRules()...)
+	}
+	if o.Federation {
+		rules = append(rules, federationRules()...)
 	}
 	return rules
 }

@@ -9,6 +9,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meshid/meshid/ca/manifest"
 )
@@ -32,6 +33,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			o.Webhook, o.IssuerCertPEM, o.IssuerKeyPEM = webhook, nil, nil
 			o.CertManager = &manifest.CertManager{AnchorCertPEM: []byte("a"), AnchorKeyPEM: []byte("k")}
 		}},
+		{"with federation", func(o *manifest.Options) { o.Federation = true }},
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,6 +159,51 @@ func TestJWTRBAC(t *testing.T) {
 			t.Fatalf("without JWT-SVIDs the CA may touch the key Secret: %v", found)
 		case jwt != nil && (len(found) != 1 || len(found[0].ResourceNames) != 1 || !slices.Equal(found[0].Verbs, []string{"get", "create", "patch", "update"})):
 			t.Fatalf("key Secret rules %v; want get, create, patch, update on that name alone", found)
+		}
+	}
+}
+
+// TestFederationRBAC: with federation the CA lists and watches
+// FederatedTrustDomains and updates only their status; the CRD is rendered
+// and the CA runs with --federated-trust-domains. Without it, none of that.
+func TestFederationRBAC(t *testing.T) {
+	for _, federation := range []bool{false, true} {
+		o := manifest.Options{Namespace: "mesh", Image: "ca:1", BundlePEM: []byte("anchors"), IssuerCertPEM: []byte("c"), IssuerKeyPEM: []byte("k"), Federation: federation}
+		objs, err := manifest.Render(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var verbs = map[string][]string{} // resource -> verbs
+		crd := false
+		for _, obj := range objs {
+			switch x := obj.(type) {
+			case *rbacv1.ClusterRole:
+				for _, r := range x.Rules {
+					if slices.Contains(r.APIGroups, "meshid.dev") {
+						for _, res := range r.Resources {
+							verbs[res] = append(verbs[res], r.Verbs...)
+						}
+					}
+				}
+			case *unstructured.Unstructured:
+				crd = crd || x.GetName() == "federatedtrustdomains.meshid.dev"
+			}
+		}
+		flag := slices.Contains(manifest.Args(o), "--federated-trust-domains")
+		if !federation {
+			if crd || flag || len(verbs) != 0 {
+				t.Errorf("without federation: CRD %v, flag %v, rules %v", crd, flag, verbs)
+			}
+			continue
+		}
+		if !crd || !flag {
+			t.Errorf("with federation: CRD %v, flag %v", crd, flag)
+		}
+		if got := verbs["federatedtrustdomains"]; !slices.Equal(got, []string{"list", "watch"}) {
+			t.Errorf("federatedtrustdomains: %v, want list and watch only", got)
+		}
+		if got := verbs["federatedtrustdomains/status"]; !slices.Equal(got, []string{"update"}) {
+			t.Errorf("federatedtrustdomains/status: %v, want update only", got)
 		}
 	}
 }

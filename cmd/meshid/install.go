@@ -84,6 +84,7 @@ not match.
 	fs.BoolVar(&o.JWTSVIDs, "jwt-svids", false, "have meshid-ca mint JWT-SVIDs (proxies serve them on the Workload API): it keeps its ES256 signing keys in Secret meshid-jwt-keys, which it creates, and may get, create, patch and update that one Secret")
 	fs.StringVar(&o.OIDCIssuer, "oidc-issuer", "", "with --jwt-svids: the https issuer URL of the JWT-SVIDs, for cloud providers and Vault; meshid-ca serves its discovery documents on Service port oidc (8445, plain HTTP: expose it through an Ingress that terminates TLS for the issuer's host and forwards its path)")
 	fs.DurationVar(&o.JWTMaxTTL, "jwt-ttl-max", 0, "with --jwt-svids: the longest JWT-SVID a workload may ask for (0: meshid-ca's default, 1h; the default lifetime is 5m)")
+	fs.BoolVar(&o.Federation, "federation", false, "also install the FederatedTrustDomain CRD and have meshid-ca trust the foreign trust domains they name (list/watch on them, update on their status; docs/federation.md)")
 	fs.BoolVar(&o.PrometheusOperator, "prometheus-operator", false, "render the alerts as a PrometheusRule (needs the Prometheus Operator's CRDs)")
 	fs.BoolVar(&o.Apply, "apply", false, "apply with server-side apply instead of printing")
 	o.Cluster.AddFlags(fs)

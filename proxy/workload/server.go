@@ -118,17 +118,34 @@ func (s *Server) FetchX509SVID(_ *workloadpb.X509SVIDRequest, stream workloadpb.
 			X509Svid:    concat(snap.SVID.Certificates),
 			X509SvidKey: keyDER,
 			Bundle:      concat(snap.Bundle.Anchors()),
-		}}})
+		}}, FederatedBundles: federated(snap)})
 	})
 }
 
 // FetchX509Bundles implements the Workload API.
 func (s *Server) FetchX509Bundles(_ *workloadpb.X509BundlesRequest, stream workloadpb.SpiffeWorkloadAPI_FetchX509BundlesServer) error {
 	return s.follow(stream.Context(), func(snap *state.Snapshot) error {
-		return stream.Send(&workloadpb.X509BundlesResponse{Bundles: map[string][]byte{
-			s.store.TrustDomain().IDString(): concat(snap.Bundle.Anchors()),
-		}})
+		bundles := federated(snap)
+		if bundles == nil {
+			bundles = map[string][]byte{}
+		}
+		bundles[s.store.TrustDomain().IDString()] = concat(snap.Bundle.Anchors())
+		return stream.Send(&workloadpb.X509BundlesResponse{Bundles: bundles})
 	})
+}
+
+// federated is the foreign trust domains' anchors by trust domain ID, as
+// the Workload API's federated_bundles carries them (nil without
+// federation).
+func federated(snap *state.Snapshot) map[string][]byte {
+	if len(snap.Foreign) == 0 {
+		return nil
+	}
+	out := make(map[string][]byte, len(snap.Foreign))
+	for td, b := range snap.Foreign {
+		out[td.IDString()] = concat(b.Anchors())
+	}
+	return out
 }
 
 // follow calls send with the current snapshot once it has a certificate

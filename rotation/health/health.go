@@ -93,6 +93,9 @@ type Input struct {
 	// JWT is the JWT-SVID key Secret; nil when not read or not there
 	// (JWT-SVIDs off).
 	JWT *JWTKeys
+	// Federated are the FederatedTrustDomains; nil when not read (no
+	// federation: no rows).
+	Federated *Federated
 
 	// CA is the CA Deployment; nil when not checked.
 	CA *Replicas
@@ -227,6 +230,7 @@ func Run(in Input) *Report {
 	}
 	c.reportRows()
 	c.jwtRows()
+	c.federationRows()
 	for _, p := range in.Proxies {
 		c.add(c.proxy(p))
 	}

@@ -17,8 +17,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	federationv1alpha1 "github.com/meshid/meshid/api/federation/v1alpha1"
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/jwtkey"
@@ -109,10 +111,35 @@ func (r reader) input(ctx context.Context, now time.Time) health.Input {
 	if allowed(health.NeedReports) {
 		in.Reports.All, in.Reports.Err = r.reports(ctx)
 	}
+	if r.c.Dynamic != nil {
+		in.Federated = r.federated(ctx)
+	}
 	for _, addr := range o.Proxies {
 		in.Proxies = append(in.Proxies, proxyIdentity(ctx, addr))
 	}
 	return in
+}
+
+// federated lists the FederatedTrustDomains; nil when their CRD is not
+// installed (no federation, no rows) or check may not list them (an
+// operator without federation's read access gets no rows, as without it).
+func (r reader) federated(ctx context.Context) *health.Federated {
+	list, err := r.c.Dynamic.Resource(federationv1alpha1.Resource).List(ctx, metav1.ListOptions{})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
+		return nil
+	case err != nil:
+		return &health.Federated{Err: readError("FederatedTrustDomain", err)}
+	}
+	f := &health.Federated{}
+	for _, u := range list.Items {
+		var ftd federationv1alpha1.FederatedTrustDomain
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &ftd); err != nil {
+			return &health.Federated{Err: fmt.Errorf("FederatedTrustDomain %s does not decode: %w", u.GetName(), err)}
+		}
+		f.Items = append(f.Items, ftd)
+	}
+	return f
 }
 
 // preflight asks whether the API server answers, the namespace exists, and

@@ -22,12 +22,13 @@ import (
 // Options are install's flags, and what tests replace.
 type Options struct {
 	// Namespace, Image, Replicas, TrustDomain, Audience, LeafTTL,
-	// PrometheusOperator: see manifest.Options.
+	// PrometheusOperator, Federation: see manifest.Options.
 	Namespace, Image      string
 	Replicas              int32
 	TrustDomain, Audience string
 	LeafTTL               time.Duration
 	PrometheusOperator    bool
+	Federation            bool
 	// CertManager lets cert-manager issue and renew the issuer, over
 	// AnchorCert and AnchorKey, or over a generated anchor when both are
 	// empty.
@@ -131,7 +132,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	mo := manifest.Options{
 		Namespace: o.Namespace, Image: o.Image, Replicas: o.Replicas,
 		TrustDomain: o.TrustDomain, Audience: o.Audience, LeafTTL: o.LeafTTL,
-		PrometheusOperator: o.PrometheusOperator,
+		PrometheusOperator: o.PrometheusOperator, Federation: o.Federation,
 	}
 	if o.Webhook {
 		mo.Webhook = &manifest.Webhook{Image: o.WebhookImage, ProxyImage: o.ProxyImage}
