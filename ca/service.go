@@ -102,11 +102,16 @@ type Config struct {
 	IssuerSecret string
 	// IssuerCertFile and IssuerKeyFile hold the issuer as PEM files.
 	IssuerCertFile, IssuerKeyFile string
-	// IssuerKey, when set, is the issuer's private key held outside the
-	// process (an HSM: issuer/keys): IssuerSecret's tls.crt or
-	// IssuerCertFile holds only its certificate and chain, which must be
-	// for this key; no tls.key or IssuerKeyFile may be given. Nil means the
-	// key comes with the certificate.
+	// IssuerKeyURI names the issuer's private key held outside the process
+	// (an HSM: issuer/keys, --issuer-key); Validate checks the other issuer
+	// fields against it before the key is opened. With it, IssuerSecret's
+	// tls.crt or IssuerCertFile holds only the certificate and chain, which
+	// must be for this key; no tls.key or IssuerKeyFile may be given. Empty
+	// means the key comes with the certificate. It may name the PIN file:
+	// never logged.
+	IssuerKeyURI string
+	// IssuerKey is the key IssuerKeyURI names, opened; New requires it
+	// with IssuerKeyURI and refuses it without.
 	IssuerKey crypto.Signer
 	// IssuerKeyHealth, when set, says whether IssuerKey signs (and may
 	// reopen its module); asked every retry interval. While it fails the
@@ -195,14 +200,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	files := c.IssuerCertFile != "" || c.IssuerKeyFile != ""
+	hsm := c.IssuerKeyURI != ""
 	switch {
-	case c.IssuerKey != nil && c.IssuerKeyFile != "":
+	case hsm && c.IssuerKeyFile != "":
 		errs = append(errs, errors.New("--issuer-key names the issuer key: drop --issuer-key-file (the certificate file holds only the issuer certificate and chain)"))
-	case c.IssuerKey != nil && c.IssuerSecret == "" && c.IssuerCertFile == "":
+	case hsm && c.IssuerSecret == "" && c.IssuerCertFile == "":
 		errs = append(errs, errors.New("--issuer-key needs the issuer certificate: --issuer-secret NAME or --issuer-cert-file PATH"))
-	case c.IssuerKey != nil && c.IssuerSecret != "" && c.IssuerCertFile != "":
+	case hsm && c.IssuerSecret != "" && c.IssuerCertFile != "":
 		errs = append(errs, errors.New("name the issuer certificate once: --issuer-secret or --issuer-cert-file, not both"))
-	case c.IssuerKey != nil:
+	case hsm:
 		// the certificate alone, its key in the HSM
 	case c.IssuerSecret != "" && files:
 		errs = append(errs, errors.New("name the issuer once: --issuer-secret or --issuer-cert-file/--issuer-key-file, not both"))
@@ -250,6 +256,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Client == nil {
 		return nil, errors.New("ca: a Kubernetes client is required (--kubeconfig, or run in a pod)")
+	}
+	if (cfg.IssuerKeyURI != "") != (cfg.IssuerKey != nil) {
+		return nil, errors.New("ca: IssuerKey and IssuerKeyURI go together (the opened key and what --issuer-key names)")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

@@ -85,13 +85,12 @@ func (o *options) config() (ca.Config, error) {
 		if err := keys.Check(o.issuerKey); err != nil {
 			return ca.Config{}, cli.Usagef("--issuer-key: %v", err)
 		}
-		cfg.IssuerKey = &keys.Key{} // stands in for the key run opens, for Validate
+		cfg.IssuerKeyURI = o.issuerKey // run opens it into cfg.IssuerKey
 	}
 	o.federation.apply(&cfg)
 	if err := cfg.Validate(); err != nil {
 		return ca.Config{}, &cli.UsageError{Err: err}
 	}
-	cfg.IssuerKey = nil
 	return cfg, nil
 }
 

@@ -11,6 +11,9 @@ import (
 	"github.com/meshid/meshid/cmd/internal/cli"
 )
 
+// hsmKey is a well-formed --issuer-key; the flag tests never open it.
+const hsmKey = "pkcs11:token=meshid;id=01;object=issuer?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/run/pin"
+
 func TestFlags(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -31,6 +34,10 @@ func TestFlags(t *testing.T) {
 		{name: "federation spiffe", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--federation-listen", ":8444"}, code: cli.ExitOK},
 		{name: "federation web without files", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--federation-listen", ":8444", "--federation-profile", "https_web"}, code: cli.ExitUsage, message: "needs --federation-cert-file"},
 		{name: "federation profile unknown", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--federation-listen", ":8444", "--federation-profile", "http"}, code: cli.ExitUsage, message: "not https_spiffe or https_web"},
+		{name: "issuer key with the certificate", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--issuer-key", hsmKey}, code: cli.ExitOK},
+		{name: "issuer key with a key file", args: []string{"--issuer-cert-file", "c", "--issuer-key-file", "k", "--trust-bundle", "b", "--issuer-key", hsmKey}, code: cli.ExitUsage, message: "drop --issuer-key-file"},
+		{name: "issuer key without a certificate", args: []string{"--trust-bundle", "b", "--issuer-key", hsmKey}, code: cli.ExitUsage, message: "needs the issuer certificate"},
+		{name: "issuer key with a PIN", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--issuer-key", "pkcs11:token=t;id=01;object=o?pin-value=1234"}, code: cli.ExitUsage, message: "pin-value"},
 		{name: "unknown flag", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "--bogus"}, code: cli.ExitUsage, message: "unknown flag"},
 		{name: "positional argument", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "extra"}, code: cli.ExitUsage, message: "takes no arguments"},
 	}
