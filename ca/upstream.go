@@ -85,19 +85,6 @@ func (s *Service) event(kind, reason, format string, args ...any) {
 	rec.Eventf(&corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: s.cfg.Namespace, Name: s.cfg.Replica}, kind, reason, format, args...)
 }
 
-var (
-	upstreamUpDesc = prometheus.NewDesc("meshid_ca_upstream_up",
-		"1 when the last request to the upstream authority got an answer (used or refused), else 0.", []string{"upstream"}, nil)
-	upstreamFailuresDesc = prometheus.NewDesc("meshid_ca_upstream_renewal_failures",
-		"Failed renewals of the issuer from the upstream in a row; 0 after a renewal.", []string{"upstream"}, nil)
-	upstreamLastDesc = prometheus.NewDesc("meshid_ca_upstream_last_renewal_timestamp_seconds",
-		"When the issuer in force was obtained from the upstream, as a Unix time.", []string{"upstream"}, nil)
-	upstreamNextDesc = prometheus.NewDesc("meshid_ca_upstream_next_renewal_timestamp_seconds",
-		"When the next request to the upstream is due, as a Unix time.", []string{"upstream"}, nil)
-	upstreamNotAfterDesc = prometheus.NewDesc("meshid_ca_upstream_issuer_expiry_timestamp_seconds",
-		"NotAfter of the issuer obtained from the upstream, in force, as a Unix time; absent before the first.", []string{"upstream"}, nil)
-)
-
 // renewerCollector reports the Renewer's Status as gauges.
 type renewerCollector struct{ r *upstream.Renewer }
 
