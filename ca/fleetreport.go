@@ -22,6 +22,12 @@ func (s *Service) fleetReport() fleet.Report {
 	r := trustReport(s.store.Load())
 	r.Replica, r.Updated, r.Proxies = s.cfg.Replica, s.cfg.Clock.Now(), s.server.Fleet().Live()
 	r.Updates = s.updates.list(s.store)
+	if s.renewer != nil {
+		st := s.renewer.Status()
+		u := fleet.Upstream{Upstream: st.Upstream, KeyLocation: st.KeyLocation, Reachable: st.Reachable,
+			LastRenewal: st.LastRenewal, NextRenewal: st.NextRenewal, NotAfter: st.NotAfter, Failures: st.Failures, LastError: st.LastError}.Bounded()
+		r.Upstream = &u
+	}
 	return r
 }
 

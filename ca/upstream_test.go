@@ -141,6 +141,10 @@ func TestServiceUpstream(t *testing.T) {
 	if r.IssuerSHA256 != fingerprintOf(first) {
 		t.Fatalf("issuer in force %s, want the upstream's intermediate", r.IssuerSHA256)
 	}
+	if u := r.Upstream; u == nil || u.Upstream != "fake upstream" || u.KeyLocation != "memory" || !u.Reachable || u.Failures != 0 ||
+		!u.NotAfter.Equal(first.NotAfter) || u.LastRenewal.IsZero() || !u.NextRenewal.After(u.LastRenewal) {
+		t.Fatalf("the report's upstream %+v, want the renewal just made, key in memory", u)
+	}
 	waitReport(t, s, func(fleet.Report) error { return event("IssuerRenewed") })
 	m := metricsText(t, s)
 	for _, want := range []string{
@@ -177,6 +181,9 @@ func TestServiceUpstream(t *testing.T) {
 	r = fleetReport(t, s)
 	if u, _ := update(r, "issuer"); u.Status != fleet.UpdateGone || !strings.Contains(u.Reason, "connection refused") {
 		t.Fatalf("issuer update %+v, want the upstream's failure", u)
+	}
+	if u := r.Upstream; u == nil || u.Reachable || u.Failures != 2 || !strings.Contains(u.LastError, "connection refused") || !u.NotAfter.Equal(first.NotAfter) {
+		t.Fatalf("the report's upstream %+v, want unreachable, 2 failures, the first still in force", u)
 	}
 	waitReport(t, s, func(fleet.Report) error { return event("UpstreamUnreachable") })
 	waitReport(t, s, has(`meshid_ca_upstream_up{upstream="fake upstream"} 0`))
