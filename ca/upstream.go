@@ -68,7 +68,9 @@ func (s *Service) observeUpstream(a upstream.Attempt) {
 		s.updates.applied(source.Issuer, from, "", a.Err)
 		s.event(corev1.EventTypeWarning, "IssuerRefused", "meshid-ca replica %s refused the intermediate %s returned and keeps the last good one in force: %v", s.cfg.Replica, from, a.Err)
 	default:
-		s.updates.gone(source.Issuer, from, a.Err)
+		// Not an update refused: the fleet report's Upstream carries it
+		// (meshid check's upstream row), and the intermediate in force
+		// stays as it is.
 		if s.lastUpstream != upstreamFailed { // the first of a row; the log has every one
 			s.event(corev1.EventTypeWarning, "UpstreamUnreachable", "meshid-ca replica %s cannot renew its intermediate from %s and keeps the one in force (%s left): %v", s.cfg.Replica, from, st.TimeToOutage(s.cfg.Clock.Now()).Round(1e9), a.Err)
 		}

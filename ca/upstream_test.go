@@ -85,7 +85,8 @@ func metricsText(t *testing.T, s *ca.Service) string {
 // TestServiceUpstream: with an Upstream, the replica's issuer is the
 // intermediate it obtained, renewed at half life; a refused answer and an
 // unreachable upstream leave it in force and are counted, recorded in the
-// fleet report and told as Events; the upstream's return renews it.
+// fleet report (a refused answer as an issuer update, the failures in its
+// Upstream) and told as Events; the upstream's return renews it.
 func TestServiceUpstream(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Now())
 	root, err := issuer.NewAnchor(issuer.CAParams{CommonName: "upstream root", NotBefore: clk.Now().Add(-time.Hour), TTL: 365 * 24 * time.Hour})
@@ -179,8 +180,8 @@ func TestServiceUpstream(t *testing.T) {
 	clk.Step(5 * time.Second)
 	waitReport(t, s, has(`meshid_ca_upstream_requests_total{result="failed"} 1`))
 	r = fleetReport(t, s)
-	if u, _ := update(r, "issuer"); u.Status != fleet.UpdateGone || !strings.Contains(u.Reason, "connection refused") {
-		t.Fatalf("issuer update %+v, want the upstream's failure", u)
+	if u, _ := update(r, "issuer"); u.Status != fleet.UpdateRefused {
+		t.Fatalf("issuer update %+v, want still the refused answer (no answer since is the upstream's state, not an update)", u)
 	}
 	if u := r.Upstream; u == nil || u.Reachable || u.Failures != 2 || !strings.Contains(u.LastError, "connection refused") || !u.NotAfter.Equal(first.NotAfter) {
 		t.Fatalf("the report's upstream %+v, want unreachable, 2 failures, the first still in force", u)

@@ -283,15 +283,27 @@ func TestUpstream(t *testing.T) {
 		rb := rb
 		rb.Upstream = upstreamOf(b)
 		rb.Upstream.Reachable, rb.Upstream.Failures, rb.Upstream.LastError = false, 3, "stepca: POST /1.0/sign: connection refused"
-		rb.Updates = []fleet.Update{{Material: "issuer", Source: up, Status: fleet.UpdateGone, Reason: rb.Upstream.LastError, Since: now.Add(-time.Minute)}}
 		in.Reports = &health.Reports{Name: "fleet", All: []fleet.Report{ra, rb}}
 		r := health.Run(in)
 		got := row(t, r, "upstream ca-b")
 		if got.Status != health.Warn || !strings.Contains(got.Detail, "unreachable") || !strings.Contains(got.Detail, "3 renewal(s) failed") || !strings.Contains(got.Detail, "time to outage") || !strings.Contains(got.Hint, "kubectl") {
 			t.Fatalf("upstream row %+v, want a warning with the failures and the time left", got)
 		}
-		if u := row(t, r, "issuer update"); strings.Contains(u.Hint, "create secret") {
-			t.Errorf("the update row's hint %q names the Secret, which an upstream issuer has none of", u.Hint)
+		if r.Worst() != health.Warn {
+			t.Fatalf("an unreachable upstream with the intermediate valid: worst %s, want warn: %+v", r.Worst(), r.Rows)
+		}
+	})
+	t.Run("answer refused", func(t *testing.T) {
+		in := in
+		rb := rb
+		rb.Upstream = upstreamOf(b)
+		rb.Upstream.Failures, rb.Upstream.LastError = 1, "upstream: refused the upstream's answer: CN=meshid issuer is not a CA (CA:FALSE)"
+		rb.Updates = []fleet.Update{{Material: "issuer", Source: up, Status: fleet.UpdateRefused, Reason: rb.Upstream.LastError, Since: now.Add(-time.Minute)}}
+		in.Reports = &health.Reports{Name: "fleet", All: []fleet.Report{ra, rb}}
+		r := health.Run(in)
+		u := row(t, r, "issuer update")
+		if u.Status != health.Fail || !strings.Contains(u.Detail, "not a CA") || strings.Contains(u.Hint, "create secret") || !strings.Contains(u.Hint, "upstream rows") {
+			t.Errorf("update row %+v, want a failure naming the refusal, its hint the upstream rows (an upstream issuer has no Secret)", u)
 		}
 	})
 	t.Run("expired", func(t *testing.T) {

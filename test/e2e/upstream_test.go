@@ -55,7 +55,7 @@ func TestUpstreamStepCA(t *testing.T) {
 		"--kubeconfig", e.cluster.Kubeconfig, "--namespace", ns, "--trust-bundle", "meshid-trust-bundle",
 		"--issuer-source", "step-ca", "--step-ca-url", srv.URL, "--step-ca-root", rootFile,
 		"--step-ca-provisioner", srv.Provisioner, "--step-ca-provisioner-key", keyFile, "--issuer-ttl", upstreamTTL.String(),
-		"--listen", addr, "--admin-listen", admin, "--replica", "ca-0")
+		"--listen", addr, "--admin-listen", admin, "--replica", "ca-0", "--fleet-report-interval", "200ms")
 	var err error
 	if p.bundle, err = bundle.Parse(srv.RootPEM); err != nil {
 		t.Fatal(err)
@@ -100,11 +100,32 @@ func TestUpstreamStepCA(t *testing.T) {
 	if svid.Certificates[0].NotAfter.After(first.NotAfter) {
 		t.Fatal("the leaf outlives its intermediate")
 	}
+	// meshid check reads the replica's report: no issuer Secret needed.
+	checkUpstream := func(within time.Duration, status string, details ...string) {
+		t.Helper()
+		eventually(t, within, func() error {
+			out, code := meshid(t, "", "check", "--kubeconfig", e.cluster.Kubeconfig, "-n", ns, "--deployment", "")
+			line := checkRow(out, "upstream ca-0")
+			if code != 0 || !strings.Contains(line, " "+status+" ") {
+				return fmt.Errorf("meshid check: exit %d, want 0 with the upstream row %s:\n%s", code, status, out)
+			}
+			for _, d := range details {
+				if !strings.Contains(line, d) {
+					return fmt.Errorf("the upstream row does not say %q:\n%s", d, out)
+				}
+			}
+			return nil
+		})
+	}
+	checkUpstream(10*time.Second, "OK", "step-ca "+srv.URL+" provisioner meshid reachable", "key in memory", "last renewal")
 
 	t.Log("step-ca stopped past the intermediate's half life: meshid-ca keeps issuing from it")
 	srv.Stop(t)
 	stopped := time.Now()
 	half := first.NotBefore.Add(first.NotAfter.Sub(first.NotBefore) / 2)
+	// Once renewal fails, and before the intermediate's last third (where
+	// the issuer row fails), check warns and names the time to outage.
+	checkUpstream(time.Until(half)+20*time.Second, "WARN", "unreachable", "renewal(s) failed in a row", "time to outage")
 	eventually(t, upstreamTTL+time.Minute, func() error {
 		if n := p.metric(t, `meshid_ca_upstream_requests_total{result="failed"}`); n < 2 {
 			return fmt.Errorf("%v failed renewals", n)
