@@ -51,15 +51,7 @@ func TestBundleEndpointSPIFFE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	})
+	runService(t, s)
 	b, err := bundle.New(anchor.Cert)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +66,7 @@ func TestBundleEndpointSPIFFE(t *testing.T) {
 			var got *spiffebundle.Bundle
 			err := context.Canceled
 			if addr := s.FederationAddr(); addr != "" {
-				got, err = federation.FetchBundle(ctx, td, "https://"+addr, federation.WithSPIFFEAuth(b.X509Bundle(td), caID))
+				got, err = federation.FetchBundle(t.Context(), td, "https://"+addr, federation.WithSPIFFEAuth(b.X509Bundle(td), caID))
 				if err == nil && cond(got) {
 					return got
 				}

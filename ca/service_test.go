@@ -45,6 +45,20 @@ func (f trustFiles) issuer(t *testing.T, kp *issuer.KeyPair) {
 	f.write(t, f.cert, kp.CertPEM())
 }
 
+// runService runs s until t ends, and fails t if Run does not return nil.
+func runService(t *testing.T, s *ca.Service) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+}
+
 // fleetReport asks the Service's admin handler for its report.
 func fleetReport(t *testing.T, s *ca.Service) fleet.Report {
 	t.Helper()
@@ -117,15 +131,7 @@ func TestFleetReportTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	})
+	runService(t, s)
 
 	inForce := func(r fleet.Report) error {
 		if r.Issuer == nil || r.IssuerSHA256 != good.Fingerprint() {

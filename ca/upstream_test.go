@@ -106,15 +106,7 @@ func TestServiceUpstream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	})
+	runService(t, s)
 	has := func(series string) func(fleet.Report) error {
 		return func(fleet.Report) error {
 			if !strings.Contains(metricsText(t, s), series+"\n") {

@@ -47,22 +47,28 @@ func TestFlags(t *testing.T) {
 		{name: "positional argument", args: []string{"--issuer-secret", "i", "--trust-bundle", "b", "extra"}, code: cli.ExitUsage, message: "takes no arguments"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var ran *options
-			cmd := newRootCommand(func(_ context.Context, o *options, _ *cobra.Command) error { ran = o; return nil })
-			var stderr bytes.Buffer
-			cmd.SetArgs(tt.args)
-			cmd.SetOut(&stderr)
-			cmd.SetErr(&stderr)
-			code := cli.Code(&stderr, cmd.ExecuteContext(context.Background()))
-			if code != tt.code || !strings.Contains(stderr.String(), tt.message) {
-				t.Fatalf("exit %d with %q; want %d containing %q", code, stderr.String(), tt.code, tt.message)
-			}
-			if (code == cli.ExitOK) != (ran != nil) {
-				t.Fatalf("run called: %v, exit %d", ran != nil, code)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { runFlags(t, tt.args, tt.code, tt.message) })
 	}
+}
+
+// runFlags runs meshid-ca with args (run replaced) and checks its exit
+// code and that its output holds message; it returns that output.
+func runFlags(t *testing.T, args []string, want int, message string) string {
+	t.Helper()
+	var ran *options
+	cmd := newRootCommand(func(_ context.Context, o *options, _ *cobra.Command) error { ran = o; return nil })
+	var stderr bytes.Buffer
+	cmd.SetArgs(args)
+	cmd.SetOut(&stderr)
+	cmd.SetErr(&stderr)
+	code := cli.Code(&stderr, cmd.ExecuteContext(context.Background()))
+	if code != want || !strings.Contains(stderr.String(), message) {
+		t.Fatalf("exit %d with %q; want %d containing %q", code, stderr.String(), want, message)
+	}
+	if (code == cli.ExitOK) != (ran != nil) {
+		t.Fatalf("run called: %v, exit %d", ran != nil, code)
+	}
+	return stderr.String()
 }
 
 func TestStepCAFlags(t *testing.T) {
@@ -112,21 +118,9 @@ func TestStepCAFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var ran *options
-			cmd := newRootCommand(func(_ context.Context, o *options, _ *cobra.Command) error { ran = o; return nil })
-			var stderr bytes.Buffer
-			cmd.SetArgs(tt.args)
-			cmd.SetOut(&stderr)
-			cmd.SetErr(&stderr)
-			code := cli.Code(&stderr, cmd.ExecuteContext(context.Background()))
-			if code != tt.code || !strings.Contains(stderr.String(), tt.message) {
-				t.Fatalf("exit %d with %q; want %d containing %q", code, stderr.String(), tt.code, tt.message)
-			}
-			if strings.Contains(stderr.String(), "secret-bytes-never-echoed") || strings.Contains(stderr.String(), d.D) {
+			out := runFlags(t, tt.args, tt.code, tt.message)
+			if strings.Contains(out, "secret-bytes-never-echoed") || strings.Contains(out, d.D) {
 				t.Fatal("a key file's content was printed")
-			}
-			if (code == cli.ExitOK) != (ran != nil) {
-				t.Fatalf("run called: %v, exit %d", ran != nil, code)
 			}
 		})
 	}
