@@ -28,6 +28,10 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			o.Webhook, o.IssuerCertPEM, o.IssuerKeyPEM = webhook, nil, nil
 			o.CertManager = &manifest.CertManager{AnchorCertPEM: []byte("a"), AnchorKeyPEM: []byte("k")}
 		}},
+		{"with the webhook and step-ca", func(o *manifest.Options) {
+			o.Webhook, o.IssuerCertPEM, o.IssuerKeyPEM = webhook, nil, nil
+			o.StepCA = &manifest.StepCA{URL: "https://step-ca:9000", RootPEM: []byte("r"), Provisioner: "meshid", KeySecret: "step-ca-provisioner"}
+		}},
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {

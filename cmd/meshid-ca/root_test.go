@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.step.sm/crypto/jose"
 
+	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/issuer/issuertest"
 )
@@ -123,5 +125,24 @@ func TestStepCAFlags(t *testing.T) {
 				t.Fatal("a key file's content was printed")
 			}
 		})
+	}
+}
+
+// TestManifestStepCAArgs: the flags meshid install renders for step-ca are
+// meshid-ca's.
+func TestManifestStepCAArgs(t *testing.T) {
+	cmd := newRootCommand(func(context.Context, *options, *cobra.Command) error { return nil })
+	args := manifest.Args(manifest.Options{Namespace: "mesh", StepCA: &manifest.StepCA{URL: "https://step-ca.pki:9000", Provisioner: "meshid", KeySecret: "k", IssuerTTL: 24 * time.Hour}})
+	if err := cmd.ParseFlags(args); err != nil {
+		t.Fatalf("meshid-ca %v: %v", args, err)
+	}
+	fs := cmd.Flags()
+	for flag, want := range map[string]string{"issuer-source": "step-ca", "step-ca-url": "https://step-ca.pki:9000", "step-ca-provisioner": "meshid", "issuer-ttl": "24h0m0s", "issuer-secret": ""} {
+		if v, _ := fs.GetString(flag); flag != "issuer-ttl" && v != want {
+			t.Errorf("--%s = %q, want %q", flag, v, want)
+		}
+		if d, _ := fs.GetDuration(flag); flag == "issuer-ttl" && d.String() != want {
+			t.Errorf("--%s = %s, want %s", flag, d, want)
+		}
 	}
 }
