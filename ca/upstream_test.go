@@ -2,6 +2,8 @@ package ca_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
@@ -10,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -210,4 +213,49 @@ func ready(s *ca.Service) error {
 		return errors.New(rec.Body.String())
 	}
 	return nil
+}
+
+// TestServiceUpstreamHSMKey: with IssuerKey (an HSM key, --issuer-key
+// pkcs11:...) every intermediate certifies that key, and the report says
+// where it lives.
+func TestServiceUpstreamHSMKey(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now())
+	root, err := issuer.NewAnchor(issuer.CAParams{CommonName: "upstream root", NotBefore: clk.Now().Add(-time.Hour), TTL: 365 * 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	up := &upstreamFake{root: root, clock: clk}
+	f := trustFiles{bundle: filepath.Join(t.TempDir(), "ca-bundle.crt")}
+	f.write(t, f.bundle, root.CertPEM())
+	s, err := ca.New(ca.Config{
+		TrustDomain: td, Audience: identity.DefaultAudience, Client: fake.NewClientset(), Namespace: "meshid", ServiceAccount: "meshid-ca",
+		Upstream: up, IssuerKeyURI: "pkcs11:token=meshid;id=01;object=issuer?pin-source=/run/pin", IssuerKey: key,
+		BundleFile: f.bundle, FilePollInterval: time.Hour, Listen: "127.0.0.1:0", Replica: "replica-a", FleetReportInterval: -1, Clock: clk,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runService(t, s)
+	for i := 1; i <= 2; i++ {
+		waitReport(t, s, func(r fleet.Report) error {
+			if r.Upstream == nil || r.Upstream.LastRenewal.IsZero() || len(up.issuedN()) < i || r.IssuerSHA256 != fingerprintOf(up.last()) {
+				return fmt.Errorf("intermediate %d not in force yet", i)
+			}
+			return nil
+		})
+		if c := up.last(); !key.PublicKey.Equal(c.PublicKey) {
+			t.Fatalf("intermediate %d certifies another key than the HSM's", i)
+		}
+		clk.Step(25 * time.Hour) // past half life: the next one
+	}
+	if r := fleetReport(t, s); r.Upstream.KeyLocation != "pkcs11" {
+		t.Fatalf("key location %q, want pkcs11", r.Upstream.KeyLocation)
+	}
+}
+
+func (f *upstreamFake) issuedN() []*x509.Certificate {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.issued)
 }
