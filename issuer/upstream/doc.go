@@ -8,8 +8,7 @@
 //
 // An upstream (step-ca in upstream/stepca, a cert-manager CertificateRequest
 // next) only transports the CSR and the answer; the key comes from a
-// KeySource (MemoryKeys by default; StaticKey for an HSM key, certified
-// again at each renewal), and the
+// KeySource (memory by default; an HSM key is a crypto.Signer too), and the
 // result is an issuer.KeyPair, so the CA's trust store applies every check
 // it applies to any issuer.
 //
