@@ -3,7 +3,8 @@
 // RenewExternal for ExternalWorkloads: external.go), the steps of a Certify (authenticate,
 // check, sign through the issuer.Signer in force, audit, answer), metrics,
 // and the Service that wires them to their trust sources and
-// serves them. Its subpackages own the parts a request passes through:
+// serves them; with an upstream authority (upstream.go) the issuer source is
+// an issuer/upstream Renewer whose attempts it counts and reports. Its subpackages own the parts a request passes through:
 // authn (who is calling), csr (what the caller may ask for), trust (what
 // the CA signs with and publishes), source (where trust material comes
 // from), jwtkey (the JWT-SVID signing keys, synced through one Secret by

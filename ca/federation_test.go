@@ -36,7 +36,7 @@ func TestBundleEndpointSPIFFE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, f, ctx := runService(t, anchor, inter, func(c *ca.Config) {
+	s, f, _ := runService(t, anchor, inter, func(c *ca.Config) {
 		c.FederationListen, c.FederationRefreshHint = "127.0.0.1:0", 30*time.Second
 	})
 	b, err := bundle.New(anchor.Cert)
@@ -53,7 +53,7 @@ func TestBundleEndpointSPIFFE(t *testing.T) {
 			var got *spiffebundle.Bundle
 			err := context.Canceled
 			if addr := s.FederationAddr(); addr != "" {
-				got, err = federation.FetchBundle(ctx, td, "https://"+addr, federation.WithSPIFFEAuth(b.X509Bundle(td), caID))
+				got, err = federation.FetchBundle(t.Context(), td, "https://"+addr, federation.WithSPIFFEAuth(b.X509Bundle(td), caID))
 				if err == nil && cond(got) {
 					return got
 				}

@@ -23,6 +23,12 @@ func (s *Service) fleetReport() fleet.Report {
 	r.Replica, r.Updated, r.Proxies = s.cfg.Replica, s.cfg.Clock.Now(), s.server.Fleet().Live()
 	r.Updates = s.updates.list(s.store)
 	r.JWT = s.jwtReport()
+	if s.renewer != nil {
+		st := s.renewer.Status()
+		u := fleet.Upstream{Upstream: st.Upstream, KeyLocation: st.KeyLocation, Reachable: st.Reachable,
+			LastRenewal: st.LastRenewal, NextRenewal: st.NextRenewal, NotAfter: st.NotAfter, Failures: st.Failures, LastError: st.LastError}.Bounded()
+		r.Upstream = &u
+	}
 	return r
 }
 

@@ -43,6 +43,10 @@ type Metrics struct {
 	// fleetConflicts counts proxies whose first report names an instance
 	// another identity's live proxy reports too.
 	fleetConflicts prometheus.Counter
+	// upstreamRequests and upstreamLatency count the requests for an
+	// intermediate to the upstream authority (--issuer-source step-ca).
+	upstreamRequests *prometheus.CounterVec
+	upstreamLatency  prometheus.Histogram
 	// jwtIssued and jwtRefused count MintJWTSVID calls.
 	jwtIssued  prometheus.Counter
 	jwtRefused *prometheus.CounterVec
@@ -97,6 +101,15 @@ func NewMetrics(store *trust.Store) *Metrics {
 			Name: "meshid_ca_issuer_key_up",
 			Help: "1 while the issuer key (--issuer-key) answers a test signature, 0 while its module or token does not (the CA is not ready); absent for a key in the issuer Secret.",
 		}),
+		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_ca_upstream_requests_total",
+			Help: "Requests for an intermediate to the upstream authority, by result: ok (in force), refused (it answered; the answer failed a check and the last good issuer stays), failed (no answer).",
+		}, []string{"result"}),
+		upstreamLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshid_ca_upstream_request_duration_seconds",
+			Help:    "Time the upstream authority took to answer a request for an intermediate (or to fail).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
 		jwtIssued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshid_ca_jwt_svids_issued_total",
 			Help: "JWT-SVIDs minted.",
@@ -127,10 +140,13 @@ func NewMetrics(store *trust.Store) *Metrics {
 	for _, r := range jwtReasons {
 		m.jwtRefused.WithLabelValues(r)
 	}
+	for _, r := range []string{upstreamOK, upstreamRefused, upstreamFailed} {
+		m.upstreamRequests.WithLabelValues(r)
+	}
 	m.refusedNow.WithLabelValues("issuer")
 	m.refusedNow.WithLabelValues("bundle")
 	m.Registry.MustRegister(m.issued, m.refused, m.latency, m.reloads, m.refusedNow, m.cacheHits, m.bundleWatch, m.callerLimited, m.fleetRefused, m.fleetConflicts, m.jwtIssued, m.jwtRefused,
-		m.issuerKeyUp,
+		m.issuerKeyUp, m.upstreamRequests, m.upstreamLatency,
 		&trustCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.external = newExternalMetrics(m.Registry)
@@ -157,6 +173,21 @@ var (
 		"NotAfter of each trust anchor in the bundle, as a Unix time.", []string{"fingerprint", "subject"}, nil)
 	bundleInfoDesc = prometheus.NewDesc("meshid_ca_bundle_info",
 		"The trust bundle in use (value 1), labelled by its SHA-256.", []string{"sha256"}, nil)
+)
+
+// The gauges of the upstream Renewer's Status (renewerCollector, with
+// --issuer-source step-ca).
+var (
+	upstreamUpDesc = prometheus.NewDesc("meshid_ca_upstream_up",
+		"1 when the last request to the upstream authority got an answer (used or refused), else 0.", []string{"upstream"}, nil)
+	upstreamFailuresDesc = prometheus.NewDesc("meshid_ca_upstream_renewal_failures",
+		"Failed renewals of the issuer from the upstream in a row; 0 after a renewal.", []string{"upstream"}, nil)
+	upstreamLastDesc = prometheus.NewDesc("meshid_ca_upstream_last_renewal_timestamp_seconds",
+		"When the issuer in force was obtained from the upstream, as a Unix time.", []string{"upstream"}, nil)
+	upstreamNextDesc = prometheus.NewDesc("meshid_ca_upstream_next_renewal_timestamp_seconds",
+		"When the next request to the upstream is due, as a Unix time.", []string{"upstream"}, nil)
+	upstreamNotAfterDesc = prometheus.NewDesc("meshid_ca_upstream_issuer_expiry_timestamp_seconds",
+		"NotAfter of the issuer obtained from the upstream, in force, as a Unix time; absent before the first.", []string{"upstream"}, nil)
 )
 
 // trustCollector reports expiry gauges from the current trust state, so a

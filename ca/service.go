@@ -37,13 +37,14 @@ import (
 	"github.com/meshid/meshid/ca/endpoint"
 	"github.com/meshid/meshid/ca/external"
 	"github.com/meshid/meshid/ca/fleet"
-	"github.com/meshid/meshid/ca/jwtkey"
 	"github.com/meshid/meshid/ca/foreign"
+	"github.com/meshid/meshid/ca/jwtkey"
 	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/source"
 	"github.com/meshid/meshid/ca/trust"
 	"github.com/meshid/meshid/identity"
+	"github.com/meshid/meshid/issuer/upstream"
 )
 
 // Keys of the objects and files trust material is read from.
@@ -121,11 +122,27 @@ type Config struct {
 	IssuerSecret string
 	// IssuerCertFile and IssuerKeyFile hold the issuer as PEM files.
 	IssuerCertFile, IssuerKeyFile string
-	// IssuerKey, when set, is the issuer's private key held outside the
-	// process (an HSM: issuer/keys): IssuerSecret's tls.crt or
-	// IssuerCertFile holds only its certificate and chain, which must be
-	// for this key; no tls.key or IssuerKeyFile may be given. Nil means the
-	// key comes with the certificate.
+	// Upstream, when set, is where the issuer comes from instead of
+	// IssuerSecret or the issuer files (--issuer-source step-ca): this
+	// replica asks it for an intermediate of a key of its own (in memory,
+	// or IssuerKey), renews it at half of its life and keeps the one in
+	// force while the upstream is down (issuer/upstream.Renewer). Each
+	// intermediate passes the store's checks: the bundle must carry the
+	// upstream's root.
+	Upstream upstream.Authority
+	// IssuerTTL is the lifetime asked of Upstream; 0 means
+	// upstream.DefaultTTL (--issuer-ttl).
+	IssuerTTL time.Duration
+	// IssuerKeyURI names the issuer's private key held outside the process
+	// (an HSM: issuer/keys, --issuer-key); Validate checks the other issuer
+	// fields against it before the key is opened. With it, IssuerSecret's
+	// tls.crt or IssuerCertFile holds only the certificate and chain, which
+	// must be for this key; no tls.key or IssuerKeyFile may be given. Empty
+	// means the key comes with the certificate. It may name the PIN file:
+	// never logged.
+	IssuerKeyURI string
+	// IssuerKey is the key IssuerKeyURI names, opened; New requires it
+	// with IssuerKeyURI and refuses it without.
 	IssuerKey crypto.Signer
 	// IssuerKeyHealth, when set, says whether IssuerKey signs (and may
 	// reopen its module); asked every retry interval. While it fails the
@@ -218,14 +235,19 @@ func (c *Config) Validate() error {
 		}
 	}
 	files := c.IssuerCertFile != "" || c.IssuerKeyFile != ""
+	hsm := c.IssuerKeyURI != ""
 	switch {
-	case c.IssuerKey != nil && c.IssuerKeyFile != "":
+	case c.Upstream != nil && (c.IssuerSecret != "" || files):
+		errs = append(errs, errors.New("--issuer-source step-ca gets the issuer from step-ca: drop --issuer-secret, --issuer-cert-file and --issuer-key-file"))
+	case c.Upstream != nil:
+		// the issuer from the upstream, its key in memory or in the HSM
+	case hsm && c.IssuerKeyFile != "":
 		errs = append(errs, errors.New("--issuer-key names the issuer key: drop --issuer-key-file (the certificate file holds only the issuer certificate and chain)"))
-	case c.IssuerKey != nil && c.IssuerSecret == "" && c.IssuerCertFile == "":
+	case hsm && c.IssuerSecret == "" && c.IssuerCertFile == "":
 		errs = append(errs, errors.New("--issuer-key needs the issuer certificate: --issuer-secret NAME or --issuer-cert-file PATH"))
-	case c.IssuerKey != nil && c.IssuerSecret != "" && c.IssuerCertFile != "":
+	case hsm && c.IssuerSecret != "" && c.IssuerCertFile != "":
 		errs = append(errs, errors.New("name the issuer certificate once: --issuer-secret or --issuer-cert-file, not both"))
-	case c.IssuerKey != nil:
+	case hsm:
 		// the certificate alone, its key in the HSM
 	case c.IssuerSecret != "" && files:
 		errs = append(errs, errors.New("name the issuer once: --issuer-secret or --issuer-cert-file/--issuer-key-file, not both"))
@@ -245,8 +267,8 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateFederation()...)
 	errs = append(errs, c.JWT.validate()...)
-	if c.LeafTTL < 0 || c.ExternalLeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 {
-		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --external-leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval)"))
+	if c.LeafTTL < 0 || c.ExternalLeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 || c.IssuerTTL < 0 {
+		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --external-leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval, --issuer-ttl)"))
 	}
 	return errors.Join(errs...)
 }
@@ -264,6 +286,11 @@ type Service struct {
 	serving   *servingCert
 	updates   *updates
 	keyErr    atomic.Pointer[error] // the last IssuerKeyHealth answer
+	renewer   *upstream.Renewer     // with Upstream
+	// lastUpstream is the result of the renewer's last attempt; only its
+	// Observe (one goroutine) reads and writes it.
+	lastUpstream string
+	recorder     atomic.Value // record.EventRecorder, once Run makes it
 	// federationAddr is the bundle endpoint's address, once listening.
 	federationAddr atomic.Value
 	// jwt holds the JWT-SVID signing keys; nil when they are off.
@@ -279,6 +306,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Client == nil {
 		return nil, errors.New("ca: a Kubernetes client is required (--kubeconfig, or run in a pod)")
+	}
+	if (cfg.IssuerKeyURI != "") != (cfg.IssuerKey != nil) {
+		return nil, errors.New("ca: IssuerKey and IssuerKeyURI go together (the opened key and what --issuer-key names)")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -378,14 +408,21 @@ func New(cfg Config) (*Service, error) {
 			return nil, err
 		}
 	}
-	return &Service{
+	s := &Service{
 		jwt: jwtRing,
 		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery, federated: federated, updates: newUpdates(cfg.Clock.Now),
 		serving: &servingCert{
 			id: ownID, dnsNames: cfg.DNSNames, ttl: min(cfg.LeafTTL, DefaultLeafTTL), backdate: cfg.Backdate,
 			store: store, now: cfg.Clock.Now,
 		},
-	}, nil
+	}
+	if cfg.Upstream != nil {
+		if s.renewer, err = s.newRenewer(); err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		metrics.Registry.MustRegister(renewerCollector{s.renewer})
+	}
+	return s, nil
 }
 
 // Run serves until ctx ends, then stops gracefully and returns nil. It
@@ -530,10 +567,11 @@ func (s *Service) Run(ctx context.Context) error {
 
 func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 	var rec record.EventRecorder
-	if s.cfg.IssuerSecret != "" || s.cfg.BundleConfigMap != "" {
+	if s.cfg.IssuerSecret != "" || s.cfg.BundleConfigMap != "" || s.renewer != nil {
 		b := record.NewBroadcaster(record.WithContext(ctx))
 		b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: s.cfg.Client.CoreV1().Events(s.cfg.Namespace)})
 		rec = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "meshid-ca"})
+		s.recorder.Store(rec)
 		g.Go(func() error { <-ctx.Done(); b.Shutdown(); return nil })
 	}
 	issuerFrom, bundleFrom := "files "+s.cfg.IssuerCertFile+","+s.cfg.IssuerKeyFile, "files "+s.cfg.BundleFile
@@ -597,6 +635,9 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 	g.Go(func() error {
 		if !s.waitBundle(ctx) {
 			return nil
+		}
+		if s.renewer != nil {
+			return s.renewer.Run(ctx)
 		}
 		if s.cfg.IssuerSecret != "" {
 			return source.WatchSecret(ctx, obj(s.cfg.IssuerSecret, source.Issuer, issuerFrom), issuerSink)

@@ -67,6 +67,13 @@ func runService(t *testing.T, anchor, iss *issuer.KeyPair, mod func(*ca.Config))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, f, startService(t, s)
+}
+
+// startService runs s until t ends, and fails t if Run does not return
+// nil; the context is Run's.
+func startService(t *testing.T, s *ca.Service) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
@@ -76,7 +83,7 @@ func runService(t *testing.T, anchor, iss *issuer.KeyPair, mod func(*ca.Config))
 			t.Errorf("Run = %v", err)
 		}
 	})
-	return s, f, ctx
+	return ctx
 }
 
 // fleetReport asks the Service's admin handler for its report.

@@ -265,6 +265,9 @@ type Report struct {
 	// Issuer describes the issuer in force; nil before the first good one
 	// (and from a meshid-ca that predates it).
 	Issuer *Issuer `json:"issuer,omitempty"`
+	// Upstream is set when the issuer comes from an upstream authority:
+	// each replica then has an intermediate of its own.
+	Upstream *Upstream `json:"upstream,omitempty"`
 	// Anchors are the bundle's anchors, in bundle order, at most
 	// MaxAnchors of AnchorsTotal.
 	Anchors      []Anchor `json:"anchors,omitempty"`

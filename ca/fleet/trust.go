@@ -31,6 +31,32 @@ type Issuer struct {
 	AnchorSHA256 string `json:"anchor_sha256,omitempty"`
 }
 
+// Upstream is what a replica whose issuer comes from an upstream authority
+// (meshid-ca --issuer-source step-ca) knows of its renewals.
+type Upstream struct {
+	// Upstream names the authority ("step-ca https://... provisioner NAME").
+	Upstream string `json:"upstream"`
+	// KeyLocation is where the intermediates' key lives: memory or pkcs11.
+	KeyLocation string `json:"key_location"`
+	// Reachable: the last attempt got an answer (used or refused).
+	Reachable bool `json:"reachable"`
+	// LastRenewal is when the intermediate in force was obtained,
+	// NextRenewal when the next attempt is due; NotAfter is the
+	// intermediate's own (zero before the first).
+	LastRenewal time.Time `json:"last_renewal,omitzero"`
+	NextRenewal time.Time `json:"next_renewal,omitzero"`
+	NotAfter    time.Time `json:"not_after,omitzero"`
+	// Failures in a row, and the last one's reason (bounded).
+	Failures  int    `json:"failures,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Bounded returns u with its texts cut to MaxTextLen.
+func (u Upstream) Bounded() Upstream {
+	u.Upstream, u.KeyLocation, u.LastError = Truncate(u.Upstream), Truncate(u.KeyLocation), Truncate(u.LastError)
+	return u
+}
+
 // Anchor is one anchor of the bundle a replica has in force.
 type Anchor struct {
 	SHA256   string    `json:"sha256"`

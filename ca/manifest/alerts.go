@@ -66,6 +66,17 @@ func alertRules(o Options) []ruleGroup {
 			Annotations: map[string]string{"summary": "the meshid issuer {{ $labels.subject }} expires in less than 12 hours", "description": "It should have been renewed (cert-manager renews it 25 h before expiry). See why: " + check + "."},
 		},
 		{
+			// --issuer-source step-ca: renewal is due at half of the
+			// issuer's life (24 h left of the default 48 h); failing for
+			// 15 minutes past that, or before any issuer was obtained.
+			Alert: "MeshidIssuerRenewalFailing", For: "15m",
+			Expr: `(meshid_ca_upstream_renewal_failures > 0 and (meshid_ca_upstream_issuer_expiry_timestamp_seconds - time()) < 24 * 3600)` +
+				` or (meshid_ca_upstream_renewal_failures > 0 unless meshid_ca_upstream_issuer_expiry_timestamp_seconds)`,
+			Labels: map[string]string{"severity": "warning"},
+			Annotations: map[string]string{"summary": "meshid-ca cannot renew its issuer from {{ $labels.upstream }}, with less than 24 hours left", "description": "The issuer in force keeps signing until it expires; then this replica issues nothing and is not ready. See why in the replica's log and its Warning Events (`kubectl -n " + ns +
+				" get events --field-selector type=Warning`: UpstreamUnreachable, IssuerRefused), and " + check + "."},
+		},
+		{
 			Alert: "MeshidUpdateRefused", For: "15m",
 			Expr:        `max by (material) (meshid_ca_update_refused) == 1`,
 			Labels:      map[string]string{"severity": "warning"},

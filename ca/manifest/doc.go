@@ -2,7 +2,8 @@
 // objects of a meshid control plane (namespace, service accounts,
 // least-privilege RBAC and the admission policies that narrow what RBAC
 // cannot name, the meshid-ca Deployment and Service, the trust bundle, the
-// issuer or the cert-manager objects that manage it, the alert rules
+// issuer, the cert-manager objects that manage it or the step-ca source
+// (stepca.go: its root and the provisioner key mounted), the alert rules
 // (each tested by promtool: testdata/alerts_test.yaml), a Grafana dashboard
 // (grafana-dashboard.json, embedded), meshid-webhook, and the
 // ExternalWorkload CRD), built as typed API objects from Options.

@@ -68,6 +68,9 @@ type Options struct {
 	// Federation renders the FederatedTrustDomain CRD, the CA's RBAC to
 	// watch them and write their status, and --federated-trust-domains.
 	Federation bool
+	// StepCA, when set, renders meshid-ca getting its issuer from step-ca
+	// (--issuer-source step-ca): no issuer Secret, and no access to one.
+	StepCA *StepCA
 }
 
 // JWT configures JWT-SVIDs.
@@ -102,8 +105,12 @@ func (o *Options) defaults() error {
 		return errors.New("manifest: an image is required")
 	case len(o.BundlePEM) == 0:
 		return errors.New("manifest: a trust bundle is required")
+	case o.StepCA != nil && (o.CertManager != nil || len(o.IssuerCertPEM) != 0 || len(o.IssuerKeyPEM) != 0):
+		return errors.New("manifest: step-ca gives each replica its issuer: no issuer and no cert-manager beside it")
+	case o.StepCA != nil:
+		return o.StepCA.check()
 	case o.CertManager == nil && (len(o.IssuerCertPEM) == 0 || len(o.IssuerKeyPEM) == 0):
-		return errors.New("manifest: an issuer, or cert-manager, is required")
+		return errors.New("manifest: an issuer, step-ca, or cert-manager is required")
 	case o.CertManager != nil && (len(o.CertManager.AnchorCertPEM) == 0 || len(o.CertManager.AnchorKeyPEM) == 0):
 		return errors.New("manifest: cert-manager mode needs the anchor and its key")
 	}
@@ -135,13 +142,16 @@ func Render(o Options) ([]runtime.Object, error) {
 		TypeMeta: typeMeta("v1", "ConfigMap"), ObjectMeta: meta(BundleConfigMap),
 		Data: map[string]string{bundle.Key: string(o.BundlePEM)},
 	})
-	if o.CertManager != nil {
+	switch {
+	case o.StepCA != nil:
+		objs = append(objs, stepCARoot(o.StepCA, meta))
+	case o.CertManager != nil:
 		cm, err := certManagerObjects(o, meta)
 		if err != nil {
 			return nil, err
 		}
 		objs = append(objs, cm...)
-	} else {
+	default:
 		objs = append(objs, &corev1.Secret{
 			TypeMeta: typeMeta("v1", "Secret"), ObjectMeta: meta(IssuerSecret), Type: corev1.SecretTypeTLS,
 			Data: map[string][]byte{corev1.TLSCertKey: o.IssuerCertPEM, corev1.TLSPrivateKeyKey: o.IssuerKeyPEM},
@@ -174,18 +184,23 @@ func typeMeta(apiVersion, kind string) metav1.TypeMeta {
 // Args are the flags the Deployment runs meshid-ca with (no --kubeconfig:
 // in a pod it uses its service account).
 func Args(o Options) []string {
-	args := []string{
+	issuer := []string{"--issuer-secret=" + IssuerSecret}
+	if o.StepCA != nil {
+		issuer = stepCAArgs(o.StepCA)
+	}
+	args := append([]string{
 		"--namespace=" + o.Namespace,
 		"--service-account=" + CAName,
-		"--issuer-secret=" + IssuerSecret,
-		"--trust-bundle=" + BundleConfigMap,
-		"--trust-domain=" + o.TrustDomain,
-		"--audience=" + o.Audience,
-		"--leaf-ttl=" + o.LeafTTL.String(),
-		"--listen=:" + strconv.Itoa(GRPCPort),
-		"--admin-listen=:" + strconv.Itoa(AdminPort),
+	}, issuer...)
+	args = append(args,
+		"--trust-bundle="+BundleConfigMap,
+		"--trust-domain="+o.TrustDomain,
+		"--audience="+o.Audience,
+		"--leaf-ttl="+o.LeafTTL.String(),
+		"--listen=:"+strconv.Itoa(GRPCPort),
+		"--admin-listen=:"+strconv.Itoa(AdminPort),
 		"--replica=$(POD_NAME)",
-	}
+	)
 	if o.JWT != nil {
 		args = append(args, "--jwt-key-secret="+JWTKeySecret)
 		if o.JWT.MaxTTL != 0 {
@@ -216,7 +231,7 @@ func deployment(o Options, meta func(string) metav1.ObjectMeta, labels map[strin
 			PeriodSeconds: 10, FailureThreshold: 3,
 		}
 	}
-	return &appsv1.Deployment{
+	d := &appsv1.Deployment{
 		TypeMeta: typeMeta("apps/v1", "Deployment"), ObjectMeta: meta(CAName),
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(o.Replicas),
@@ -258,6 +273,10 @@ func deployment(o Options, meta func(string) metav1.ObjectMeta, labels map[strin
 			},
 		},
 	}
+	if o.StepCA != nil {
+		stepCAMounts(o.StepCA, &d.Spec.Template.Spec)
+	}
+	return d
 }
 
 func service(o Options, meta func(string) metav1.ObjectMeta, labels map[string]string) *corev1.Service {

@@ -48,16 +48,15 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 		&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterName}, Subjects: subject},
 		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(CAName),
-			Rules: append([]rbacv1.PolicyRule{
+			Rules: append(append(issuerRules(o), []rbacv1.PolicyRule{
 				// Watched by name (a list and watch with a fieldSelector).
-				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{IssuerSecret}, Verbs: []string{"list", "watch"}},
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{BundleConfigMap}, Verbs: []string{"list", "watch"}},
 				// Fleet reports, meshid-fleet-POD: the names are not known
 				// in advance, so the rule is namespace-wide; the policy
 				// below refuses writes to any other ConfigMap.
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create", "get", "update"}},
 				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-			}, caJWTRules(o)...)},
+			}...), caJWTRules(o)...)},
 		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(CAName),
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: CAName}, Subjects: subject},
 	}
@@ -81,6 +80,16 @@ func caJWTRules(o Options) []rbacv1.PolicyRule {
 		return nil
 	}
 	return []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{JWTKeySecret}, Verbs: []string{"get", "create", "patch", "update"}}}
+}
+
+// issuerRules: the issuer Secret watched by name; nothing with step-ca,
+// where the issuer comes from step-ca and its root and provisioner key are
+// mounted (kubelet reads them, not meshid-ca).
+func issuerRules(o Options) []rbacv1.PolicyRule {
+	if o.StepCA != nil {
+		return nil
+	}
+	return []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{IssuerSecret}, Verbs: []string{"list", "watch"}}}
 }
 
 // caClusterRules: TokenReviews always; with the webhook (whose injected

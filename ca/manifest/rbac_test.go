@@ -34,6 +34,10 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			o.CertManager = &manifest.CertManager{AnchorCertPEM: []byte("a"), AnchorKeyPEM: []byte("k")}
 		}},
 		{"with federation", func(o *manifest.Options) { o.Federation = true }},
+		{"with the webhook and step-ca", func(o *manifest.Options) {
+			o.Webhook, o.IssuerCertPEM, o.IssuerKeyPEM = webhook, nil, nil
+			o.StepCA = &manifest.StepCA{URL: "https://step-ca:9000", RootPEM: []byte("r"), Provisioner: "meshid", KeySecret: "step-ca-provisioner"}
+		}},
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {

@@ -169,6 +169,16 @@ func (s *Store) SetIssuerCert(certPEM []byte, key crypto.Signer) (bool, error) {
 	return s.setIssuer(kp, err)
 }
 
+// SetIssuerKeyPair is SetIssuer for an issuer made in the process (an
+// upstream's intermediate, already checked against its upstream): the same
+// checks against the bundle apply.
+func (s *Store) SetIssuerKeyPair(kp *issuer.KeyPair) (bool, error) {
+	if kp == nil {
+		return s.setIssuer(nil, errors.New("trust: no issuer"))
+	}
+	return s.setIssuer(kp, nil)
+}
+
 func (s *Store) setIssuer(kp *issuer.KeyPair, err error) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -203,3 +203,28 @@ func TestStoreHoldsBack(t *testing.T) {
 		}
 	})
 }
+
+func TestStoreSetIssuerKeyPair(t *testing.T) {
+	now := time.Now()
+	anchor := ca(t, nil, "upstream root", now.Add(-time.Hour), 365*24*time.Hour)
+	other := ca(t, nil, "other root", now.Add(-time.Hour), 365*24*time.Hour)
+	s := trust.NewStore(trust.Config{Clock: clocktesting.NewFakePassiveClock(now)})
+	if _, err := s.SetBundle(anchor.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	good := ca(t, anchor, "from upstream", now.Add(-time.Minute), 48*time.Hour)
+	if ok, err := s.SetIssuerKeyPair(good); !ok || err != nil {
+		t.Fatalf("SetIssuerKeyPair(good) = %v, %v", ok, err)
+	}
+	// One of another root is held back (not in the bundle), never used.
+	stranger := ca(t, other, "stranger", now.Add(-time.Minute), 48*time.Hour)
+	if ok, err := s.SetIssuerKeyPair(stranger); ok || !errors.Is(err, trust.ErrHeldBack) {
+		t.Fatalf("SetIssuerKeyPair(other root's) = %v, %v; want held back", ok, err)
+	}
+	if _, err := s.SetIssuerKeyPair(nil); err == nil {
+		t.Fatal("SetIssuerKeyPair(nil) took nothing")
+	}
+	if got := fingerprint(s.Load()); got != issuer.Fingerprint(good) {
+		t.Fatalf("issuer in force %s, want the good one", got)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer/keys"
+	"github.com/meshid/meshid/issuer/upstream"
 )
 
 // options are meshid-ca's flags.
@@ -27,6 +28,9 @@ type options struct {
 	issuerCertFile                 string
 	issuerKeyFile                  string
 	issuerKey                      string
+	issuerSource                   string
+	issuerTTL                      time.Duration
+	stepCA                         stepCAOptions
 	trustBundle                    string
 	trustBundleFile                string
 	filePoll                       time.Duration
@@ -91,14 +95,16 @@ func (o *options) config() (ca.Config, error) {
 		if err := keys.Check(o.issuerKey); err != nil {
 			return ca.Config{}, cli.Usagef("--issuer-key: %v", err)
 		}
-		cfg.IssuerKey = &keys.Key{} // stands in for the key run opens, for Validate
+		cfg.IssuerKeyURI = o.issuerKey // run opens it into cfg.IssuerKey
+	}
+	if err := o.applyIssuerSource(&cfg); err != nil {
+		return ca.Config{}, err
 	}
 	o.federation.apply(&cfg)
 	o.jwt.apply(&cfg)
 	if err := cfg.Validate(); err != nil {
 		return ca.Config{}, &cli.UsageError{Err: err}
 	}
-	cfg.IssuerKey = nil
 	return cfg, nil
 }
 
@@ -118,6 +124,14 @@ its changes. Both are watched: a new issuer or bundle is used without a
 restart once it verifies, and a bad one is refused, reported as an Event and a
 metric, and the last good one stays in force.
 
+With --issuer-source step-ca there is no issuer Secret: each replica makes a
+key of its own (in memory, or --issuer-key in an HSM), gets an intermediate
+for it from a step-ca JWK provisioner, and renews it at half of --issuer-ttl.
+While step-ca is down the intermediate in force keeps signing until it
+expires; an answer that fails a check (not a CA, another key, expired, not
+chaining to step-ca's root or to the trust bundle) is never used. The trust
+bundle must carry step-ca's root (docs/ca.md).
+
 The gRPC API listens on --listen over TLS 1.3, with a certificate for the CA's
 own identity (spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT) signed by
 the issuer, so clients verify it with the trust bundle. /metrics, /ready and
@@ -128,6 +142,11 @@ trust domain's SPIFFE bundle endpoint there, for federated trust domains
 ` + cli.ExitCodes),
 		Example: `  # In a pod (in-cluster config), with cert-manager managing the issuer Secret:
   meshid-ca --namespace meshid --issuer-secret meshid-issuer --trust-bundle meshid-trust-bundle
+
+  # The issuer from a step-ca, its root also in the trust bundle ConfigMap:
+  meshid-ca --namespace meshid --trust-bundle meshid-trust-bundle --issuer-source step-ca \
+    --step-ca-url https://step-ca.pki:9000 --step-ca-root /etc/step-ca/root_ca.crt \
+    --step-ca-provisioner meshid --step-ca-provisioner-key /etc/step-ca/provisioner/key.json
 
   # On a workstation against a local API server, with the issuer in files:
   meshid-ca --kubeconfig ~/.kube/config --namespace meshid \
@@ -149,6 +168,9 @@ trust domain's SPIFFE bundle endpoint there, for federated trust domains
 	fs.StringVar(&o.issuerCertFile, "issuer-cert-file", "", "issuer certificate chain as a PEM file (instead of --issuer-secret)")
 	fs.StringVar(&o.issuerKeyFile, "issuer-key-file", "", "issuer private key as a PEM file (instead of --issuer-secret); keep it mode 0600")
 	fs.StringVar(&o.issuerKey, "issuer-key", "", "issuer private key in an HSM, never in the cluster: pkcs11:token=LABEL;id=HEX;object=LABEL?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=/path/pin (the PIN only from that file); the issuer Secret or --issuer-cert-file then holds only the certificate and chain. Create the key in the token with its own tools (SoftHSM2: pkcs11-tool --keypairgen --sensitive); see docs/ca.md")
+	fs.StringVar(&o.issuerSource, "issuer-source", sourceSecret, "where the issuer comes from: secret (--issuer-secret or the issuer files, renewed by you or cert-manager) or step-ca (each replica gets an intermediate of its own key from --step-ca-url and renews it at half of --issuer-ttl; the trust bundle must carry step-ca's root)")
+	fs.DurationVar(&o.issuerTTL, "issuer-ttl", upstream.DefaultTTL, "with --issuer-source step-ca: the lifetime asked for each intermediate (the provisioner's maxTLSCertDuration must allow it); renewed at half of it")
+	o.stepCA.addFlags(fs)
 	fs.StringVar(&o.trustBundle, "trust-bundle", "", "ConfigMap whose key ca-bundle.crt holds the trust anchors as PEM")
 	fs.StringVar(&o.trustBundleFile, "trust-bundle-file", "", "trust anchors as a PEM file (instead of --trust-bundle)")
 	fs.DurationVar(&o.filePoll, "file-poll-interval", 10*time.Second, "how often the issuer and bundle files are re-read for changes")
@@ -204,7 +226,7 @@ func run(ctx context.Context, o *options, cmd *cobra.Command) error {
 	}
 	cfg.Log = log
 	cli.LogStart(log, "meshid-ca")
-	if o.issuerKey != "" {
+	if cfg.IssuerKeyURI != "" {
 		// Opened before anything is served; an unavailable token later
 		// makes the CA not ready (Health), not a crash.
 		key, err := keys.Open(ctx, o.issuerKey, keys.Options{})
@@ -214,6 +236,9 @@ func run(ctx context.Context, o *options, cmd *cobra.Command) error {
 		defer key.Close()
 		log.Info("issuer key opened", "location", string(key.Location()), "key", key.URI())
 		cfg.IssuerKey, cfg.IssuerKeyHealth = key, key.Health
+	}
+	if cfg.Upstream != nil {
+		log.Info("the issuer comes from the upstream", "upstream", cfg.Upstream.Describe(), "issuer_ttl", cfg.IssuerTTL.String())
 	}
 	klog.SetSlogLogger(log) // client-go's own messages, in the same format
 	svc, err := ca.New(cfg)

@@ -43,6 +43,11 @@ Trust material comes one of three ways:
                               rotationPolicy Always) written to meshid-issuer
   --anchor-cert --issuer-cert --issuer-key
                               your own anchor and issuer
+  --step-ca-url --step-ca-root --step-ca-provisioner --step-ca-provisioner-key-secret
+                              each meshid-ca replica gets its own intermediate
+                              from step-ca and renews it (--issuer-ttl, default
+                              48h); step-ca's root is the bundle; create the
+                              provisioner key Secret first (docs/ca.md)
   neither                     a NEW anchor (--anchor-ttl) and issuer
                               (--issuer-ttl) are generated; their fingerprint is
                               printed, and the anchor key is discarded unless
@@ -74,7 +79,11 @@ not match.
 	fs.StringVar(&o.IssuerCert, "issuer-cert", "", "PEM issuer certificate (then its chain)")
 	fs.StringVar(&o.IssuerKey, "issuer-key", "", "the issuer's private key")
 	fs.Var(cli.Duration{D: &o.AnchorTTL}, "anchor-ttl", "lifetime of a generated anchor (default 3650d)")
-	fs.Var(cli.Duration{D: &o.IssuerTTL}, "issuer-ttl", "lifetime of a generated issuer without cert-manager (default 90d)")
+	fs.Var(cli.Duration{D: &o.IssuerTTL}, "issuer-ttl", "lifetime of a generated issuer without cert-manager (default 90d); with --step-ca-url, of each replica's intermediate (default 48h)")
+	fs.StringVar(&o.StepCAURL, "step-ca-url", "", "get the issuer from this step-ca, https://HOST:PORT (meshid-ca --issuer-source step-ca)")
+	fs.StringVar(&o.StepCARoot, "step-ca-root", "", "step-ca's root certificate (PEM file): the trust bundle, and what step-ca's answers must chain to")
+	fs.StringVar(&o.StepCAProvisioner, "step-ca-provisioner", "", "the JWK provisioner meshid-ca uses (its ca.json entry and template: docs/ca.md)")
+	fs.StringVar(&o.StepCAKeySecret, "step-ca-provisioner-key-secret", "", "Secret in --namespace holding the provisioner's private JWK under key.json; create it first: kubectl -n NAMESPACE create secret generic NAME --from-file=key.json=provisioner.json")
 	fs.StringVar(&o.WriteAnchorKey, "write-anchor-key", "", "save a generated anchor's key to this new file (mode 0600; an existing file is never replaced), to issue the next issuer from it")
 	fs.BoolVar(&o.Webhook, "webhook", true, "also install meshid-webhook (sidecar injection, AuthorizationPolicy validation), the AuthorizationPolicy CRD, and have meshid-ca serve policies")
 	fs.StringVar(&o.WebhookImage, "webhook-image", image("meshid-webhook"), "meshid-webhook container image"+imageNote)

@@ -35,7 +35,10 @@ type Config struct {
 	Subject pkix.Name
 	// TTL is the lifetime asked for; 0 means DefaultTTL.
 	TTL time.Duration
-	// RetryMin, RetryMax: see DefaultRetryMin; 0 means the default.
+	// RetryMin, RetryMax: see DefaultRetryMin; 0 means the default, and
+	// for RetryMax at most a sixteenth of TTL (not less than RetryMin), so
+	// that a short-lived issuer is retried often enough to be renewed soon
+	// after its upstream returns.
 	RetryMin, RetryMax time.Duration
 	// Use installs a checked intermediate (the CA swaps it into its trust
 	// store, which verifies it against the bundle). An error refuses it:
@@ -116,7 +119,7 @@ func NewRenewer(cfg Config) (*Renewer, error) {
 		cfg.RetryMin = DefaultRetryMin
 	}
 	if cfg.RetryMax == 0 {
-		cfg.RetryMax = DefaultRetryMax
+		cfg.RetryMax = max(min(DefaultRetryMax, cfg.TTL/16), cfg.RetryMin)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}

@@ -264,3 +264,46 @@ func TestNewRenewerRefusesBadConfig(t *testing.T) {
 		t.Errorf("negative TTL: %v", err)
 	}
 }
+
+func TestRenewerRetryMaxFollowsShortTTL(t *testing.T) {
+	h := newHarness(t)
+	r, err := upstream.NewRenewer(upstream.Config{
+		Authority: h.up, TTL: 3 * time.Minute, Clock: h.clock,
+		Use: func(kp *issuer.KeyPair, _ []*x509.Certificate) error { h.inUse = append(h.inUse, kp); return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r.Renew(ctx)
+	h.up.set(true, nil)
+	h.clock.SetTime(r.Status().NextRenewal)
+	var last time.Duration
+	for range 6 {
+		before := h.clock.Now()
+		r.Renew(ctx)
+		last = r.Status().NextRenewal.Sub(before)
+		h.clock.SetTime(r.Status().NextRenewal)
+	}
+	// 5, 10, then capped at 3m/16 = 11.25 s (and at the expiry).
+	if last > 3*time.Minute/16 {
+		t.Fatalf("a 3-minute issuer waits %s between retries, want at most %s", last, 3*time.Minute/16)
+	}
+}
+
+func TestStaticKey(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k := upstream.StaticKey{Key: key, Where: "pkcs11"}
+	for range 2 {
+		got, err := k.NewKey(context.Background())
+		if err != nil || got != key {
+			t.Fatalf("NewKey = %v, %v; want the same key every time", got, err)
+		}
+	}
+	if k.Location() != "pkcs11" {
+		t.Errorf("location %q", k.Location())
+	}
+	if _, err := (upstream.StaticKey{}).NewKey(context.Background()); err == nil {
+		t.Error("an empty StaticKey gave a key")
+	}
+}

@@ -112,6 +112,26 @@ func (MemoryKeys) NewKey(context.Context) (crypto.Signer, error) {
 // Location implements KeySource.
 func (MemoryKeys) Location() string { return "memory" }
 
+// StaticKey is one key for every intermediate: a key in an HSM, which
+// meshid-ca cannot create itself (--issuer-key pkcs11:...). Each renewal
+// certifies the same key again; only the certificate rotates.
+type StaticKey struct {
+	Key crypto.Signer
+	// Where the key lives, for `meshid check` ("pkcs11").
+	Where string
+}
+
+// NewKey implements KeySource.
+func (k StaticKey) NewKey(context.Context) (crypto.Signer, error) {
+	if k.Key == nil {
+		return nil, errors.New("upstream: no key to certify")
+	}
+	return k.Key, nil
+}
+
+// Location implements KeySource.
+func (k StaticKey) Location() string { return k.Where }
+
 // NewRequest makes the CSR for key with subject, asking for ttl.
 func NewRequest(key crypto.Signer, subject pkix.Name, ttl time.Duration) (Request, error) {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject}, key)

@@ -249,3 +249,72 @@ func TestInForce(t *testing.T) {
 		t.Fatalf("time to outage %s (%s), want the issuer in force's %s", r.Outage, r.OutageWhat, inForce.NotAfter())
 	}
 }
+
+// TestUpstream: replicas whose issuer comes from step-ca, each with its own
+// intermediate and no issuer Secret: no failure for the missing Secret or
+// the two issuers, one upstream row per replica (reachable, renewals, life
+// left, key location), a warning while renewals fail and a failure once
+// the intermediate expired.
+func TestUpstream(t *testing.T) {
+	now := time.Now()
+	root := ca(t, nil, "step-ca root", now.Add(-time.Hour), 365*24*time.Hour)
+	a := ca(t, root, "meshid issuer a", now.Add(-time.Hour), 48*time.Hour)
+	b := ca(t, root, "meshid issuer b", now.Add(-2*time.Hour), 48*time.Hour)
+	const up = "step-ca https://ca:9000 provisioner meshid"
+	upstreamOf := func(kp *issuer.KeyPair) *fleet.Upstream {
+		return &fleet.Upstream{Upstream: up, KeyLocation: "memory", Reachable: true, LastRenewal: kp.Cert.NotBefore, NextRenewal: kp.Cert.NotBefore.Add(24 * time.Hour), NotAfter: kp.NotAfter()}
+	}
+	in := input(t, now, []*issuer.KeyPair{root}, a)
+	in.IssuerCert, in.IssuerKey, in.IssuerErr = nil, nil, errors.New(`secrets "issuer" not found`)
+	ra, rb := report("ca-a", now, a, root), report("ca-b", now, b, root)
+	ra.Upstream, rb.Upstream = upstreamOf(a), upstreamOf(b)
+	in.Reports = &health.Reports{Name: "fleet", All: []fleet.Report{ra, rb}}
+
+	r := health.Run(in)
+	if r.Worst() != health.OK {
+		t.Fatalf("healthy upstream replicas: %+v", r.Rows)
+	}
+	if got := row(t, r, "upstream ca-a"); !strings.Contains(got.Detail, up+" reachable") || !strings.Contains(got.Detail, "key in memory") || !got.Expires.Equal(a.NotAfter()) {
+		t.Fatalf("upstream row %+v", got)
+	}
+
+	t.Run("renewals failing", func(t *testing.T) {
+		in := in
+		rb := rb
+		rb.Upstream = upstreamOf(b)
+		rb.Upstream.Reachable, rb.Upstream.Failures, rb.Upstream.LastError = false, 3, "stepca: POST /1.0/sign: connection refused"
+		in.Reports = &health.Reports{Name: "fleet", All: []fleet.Report{ra, rb}}
+		r := health.Run(in)
+		got := row(t, r, "upstream ca-b")
+		if got.Status != health.Warn || !strings.Contains(got.Detail, "unreachable") || !strings.Contains(got.Detail, "3 renewal(s) failed") || !strings.Contains(got.Detail, "time to outage") || !strings.Contains(got.Hint, "kubectl") {
+			t.Fatalf("upstream row %+v, want a warning with the failures and the time left", got)
+		}
+		if r.Worst() != health.Warn {
+			t.Fatalf("an unreachable upstream with the intermediate valid: worst %s, want warn: %+v", r.Worst(), r.Rows)
+		}
+	})
+	t.Run("answer refused", func(t *testing.T) {
+		in := in
+		rb := rb
+		rb.Upstream = upstreamOf(b)
+		rb.Upstream.Failures, rb.Upstream.LastError = 1, "upstream: refused the upstream's answer: CN=meshid issuer is not a CA (CA:FALSE)"
+		rb.Updates = []fleet.Update{{Material: "issuer", Source: up, Status: fleet.UpdateRefused, Reason: rb.Upstream.LastError, Since: now.Add(-time.Minute)}}
+		in.Reports = &health.Reports{Name: "fleet", All: []fleet.Report{ra, rb}}
+		r := health.Run(in)
+		u := row(t, r, "issuer update")
+		if u.Status != health.Fail || !strings.Contains(u.Detail, "not a CA") || strings.Contains(u.Hint, "create secret") || !strings.Contains(u.Hint, "upstream rows") {
+			t.Errorf("update row %+v, want a failure naming the refusal, its hint the upstream rows (an upstream issuer has no Secret)", u)
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		in := in
+		in.Now = b.NotAfter().Add(time.Minute)
+		ra, rb := ra, rb
+		ra.Updated, rb.Updated = in.Now, in.Now
+		in.Reports = &health.Reports{Name: "fleet", All: []fleet.Report{ra, rb}}
+		r := health.Run(in)
+		if got := row(t, r, "upstream ca-b"); got.Status != health.Fail || !strings.Contains(got.Detail, "expired") {
+			t.Fatalf("upstream row %+v, want a failure", got)
+		}
+	})
+}

@@ -366,6 +366,7 @@ func (c *checker) issuerRows() {
 	if row, ok := c.update("issuer", "issuer update "+c.in.IssuerName); ok {
 		c.add(row)
 	}
+	c.upstreamRows()
 }
 
 // threshold is how long before its expiry an issuer should have been
@@ -381,6 +382,9 @@ func (c *checker) threshold(notBefore, notAfter time.Time) time.Duration {
 }
 
 func (c *checker) renewHint() string {
+	if c.upstream() {
+		return "the replicas renew it from their upstream at half of its life: the upstream rows say why they have not"
+	}
 	if cm := c.in.CertManager; cm != nil {
 		return "it should have been renewed by now: " + c.kubectl("describe", "certificate", cm.Certificate.Name) + " says why cert-manager has not"
 	}
@@ -472,13 +476,16 @@ func (c *checker) issuerInForce(name string, f inForce) Row {
 	case c.in.Now.After(info.NotAfter):
 		row.Status, row.Detail = Fail, fmt.Sprintf("%s, expired at %s: the CA cannot sign", what, stamp(info.NotAfter))
 		row.Hint = "put a valid issuer in the Secret: " + c.replaceIssuer()
+		if c.upstream() {
+			row.Hint = c.renewHint()
+		}
 	case info.ChainNotAfter.IsZero() || info.AnchorSHA256 == "":
 		row.Status, row.Detail = Fail, what+", does not chain to the bundle in force: certificates it signs do not verify"
 		row.Hint = "issue it from an anchor of the bundle, or add its anchor to the bundle: see the bundle and issuer update rows"
 	case c.in.Now.After(info.ChainNotAfter):
 		row.Status, row.Detail = Fail, fmt.Sprintf("%s, its chain expired at %s: certificates it signs do not verify", what, stamp(info.ChainNotAfter))
 		row.Hint = "replace the anchor and the issuer at once: " + c.rotate(true)
-	case len(c.issuers) > 1:
+	case len(c.issuers) > 1 && !c.upstream():
 		row.Status, row.Detail = Warn, fmt.Sprintf("%s, chains to anchor %s, valid for %s more; the replicas sign with %d issuers", what, short(info.AnchorSHA256), days(left), len(c.issuers))
 		row.Hint = "a replica has not loaded the latest issuer yet; if this lasts, see its log: " + c.kubectl("logs", "deployment/"+c.deployment())
 	case left < threshold:

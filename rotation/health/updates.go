@@ -72,8 +72,11 @@ func (c *checker) update(material, name string) (row Row, ok bool) {
 			invalid = c.orphans(c.cmBundle)
 		}
 	}
-	differs := !skipped && objErr == nil && !inForce[objSHA]
-	missing := !skipped && objErr != nil
+	// An upstream issuer (meshid-ca --issuer-source step-ca) has no
+	// Secret: only what the replicas report counts.
+	fromUpstream := material == "issuer" && c.upstream()
+	differs := !skipped && objErr == nil && !inForce[objSHA] && !fromUpstream
+	missing := !skipped && objErr != nil && !fromUpstream
 	if len(groups) == 0 && !differs && !missing {
 		return Row{}, false
 	}
@@ -107,6 +110,9 @@ func (c *checker) update(material, name string) (row Row, ok bool) {
 		return row, true
 	}
 	row.Hint = c.updateHint(material, status)
+	if fromUpstream {
+		row.Hint = "the replicas renew from their upstream by themselves; see the upstream rows, and why in " + c.kubectl("logs", "deployment/"+c.deployment())
+	}
 	return row, true
 }
 

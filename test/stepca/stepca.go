@@ -52,7 +52,9 @@ func Bin(t testing.TB) string {
 }
 
 // Start writes a root, a JWK provisioner and ca.json under t.TempDir() and
-// starts step-ca on a loopback port; t's cleanup stops it. Its log (which
+// starts step-ca on a loopback port; t's cleanup stops it. The provisioner
+// signs for 1 minute (below step-ca's default minimum of 5, for short-lived
+// issuers in tests) up to maxDuration. Its log (which
 // holds whole tokens) stays in that private folder.
 func Start(t testing.TB, bin string, maxDuration time.Duration) *Server {
 	t.Helper()
@@ -85,7 +87,7 @@ func Start(t testing.TB, bin string, maxDuration time.Duration) *Server {
 		"logger": map[string]any{"format": "text"},
 		"authority": map[string]any{"provisioners": []any{map[string]any{
 			"type": "JWK", "name": s.Provisioner, "key": &pub,
-			"claims":  map[string]any{"maxTLSCertDuration": maxDuration.String(), "defaultTLSCertDuration": min(maxDuration, 24*time.Hour).String()},
+			"claims":  map[string]any{"minTLSCertDuration": "1m", "maxTLSCertDuration": maxDuration.String(), "defaultTLSCertDuration": min(maxDuration, 24*time.Hour).String()},
 			"options": map[string]any{"x509": map[string]any{"template": Template}},
 		}}},
 	}

@@ -78,7 +78,7 @@ func New(cfg Config) (*Client, error) {
 		pool.AddCert(r)
 	}
 	if len(cfg.Key) == 0 {
-		return nil, errors.New("stepca: the provisioner's private JWK is required (--step-ca-provisioner-key-file or --step-ca-provisioner-key-secret)")
+		return nil, errors.New("stepca: the provisioner's private JWK is required (--step-ca-provisioner-key)")
 	}
 	var opts []jose.Option
 	if len(cfg.Password) > 0 {

@@ -38,8 +38,16 @@ type Options struct {
 	AnchorCert, AnchorKey string
 	IssuerCert, IssuerKey string
 	// AnchorTTL and IssuerTTL are the lifetimes of a generated anchor and
-	// issuer; 0 means 3650 days and 90 days.
+	// issuer; 0 means 3650 days and 90 days. With StepCAURL, IssuerTTL is
+	// the lifetime each replica asks step-ca for (0: meshid-ca's 48 h).
 	AnchorTTL, IssuerTTL time.Duration
+	// StepCAURL, when set, makes step-ca the issuer source
+	// (manifest.StepCA): each replica gets its own intermediate. StepCARoot
+	// is the file of step-ca's root (it becomes the trust bundle too),
+	// StepCAProvisioner the JWK provisioner's name, StepCAKeySecret the
+	// Secret the operator created with the provisioner's private JWK
+	// under key.json.
+	StepCAURL, StepCARoot, StepCAProvisioner, StepCAKeySecret string
 	// WriteAnchorKey saves a generated anchor's key there (mode 0600);
 	// empty discards it (unless CertManager needs it in the cluster).
 	WriteAnchorKey string
@@ -79,9 +87,14 @@ type Options struct {
 // anything is read or generated.
 func (o *Options) Validate() error {
 	own := o.IssuerCert != "" || o.IssuerKey != ""
+	step := o.StepCAURL != "" || o.StepCARoot != "" || o.StepCAProvisioner != "" || o.StepCAKeySecret != ""
 	switch {
 	case o.Output != "yaml" && o.Output != "json":
 		return cli.Usagef("-o %q: use yaml or json", o.Output)
+	case step && (o.CertManager || own || o.AnchorCert != "" || o.AnchorKey != "" || o.WriteAnchorKey != ""):
+		return cli.Usagef("--step-ca-url gives each meshid-ca replica its issuer from step-ca, and step-ca's root is the bundle: drop --cert-manager, --anchor-*, --issuer-cert/--issuer-key and --write-anchor-key")
+	case step && (o.StepCAURL == "" || o.StepCARoot == "" || o.StepCAProvisioner == "" || o.StepCAKeySecret == ""):
+		return cli.Usagef("step-ca takes --step-ca-url, --step-ca-root, --step-ca-provisioner and --step-ca-provisioner-key-secret together")
 	case o.CertManager && own:
 		return cli.Usagef("--cert-manager manages the issuer itself: drop --issuer-cert/--issuer-key (give it --anchor-cert and --anchor-key, or neither to generate an anchor)")
 	case own && (o.IssuerCert == "" || o.IssuerKey == "" || o.AnchorCert == ""):

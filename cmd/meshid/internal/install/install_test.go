@@ -180,6 +180,44 @@ func TestOwnMaterial(t *testing.T) {
 	}
 }
 
+// stepCA makes step-ca the issuer source (the root file is not read by
+// Validate).
+func stepCA(o *install.Options) {
+	o.StepCAURL, o.StepCARoot, o.StepCAProvisioner, o.StepCAKeySecret = "https://step-ca.pki:9000", "root.crt", "meshid", "step-ca-provisioner"
+}
+
+// TestStepCA: with step-ca, the bundle is step-ca's root, no issuer Secret
+// is rendered, and meshid-ca runs with --issuer-source step-ca; an expired
+// root is refused before anything is rendered.
+func TestStepCA(t *testing.T) {
+	root := pkitest.CA(t, nil, "step-ca root", now.Add(-day), 365*day)
+	o := options()
+	stepCA(o)
+	o.StepCARoot, o.IssuerTTL = pkitest.File(t, t.TempDir(), "root_ca.crt", root.CertPEM()), 24*time.Hour
+	var out bytes.Buffer
+	if err := install.Run(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	objs := objects(t, out.Bytes())
+	if b := bundleOf(t, objs); len(b.Anchors()) != 1 || !b.Contains(root.Cert) {
+		t.Fatal("the bundle is not step-ca's root")
+	}
+	if find(objs, "Secret", manifest.IssuerSecret) != nil || find(objs, "ConfigMap", manifest.StepCARootConfigMap) == nil {
+		t.Fatal("an issuer Secret rendered, or no step-ca root ConfigMap")
+	}
+	args, _, _ := unstructured.NestedSlice(find(objs, "Deployment", manifest.CAName).Object, "spec", "template", "spec", "containers")
+	if got := fmt.Sprint(args); !strings.Contains(got, "--issuer-source=step-ca") || !strings.Contains(got, "--issuer-ttl=24h0m0s") || !strings.Contains(got, "--step-ca-url=https://step-ca.pki:9000") {
+		t.Fatalf("meshid-ca's container %s, want the step-ca flags", got)
+	}
+
+	expired := pkitest.CA(t, nil, "old step-ca root", now.Add(-2*365*day), 365*day)
+	o.StepCARoot = pkitest.File(t, t.TempDir(), "root_ca.crt", expired.CertPEM())
+	out.Reset()
+	if err := install.Run(context.Background(), o, &out); err == nil || !strings.Contains(err.Error(), "--step-ca-root") || out.Len() != 0 {
+		t.Fatalf("an expired step-ca root: %v, %d bytes rendered", err, out.Len())
+	}
+}
+
 func TestGenerated(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -371,6 +409,11 @@ func TestValidate(t *testing.T) {
 		{name: "write key with cert-manager's own anchor", mod: func(o *install.Options) {
 			o.CertManager, o.AnchorCert, o.AnchorKey, o.WriteAnchorKey = true, "a", "k", "w"
 		}, message: "--write-anchor-key only applies"},
+		{name: "step-ca", mod: stepCA},
+		{name: "step-ca and cert-manager", mod: func(o *install.Options) { stepCA(o); o.CertManager = true }, message: "--step-ca-url gives each meshid-ca replica its issuer"},
+		{name: "step-ca and an issuer", mod: func(o *install.Options) { stepCA(o); o.AnchorCert, o.IssuerCert, o.IssuerKey = "a", "i", "k" }, message: "drop --cert-manager, --anchor-*"},
+		{name: "step-ca without the key Secret", mod: func(o *install.Options) { stepCA(o); o.StepCAKeySecret = "" }, message: "--step-ca-provisioner-key-secret together"},
+		{name: "step-ca root alone", mod: func(o *install.Options) { o.StepCARoot = "root.crt" }, message: "step-ca takes --step-ca-url"},
 		{name: "no replicas", mod: func(o *install.Options) { o.Replicas = 0 }, message: "--replicas must be at least 1"},
 		{name: "bad trust domain", mod: func(o *install.Options) { o.TrustDomain = "Not Valid" }, message: `--trust-domain "Not Valid"`},
 	}

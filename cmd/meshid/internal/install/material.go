@@ -17,6 +17,18 @@ import (
 // to generate the anchor (and, without cert-manager, the issuer).
 func readMaterial(o *Options, mo *manifest.Options, now time.Time) (generate bool, err error) {
 	switch {
+	case o.StepCAURL != "":
+		rootPEM, err := os.ReadFile(o.StepCARoot)
+		if err != nil {
+			return false, fmt.Errorf("install: %w", err)
+		}
+		roots, err := checkedBundle(rootPEM, now)
+		if err != nil {
+			return false, fmt.Errorf("install: --step-ca-root %s: %w", o.StepCARoot, err)
+		}
+		mo.BundlePEM = roots.PEM()
+		mo.StepCA = &manifest.StepCA{URL: o.StepCAURL, RootPEM: roots.PEM(), Provisioner: o.StepCAProvisioner, KeySecret: o.StepCAKeySecret, IssuerTTL: o.IssuerTTL}
+		return false, nil
 	case o.IssuerCert != "":
 		anchorPEM, err := os.ReadFile(o.AnchorCert)
 		if err != nil {
