@@ -3,7 +3,7 @@
 // behind an atomic pointer. TLS callbacks only Load it; the renewer and the
 // bundle watchers replace it; the Workload API follows its changes.
 //
-// It imports rotation/ only.
+// It imports bundle and rotation/ (the SVID type).
 package state
 
 import (

@@ -5,7 +5,9 @@
 // and the trust bundle. Injection is idempotent and recorded in
 // annotations.
 //
-// It imports only identity, for the default trust domain and audience.
+// It imports the shared nouns identity (the default trust domain and
+// audience), policy (the proxy's default mode) and sidecar (the
+// annotations, the proxy's admin port and user).
 package inject
 
 import (
