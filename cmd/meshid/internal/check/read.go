@@ -105,7 +105,7 @@ func (r reader) input(ctx context.Context, now time.Time) health.Input {
 		}
 	}
 	if allowed(health.NeedReports) {
-		in.Reports.All, in.Reports.Err = r.reports(ctx)
+		in.Reports.All, in.Reports.Err = r.reports(ctx, now)
 	}
 	for _, addr := range o.Proxies {
 		in.Proxies = append(in.Proxies, proxyIdentity(ctx, addr))
@@ -190,20 +190,14 @@ func readError(kind string, err error) error {
 	return fmt.Errorf("cannot read the %s: %w", kind, err)
 }
 
-// reports reads every replica's fleet report.
-func (r reader) reports(ctx context.Context) ([]fleet.Report, error) {
+// reports reads every replica's fleet report (fleet.Read: the manifests
+// with their shards).
+func (r reader) reports(ctx context.Context, now time.Time) ([]fleet.Report, error) {
 	cms, err := r.c.Kube.CoreV1().ConfigMaps(r.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: fleet.Label + "=true"})
 	if err != nil {
 		return nil, fmt.Errorf("cannot list the fleet reports: %w", err)
 	}
-	var out []fleet.Report
-	for _, cm := range cms.Items {
-		var rep fleet.Report
-		if json.Unmarshal([]byte(cm.Data[fleet.ConfigMapKey]), &rep) == nil {
-			out = append(out, rep)
-		}
-	}
-	return out, nil
+	return fleet.Read(cms.Items, now), nil
 }
 
 var (
