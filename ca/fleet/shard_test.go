@@ -176,7 +176,9 @@ func TestShardMissing(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	clk := clocktesting.NewFakeClock(now)
 	c := newCluster()
-	c.publish(t, newWriter(t, clk, 0), fleet.Report{Replica: "ca-0", Proxies: proxies(1000, now, shaNew)})
+	w := newWriter(t, clk, 0)
+	ps := proxies(1000, now, shaNew)
+	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
 	gone := c.shards()[1]
 	delete(c.cms, gone)
 	v := c.view(now)
@@ -187,6 +189,17 @@ func TestShardMissing(t *testing.T) {
 	lag := converged(v, shaNew)
 	if len(lag) != 1 || !strings.Contains(lag[0], gone) {
 		t.Fatalf("lagging %q, want the missing shard to hold the gate", lag)
+	}
+	// Unchanged, it is written again within DisplayLag.
+	for clk.Now().Sub(now) <= fleet.DefaultDisplayLag {
+		clk.Step(5 * time.Second)
+		for i := range ps {
+			ps[i].LastSeen = clk.Now()
+		}
+		c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	}
+	if v := c.view(clk.Now()); len(unread(v)) != 0 || len(v.Proxies) != len(ps) {
+		t.Fatalf("%s later: unread %+v, want the shard written again", fleet.DefaultDisplayLag, unread(v))
 	}
 }
 

@@ -16,7 +16,8 @@ const (
 	DefaultBytesPerMinute = 2 << 20
 	// DefaultDisplayLag is how long a shard whose only change is a leaf's
 	// serial or NotAfter (a renewal) may wait to be written: the gate does
-	// not read them.
+	// not read them. A shard is written again at least this often even
+	// when unchanged, so one deleted or overwritten by hand comes back.
 	DefaultDisplayLag = 30 * time.Minute
 )
 
@@ -150,8 +151,12 @@ func (w *Writer) Next(r Report) []Object {
 			continue
 		}
 		sha := shardSHA256(data)
+		c := candidate{o: Object{Name: ShardName(w.cfg.Name, i), Data: data, index: i, gate: gate, proxies: len(ps)}, since: st.written}
 		if sha == st.sha {
 			st.trueAt, st.due, st.err = now, time.Time{}, ""
+			if now.Sub(st.written) >= w.cfg.DisplayLag {
+				todo = append(todo, c) // unchanged, written again: a shard deleted or overwritten by hand comes back
+			}
 			continue
 		}
 		if len(data) > MaxShardBytes {
@@ -160,7 +165,6 @@ func (w *Writer) Next(r Report) []Object {
 			continue
 		}
 		st.err = ""
-		c := candidate{o: Object{Name: ShardName(w.cfg.Name, i), Data: data, index: i, gate: gate, proxies: len(ps)}}
 		switch {
 		case gate != st.gate || st.sha == "":
 			if st.due.IsZero() {
@@ -169,7 +173,6 @@ func (w *Writer) Next(r Report) []Object {
 			c.gate, c.since = true, st.due
 		case now.Sub(st.written) >= w.cfg.DisplayLag:
 			st.trueAt, st.due = now, time.Time{}
-			c.since = st.written
 		default:
 			st.trueAt, st.due = now, time.Time{} // what is written still holds for the gate
 			continue

@@ -51,7 +51,7 @@ func (s *sim) watchFleet(ctx context.Context) func() []fleetWrite {
 					continue
 				}
 				mu.Lock()
-				writes = append(writes, fleetWrite{at: time.Now(), name: cm.Name, size: cm.Size(), data: len(cm.Data[fleet.ConfigMapKey])})
+				writes = append(writes, fleetWrite{at: time.Now(), name: cm.Name, size: cm.Size(), data: len(cm.Data[fleet.ConfigMapKey]) + len(cm.Data[fleet.ShardKey])})
 				mu.Unlock()
 			}
 			w.Stop()
@@ -156,7 +156,10 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 	perMin := float64(total) / window.Minutes()
 	s.add("fleet reports", "fleet ConfigMaps updated in the window", "%d of %d replicas, %d updates", len(names), len(s.cas), len(inWindow))
 	s.add("fleet reports", "bytes stored per minute (object size of every update)", "%.1f MiB/min", perMin/(1<<20))
-	s.add("fleet reports", "largest fleet ConfigMap", "%.0f KiB (fleet.json %.0f KiB; the limit is 1,024 KiB of data)", float64(largest)/1024, float64(largestData)/1024)
+	s.add("fleet reports", "largest fleet ConfigMap written in the window", "%.0f KiB (its data %.0f KiB; a shard may be 256 KiB)", float64(largest)/1024, float64(largestData)/1024)
+	if err := s.fleetObjects(ctx); err != nil {
+		return err
+	}
 
 	// The API server's view of every ConfigMap request (the fleet reports
 	// are the only ConfigMap writers in the window).
@@ -189,6 +192,91 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 		}
 	}
 	return nil
+}
+
+// fleetView reads the fleet as rotate-anchor does (fleet.Read, then
+// Merge), with the bytes it read.
+func (s *sim) fleetView(ctx context.Context) (fleet.View, []corev1.ConfigMap, error) {
+	cms, err := s.kube.CoreV1().ConfigMaps(bench.CANamespace).List(ctx, metav1.ListOptions{LabelSelector: fleet.Label + "=true"})
+	if err != nil {
+		return fleet.View{}, nil, fmt.Errorf("list the fleet ConfigMaps: %w", err)
+	}
+	now := time.Now()
+	return fleet.Merge(fleet.Read(cms.Items, now), now, fleet.StaleAfter), cms.Items, nil
+}
+
+// fleetObjects describes the fleet ConfigMaps as they are, and whether
+// the fleet view holds every proxy.
+func (s *sim) fleetObjects(ctx context.Context) error {
+	v, cms, err := s.fleetView(ctx)
+	if err != nil {
+		return err
+	}
+	largest, total, manifests := 0, 0, 0
+	for _, cm := range cms {
+		largest, total = max(largest, cm.Size()), total+cm.Size()
+		if _, ok := cm.Data[fleet.ConfigMapKey]; ok {
+			manifests++
+		}
+	}
+	unread := 0
+	for _, p := range v.Proxies {
+		if p.StandIn() {
+			unread++
+		}
+	}
+	s.add("fleet reports", "fleet ConfigMaps (manifests + shards), the largest, all of them", "%d + %d, %.0f KiB, %.0f KiB", manifests, len(cms)-manifests, float64(largest)/1024, float64(total)/1024)
+	s.add("fleet reports", "the fleet view (fleet.Read, as rotate-anchor reads it)", "%d proxies of %d, %d stand-ins, %d replicas", len(v.Proxies)-unread, len(s.f.proxies), unread, len(v.Replicas))
+	return nil
+}
+
+// gate times the fleet view until every proxy and every replica it holds
+// reports bundle sha with no stand-in: what stage Add waits for.
+func (s *sim) gate(ctx context.Context, t0 time.Time, sha string) {
+	var (
+		v    fleet.View
+		last []corev1.ConfigMap
+	)
+	ok := waitUntil(ctx, 3*time.Minute, func() bool {
+		var err error
+		if v, last, err = s.fleetView(ctx); err != nil {
+			return false
+		}
+		if len(v.Proxies) < len(s.f.proxies) || len(v.Replicas) < len(s.cas) {
+			return false
+		}
+		for _, r := range v.Replicas {
+			if r.BundleSHA256 != sha {
+				return false
+			}
+		}
+		return len(v.Lagging(func(p fleet.Proxy) bool { return p.BundleSHA256 == sha })) == 0
+	})
+	if !ok {
+		s.note("The fleet view did not show every proxy on the new bundle within 3 minutes: %d proxies, %d lagging.", len(v.Proxies), len(v.Lagging(func(p fleet.Proxy) bool { return p.BundleSHA256 == sha })))
+		return
+	}
+	s.add("bundle change", "from the ConfigMap update to the fleet view showing every proxy and replica on it (stage Add's gate)", "%s", ms(time.Since(t0)))
+
+	// A shard deleted by hand: the gate must not pass.
+	var victim string
+	for _, cm := range last {
+		if _, ok := cm.Data[fleet.ShardKey]; ok {
+			victim = cm.Name
+			break
+		}
+	}
+	if victim == "" {
+		return
+	}
+	if err := s.kube.CoreV1().ConfigMaps(bench.CANamespace).Delete(ctx, victim, metav1.DeleteOptions{}); err != nil {
+		s.note("Could not delete shard %s: %v", victim, err)
+		return
+	}
+	v, _, _ = s.fleetView(ctx)
+	lag := v.Lagging(func(p fleet.Proxy) bool { return p.BundleSHA256 == sha })
+	held := len(lag) > 0 && strings.Contains(strings.Join(lag, " "), victim)
+	s.add("bundle change", "shard "+victim+" deleted: the gate holds and names it", "%t (%d lagging)", held, len(lag))
 }
 
 // profile takes a CPU profile of replica r for d into the work folder
@@ -266,6 +354,7 @@ func (s *sim) bundleChange(ctx context.Context) error {
 	}
 	s.add("bundle change", "from the ConfigMap update to the bundle on the stream", "p50 %s, p99 %s, max %s (%d of %d streams)",
 		ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), ms(lat.Quantile(1)), len(lat), n)
+	s.gate(ctx, t0, s.f.newSHA)
 	return nil
 }
 
