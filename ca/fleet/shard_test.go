@@ -85,9 +85,13 @@ func proxies(n int, now time.Time, sha string) []fleet.Proxy {
 	return out
 }
 
+// lag is the tests' WriterConfig.DisplayLag: short, so that few rounds
+// pass it.
+const displayLag = 2 * time.Minute
+
 func newWriter(t *testing.T, clk *clocktesting.FakeClock, bytesPerMinute int) *fleet.Writer {
 	t.Helper()
-	w, err := fleet.NewWriter(fleet.WriterConfig{Name: manifestName, Clock: clk, BytesPerMinute: bytesPerMinute})
+	w, err := fleet.NewWriter(fleet.WriterConfig{Name: manifestName, Clock: clk, BytesPerMinute: bytesPerMinute, DisplayLag: displayLag})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +195,7 @@ func TestShardMissing(t *testing.T) {
 		t.Fatalf("lagging %q, want the missing shard to hold the gate", lag)
 	}
 	// Unchanged, it is written again within DisplayLag.
-	for clk.Now().Sub(now) <= fleet.DefaultDisplayLag {
+	for clk.Now().Sub(now) <= displayLag {
 		clk.Step(5 * time.Second)
 		for i := range ps {
 			ps[i].LastSeen = clk.Now()
@@ -199,7 +203,7 @@ func TestShardMissing(t *testing.T) {
 		c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
 	}
 	if v := c.view(clk.Now()); len(unread(v)) != 0 || len(v.Proxies) != len(ps) {
-		t.Fatalf("%s later: unread %+v, want the shard written again", fleet.DefaultDisplayLag, unread(v))
+		t.Fatalf("%s later: unread %+v, want the shard written again", displayLag, unread(v))
 	}
 }
 
@@ -279,8 +283,7 @@ func TestShardOverCap(t *testing.T) {
 
 // TestShardWriteRate: shard writes stay within BytesPerMinute (a burst of
 // one minute), on an injected clock; a shard that waits is behind after
-// StaleAfter and holds the gate back until it is written; renewals alone
-// wait DisplayLag.
+// StaleAfter and holds the gate back until it is written.
 func TestShardWriteRate(t *testing.T) {
 	start := time.Unix(1_800_000_000, 0)
 	clk := clocktesting.NewFakeClock(start)
@@ -345,30 +348,49 @@ func TestShardWriteRate(t *testing.T) {
 	}
 	t.Logf("a new bundle on 3,000 proxies: on the record %s later (%d bytes)", took, c.written-before)
 
-	// A renewal changes no field the gate reads: nothing written until
-	// DisplayLag, the gate still vouched for.
+}
+
+// TestShardRenewalWaits: a renewal changes no field the gate reads:
+// nothing is written until DisplayLag, and the gate still vouches for the
+// shard meanwhile.
+func TestShardRenewalWaits(t *testing.T) {
+	start := time.Unix(1_800_000_000, 0)
+	clk := clocktesting.NewFakeClock(start)
+	w := newWriter(t, clk, 0)
+	c := newCluster()
+	ps := proxies(300, start, shaNew)
+	round := func() {
+		for i := range ps {
+			ps[i].LastSeen = clk.Now()
+		}
+		c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+		clk.Step(5 * time.Second)
+	}
+	round()
+	serial := func() string {
+		for _, p := range c.view(clk.Now()).Proxies {
+			if p.Key() == ps[0].Key() {
+				return p.LeafSerial
+			}
+		}
+		return ""
+	}
 	ps[0].LeafSerial = "ff"
-	before = c.written
-	for range 12 * 10 {
+	before := c.writes
+	for clk.Now().Sub(start) < displayLag-5*time.Second {
 		round()
 	}
-	if c.written != before {
-		t.Fatalf("a renewal wrote %d bytes within 10 minutes, want none before %s", c.written-before, fleet.DefaultDisplayLag)
+	if c.writes != before || serial() == "ff" {
+		t.Fatalf("a renewal wrote %d shards within %s, want none before %s", c.writes-before, clk.Now().Sub(start), displayLag)
 	}
 	if lag := converged(c.view(clk.Now()), shaNew); len(lag) != 0 {
 		t.Fatalf("a pending renewal made the gate wait: %q", lag)
 	}
-	for range 12 * 21 {
+	for clk.Now().Sub(start) <= displayLag+5*time.Second {
 		round()
 	}
-	var got string
-	for _, p := range c.view(clk.Now()).Proxies {
-		if p.Key() == ps[0].Key() {
-			got = p.LeafSerial
-		}
-	}
-	if got != "ff" {
-		t.Fatalf("after %s the renewed serial reads %q, want ff", fleet.DefaultDisplayLag, got)
+	if got := serial(); got != "ff" {
+		t.Fatalf("after %s the renewed serial reads %q, want ff", displayLag, got)
 	}
 }
 
