@@ -36,8 +36,9 @@ type ShardRef struct {
 	// bundles, leaf issuers and anchors, who is silent); zero means the
 	// manifest's Updated.
 	At time.Time `json:"at,omitzero"`
-	// Error says why it is not written (over MaxShardBytes); the reader
-	// holds rotation back while it is set.
+	// Error says why its proxies are not written (over MaxShardBytes, or
+	// none of it written yet); the reader holds rotation back while it is
+	// set.
 	Error string `json:"error,omitempty"`
 }
 

@@ -171,6 +171,11 @@ func (w *Writer) Next(r Report) []Object {
 				st.due = now
 			}
 			c.gate, c.since = true, st.due
+			if st.sha == "" {
+				// Nothing of it is written: the reader must not take it
+				// for empty. Written clears it.
+				st.err = "waiting for the byte budget (meshid-ca --fleet-report-bytes-per-minute)"
+			}
 		case now.Sub(st.written) >= w.cfg.DisplayLag:
 			st.trueAt, st.due = now, time.Time{}
 		default:
