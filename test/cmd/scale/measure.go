@@ -155,7 +155,7 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 	}
 	perMin := float64(total) / window.Minutes()
 	s.add("fleet reports", "fleet ConfigMaps updated in the window", "%d of %d replicas, %d updates", len(names), len(s.cas), len(inWindow))
-	s.add("fleet reports", "bytes stored per minute (object size of every update)", "%.1f MiB/min", perMin/(1<<20))
+	s.add("fleet reports", "bytes stored per minute (object size of every update)", "%.1f KiB/min", perMin/(1<<10))
 	s.add("fleet reports", "largest fleet ConfigMap written in the window", "%.0f KiB (its data %.0f KiB; a shard may be 256 KiB)", float64(largest)/1024, float64(largestData)/1024)
 	if err := s.fleetObjects(ctx); err != nil {
 		return err
@@ -181,7 +181,7 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 	body := apiAfter.Sum("apiserver_request_body_size_bytes_sum", cm) - apiBefore.Sum("apiserver_request_body_size_bytes_sum", cm)
 	resp := apiAfter.Sum("apiserver_response_sizes_sum", map[string]string{"resource": "configmaps", "verb": "GET"}) -
 		apiBefore.Sum("apiserver_response_sizes_sum", map[string]string{"resource": "configmaps", "verb": "GET"})
-	s.add("fleet reports", "request bodies sent to the API server for ConfigMaps", "%.1f MiB/min (refused ones included); GET answers read back %.1f MiB/min", body/window.Minutes()/(1<<20), resp/window.Minutes()/(1<<20))
+	s.add("fleet reports", "request bodies sent to the API server for ConfigMaps", "%.1f KiB/min (refused ones included); GET answers read back %.1f KiB/min", body/window.Minutes()/(1<<10), resp/window.Minutes()/(1<<10))
 	if dbBefore >= 0 && dbAfter >= 0 {
 		s.add("fleet reports", "etcd database growth", "%.1f MiB/min (%.0f → %.0f MiB; the API server compacts every 5 min)", (dbAfter-dbBefore)/window.Minutes()/(1<<20), dbBefore/(1<<20), dbAfter/(1<<20))
 	}
@@ -232,7 +232,7 @@ func (s *sim) fleetObjects(ctx context.Context) error {
 
 // gate times the fleet view until every proxy and every replica it holds
 // reports bundle sha with no stand-in: what stage Add waits for.
-func (s *sim) gate(ctx context.Context, t0 time.Time, sha string) {
+func (s *sim) gate(ctx context.Context, t0 time.Time, sha string, apiBefore bench.Samples) {
 	var (
 		v    fleet.View
 		last []corev1.ConfigMap
@@ -256,7 +256,13 @@ func (s *sim) gate(ctx context.Context, t0 time.Time, sha string) {
 		s.note("The fleet view did not show every proxy on the new bundle within 3 minutes: %d proxies, %d lagging.", len(v.Proxies), len(v.Lagging(func(p fleet.Proxy) bool { return p.BundleSHA256 == sha })))
 		return
 	}
-	s.add("bundle change", "from the ConfigMap update to the fleet view showing every proxy and replica on it (stage Add's gate)", "%s", ms(time.Since(t0)))
+	took := time.Since(t0)
+	body := "?"
+	if apiAfter, err := s.apiMetrics(ctx); err == nil {
+		cm := map[string]string{"resource": "configmaps"}
+		body = fmt.Sprintf("%.0f KiB", (apiAfter.Sum("apiserver_request_body_size_bytes_sum", cm)-apiBefore.Sum("apiserver_request_body_size_bytes_sum", cm))/1024)
+	}
+	s.add("bundle change", "from the ConfigMap update to the fleet view showing every proxy and replica on it (stage Add's gate; the simulated proxies report it at their next heartbeat, up to 10 s)", "%s; ConfigMap request bodies meanwhile %s", ms(took), body)
 
 	// A shard deleted by hand: the gate must not pass.
 	var victim string
@@ -337,6 +343,10 @@ func (s *sim) bundleChange(ctx context.Context) error {
 		return err
 	}
 	cm.Data[bundle.Key] = string(s.pki.Anchor.CertPEM()) + string(s.anchor2.CertPEM())
+	apiBefore, err := s.apiMetrics(ctx)
+	if err != nil {
+		return err
+	}
 	t0 := time.Now()
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		return err
@@ -354,7 +364,7 @@ func (s *sim) bundleChange(ctx context.Context) error {
 	}
 	s.add("bundle change", "from the ConfigMap update to the bundle on the stream", "p50 %s, p99 %s, max %s (%d of %d streams)",
 		ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), ms(lat.Quantile(1)), len(lat), n)
-	s.gate(ctx, t0, s.f.newSHA)
+	s.gate(ctx, t0, s.f.newSHA, apiBefore)
 	return nil
 }
 
