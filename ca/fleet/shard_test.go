@@ -166,8 +166,13 @@ func TestShardsRoundTrip(t *testing.T) {
 		ps[i].BundleSHA256 = shaNew
 	}
 	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	if c.writes != before {
+		t.Fatalf("a change wrote %d shards in its first round, want none before it settles", c.writes-before)
+	}
+	clk.Step(5 * time.Second)
+	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
 	if c.writes != before+8 {
-		t.Fatalf("a new bundle on every proxy wrote %d shards, want all 8", c.writes-before)
+		t.Fatalf("a new bundle on every proxy wrote %d shards, want all 8, once", c.writes-before)
 	}
 	if lag := converged(c.view(clk.Now()), shaNew); len(lag) != 0 {
 		t.Fatalf("lagging %q after the new bundle was written", lag)
@@ -223,6 +228,8 @@ func TestShardStale(t *testing.T) {
 	}
 	clk.Step(5 * time.Second)
 	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	clk.Step(5 * time.Second)
+	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps}) // settled: written
 	stale := c.shards()[2]
 	// Shard 2 says old, in a form that claims the new bundle.
 	var s map[string]any
@@ -401,6 +408,35 @@ func TestShardRenewalWaits(t *testing.T) {
 	}
 }
 
+// TestShardSettles: a rollout that reaches a shard's proxies over several
+// rounds writes each shard once, not at every round, within Settle.
+func TestShardSettles(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clk := clocktesting.NewFakeClock(now)
+	w := newWriter(t, clk, 0)
+	c := newCluster()
+	ps := proxies(1500, now, shaOld)
+	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	before := c.writes
+	changed := clk.Now()
+	for round := range 4 { // a third of the proxies a round, then one still round
+		for i := range ps {
+			if i%3 == round {
+				ps[i].BundleSHA256 = shaNew
+			}
+			ps[i].LastSeen = clk.Now()
+		}
+		c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+		clk.Step(5 * time.Second)
+	}
+	if got := c.writes - before; got != w.Shards() {
+		t.Fatalf("a rollout over 3 rounds wrote %d shards, want each of the %d once", got, w.Shards())
+	}
+	if lag := converged(c.view(clk.Now()), shaNew); len(lag) != 0 || clk.Now().Sub(changed) > fleet.DefaultSettle+10*time.Second {
+		t.Fatalf("%s after the rollout began, lagging %q", clk.Now().Sub(changed), lag)
+	}
+}
+
 // TestShardSilent: a proxy that goes silent is written at once, with the
 // time it was last heard from; one heard from again too.
 func TestShardSilent(t *testing.T) {
@@ -416,6 +452,11 @@ func TestShardSilent(t *testing.T) {
 	}
 	before := c.writes
 	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	clk.Step(5 * time.Second)
+	for i := 1; i < len(ps); i++ {
+		ps[i].LastSeen = clk.Now()
+	}
+	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
 	if c.writes == before {
 		t.Fatal("a proxy gone silent wrote nothing")
 	}
@@ -426,8 +467,8 @@ func TestShardSilent(t *testing.T) {
 			silent = append(silent, l)
 		}
 	}
-	if len(silent) != 1 || !strings.Contains(silent[0], ps[0].Instance[:8]) || !strings.Contains(silent[0], "silent for 40s") {
-		t.Fatalf("silent %q, want proxy 0 silent for 40s", silent)
+	if len(silent) != 1 || !strings.Contains(silent[0], ps[0].Instance[:8]) || !strings.Contains(silent[0], "silent for 45s") {
+		t.Fatalf("silent %q, want proxy 0 silent for 45s", silent)
 	}
 }
 

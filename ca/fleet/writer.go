@@ -19,6 +19,11 @@ const (
 	// not read them. A shard is written again at least this often even
 	// when unchanged, so one deleted or overwritten by hand comes back.
 	DefaultDisplayLag = 30 * time.Minute
+	// DefaultSettle is how long a written shard whose proxies keep
+	// changing (a rollout reaching them over several ticks) waits for a
+	// tick without change before it is written anyway: it is written
+	// once, not at every tick.
+	DefaultSettle = 10 * time.Second
 )
 
 // WriterConfig configures a Writer.
@@ -33,6 +38,8 @@ type WriterConfig struct {
 	BytesPerMinute int
 	// DisplayLag: 0 means DefaultDisplayLag.
 	DisplayLag time.Duration
+	// Settle: 0 means DefaultSettle.
+	Settle time.Duration
 }
 
 // Writer decides what a replica writes of its Report: the shards that
@@ -58,6 +65,7 @@ type shardState struct {
 	written time.Time // when written
 	trueAt  time.Time // when what was written was last true for the gate
 	due     time.Time // when the gate first differed from what was written; zero: it does not
+	last    string    // sha of the content at the last Next
 	err     string    // why the current content is not written
 }
 
@@ -88,12 +96,16 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if cfg.DisplayLag == 0 {
 		cfg.DisplayLag = DefaultDisplayLag
 	}
+	if cfg.Settle == 0 {
+		cfg.Settle = DefaultSettle
+	}
 	return &Writer{cfg: cfg, of: 1, shards: make([]shardState, 1), tokens: float64(cfg.BytesPerMinute), filled: cfg.Clock.Now()}, nil
 }
 
 // Next takes r (its Proxies as Registry.Live returns them) and returns the
-// shards to write now: those the gate would read differently, oldest
-// change first, and those whose leaf serials or NotAfters are older than
+// shards to write now: those the gate would read differently (once they
+// have not changed for a round, or have waited Settle), oldest change
+// first, and those whose leaf serials or NotAfters are older than
 // DisplayLag, as far as the byte budget allows.
 func (w *Writer) Next(r Report) []Object {
 	now := w.cfg.Clock.Now()
@@ -151,6 +163,8 @@ func (w *Writer) Next(r Report) []Object {
 			continue
 		}
 		sha := shardSHA256(data)
+		still := sha == st.last // no change since the last round
+		st.last = sha
 		c := candidate{o: Object{Name: ShardName(w.cfg.Name, i), Data: data, index: i, gate: gate, proxies: len(ps)}, since: st.written}
 		if sha == st.sha {
 			st.trueAt, st.due, st.err = now, time.Time{}, ""
@@ -175,6 +189,8 @@ func (w *Writer) Next(r Report) []Object {
 				// Nothing of it is written: the reader must not take it
 				// for empty. Written clears it.
 				st.err = "waiting for the byte budget (meshid-ca --fleet-report-bytes-per-minute)"
+			} else if !still && now.Sub(st.due) < w.cfg.Settle {
+				continue // still changing: written once it settles
 			}
 		case now.Sub(st.written) >= w.cfg.DisplayLag:
 			st.trueAt, st.due = now, time.Time{}
@@ -209,7 +225,8 @@ func (w *Writer) Written(o Object) {
 	if o.index >= len(w.shards) {
 		return
 	}
-	w.shards[o.index] = shardState{sha: shardSHA256(o.Data), gate: o.gate, proxies: o.proxies, written: w.now, trueAt: w.now}
+	sha := shardSHA256(o.Data)
+	w.shards[o.index] = shardState{sha: sha, gate: o.gate, proxies: o.proxies, written: w.now, trueAt: w.now, last: sha}
 }
 
 // Manifest returns the manifest for the Report of the last Next: the
