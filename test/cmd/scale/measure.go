@@ -30,6 +30,7 @@ type fleetWrite struct {
 	at         time.Time
 	name       string
 	size, data int
+	shard      bool
 }
 
 // watchFleet records every update of the fleet ConfigMaps until ctx ends.
@@ -51,7 +52,8 @@ func (s *sim) watchFleet(ctx context.Context) func() []fleetWrite {
 					continue
 				}
 				mu.Lock()
-				writes = append(writes, fleetWrite{at: time.Now(), name: cm.Name, size: cm.Size(), data: len(cm.Data[fleet.ConfigMapKey]) + len(cm.Data[fleet.ShardKey])})
+				_, shard := cm.Data[fleet.ShardKey]
+				writes = append(writes, fleetWrite{at: time.Now(), name: cm.Name, size: cm.Size(), data: len(cm.Data[fleet.ConfigMapKey]) + len(cm.Data[fleet.ShardKey]), shard: shard})
 				mu.Unlock()
 			}
 			w.Stop()
@@ -96,6 +98,23 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 	defer cancel()
 	writes := s.watchFleet(wctx)
 	sleep(ctx, time.Second) // the watch's initial list falls before the window
+	// The shards of the set-up settle (each written once it stops
+	// changing, within the byte budget): the window starts once none has
+	// been written for 15 s, at most 2 minutes on.
+	watched := time.Now()
+	settled := waitUntil(ctx, 2*time.Minute, func() bool {
+		last := watched
+		for _, w := range writes() {
+			if w.shard {
+				last = w.at
+			}
+		}
+		return time.Since(last) > 15*time.Second
+	})
+	if !settled {
+		s.note("Shards were still being written 2 minutes after the set-up; the steady window includes them.")
+	}
+	log.Printf("steady state: shards settled %s after the set-up's heartbeat round", time.Since(watched).Round(time.Second))
 	before, err := s.caStats(ctx, false)
 	if err != nil {
 		return err
