@@ -98,6 +98,19 @@ func newWriter(t *testing.T, clk *clocktesting.FakeClock, bytesPerMinute int) *f
 	return w
 }
 
+// started returns a writer that has published n proxies on bundle sha
+// once, on a fake clock, and what it wrote.
+func started(t *testing.T, n int, sha string) (*clocktesting.FakeClock, *fleet.Writer, *cluster, []fleet.Proxy) {
+	t.Helper()
+	now := time.Unix(1_800_000_000, 0)
+	clk := clocktesting.NewFakeClock(now)
+	w := newWriter(t, clk, 0)
+	c := newCluster()
+	ps := proxies(n, now, sha)
+	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	return clk, w, c, ps
+}
+
 func unread(v fleet.View) []fleet.Proxy {
 	var out []fleet.Proxy
 	for _, p := range v.Proxies {
@@ -117,12 +130,8 @@ func converged(v fleet.View, sha string) []string {
 // every proxy once, its fields as reported, heard from at the manifest's
 // time; heartbeats write nothing; a bundle change rewrites every shard.
 func TestShardsRoundTrip(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	clk := clocktesting.NewFakeClock(now)
-	w := newWriter(t, clk, 0)
-	c := newCluster()
-	ps := proxies(1500, now, shaOld)
-	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	clk, w, c, ps := started(t, 1500, shaOld)
+	now := clk.Now()
 	if w.Shards() != 8 || len(c.shards()) != 8 {
 		t.Fatalf("%d shards (%d objects) for 1,500 proxies, want 8 (at most %d each on average)", w.Shards(), len(c.shards()), fleet.ShardProxies)
 	}
@@ -216,12 +225,7 @@ func TestShardMissing(t *testing.T) {
 // names (overwritten, or an older write) holds the gate back, even when
 // every proxy in it looks converged.
 func TestShardStale(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	clk := clocktesting.NewFakeClock(now)
-	w := newWriter(t, clk, 0)
-	c := newCluster()
-	ps := proxies(1000, now, shaOld)
-	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	clk, w, c, ps := started(t, 1000, shaOld)
 	old := maps.Clone(c.cms)
 	for i := range ps {
 		ps[i].BundleSHA256 = shaNew
@@ -411,12 +415,7 @@ func TestShardRenewalWaits(t *testing.T) {
 // TestShardSettles: a rollout that reaches a shard's proxies over several
 // rounds writes each shard once, not at every round, within Settle.
 func TestShardSettles(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	clk := clocktesting.NewFakeClock(now)
-	w := newWriter(t, clk, 0)
-	c := newCluster()
-	ps := proxies(1500, now, shaOld)
-	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	clk, w, c, ps := started(t, 1500, shaOld)
 	before := c.writes
 	changed := clk.Now()
 	for round := range 4 { // a third of the proxies a round, then one still round
@@ -440,12 +439,7 @@ func TestShardSettles(t *testing.T) {
 // TestShardSilent: a proxy that goes silent is written at once, with the
 // time it was last heard from; one heard from again too.
 func TestShardSilent(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	clk := clocktesting.NewFakeClock(now)
-	w := newWriter(t, clk, 0)
-	c := newCluster()
-	ps := proxies(10, now, shaNew)
-	c.publish(t, w, fleet.Report{Replica: "ca-0", Proxies: ps})
+	clk, w, c, ps := started(t, 10, shaNew)
 	clk.Step(40 * time.Second)
 	for i := 1; i < len(ps); i++ {
 		ps[i].LastSeen = clk.Now()
