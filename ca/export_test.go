@@ -9,6 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/stats"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/meshid/meshid/ca/authn"
 	"github.com/meshid/meshid/issuer"
@@ -58,4 +59,15 @@ func asError(r *refusal) error {
 		return nil
 	}
 	return r
+}
+
+// FleetConfigMaps is how publishFleet writes the fleet ConfigMaps.
+type FleetConfigMaps = cachedConfigMaps
+
+func NewFleetConfigMaps(api configMaps, namespace string) *FleetConfigMaps {
+	return &cachedConfigMaps{api: api, namespace: namespace, last: map[string]*corev1.ConfigMap{}}
+}
+
+func (c *cachedConfigMaps) Put(ctx context.Context, name, key string, data []byte) error {
+	return c.put(ctx, name, key, data)
 }

@@ -2,7 +2,7 @@ package ca
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -69,21 +69,31 @@ func FleetConfigMapName(replica string) string {
 	return fleet.ConfigMapPrefix + name
 }
 
-// publishFleet writes this replica's report every FleetReportInterval.
+// publishFleet writes this replica's report every FleetReportInterval:
+// the shards that changed, as fleet.Writer allows, then the manifest.
 func (s *Service) publishFleet(ctx context.Context) error {
 	name := FleetConfigMapName(s.cfg.Replica)
-	cms := s.cfg.Client.CoreV1().ConfigMaps(s.cfg.Namespace)
+	w, err := fleet.NewWriter(fleet.WriterConfig{Name: name, Clock: s.cfg.Clock, BytesPerMinute: s.cfg.FleetReportBytesPerMinute})
+	if err != nil {
+		return fmt.Errorf("ca: %w", err)
+	}
+	cms := &cachedConfigMaps{api: s.cfg.Client.CoreV1().ConfigMaps(s.cfg.Namespace), namespace: s.cfg.Namespace, last: map[string]*corev1.ConfigMap{}}
 	tick := s.cfg.Clock.NewTicker(s.cfg.FleetReportInterval)
 	defer tick.Stop()
 	failing := false
 	for {
-		data, err := json.Marshal(s.fleetReport())
-		if err == nil {
-			err = upsertConfigMap(ctx, cms, &corev1.ConfigMap{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.cfg.Namespace, Labels: map[string]string{fleet.Label: "true"}},
-				Data:       map[string]string{fleet.ConfigMapKey: string(data)},
-			})
+		var err error
+		for _, o := range w.Next(s.fleetReport()) {
+			if err = cms.put(ctx, o.Name, fleet.ShardKey, o.Data); err != nil {
+				break // the manifest still names what is written
+			}
+			w.Written(o)
 		}
+		data, merr := w.Manifest()
+		if merr == nil {
+			merr = cms.put(ctx, name, fleet.ConfigMapKey, data)
+		}
+		err = errors.Join(err, merr)
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			s.cfg.Log.Warn("cannot publish the fleet report; anchor rotation cannot see this replica's proxies", "configmap", name, "error", err)
@@ -106,18 +116,48 @@ type configMaps interface {
 	Update(ctx context.Context, cm *corev1.ConfigMap, opts metav1.UpdateOptions) (*corev1.ConfigMap, error)
 }
 
-func upsertConfigMap(ctx context.Context, cms configMaps, cm *corev1.ConfigMap) error {
+// cachedConfigMaps writes the fleet ConfigMaps over what it last wrote of
+// each (an update on its resourceVersion, no read first), and reads one
+// only when that update fails.
+type cachedConfigMaps struct {
+	api       configMaps
+	namespace string
+	last      map[string]*corev1.ConfigMap
+}
+
+// put sets data[key] of ConfigMap name (labelled fleet.Label) to data.
+func (c *cachedConfigMaps) put(ctx context.Context, name, key string, data []byte) error {
+	want := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.namespace, Labels: map[string]string{fleet.Label: "true"}},
+		Data:       map[string]string{key: string(data)},
+	}
+	if cur := c.last[name]; cur != nil {
+		cur.Labels, cur.Data = want.Labels, want.Data
+		if got, err := c.api.Update(ctx, cur, metav1.UpdateOptions{}); err == nil {
+			c.last[name] = got
+			return nil
+		}
+		delete(c.last, name) // changed or deleted meanwhile: read it again
+	}
+	got, err := upsertConfigMap(ctx, c.api, want)
+	if err == nil {
+		c.last[name] = got
+	}
+	return err
+}
+
+func upsertConfigMap(ctx context.Context, cms configMaps, cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
 	cur, err := cms.Get(ctx, cm.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
-		return err
+		return cms.Create(ctx, cm, metav1.CreateOptions{})
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cur.Labels, cur.Data = cm.Labels, cm.Data
-	if _, err := cms.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update %s: %w", cm.Name, err)
+	got, err := cms.Update(ctx, cur, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("update %s: %w", cm.Name, err)
 	}
-	return nil
+	return got, nil
 }

@@ -174,10 +174,13 @@ type Config struct {
 	Replica string
 	// FleetReportInterval is how often this replica publishes its fleet
 	// report (the trust material in force, the updates it did not take,
-	// the proxies it serves) to a ConfigMap meshid-fleet-REPLICA in
-	// Namespace, for `meshid check` and `meshid rotate-anchor`; 0 means
-	// 5 s, negative disables it.
+	// the proxies it serves) to a manifest ConfigMap meshid-fleet-REPLICA
+	// and its shards in Namespace, for `meshid check` and `meshid
+	// rotate-anchor`; 0 means 5 s, negative disables it.
 	FleetReportInterval time.Duration
+	// FleetReportBytesPerMinute bounds the shard bytes this replica writes
+	// a minute (fleet.WriterConfig); 0 means fleet.DefaultBytesPerMinute.
+	FleetReportBytesPerMinute int
 	// MaxFleetInstancesPerIdentity and MaxFleetInstances bound the proxy
 	// instances this replica holds for one identity and in all; 0 means
 	// fleet.DefaultMaxPerIdentity and fleet.DefaultMaxInstances, negative
@@ -328,6 +331,11 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.FleetReportInterval == 0 {
 		cfg.FleetReportInterval = 5 * time.Second
+	}
+	if cfg.FleetReportInterval > 0 {
+		if _, err := fleet.NewWriter(fleet.WriterConfig{Name: FleetConfigMapName(cfg.Replica), BytesPerMinute: cfg.FleetReportBytesPerMinute}); err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
 	}
 	ownID, err := identity.ServiceAccount{Namespace: cfg.Namespace, Name: cfg.ServiceAccount}.ID(cfg.TrustDomain)
 	if err != nil {

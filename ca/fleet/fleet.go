@@ -4,11 +4,15 @@
 // proven by its client certificate, and its instance), bounds how many it
 // holds, and forgets proxies that stop reporting; a Report is what one CA
 // replica publishes to the cluster (the trust material it has in force,
-// the updates of it that it did not take, its proxies), and Merge combines
-// every replica's into one fleet view, which anchor rotation waits on and
-// `meshid check` reports.
+// the updates of it that it did not take, its proxies); the Writer splits
+// it into a manifest and shards of a bounded size, written when they
+// change and within a byte budget; Read is the one reader of those
+// ConfigMaps, which refuses a shard it cannot vouch for; and Merge
+// combines every replica's into one fleet view, which anchor rotation
+// waits on and `meshid check` and the dashboard report.
 //
-// It imports nothing from meshid (the clock is k8s.io/utils/clock).
+// It imports nothing from meshid (the clock is k8s.io/utils/clock; the
+// ConfigMap type is k8s.io/api's).
 package fleet
 
 import (
@@ -22,15 +26,17 @@ import (
 	"k8s.io/utils/clock"
 )
 
-// Every CA replica publishes the proxies it serves to a ConfigMap of its
-// own, so `meshid rotate-anchor` can see the whole fleet from the API
-// server alone.
+// Every CA replica publishes the proxies it serves to ConfigMaps of its
+// own (a manifest and its shards, shard.go), so `meshid rotate-anchor`
+// can see the whole fleet from the API server alone.
 const (
-	// ConfigMapPrefix starts the name of each replica's ConfigMap.
+	// ConfigMapPrefix starts the name of each replica's manifest (and so
+	// of its shards, ShardName).
 	ConfigMapPrefix = "meshid-fleet-"
-	// Label marks those ConfigMaps (value "true").
+	// Label marks the manifests and the shards (value "true").
 	Label = "meshid.dev/fleet"
-	// ConfigMapKey holds the replica's Report as JSON.
+	// ConfigMapKey holds a manifest: the replica's Report as JSON, its
+	// Shards naming the shards.
 	ConfigMapKey = "fleet.json"
 )
 
@@ -53,7 +59,15 @@ type Proxy struct {
 	// instance, bundle or leaf, so it never converges: a rotation waits
 	// until the replica has refused nothing for Forget.
 	OverCap bool `json:"over_cap,omitempty"`
+	// Unread marks a stand-in for the proxies of a shard the reader could
+	// not vouch for (Read), and says why; Instance names the shard. It
+	// never converges.
+	Unread string `json:"unread,omitempty"`
 }
+
+// StandIn reports whether p stands for proxies the view cannot see (over
+// a cap, or in a shard that could not be read) rather than being one.
+func (p Proxy) StandIn() bool { return p.OverCap || p.Unread != "" }
 
 // Key names one proxy: the identity that reported and its instance. Two
 // identities that report one instance are two proxies, never one.
@@ -100,9 +114,8 @@ const (
 	// have on one replica: a Deployment's pods share a service account.
 	DefaultMaxPerIdentity = 500
 	// DefaultMaxInstances is how many live instances one replica holds:
-	// with SPIFFE IDs of up to 250 characters, its fleet ConfigMap stays
-	// under Kubernetes' 1 MiB limit.
-	DefaultMaxInstances = 1500
+	// 50,000 proxies on two replicas (in 128 shards each).
+	DefaultMaxInstances = 25000
 )
 
 // Config configures a Registry.
@@ -275,7 +288,13 @@ type Report struct {
 	// Updates are the latest issuer and bundle updates the replica did not
 	// take (at most one of each), oldest first.
 	Updates []Update `json:"updates,omitempty"`
-	Proxies []Proxy  `json:"proxies"`
+	// Proxies are the proxies it serves. In a manifest (Writer.Manifest)
+	// they are only the stand-ins for proxies refused over a cap, and
+	// Shards name the rest; Read puts them together again.
+	Proxies []Proxy `json:"proxies"`
+	// Shards are the replica's shards, by index; none from a meshid-ca
+	// that lists every proxy in Proxies.
+	Shards []ShardRef `json:"shards,omitempty"`
 	// JWT describes the JWT-SVID signing keys in force; nil when the
 	// replica mints none (and from a meshid-ca that predates it).
 	JWT *JWTKeys `json:"jwt,omitempty"`
@@ -333,11 +352,11 @@ func Merge(reports []Report, now time.Time, staleAfter time.Duration) View {
 
 // Lagging returns the proxies for which done is false, as "ID (instance)",
 // saying how long silent ones have not reported, and every stand-in
-// (Proxy.OverCap), which is never done.
+// (Proxy.StandIn), which is never done.
 func (v View) Lagging(done func(Proxy) bool) []string {
 	var out []string
 	for _, p := range v.Proxies {
-		if !p.OverCap && done(p) {
+		if !p.StandIn() && done(p) {
 			continue
 		}
 		out = append(out, p.Describe(v.At))
@@ -349,6 +368,9 @@ func (v View) Lagging(done func(Proxy) bool) []string {
 // silent when it has missed three heartbeats at now; a stand-in says what
 // was refused.
 func (p Proxy) Describe(now time.Time) string {
+	if p.Unread != "" {
+		return p.Unread
+	}
 	if p.OverCap {
 		who := "proxies of " + p.ID
 		if p.ID == "" {

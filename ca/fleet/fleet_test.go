@@ -1,7 +1,6 @@
 package fleet_test
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -290,51 +289,5 @@ func TestRegistryCaps(t *testing.T) {
 	}
 	if live := r.Live(); len(live) != 2 || live[0].OverCap || live[1].OverCap {
 		t.Fatalf("Live = %+v, want web's instances 0 and 3 and no stand-in", live)
-	}
-}
-
-// TestReportFitsConfigMap: a replica at DefaultMaxInstances publishes a
-// Report that fits in a ConfigMap (1 MiB), for SPIFFE IDs of 250
-// characters, with the largest trust state it publishes (MaxAnchors
-// anchors, subjects and reasons of MaxTextLen, both updates pending).
-func TestReportFitsConfigMap(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	clk := clocktesting.NewFakePassiveClock(now)
-	r := fleet.NewRegistry(fleet.Config{Clock: clk, MaxPerIdentity: -1})
-	for i := range fleet.DefaultMaxInstances + 1 {
-		p := report(fmt.Sprintf("%016x", i))
-		p.ID = fmt.Sprintf("spiffe://cluster.local/ns/%s-%03d/sa/%s-%04d", strings.Repeat("n", 59), i%100, strings.Repeat("s", 152), i)
-		_, err := r.Report(p)
-		if i == fleet.DefaultMaxInstances {
-			var fe *fleet.Error
-			if !errors.As(err, &fe) || fe.Reason != fleet.ReplicaFull {
-				t.Fatalf("instance %d: %v, want %s", i, err, fleet.ReplicaFull)
-			}
-		} else if err != nil {
-			t.Fatal(err)
-		}
-	}
-	long := strings.Repeat("é", fleet.MaxTextLen) // JSON escapes nothing of it; Truncate cuts on a rune
-	rep := fleet.Report{
-		Replica: "meshid-ca-7d9f8b6c5-x2x4z", Updated: now, IssuerSHA256: shaOld, BundleSHA256: shaOld, Proxies: r.Live(),
-		Issuer:       &fleet.Issuer{Subject: fleet.Truncate(long), NotBefore: now, NotAfter: now, ChainNotAfter: now, AnchorSHA256: shaOld},
-		AnchorsTotal: 100,
-	}
-	for range fleet.MaxAnchors {
-		rep.Anchors = append(rep.Anchors, fleet.Anchor{SHA256: shaOld, NotAfter: now})
-	}
-	for _, m := range []string{"issuer", "bundle"} {
-		rep.Updates = append(rep.Updates, fleet.Update{Material: m, Source: long, Status: fleet.UpdateHeldBack, Reason: long, SHA256: shaOld, Since: now}.Bounded())
-	}
-	if got := len(rep.Updates[0].Reason); got > fleet.MaxTextLen {
-		t.Fatalf("a bounded reason is %d bytes, over %d", got, fleet.MaxTextLen)
-	}
-	data, err := json.Marshal(rep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d proxies with IDs of %d characters: %d bytes, %d bytes each", fleet.DefaultMaxInstances, len(r.Live()[1].ID), len(data), len(data)/fleet.DefaultMaxInstances)
-	if len(data) > 1<<20 {
-		t.Fatalf("the report of %d proxies is %d bytes, over a ConfigMap's 1 MiB", fleet.DefaultMaxInstances, len(data))
 	}
 }

@@ -53,6 +53,7 @@ type options struct {
 	watchPolicies, discovery       bool
 	federatedTrustDomains          bool
 	fleetInterval                  time.Duration
+	fleetBytes                     int
 	fleetPerIdentity, fleetMax     int
 	federation                     federationOptions
 	jwt                            jwtOptions
@@ -86,7 +87,7 @@ func (o *options) config() (ca.Config, error) {
 		BundleConfigMap: o.trustBundle, BundleFile: o.trustBundleFile, FilePollInterval: o.filePoll,
 		Listen: o.listen, AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling),
 		MaxConnectionsPerCaller: o.maxConns, MaxCallsPerCaller: o.maxCalls, MaxStreamsPerCaller: o.maxStreams, DNSNames: dns,
-		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies, Discovery: o.discovery,
+		Replica: o.replica, FleetReportInterval: o.fleetInterval, FleetReportBytesPerMinute: o.fleetBytes, WatchPolicies: o.watchPolicies, Discovery: o.discovery,
 		ExternalWorkloads: o.externalWorkloads, ExternalLeafTTL: o.externalLeafTTL,
 		FederatedTrustDomains:        o.federatedTrustDomains,
 		MaxFleetInstancesPerIdentity: o.fleetPerIdentity, MaxFleetInstances: o.fleetMax,
@@ -190,9 +191,10 @@ trust domain's SPIFFE bundle endpoint there, for federated trust domains
 	fs.IntVar(&o.maxStreams, "max-streams-per-caller", ca.DefaultMaxStreamsPerCaller, "WatchBundle, WatchPolicy and WatchDestinations streams one IP address may hold open; more get RESOURCE_EXHAUSTED (-1: no limit)")
 	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names for the serving certificate (default meshid-ca, meshid-ca.NAMESPACE, meshid-ca.NAMESPACE.svc, localhost)")
 	fs.StringVar(&o.replica, "replica", "", "name of this replica in fleet reports (default HOSTNAME-PID; the Deployment passes the pod name)")
-	fs.DurationVar(&o.fleetInterval, "fleet-report-interval", 5*time.Second, "how often this replica publishes what it has in force, the updates it refused and the proxies it serves to ConfigMap meshid-fleet-REPLICA (meshid check and rotate-anchor read it); negative disables")
+	fs.DurationVar(&o.fleetInterval, "fleet-report-interval", 5*time.Second, "how often this replica publishes what it has in force, the updates it refused and the proxies it serves to ConfigMap meshid-fleet-REPLICA and its shards meshid-fleet-REPLICA-sN (meshid check and rotate-anchor read them); negative disables")
+	fs.IntVar(&o.fleetBytes, "fleet-report-bytes-per-minute", fleet.DefaultBytesPerMinute, "most bytes of fleet shards this replica writes to the API server a minute (bursts of one minute's worth; at least 262144); a shard that must wait holds anchor rotation back until written")
 	fs.IntVar(&o.fleetPerIdentity, "max-fleet-instances-per-identity", fleet.DefaultMaxPerIdentity, "proxy instances of one SPIFFE ID this replica keeps status reports of; a new one beyond it is refused (RESOURCE_EXHAUSTED) and holds anchor rotation back (-1: no limit)")
-	fs.IntVar(&o.fleetMax, "max-fleet-instances", fleet.DefaultMaxInstances, "proxy instances this replica keeps status reports of, in all; a new one beyond it is refused and holds anchor rotation back. The fleet ConfigMap must stay under 1 MiB: 1,500 proxies with SPIFFE IDs of 250 characters fit, about 2,000 with IDs of 50 (-1: no limit)")
+	fs.IntVar(&o.fleetMax, "max-fleet-instances", fleet.DefaultMaxInstances, "proxy instances this replica keeps status reports of, in all; a new one beyond it is refused and holds anchor rotation back. They are published in shards of at most 256 KiB, so the cap bounds memory, not an object (-1: no limit)")
 	fs.BoolVar(&o.externalWorkloads, "external-workloads", false, "serve JoinExternal and RenewExternal to machines outside the cluster (ExternalWorkload, meshid.dev/v1alpha1; meshid workload join); needs get on externalworkloads and update on their status")
 	fs.DurationVar(&o.externalLeafTTL, "external-leaf-ttl", ca.DefaultExternalLeafTTL, "lifetime of an external workload's certificate: a deleted or revoked ExternalWorkload keeps its last one until it expires")
 	fs.BoolVar(&o.federatedTrustDomains, "federated-trust-domains", false, "trust the foreign trust domains of every FederatedTrustDomain (meshid.dev/v1alpha1): fetch each one's bundle from its endpoint when its refresh hint says, store it in the object's status and stream it to proxies with ours; needs list/watch on them and update on their status (docs/federation.md)")

@@ -644,9 +644,10 @@ func (d *decider) await(g goal) *Decision {
 	total := 0
 	for _, p := range o.Fleet.Proxies {
 		total++
-		// A stand-in for proxies a replica refused over a cap is never
-		// done: those proxies may hold anything.
-		if p.OverCap || !g.proxy(p) {
+		// A stand-in for proxies a replica refused over a cap, or holds
+		// in a shard that could not be read, is never done: those
+		// proxies may hold anything.
+		if p.StandIn() || !g.proxy(p) {
 			lag = append(lag, p.Describe(o.Now))
 		}
 	}

@@ -176,11 +176,19 @@ func (m *memo) reset(st *State) {
 // remember adds to v every proxy this run has seen that dropped out of the
 // view (its replica restarted or went quiet): it still counts until it has
 // been gone for fleet.Forget.
+//
+// A stand-in for a shard that could not be read is not remembered: it
+// holds back only while the shard is unread.
 func (m *memo) remember(v fleet.View, now time.Time) fleet.View {
+	var unread []fleet.Proxy
 	for _, p := range v.Proxies {
+		if p.Unread != "" {
+			unread = append(unread, p)
+			continue
+		}
 		m.seen[p.Key()] = p
 	}
-	v.Proxies = nil
+	v.Proxies = unread
 	for k, p := range m.seen {
 		if now.Sub(p.LastSeen) > fleet.Forget {
 			delete(m.seen, k)

@@ -2,7 +2,6 @@ package anchor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -207,12 +206,6 @@ func (r *Rotator) fleet(ctx context.Context) (fleet.View, error) {
 	if err != nil {
 		return fleet.View{}, fmt.Errorf("anchor: read the fleet reports: %w", err)
 	}
-	var reports []fleet.Report
-	for _, cm := range cms.Items {
-		var rep fleet.Report
-		if json.Unmarshal([]byte(cm.Data[fleet.ConfigMapKey]), &rep) == nil {
-			reports = append(reports, rep)
-		}
-	}
-	return fleet.Merge(reports, r.clock.Now(), fleet.StaleAfter), nil
+	now := r.clock.Now()
+	return fleet.Merge(fleet.Read(cms.Items, now), now, fleet.StaleAfter), nil
 }

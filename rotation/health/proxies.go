@@ -123,6 +123,10 @@ func (c *checker) reported(p fleet.Proxy) Row {
 	left := p.LeafNotAfter.Sub(c.in.Now)
 	anchored := slices.ContainsFunc(c.anchors, func(a anchorInfo) bool { return a.sha == p.LeafAnchorSHA256 })
 	switch {
+	case p.Unread != "":
+		row.Check = "proxies in " + p.Instance
+		row.Status, row.Detail = Warn, p.Unread
+		row.Hint = "a rotation waits until it is read whole; see meshid-ca's log: " + c.kubectl("logs", "deployment/"+c.deployment())
 	case p.OverCap:
 		row.Check = "proxies over a cap " + p.ID
 		if p.ID == "" {

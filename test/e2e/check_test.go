@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -25,15 +24,7 @@ func reportsOf(t *testing.T, ns string) []fleet.Report {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []fleet.Report
-	for _, cm := range cms.Items {
-		var r fleet.Report
-		if err := json.Unmarshal([]byte(cm.Data[fleet.ConfigMapKey]), &r); err != nil {
-			t.Fatalf("fleet report %s: %v", cm.Name, err)
-		}
-		out = append(out, r)
-	}
-	return out
+	return fleet.Read(cms.Items, time.Now())
 }
 
 // waitUpdate waits until the CA in ns reports a pending update of material

@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -20,20 +19,27 @@ import (
 	"github.com/meshid/meshid/rotation"
 )
 
-// publishedFleet reads the fleet report replica published in ns, and its
-// size in bytes.
+// publishedFleet reads the fleet report replica published in ns (its
+// manifest and shards, through fleet.Read), and its size in bytes (every
+// ConfigMap of it).
 func publishedFleet(t *testing.T, ns, replica string) (fleet.Report, int) {
 	t.Helper()
-	cm, err := need(t).client.CoreV1().ConfigMaps(ns).Get(context.Background(), fleet.ConfigMapPrefix+replica, metav1.GetOptions{})
+	cms, err := need(t).client.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{LabelSelector: fleet.Label + "=true"})
 	if err != nil {
 		return fleet.Report{}, 0
 	}
-	data := cm.Data[fleet.ConfigMapKey]
-	var rep fleet.Report
-	if err := json.Unmarshal([]byte(data), &rep); err != nil {
-		t.Fatalf("fleet ConfigMap of %s: %v", replica, err)
+	name, size := fleet.ConfigMapPrefix+replica, 0
+	for _, cm := range cms.Items {
+		if cm.Name == name || strings.HasPrefix(cm.Name, name+"-s") {
+			size += len(cm.Data[fleet.ConfigMapKey]) + len(cm.Data[fleet.ShardKey])
+		}
 	}
-	return rep, len(data)
+	for _, rep := range fleet.Read(cms.Items, time.Now()) {
+		if rep.Replica == replica {
+			return rep, size
+		}
+	}
+	return fleet.Report{}, 0
 }
 
 // waitProxy waits until replica publishes a proxy of id, and returns it.

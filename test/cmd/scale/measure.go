@@ -30,6 +30,7 @@ type fleetWrite struct {
 	at         time.Time
 	name       string
 	size, data int
+	shard      bool
 }
 
 // watchFleet records every update of the fleet ConfigMaps until ctx ends.
@@ -51,7 +52,8 @@ func (s *sim) watchFleet(ctx context.Context) func() []fleetWrite {
 					continue
 				}
 				mu.Lock()
-				writes = append(writes, fleetWrite{at: time.Now(), name: cm.Name, size: cm.Size(), data: len(cm.Data[fleet.ConfigMapKey])})
+				_, shard := cm.Data[fleet.ShardKey]
+				writes = append(writes, fleetWrite{at: time.Now(), name: cm.Name, size: cm.Size(), data: len(cm.Data[fleet.ConfigMapKey]) + len(cm.Data[fleet.ShardKey]), shard: shard})
 				mu.Unlock()
 			}
 			w.Stop()
@@ -96,6 +98,23 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 	defer cancel()
 	writes := s.watchFleet(wctx)
 	sleep(ctx, time.Second) // the watch's initial list falls before the window
+	// The shards of the set-up settle (each written once it stops
+	// changing, within the byte budget): the window starts once none has
+	// been written for 15 s, at most 2 minutes on.
+	watched := time.Now()
+	settled := waitUntil(ctx, 2*time.Minute, func() bool {
+		last := watched
+		for _, w := range writes() {
+			if w.shard {
+				last = w.at
+			}
+		}
+		return time.Since(last) > 15*time.Second
+	})
+	if !settled {
+		s.note("Shards were still being written 2 minutes after the set-up; the steady window includes them.")
+	}
+	log.Printf("steady state: shards settled %s after the set-up's heartbeat round", time.Since(watched).Round(time.Second))
 	before, err := s.caStats(ctx, false)
 	if err != nil {
 		return err
@@ -155,8 +174,11 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 	}
 	perMin := float64(total) / window.Minutes()
 	s.add("fleet reports", "fleet ConfigMaps updated in the window", "%d of %d replicas, %d updates", len(names), len(s.cas), len(inWindow))
-	s.add("fleet reports", "bytes stored per minute (object size of every update)", "%.1f MiB/min", perMin/(1<<20))
-	s.add("fleet reports", "largest fleet ConfigMap", "%.0f KiB (fleet.json %.0f KiB; the limit is 1,024 KiB of data)", float64(largest)/1024, float64(largestData)/1024)
+	s.add("fleet reports", "bytes stored per minute (object size of every update)", "%.1f KiB/min", perMin/(1<<10))
+	s.add("fleet reports", "largest fleet ConfigMap written in the window", "%.0f KiB (its data %.0f KiB; a shard may be 256 KiB)", float64(largest)/1024, float64(largestData)/1024)
+	if err := s.fleetObjects(ctx); err != nil {
+		return err
+	}
 
 	// The API server's view of every ConfigMap request (the fleet reports
 	// are the only ConfigMap writers in the window).
@@ -178,7 +200,7 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 	body := apiAfter.Sum("apiserver_request_body_size_bytes_sum", cm) - apiBefore.Sum("apiserver_request_body_size_bytes_sum", cm)
 	resp := apiAfter.Sum("apiserver_response_sizes_sum", map[string]string{"resource": "configmaps", "verb": "GET"}) -
 		apiBefore.Sum("apiserver_response_sizes_sum", map[string]string{"resource": "configmaps", "verb": "GET"})
-	s.add("fleet reports", "request bodies sent to the API server for ConfigMaps", "%.1f MiB/min (refused ones included); GET answers read back %.1f MiB/min", body/window.Minutes()/(1<<20), resp/window.Minutes()/(1<<20))
+	s.add("fleet reports", "request bodies sent to the API server for ConfigMaps", "%.1f KiB/min (refused ones included); GET answers read back %.1f KiB/min", body/window.Minutes()/(1<<10), resp/window.Minutes()/(1<<10))
 	if dbBefore >= 0 && dbAfter >= 0 {
 		s.add("fleet reports", "etcd database growth", "%.1f MiB/min (%.0f → %.0f MiB; the API server compacts every 5 min)", (dbAfter-dbBefore)/window.Minutes()/(1<<20), dbBefore/(1<<20), dbAfter/(1<<20))
 	}
@@ -189,6 +211,97 @@ func (s *sim) steady(ctx context.Context, hb *heartbeatCounts) error {
 		}
 	}
 	return nil
+}
+
+// fleetView reads the fleet as rotate-anchor does (fleet.Read, then
+// Merge), with the bytes it read.
+func (s *sim) fleetView(ctx context.Context) (fleet.View, []corev1.ConfigMap, error) {
+	cms, err := s.kube.CoreV1().ConfigMaps(bench.CANamespace).List(ctx, metav1.ListOptions{LabelSelector: fleet.Label + "=true"})
+	if err != nil {
+		return fleet.View{}, nil, fmt.Errorf("list the fleet ConfigMaps: %w", err)
+	}
+	now := time.Now()
+	return fleet.Merge(fleet.Read(cms.Items, now), now, fleet.StaleAfter), cms.Items, nil
+}
+
+// fleetObjects describes the fleet ConfigMaps as they are, and whether
+// the fleet view holds every proxy.
+func (s *sim) fleetObjects(ctx context.Context) error {
+	v, cms, err := s.fleetView(ctx)
+	if err != nil {
+		return err
+	}
+	largest, total, manifests := 0, 0, 0
+	for _, cm := range cms {
+		largest, total = max(largest, cm.Size()), total+cm.Size()
+		if _, ok := cm.Data[fleet.ConfigMapKey]; ok {
+			manifests++
+		}
+	}
+	unread := 0
+	for _, p := range v.Proxies {
+		if p.StandIn() {
+			unread++
+		}
+	}
+	s.add("fleet reports", "fleet ConfigMaps (manifests + shards), the largest, all of them", "%d + %d, %.0f KiB, %.0f KiB", manifests, len(cms)-manifests, float64(largest)/1024, float64(total)/1024)
+	s.add("fleet reports", "the fleet view (fleet.Read, as rotate-anchor reads it)", "%d proxies of %d, %d stand-ins, %d replicas", len(v.Proxies)-unread, len(s.f.proxies), unread, len(v.Replicas))
+	return nil
+}
+
+// gate times the fleet view until every proxy and every replica it holds
+// reports bundle sha with no stand-in: what stage Add waits for.
+func (s *sim) gate(ctx context.Context, t0 time.Time, sha string, apiBefore bench.Samples) {
+	var (
+		v    fleet.View
+		last []corev1.ConfigMap
+	)
+	ok := waitUntil(ctx, 3*time.Minute, func() bool {
+		var err error
+		if v, last, err = s.fleetView(ctx); err != nil {
+			return false
+		}
+		if len(v.Proxies) < len(s.f.proxies) || len(v.Replicas) < len(s.cas) {
+			return false
+		}
+		for _, r := range v.Replicas {
+			if r.BundleSHA256 != sha {
+				return false
+			}
+		}
+		return len(v.Lagging(func(p fleet.Proxy) bool { return p.BundleSHA256 == sha })) == 0
+	})
+	if !ok {
+		s.note("The fleet view did not show every proxy on the new bundle within 3 minutes: %d proxies, %d lagging.", len(v.Proxies), len(v.Lagging(func(p fleet.Proxy) bool { return p.BundleSHA256 == sha })))
+		return
+	}
+	took := time.Since(t0)
+	body := "?"
+	if apiAfter, err := s.apiMetrics(ctx); err == nil {
+		cm := map[string]string{"resource": "configmaps"}
+		body = fmt.Sprintf("%.0f KiB", (apiAfter.Sum("apiserver_request_body_size_bytes_sum", cm)-apiBefore.Sum("apiserver_request_body_size_bytes_sum", cm))/1024)
+	}
+	s.add("bundle change", "from the ConfigMap update to the fleet view showing every proxy and replica on it (stage Add's gate; the simulated proxies report it at their next heartbeat, up to 10 s)", "%s; ConfigMap request bodies meanwhile %s", ms(took), body)
+
+	// A shard deleted by hand: the gate must not pass.
+	var victim string
+	for _, cm := range last {
+		if _, ok := cm.Data[fleet.ShardKey]; ok {
+			victim = cm.Name
+			break
+		}
+	}
+	if victim == "" {
+		return
+	}
+	if err := s.kube.CoreV1().ConfigMaps(bench.CANamespace).Delete(ctx, victim, metav1.DeleteOptions{}); err != nil {
+		s.note("Could not delete shard %s: %v", victim, err)
+		return
+	}
+	v, _, _ = s.fleetView(ctx)
+	lag := v.Lagging(func(p fleet.Proxy) bool { return p.BundleSHA256 == sha })
+	held := len(lag) > 0 && strings.Contains(strings.Join(lag, " "), victim)
+	s.add("bundle change", "shard "+victim+" deleted: the gate holds and names it", "%t (%d lagging)", held, len(lag))
 }
 
 // profile takes a CPU profile of replica r for d into the work folder
@@ -249,6 +362,10 @@ func (s *sim) bundleChange(ctx context.Context) error {
 		return err
 	}
 	cm.Data[bundle.Key] = string(s.pki.Anchor.CertPEM()) + string(s.anchor2.CertPEM())
+	apiBefore, err := s.apiMetrics(ctx)
+	if err != nil {
+		return err
+	}
 	t0 := time.Now()
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		return err
@@ -266,6 +383,7 @@ func (s *sim) bundleChange(ctx context.Context) error {
 	}
 	s.add("bundle change", "from the ConfigMap update to the bundle on the stream", "p50 %s, p99 %s, max %s (%d of %d streams)",
 		ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), ms(lat.Quantile(1)), len(lat), n)
+	s.gate(ctx, t0, s.f.newSHA, apiBefore)
 	return nil
 }
 

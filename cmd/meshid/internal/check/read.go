@@ -109,7 +109,7 @@ func (r reader) input(ctx context.Context, now time.Time) health.Input {
 		}
 	}
 	if allowed(health.NeedReports) {
-		in.Reports.All, in.Reports.Err = r.reports(ctx)
+		in.Reports.All, in.Reports.Err = r.reports(ctx, now)
 	}
 	if r.c.Dynamic != nil {
 		in.Federated = r.federated(ctx)
@@ -219,20 +219,14 @@ func readError(kind string, err error) error {
 	return fmt.Errorf("cannot read the %s: %w", kind, err)
 }
 
-// reports reads every replica's fleet report.
-func (r reader) reports(ctx context.Context) ([]fleet.Report, error) {
+// reports reads every replica's fleet report (fleet.Read: the manifests
+// with their shards).
+func (r reader) reports(ctx context.Context, now time.Time) ([]fleet.Report, error) {
 	cms, err := r.c.Kube.CoreV1().ConfigMaps(r.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: fleet.Label + "=true"})
 	if err != nil {
 		return nil, fmt.Errorf("cannot list the fleet reports: %w", err)
 	}
-	var out []fleet.Report
-	for _, cm := range cms.Items {
-		var rep fleet.Report
-		if json.Unmarshal([]byte(cm.Data[fleet.ConfigMapKey]), &rep) == nil {
-			out = append(out, rep)
-		}
-	}
-	return out, nil
+	return fleet.Read(cms.Items, now), nil
 }
 
 var (
