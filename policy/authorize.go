@@ -41,7 +41,7 @@ func (p *Port) Authorize(peer spiffeid.ID) error {
 	return p.deny(peer, "no allow rule names it (mode deny)")
 }
 
-func (p *Port) allows(peer spiffeid.ID) bool {
+func (p *peers) allows(peer spiffeid.ID) bool {
 	if p.ids[peer] {
 		return true
 	}

@@ -101,7 +101,7 @@ func (w *Watcher) For(pod *corev1.Pod, defaultMode policy.Mode) ([]byte, string,
 			continue
 		}
 		if selects(ap.Spec.Selector, pod.Labels) {
-			ports = append(ports, policy.FromSpec(ap.Spec))
+			ports = append(ports, policy.FromSpec(ap.Namespace+"/"+ap.Name, ap.Spec))
 		}
 	}
 	data, err := policy.Merge(defaultMode, ports).Marshal()
