@@ -185,6 +185,7 @@ type Proxy struct {
 	// is not loaded twice.
 	lastPolicy atomic.Pointer[[]byte]
 	tlsCache   tlsConfigs
+	requests   requestLayer // ports with request rules (requests.go)
 }
 
 // New returns a Proxy, or an error if cfg is invalid.
