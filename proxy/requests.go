@@ -97,13 +97,14 @@ func (l *requestLayer) due(k logKey, now time.Time) bool {
 	return true
 }
 
-// requestALPN makes the explicit inbound listener of port n offer h2 and
-// http/1.1 in ALPN while the port has request rules (so that curl and
-// grpc-go over mTLS reach its HTTP layer); a byte-pipe port offers none,
-// as before.
+// requestALPN makes the explicit inbound listener of port n offer h2,
+// http/1.1 and meshid/1 in ALPN while the port has request rules (so that
+// curl and grpc-go over mTLS reach its HTTP layer, and an outbound
+// meshid-proxy, which offers only meshid/1, is not refused); a byte-pipe
+// port offers none, as before.
 func (p *Proxy) requestALPN(cfg *tls.Config, n int) *tls.Config {
 	withHTTP := cfg.Clone()
-	withHTTP.NextProtos = append(withHTTP.NextProtos, "h2", "http/1.1")
+	withHTTP.NextProtos = append(withHTTP.NextProtos, "h2", "http/1.1", ALPN)
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		if p.policy.Load().For(n).HasRequestRules() {
 			return withHTTP, nil

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -353,5 +355,122 @@ func TestRequestRulesGRPC(t *testing.T) {
 	}
 	if got := w.inboundConnections(); got != 1 {
 		t.Fatalf("%v inbound connections, want 1", got)
+	}
+}
+
+// TestRequestRulesInsideMeshidALPN: what an outbound meshid-proxy sends
+// (ALPN meshid/1, then the app's own bytes) is told apart by the HTTP/2
+// preface: h2c with prior knowledge reaches the app as HTTP/2, anything
+// else is HTTP/1.1; the rules apply to both.
+func TestRequestRulesInsideMeshidALPN(t *testing.T) {
+	w := newRequestWorld(t)
+	cfg := w.client(t, "/ns/shop/sa/web", ALPN)
+	h2c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+			if err == nil && c.(*tls.Conn).ConnectionState().NegotiatedProtocol != ALPN {
+				t.Errorf("ALPN = %q, want %s", c.(*tls.Conn).ConnectionState().NegotiatedProtocol, ALPN)
+			}
+			return c, err
+		},
+	}}
+	h1 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+		},
+	}}
+	for _, tt := range []struct {
+		name   string
+		client *http.Client
+		proto  string
+	}{{"h2c", h2c, "HTTP/2.0"}, {"http/1.1", h1, "HTTP/1.1"}} {
+		for _, c := range []struct {
+			method string
+			status int
+		}{{"GET", 200}, {"DELETE", 403}} {
+			req, _ := http.NewRequest(c.method, "https://"+w.httpIn+"/api/x", nil)
+			resp, err := tt.client.Do(req)
+			if err != nil {
+				t.Fatalf("%s %s: %v", tt.name, c.method, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.status || c.status == 200 && string(body) != "app: "+tt.proto+" GET /api/x" {
+				t.Fatalf("%s %s = %d %q", tt.name, c.method, resp.StatusCode, body)
+			}
+		}
+	}
+}
+
+// TestRequestRulesHTTP2Limits: a header list over the limit is refused,
+// and a burst of 4,000 streams opened and reset at once (rapid reset)
+// either ends the connection with GOAWAY ENHANCE_YOUR_CALM (more than 4 x
+// maxStreams handlers queued) or is kept up with (the PING after it is
+// answered); either way the proxy goes on serving new connections.
+func TestRequestRulesHTTP2Limits(t *testing.T) {
+	w := newRequestWorld(t)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: w.client(t, "/ns/shop/sa/web", "h2")}}
+	req, _ := http.NewRequest("GET", "https://"+w.httpIn+"/api/x", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", maxHeaderBytes+8<<10))
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("oversized header = %d, want 431 or a refused stream", resp.StatusCode)
+		}
+	}
+
+	c, err := tls.Dial("tcp", w.httpIn, w.client(t, "/ns/shop/sa/web", "h2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	_ = fr.WriteSettings()
+	go func() {
+		for i := uint32(1); i < 2*4*maxStreams*10; i += 2 {
+			// A minimal HEADERS block: :method GET, :scheme https, :path /api, :authority db (HPACK static and literal).
+			block := []byte{0x82, 0x87, 0x04, 0x04, '/', 'a', 'p', 'i', 0x41, 0x02, 'd', 'b'}
+			if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: i, BlockFragment: block, EndStream: true, EndHeaders: true}) != nil {
+				return
+			}
+			if fr.WriteRSTStream(i, http2.ErrCodeCancel) != nil {
+				return
+			}
+		}
+		_ = fr.WritePing(false, [8]byte{'d', 'o', 'n', 'e'})
+	}()
+	for {
+		f, err := fr.ReadFrame()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("no answer to 4,000 reset streams and a PING within 20 s")
+		}
+		if ping, ok := f.(*http2.PingFrame); ok && ping.IsAck() {
+			t.Log("the handlers kept up with the resets: the connection answered the PING after the burst")
+			break
+		}
+		if err != nil {
+			t.Logf("connection closed: %v", err)
+			break
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+			}
+			break
+		}
+	}
+	// The proxy still serves.
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: w.client(t, "/ns/shop/sa/web", "h2")}}
+	resp, err := fresh.Get("https://" + w.httpIn + "/api/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("after the burst: %d", resp.StatusCode)
 	}
 }
