@@ -120,6 +120,7 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, cfg *tls.Config,
 		return
 	}
 	if appConn != nil {
+		defer p.requests.trackPipe(n, peerConn)()
 		p.pipe(dir, appConn, peerConn)
 	}
 }

@@ -55,11 +55,13 @@ type requestLayer struct {
 
 	mu     sync.Mutex
 	logged map[logKey]time.Time
+	pipes  map[int]map[net.Conn]struct{} // byte-pipe connections of the explicit inbound ports
 }
 
 type logKey struct {
 	peer         spiffeid.ID
 	policy, rule string
+	audited      bool
 }
 
 func (l *requestLayer) transports(dialTimeout time.Duration) (h1, h2 http.RoundTripper) {
@@ -95,6 +97,46 @@ func (l *requestLayer) due(k logKey, now time.Time) bool {
 	}
 	l.logged[k] = now
 	return true
+}
+
+// trackPipe remembers c as a byte pipe to port n until done is called.
+func (l *requestLayer) trackPipe(n int, c net.Conn) (done func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pipes == nil {
+		l.pipes = map[int]map[net.Conn]struct{}{}
+	}
+	if l.pipes[n] == nil {
+		l.pipes[n] = map[net.Conn]struct{}{}
+	}
+	l.pipes[n][c] = struct{}{}
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.pipes[n], c)
+		if len(l.pipes[n]) == 0 {
+			delete(l.pipes, n)
+		}
+	}
+}
+
+// closePipesGainingRules closes the byte-pipe connections of every port
+// that has request rules in next and had none in prev: an unparsed
+// connection cannot be held to them, so it is ended (fail closed) and its
+// client reconnects into the HTTP layer.
+func (p *Proxy) closePipesGainingRules(prev, next *policy.Policy) {
+	l := &p.requests
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for n, cs := range l.pipes {
+		if prev.For(n).HasRequestRules() || !next.For(n).HasRequestRules() {
+			continue
+		}
+		for c := range cs {
+			c.Close()
+		}
+		p.log.Warn("closed the byte-pipe connections of a port that now has request rules; their clients reconnect and are held to them", "port", n, "connections", len(cs))
+	}
 }
 
 // requestALPN makes the explicit inbound listener of port n offer h2,
@@ -295,7 +337,7 @@ func (h *requestHandler) deny(w http.ResponseWriter, grpc bool, d policy.Decisio
 }
 
 func (h *requestHandler) logDecision(what string, d policy.Decision, r *http.Request, path string) {
-	if !h.p.requests.due(logKey{peer: h.c.peer, policy: d.Policy, rule: d.Rule}, h.p.cfg.Clock.Now()) {
+	if !h.p.requests.due(logKey{peer: h.c.peer, policy: d.Policy, rule: d.Rule, audited: d.Audited}, h.p.cfg.Clock.Now()) {
 		return
 	}
 	attrs := []any{"port", h.c.port, "peer_id", h.c.peer.String(), "policy", d.Policy, "rule", d.Rule, "reason", d.Reason, "repeats_logged_every", denialLogEvery}

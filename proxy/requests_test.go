@@ -474,3 +474,37 @@ func TestRequestRulesHTTP2Limits(t *testing.T) {
 		t.Fatalf("after the burst: %d", resp.StatusCode)
 	}
 }
+
+// TestRequestRulesCloseBytePipes: a connection piped to a port before it
+// had request rules is closed when rules arrive (it could not be held to
+// them); a new one is parsed and decided.
+func TestRequestRulesCloseBytePipes(t *testing.T) {
+	w := newRequestWorld(t)
+	c, err := tls.Dial("tcp", w.pipe, w.client(t, "/ns/shop/sa/web", "http/1.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if status, body := exchange(t, c, br, "DELETE", "/x"); status != 200 || body != "app: HTTP/1.1 DELETE /x" {
+		t.Fatalf("through the byte pipe: %d %q", status, body)
+	}
+	_, port, _ := net.SplitHostPort(w.pipe)
+	if err := w.p.setPolicyFrom("test", []byte("ports:\n- port: "+port+"\n  allow: [{namespace: shop}]\n  requests:\n  - name: reads\n    matches: [{method: GET}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "DELETE /x HTTP/1.1\r\nHost: db\r\n\r\n"); err == nil {
+		if resp, err := http.ReadResponse(br, nil); err == nil {
+			t.Fatalf("the byte pipe survived the new rules: %s", resp.Status)
+		}
+	}
+	c2, err := tls.Dial("tcp", w.pipe, w.client(t, "/ns/shop/sa/web", "http/1.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if status, body := exchange(t, c2, bufio.NewReader(c2), "DELETE", "/x"); status != 403 || !strings.Contains(body, "rule reads (method_not_allowed)") {
+		t.Fatalf("a new connection: %d %q", status, body)
+	}
+}

@@ -1,0 +1,246 @@
+package e2e_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// protoApp is an HTTP app speaking HTTP/1.1 and h2c, answering with what
+// it saw.
+func protoApp(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "app: %s %s %s", r.Proto, r.Method, r.URL.EscapedPath())
+	})}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Close() })
+	return lis.Addr().String()
+}
+
+// TestRequestPolicy: request rules enforced by real meshid-proxy processes
+// between real clients and apps. db's proxy has request rules on an HTTP
+// port and a gRPC port; web reaches them through its outbound proxy (the
+// app's bytes inside meshid mTLS), curl directly with web's certificate.
+// net/http HTTP/1.1 and h2c clients, curl (HTTP/1.1 and HTTP/2) and a
+// grpc-go client get allowed requests through, denied ones refused (403,
+// PERMISSION_DENIED) on a connection that stays usable; audit mode lets
+// them through and counts them; a policy change reaches a kept-alive
+// connection at its next request.
+func TestRequestPolicy(t *testing.T) {
+	t.Parallel()
+	ca := startCA(t)
+	ns := namespace(t, "reqs")
+	for _, sa := range []string{"web", "db", "billing"} {
+		serviceAccount(t, ns, sa)
+	}
+	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	healthgrpc.RegisterHealthServer(gs, hs)
+	go func() { _ = gs.Serve(grpcLis) }()
+	t.Cleanup(gs.Stop)
+
+	httpIn, grpcIn := freeAddr(t), freeAddr(t)
+	_, httpPort, _ := net.SplitHostPort(httpIn)
+	_, grpcPort, _ := net.SplitHostPort(grpcIn)
+	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
+	policy := func(mode string) string {
+		return fmt.Sprintf(`ports:
+- port: %s
+  allow: [{namespace: %[3]s}]
+  requests:
+  - policy: %[3]s/db
+    name: web-reads
+    mode: %[4]s
+    from: [{serviceAccount: %[3]s/web}]
+    matches:
+    - {method: GET, path: {value: /api}}
+- port: %[2]s
+  allow: [{namespace: %[3]s}]
+  requests:
+  - policy: %[3]s/db
+    name: health
+    from: [{serviceAccount: %[3]s/web}]
+    matches:
+    - grpc: {service: grpc.health.v1.Health, method: Check}
+    - grpc: {service: grpc.health.v1.Health, method: Watch}
+`, httpPort, grpcPort, ns, mode)
+	}
+	writeFile(t, policyFile, policy("enforce"))
+	db := startProxy(t, ca, ns, "db", "--inbound", httpIn+"="+protoApp(t), "--inbound", grpcIn+"="+grpcLis.Addr().String(), "--policy", policyFile)
+	webHTTP, webGRPC, billingHTTP := freeAddr(t), freeAddr(t), freeAddr(t)
+	web := startProxy(t, ca, ns, "web", "--outbound", webHTTP+"="+httpIn, "--outbound", webGRPC+"="+grpcIn)
+	startProxy(t, ca, ns, "billing", "--outbound", billingHTTP+"="+httpIn)
+
+	do := func(t *testing.T, client *http.Client, method, url string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, url, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	inbound := func() float64 { return db.metric(t, `meshid_proxy_connections_total{direction="inbound"}`) }
+	deniedSeries := fmt.Sprintf(`meshid_proxy_requests_denied_total{policy="%s/db",reason="method_not_allowed",rule="web-reads"}`, ns)
+
+	h1 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1}}
+	t.Run("HTTP/1.1 through web's outbound", func(t *testing.T) {
+		if status, body := do(t, h1, "GET", "http://"+webHTTP+"/api/orders"); status != 200 || body != "app: HTTP/1.1 GET /api/orders" {
+			t.Fatalf("GET = %d %q", status, body)
+		}
+		before := inbound()
+		if status, body := do(t, h1, "DELETE", "http://"+webHTTP+"/api/orders/1"); status != 403 || !strings.Contains(body, "rule web-reads (method_not_allowed)") {
+			t.Fatalf("DELETE = %d %q", status, body)
+		}
+		if status, body := do(t, h1, "GET", "http://"+webHTTP+"/api/../admin"); status != 403 || !strings.Contains(body, "path_not_allowed") {
+			t.Fatalf("GET /api/../admin = %d %q", status, body)
+		}
+		if status, _ := do(t, h1, "GET", "http://"+webHTTP+"/api/x"); status != 200 {
+			t.Fatalf("GET after denials = %d", status)
+		}
+		if got := inbound(); got != before {
+			t.Fatalf("the requests took %v new connections; want the kept-alive one", got-before)
+		}
+		if v := db.metric(t, deniedSeries); v != 1 {
+			t.Fatalf("%s = %v, want 1", deniedSeries, v)
+		}
+	})
+
+	t.Run("h2c through web's outbound", func(t *testing.T) {
+		h2c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}}}
+		if status, body := do(t, h2c, "GET", "http://"+webHTTP+"/api/orders"); status != 200 || body != "app: HTTP/2.0 GET /api/orders" {
+			t.Fatalf("GET = %d %q", status, body)
+		}
+		if status, _ := do(t, h2c, "DELETE", "http://"+webHTTP+"/api/orders"); status != 403 {
+			t.Fatalf("DELETE = %d", status)
+		}
+		if status, _ := do(t, h2c, "GET", "http://"+webHTTP+"/api/orders"); status != 200 {
+			t.Fatalf("GET after a denial = %d", status)
+		}
+	})
+
+	t.Run("a peer no rule names", func(t *testing.T) {
+		if status, body := do(t, fresh, "GET", "http://"+billingHTTP+"/api/orders"); status != 403 || !strings.Contains(body, "peer_not_named") {
+			t.Fatalf("billing GET = %d %q", status, body)
+		}
+	})
+
+	t.Run("grpc-go through web's outbound", func(t *testing.T) {
+		conn, err := grpc.NewClient(webGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		hc := healthgrpc.NewHealthClient(conn)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := hc.Check(ctx, &healthgrpc.HealthCheckRequest{}); err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		if _, err := hc.List(ctx, &healthgrpc.HealthListRequest{}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("List = %v, want PERMISSION_DENIED", err)
+		}
+		hs.SetServingStatus("db", healthgrpc.HealthCheckResponse_SERVING)
+		stream, err := hc.Watch(ctx, &healthgrpc.HealthCheckRequest{Service: "db"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []healthgrpc.HealthCheckResponse_ServingStatus{healthgrpc.HealthCheckResponse_SERVING, healthgrpc.HealthCheckResponse_NOT_SERVING} {
+			msg, err := stream.Recv()
+			if err != nil || msg.Status != want {
+				t.Fatalf("Watch: %v, %v; want %v", msg, err, want)
+			}
+			hs.SetServingStatus("db", healthgrpc.HealthCheckResponse_NOT_SERVING)
+		}
+		if _, err := hc.Check(ctx, &healthgrpc.HealthCheckRequest{}); err != nil {
+			t.Fatalf("Check after a denial and a stream: %v", err)
+		}
+	})
+
+	t.Run("curl with web's certificate", func(t *testing.T) {
+		dir := t.TempDir()
+		tokenFile := filepath.Join(dir, "token")
+		if err := os.WriteFile(tokenFile, []byte(token(t, ns, "web", audience, nil)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, "svid")
+		if b, err := exec.Command(filepath.Join(need(t).bin, "meshid"), "certify", "--ca", ca.addr, "--ca-id", ca.id(t).String(),
+			"--token-file", tokenFile, "--trust-bundle-file", web.bundleFile, "--out-dir", out).CombinedOutput(); err != nil {
+			t.Fatalf("meshid certify: %v\n%s", err, b)
+		}
+		cert, key := filepath.Join(out, "svid.pem"), filepath.Join(out, "svid.key")
+		for _, proto := range []string{"--http1.1", "--http2"} {
+			curl := func(method, path string) string {
+				b, _ := exec.Command("curl", "-sS", "-k", proto, "--cert", cert, "--key", key, "-X", method, "-w", " %{http_code} %{http_version}", "https://"+httpIn+path).CombinedOutput()
+				return string(b)
+			}
+			want := map[string]string{"--http1.1": "app: HTTP/1.1 GET /api/x 200 1.1", "--http2": "app: HTTP/2.0 GET /api/x 200 2"}[proto]
+			if got := curl("GET", "/api/x"); got != want {
+				t.Errorf("curl %s GET = %q, want %q", proto, got, want)
+			}
+			if got := curl("DELETE", "/api/x"); !strings.Contains(got, " 403 ") || !strings.Contains(got, "method_not_allowed") {
+				t.Errorf("curl %s DELETE = %q, want 403 method_not_allowed", proto, got)
+			}
+		}
+	})
+
+	t.Run("audit mode, then the change on a kept-alive connection", func(t *testing.T) {
+		before := inbound()
+		writeFile(t, policyFile, policy("audit"))
+		eventually(t, 10*time.Second, func() error {
+			if status, body := do(t, h1, "DELETE", "http://"+webHTTP+"/api/orders/1"); status != 200 || body != "app: HTTP/1.1 DELETE /api/orders/1" {
+				return fmt.Errorf("DELETE in audit mode = %d %q", status, body)
+			}
+			return nil
+		})
+		if got := inbound(); got != before {
+			t.Fatalf("the policy change took %v new connections; want the kept-alive one", got-before)
+		}
+		audited := fmt.Sprintf(`meshid_proxy_requests_audited_total{policy="%s/db",reason="method_not_allowed",rule="web-reads"}`, ns)
+		if v := db.metric(t, audited); v < 1 {
+			t.Fatalf("%s = %v", audited, v)
+		}
+		if v := db.metric(t, deniedSeries); v < 1 {
+			t.Fatalf("the earlier denials are gone: %v", v)
+		}
+		if !strings.Contains(db.logs(t), "request allowed in audit mode") {
+			t.Fatal("no log line says the request was audited")
+		}
+	})
+}
