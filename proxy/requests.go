@@ -40,12 +40,6 @@ const (
 	maxLogKeys = 4096
 )
 
-// Reasons of meshid_proxy_requests_denied_total beside policy's.
-const (
-	reasonPeerDenied  = "peer_denied"  // the connection's rules no longer admit the peer
-	reasonInvalidPath = "invalid_path" // policy.NormalizePath refused the path
-)
-
 // requestLayer is what the proxy shares between the connections it
 // parses as HTTP: the transports to the apps and the log throttle. Its
 // zero value is ready.
@@ -257,22 +251,18 @@ type requestHandler struct {
 func (h *requestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	port := h.p.policy.Load().For(h.c.port)
 	grpc := isGRPC(r)
-	// The connection's own rules again: a policy change reaches a
-	// kept-alive connection at its next request.
-	if err := admits(port, h.c.peer); err != nil {
-		h.deny(w, grpc, policy.Decision{Reason: reasonPeerDenied}, http.StatusForbidden, err.Error())
-		return
-	}
-	path, err := policy.NormalizePath(r.URL.EscapedPath())
-	if err != nil {
-		h.deny(w, grpc, policy.Decision{Reason: reasonInvalidPath}, http.StatusBadRequest, "meshid: "+err.Error())
-		return
-	}
-	req := policy.Request{Peer: h.c.peer, Method: r.Method, Path: path, Host: policy.NormalizeHost(r.Host), GRPC: grpc}
-	d := port.Decide(&req)
+	// The connection's own rules are checked again: a policy change
+	// reaches a kept-alive connection at its next request.
+	d, path, err := port.Check(policy.Call{Peer: h.c.peer, Method: r.Method, EscapedPath: r.URL.EscapedPath(), Host: r.Host, GRPC: grpc})
 	switch {
+	case err != nil && d.Reason == policy.ReasonInvalidPath:
+		h.deny(w, grpc, d, http.StatusBadRequest, "meshid: "+err.Error())
+		return
+	case err != nil:
+		h.deny(w, grpc, d, http.StatusForbidden, "meshid: "+err.Error())
+		return
 	case !d.Allowed:
-		h.deny(w, grpc, d, http.StatusForbidden, denial(d))
+		h.deny(w, grpc, d, http.StatusForbidden, "meshid: "+d.Why())
 		return
 	case d.Audited:
 		h.p.metrics.requests.WithLabelValues("audited").Inc()
@@ -285,37 +275,11 @@ func (h *requestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if path != r.URL.EscapedPath() {
 		r.URL.RawPath = path
 		if r.URL.Path, err = url.PathUnescape(path); err != nil {
-			h.deny(w, grpc, policy.Decision{Reason: reasonInvalidPath}, http.StatusBadRequest, "meshid: "+err.Error())
+			h.deny(w, grpc, policy.Decision{Reason: policy.ReasonInvalidPath}, http.StatusBadRequest, "meshid: "+err.Error())
 			return
 		}
 	}
 	h.proxy.ServeHTTP(w, r)
-}
-
-// admits is the port's connection decision for a peer already verified
-// at the handshake.
-func admits(port *policy.Port, peer spiffeid.ID) error {
-	if peer.IsZero() {
-		if port.Mode != policy.AllUnauthenticated {
-			return fmt.Errorf("meshid: plain TCP is no longer admitted on port %d (mode %s)", port.Number, port.Mode)
-		}
-		return nil
-	}
-	return port.Authorize(peer)
-}
-
-func denial(d policy.Decision) string {
-	if d.Rule == "" {
-		return fmt.Sprintf("meshid: denied: no request rule of %s names the caller (%s)", orNone(d.Policy), d.Reason)
-	}
-	return fmt.Sprintf("meshid: denied by %s rule %s (%s)", orNone(d.Policy), d.Rule, d.Reason)
-}
-
-func orNone(policyName string) string {
-	if policyName == "" {
-		return "the policy file"
-	}
-	return policyName
 }
 
 // deny answers a refused request (HTTP status, or gRPC PERMISSION_DENIED

@@ -33,6 +33,7 @@ import (
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/issuer/issuertest"
+	"github.com/meshid/meshid/policy"
 	"github.com/meshid/meshid/rotation"
 )
 
@@ -232,7 +233,7 @@ func TestRequestRulesHTTP1(t *testing.T) {
 	if got := w.denied("shop/db", "web-reads", "method_not_allowed"); got != 1 {
 		t.Errorf("meshid_proxy_requests_denied_total{shop/db,web-reads,method_not_allowed} = %v, want 1", got)
 	}
-	if got := w.denied("", "", reasonInvalidPath); got != 1 {
+	if got := w.denied("", "", policy.ReasonInvalidPath); got != 1 {
 		t.Errorf("invalid_path denials = %v, want 1", got)
 	}
 
