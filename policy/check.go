@@ -68,12 +68,12 @@ func (d Decision) Why() string {
 	case d.Reason == ReasonPeerDenied || d.Reason == ReasonInvalidPath:
 		return "denied (" + d.Reason + ")"
 	}
-	verdict := "denied"
-	if d.Audited {
-		verdict = "allowed in audit mode; enforce would deny it"
-	}
+	why := fmt.Sprintf("denied by %s rule %s (%s)", where, d.Rule, d.Reason)
 	if d.Rule == "" {
-		return fmt.Sprintf("%s: no request rule of %s names the caller (%s)", verdict, where, d.Reason)
+		why = fmt.Sprintf("denied: no request rule of %s names the caller (%s)", where, d.Reason)
 	}
-	return fmt.Sprintf("%s by %s rule %s (%s)", verdict, where, d.Rule, d.Reason)
+	if d.Audited {
+		return "allowed in audit mode; enforce would have " + why
+	}
+	return why
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/meshid/meshid/cmd/meshid/internal/certify"
 	"github.com/meshid/meshid/cmd/meshid/internal/check"
 	"github.com/meshid/meshid/cmd/meshid/internal/dashboard"
+	"github.com/meshid/meshid/cmd/meshid/internal/explain"
 	"github.com/meshid/meshid/cmd/meshid/internal/inspect"
 	"github.com/meshid/meshid/cmd/meshid/internal/install"
 	"github.com/meshid/meshid/cmd/meshid/internal/verify"
@@ -45,6 +46,7 @@ when piped or with NO_COLOR set. Shell completion: meshid completion bash|zsh|fi
 		newInstallCommand(connect, install.Run),
 		newRotateCommand(connect, anchor.Run),
 		newDashboardCommand(connect, dashboard.Run), // issue 22
+		newPolicyCommand(connect, explain.Run),      // issue 19
 	)
 	cli.Setup(cmd)
 	return cmd

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -217,6 +218,71 @@ func TestRequestPolicy(t *testing.T) {
 			if got := curl("DELETE", "/api/x"); !strings.Contains(got, " 403 ") || !strings.Contains(got, "method_not_allowed") {
 				t.Errorf("curl %s DELETE = %q, want 403 method_not_allowed", proto, got)
 			}
+		}
+	})
+
+	t.Run("meshid policy explain agrees with the proxy", func(t *testing.T) {
+		explain := func(t *testing.T, args ...string) (allowed bool, rule, why string) {
+			t.Helper()
+			cmd := exec.Command(filepath.Join(need(t).bin, "meshid"), append([]string{"policy", "explain", "--policy", policyFile, "-o", "json"}, args...)...)
+			out, err := cmd.Output()
+			var r struct {
+				Allowed bool   `json:"allowed"`
+				Rule    string `json:"rule"`
+				Why     string `json:"why"`
+			}
+			if jerr := json.Unmarshal(out, &r); jerr != nil {
+				t.Fatalf("meshid policy explain %v: %v, %v: %s", args, err, jerr, out)
+			}
+			if (err == nil) != r.Allowed {
+				t.Fatalf("meshid policy explain %v: exit %v with allowed=%v", args, err, r.Allowed)
+			}
+			return r.Allowed, r.Rule, r.Why
+		}
+		requests := []struct{ method, path string }{
+			{"GET", "/api"}, {"GET", "/api/"}, {"GET", "/api/orders"}, {"GET", "/apix"}, {"GET", "/API/orders"},
+			{"GET", "/admin"}, {"GET", "/api/../admin"}, {"GET", "/api/%2e%2e/admin"}, {"GET", "//api//x"}, {"GET", "/api/%6frders"},
+			{"GET", "/api/a%2fb"}, {"DELETE", "/api/orders"}, {"POST", "/api/orders"}, {"HEAD", "/api/x"}, {"PUT", "/"},
+		}
+		cases := 0
+		for _, caller := range []struct{ sa, out string }{{"web", webHTTP}, {"billing", billingHTTP}} {
+			for _, r := range requests {
+				status, body := do(t, fresh, r.method, "http://"+caller.out+r.path)
+				allowed, rule, why := explain(t, "--port", httpPort, "--from", ns+"/"+caller.sa, "--method", r.method, "--path", r.path)
+				if proxy := status == 200; proxy != allowed || !allowed && rule != "" && r.method != "HEAD" && !strings.Contains(body, "rule "+rule) {
+					t.Errorf("%s %s %s: the proxy answered %d %q; explain says %s", caller.sa, r.method, r.path, status, body, why)
+				}
+				cases++
+			}
+		}
+		conn, err := grpc.NewClient(webGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		for _, method := range []string{"Check", "List", "Watch"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			var err error
+			switch method {
+			case "Check":
+				_, err = healthgrpc.NewHealthClient(conn).Check(ctx, &healthgrpc.HealthCheckRequest{})
+			case "List":
+				_, err = healthgrpc.NewHealthClient(conn).List(ctx, &healthgrpc.HealthListRequest{})
+			case "Watch":
+				var s grpc.ServerStreamingClient[healthgrpc.HealthCheckResponse]
+				if s, err = healthgrpc.NewHealthClient(conn).Watch(ctx, &healthgrpc.HealthCheckRequest{}); err == nil {
+					_, err = s.Recv()
+				}
+			}
+			cancel()
+			allowed, _, why := explain(t, "--port", grpcPort, "--from", ns+"/web", "--grpc", "grpc.health.v1.Health/"+method)
+			if (err == nil) != allowed {
+				t.Errorf("gRPC %s: the proxy answered %v; explain says %s", method, err, why)
+			}
+			cases++
+		}
+		if cases < 30 {
+			t.Fatalf("%d cases, want at least 30", cases)
 		}
 	})
 
