@@ -327,7 +327,7 @@ func compileMatch(m v1alpha1.RequestMatch, where string) (requestMatch, error) {
 		}
 		norm, err := NormalizePath(m.Path.Value)
 		if err != nil {
-			return cm, fmt.Errorf("%w: %s: path %w", ErrInvalid, where, err)
+			return cm, fmt.Errorf("%w: %s: %w", ErrInvalid, where, err)
 		}
 		if norm != m.Path.Value {
 			return cm, fmt.Errorf("%w: %s: path %q is not normalised; write it as %q, the form requests are matched in", ErrInvalid, where, m.Path.Value, norm)

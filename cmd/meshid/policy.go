@@ -13,13 +13,49 @@ import (
 	"github.com/meshid/meshid/identity"
 )
 
-func newPolicyCommand(connect kube.Connect, run func(ctx context.Context, o *explain.Options, out io.Writer) error) *cobra.Command {
+func newPolicyCommand(connect kube.Connect, run func(ctx context.Context, o *explain.Options, out io.Writer) error, list func(ctx context.Context, o *explain.ListOptions, out io.Writer) error) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Explain what meshid-proxy's policy allows",
+		Short: "Explain and list what meshid-proxy's policy allows",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newPolicyExplainCommand(connect, run))
+	cmd.AddCommand(newPolicyExplainCommand(connect, run), newPolicyListCommand(connect, list))
+	return cmd
+}
+
+func newPolicyListCommand(connect kube.Connect, run func(ctx context.Context, o *explain.ListOptions, out io.Writer) error) *cobra.Command {
+	o := &explain.ListOptions{Connect: connect}
+	cmd := &cobra.Command{
+		Use:   "list [-n NAMESPACE]",
+		Short: "Show, per pod and port, who may connect and what they may ask",
+		Long: strings.TrimSpace(`
+list reads the pods and AuthorizationPolicies of --namespace and shows, for
+every pod and every port its policies name, the connection mode and allow
+rules, then one line per request rule: the policy and rule (and audit when
+it only audits), who it applies to (FROM) and the requests it allows. A port
+without request rules lets every admitted caller ask anything (REQUESTS
+any). The policies are merged as meshid-ca merges them for each pod's
+proxy; ports no policy names use --default-mode. Your RBAC needs list pods
+and list authorizationpolicies.meshid.dev.
+
+` + cli.ExitCodes),
+		Example: `  meshid policy list -n shop
+  meshid policy list -n shop -o json`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 0 {
+				return cli.Usagef("list takes flags only (see %s --help)", cmd.CommandPath())
+			}
+			return o.Validate()
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd.Context(), o, cmd.OutOrStdout())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&o.Namespace, "namespace", "n", "default", "namespace of the pods and policies")
+	fs.StringVar(&o.DefaultMode, "default-mode", "", "the proxies' --default-mode, for ports no policy names (default deny)")
+	fs.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
+	o.Cluster.AddFlags(fs)
 	return cmd
 }
 

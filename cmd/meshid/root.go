@@ -45,8 +45,8 @@ when piped or with NO_COLOR set. Shell completion: meshid completion bash|zsh|fi
 		newVerifyCommand(connect, verify.Run),
 		newInstallCommand(connect, install.Run),
 		newRotateCommand(connect, anchor.Run),
-		newDashboardCommand(connect, dashboard.Run), // issue 22
-		newPolicyCommand(connect, explain.Run),      // issue 19
+		newDashboardCommand(connect, dashboard.Run),          // issue 22
+		newPolicyCommand(connect, explain.Run, explain.List), // issue 19
 	)
 	cli.Setup(cmd)
 	return cmd

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -203,26 +204,11 @@ func load(ctx context.Context, o *Options, td spiffeid.TrustDomain) (*policy.Pol
 	if err != nil {
 		return nil, "", fmt.Errorf("explain: pod %s/%s: %w", o.Namespace, o.To, err)
 	}
-	list, err := c.Dynamic.Resource(v1alpha1.Resource).Namespace(o.Namespace).List(ctx, metav1.ListOptions{})
+	all, err := policies(ctx, c, o.Namespace)
 	if err != nil {
-		return nil, "", fmt.Errorf("explain: list AuthorizationPolicies in %s: %w", o.Namespace, err)
+		return nil, "", err
 	}
-	var ports []policy.PortFile
-	var names []string
-	for _, item := range list.Items {
-		var ap v1alpha1.AuthorizationPolicy
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(item.Object, &ap); err != nil {
-			return nil, "", fmt.Errorf("explain: AuthorizationPolicy %s/%s does not decode: %w", o.Namespace, item.GetName(), err)
-		}
-		if ap.Spec.Selector != nil {
-			sel, err := metav1.LabelSelectorAsSelector(ap.Spec.Selector)
-			if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
-				continue
-			}
-		}
-		ports = append(ports, policy.FromSpec(o.Namespace+"/"+ap.Name, ap.Spec))
-		names = append(names, ap.Name)
-	}
+	ports, names := selecting(all, pod)
 	data, err := policy.Merge(policy.Mode(o.DefaultMode), ports).Marshal()
 	if err != nil {
 		return nil, "", fmt.Errorf("explain: %w", err)
@@ -236,6 +222,41 @@ func load(ctx context.Context, o *Options, td spiffeid.TrustDomain) (*policy.Pol
 		source += " (" + strings.Join(names, ", ") + ")"
 	}
 	return p, source, nil
+}
+
+// policies lists the AuthorizationPolicies of ns.
+func policies(ctx context.Context, c *kube.Clients, ns string) ([]v1alpha1.AuthorizationPolicy, error) {
+	list, err := c.Dynamic.Resource(v1alpha1.Resource).Namespace(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("explain: list AuthorizationPolicies in %s: %w", ns, err)
+	}
+	out := make([]v1alpha1.AuthorizationPolicy, 0, len(list.Items))
+	for _, item := range list.Items {
+		var ap v1alpha1.AuthorizationPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(item.Object, &ap); err != nil {
+			return nil, fmt.Errorf("explain: AuthorizationPolicy %s/%s does not decode: %w", ns, item.GetName(), err)
+		}
+		out = append(out, ap)
+	}
+	return out, nil
+}
+
+// selecting returns the port policies of those of aps that select pod,
+// as meshid-ca converts them, and their names.
+func selecting(aps []v1alpha1.AuthorizationPolicy, pod *corev1.Pod) ([]policy.PortFile, []string) {
+	var ports []policy.PortFile
+	var names []string
+	for _, ap := range aps {
+		if ap.Spec.Selector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(ap.Spec.Selector)
+			if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
+				continue
+			}
+		}
+		ports = append(ports, policy.FromSpec(pod.Namespace+"/"+ap.Name, ap.Spec))
+		names = append(names, ap.Name)
+	}
+	return ports, names
 }
 
 func table(out io.Writer, r Result) error {

@@ -39,8 +39,9 @@ func authz(t *testing.T, name string, sel map[string]string, spec v1alpha1.Autho
 // TestExplainFromTheCluster: the AuthorizationPolicies that select the pod
 // are merged as meshid-ca merges them, one that selects other pods is
 // left out, and the verdict names the policy and rule; a denial exits 1.
-func TestExplainFromTheCluster(t *testing.T) {
+func world(t *testing.T) kube.Connect {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-0", Namespace: "shop", Labels: map[string]string{"app": "db"}}}
+	cache := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "cache-0", Namespace: "shop", Labels: map[string]string{"app": "cache"}}}
 	reads := authz(t, "db-reads", map[string]string{"app": "db"}, v1alpha1.AuthorizationPolicySpec{Port: 8080,
 		Allow: []v1alpha1.Rule{{Namespace: "shop"}},
 		Requests: &v1alpha1.Requests{Rules: []v1alpha1.RequestRule{{Name: "web-reads", From: []v1alpha1.Rule{{ServiceAccount: "shop/web"}},
@@ -51,8 +52,13 @@ func TestExplainFromTheCluster(t *testing.T) {
 		Requests: &v1alpha1.Requests{Rules: []v1alpha1.RequestRule{{Name: "anyone"}}}})
 	connect := func(kube.Target, string) (*kube.Clients, error) {
 		gvr := map[schema.GroupVersionResource]string{v1alpha1.Resource: "AuthorizationPolicyList"}
-		return &kube.Clients{Kube: kubefake.NewClientset(pod), Dynamic: dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), gvr, reads, trial, other)}, nil
+		return &kube.Clients{Kube: kubefake.NewClientset(pod, cache), Dynamic: dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), gvr, reads, trial, other)}, nil
 	}
+	return connect
+}
+
+func TestExplainFromTheCluster(t *testing.T) {
+	connect := world(t)
 	tests := []struct {
 		name         string
 		from, method string
@@ -104,5 +110,44 @@ func TestExplainUsage(t *testing.T) {
 		if err := o.Validate(); !errors.As(err, &u) {
 			t.Errorf("%+v: %v, want a usage error", o, err)
 		}
+	}
+}
+
+// TestList: per pod and port, the connection rules and one row per
+// request rule, merged per pod as meshid-ca merges them.
+func TestList(t *testing.T) {
+	o := &explain.ListOptions{Connect: world(t), Namespace: "shop", Output: "table"}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := explain.List(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := [][]string{
+		{"POD", "PORT", "MODE", "ALLOW", "RULE", "FROM", "REQUESTS"},
+		{"cache-0", "8080", "deny", "-", "shop/cache/anyone", "any admitted", "-"},
+		{"cache-0", "8080", "deny", "-", "shop/db-trial/ops (audit)", "ns ops", "-"},
+		{"db-0", "8080", "deny", "ns shop", "shop/db-reads/web-reads", "sa shop/web", "GET /api/*"},
+		{"db-0", "8080", "deny", "ns shop", "shop/db-trial/ops (audit)", "ns ops", "-"},
+		{"(other", "ports:", "mode", "deny)"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), out.String())
+	}
+	for i, w := range want {
+		if got := strings.Join(strings.Fields(lines[i]), " "); got != strings.Join(w, " ") {
+			t.Errorf("line %d = %q, want %q", i, lines[i], strings.Join(w, "  "))
+		}
+	}
+	o.Output = "json"
+	out.Reset()
+	if err := explain.List(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	var rows []explain.Row
+	if err := json.Unmarshal(out.Bytes(), &rows); err != nil || len(rows) != 4 || rows[2].Rule != "web-reads" || rows[2].Matches[0] != "GET /api/*" {
+		t.Fatalf("json: %v %+v", err, rows)
 	}
 }
