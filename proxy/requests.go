@@ -194,6 +194,7 @@ func (p *Proxy) serveRequests(ctx context.Context, c *httpPeer) {
 			pr.Out.Host = pr.In.Host
 		},
 		Transport:     rt,
+		BufferPool:    copyBuffers{},
 		FlushInterval: -1, // streams (gRPC, server-sent events) pass at once
 		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		ErrorHandler:  h.appError,
@@ -213,6 +214,13 @@ func (p *Proxy) serveRequests(ctx context.Context, c *httpPeer) {
 	closed := make(chan struct{})
 	_ = srv.Serve(&oneConn{c: &notifyClose{Conn: conn, closed: closed}, closed: closed})
 }
+
+// copyBuffers lends the reverse proxy the byte pipes' large buffers
+// (bigBuffers), rather than a new 32 KiB one per request.
+type copyBuffers struct{}
+
+func (copyBuffers) Get() []byte  { return *bigBuffers.Get().(*[]byte) }
+func (copyBuffers) Put(b []byte) { bigBuffers.Put(&b) }
 
 // detectHTTP2 says whether c speaks HTTP/2: ALPN h2, or the HTTP/2
 // client preface (h2c with prior knowledge); it returns a connection that
