@@ -403,3 +403,53 @@ spec:
 		t.Fatalf("explain DELETE in audit mode: exit %d\n%s", code, out)
 	}
 }
+
+// TestTransparentRequestPolicy: request rules on a transparent pod's port:
+// a meshed caller's requests (the app's HTTP inside meshid mTLS, which the
+// redirect sent through both proxies) are decided one by one, and the
+// node's probe still passes as a byte pipe.
+func TestTransparentRequestPolicy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	m := newTransparentMesh(t, ctx)
+	ns := m.namespace(nil)
+	b := m.run(ns, "b", nil)
+	a := m.run(ns, "a", nil)
+	ap := fmt.Sprintf(`apiVersion: meshid.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: b}
+spec:
+  selector: {matchLabels: {app: b}}
+  port: 8080
+  allow: [{serviceAccount: %[1]s/a}]
+  requests:
+    rules:
+    - name: reads
+      from: [{serviceAccount: %[1]s/a}]
+      matches:
+      - {method: GET, path: {value: /api}}
+`, ns)
+	if out, err := kubectl(t, ap, "apply", "-n", ns, "-f", "-"); err != nil {
+		t.Fatalf("apply the policy: %v\n%s", err, out)
+	}
+	curl := func(method, path string) string {
+		out, _ := a.Exec(m.ctx, "curl", "-sS", "--max-time", "15", "--path-as-is", "-X", method, "-w", " %{http_code}", fmt.Sprintf("http://%s:8080%s", b.IP, path))
+		return strings.TrimSpace(string(out))
+	}
+	eventually(t, 15*time.Second, func() error {
+		if got := curl("GET", "/api/x"); !strings.HasPrefix(got, "hello from b") || !strings.HasSuffix(got, " 200") {
+			return fmt.Errorf("GET /api/x: %q", got)
+		}
+		if got := curl("DELETE", "/api/x"); !strings.Contains(got, "rule reads (method_not_allowed)") || !strings.HasSuffix(got, " 403") {
+			return fmt.Errorf("DELETE /api/x: %q", got)
+		}
+		return nil
+	})
+	if got := curl("GET", "/api/../admin"); !strings.Contains(got, "path_not_allowed") {
+		t.Fatalf("GET /api/../admin: %q", got)
+	}
+	series := fmt.Sprintf(`meshid_proxy_requests_denied_total{policy="%s/b",reason="method_not_allowed",rule="reads"}`, ns)
+	if v := m.metric(b, series); v < 1 {
+		t.Fatalf("%s = %v", series, v)
+	}
+}
