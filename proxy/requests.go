@@ -264,13 +264,13 @@ func (h *requestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d, path, err := port.Check(policy.Call{Peer: h.c.peer, Method: r.Method, EscapedPath: r.URL.EscapedPath(), Host: r.Host, GRPC: grpc})
 	switch {
 	case err != nil && d.Reason == policy.ReasonInvalidPath:
-		h.deny(w, grpc, d, http.StatusBadRequest, "meshid: "+err.Error())
+		h.deny(w, r, grpc, d, http.StatusBadRequest, "meshid: "+err.Error())
 		return
 	case err != nil:
-		h.deny(w, grpc, d, http.StatusForbidden, "meshid: "+err.Error())
+		h.deny(w, r, grpc, d, http.StatusForbidden, "meshid: "+err.Error())
 		return
 	case !d.Allowed:
-		h.deny(w, grpc, d, http.StatusForbidden, "meshid: "+d.Why())
+		h.deny(w, r, grpc, d, http.StatusForbidden, "meshid: "+d.Why())
 		return
 	case d.Audited:
 		h.p.metrics.requests.WithLabelValues("audited").Inc()
@@ -283,7 +283,7 @@ func (h *requestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if path != r.URL.EscapedPath() {
 		r.URL.RawPath = path
 		if r.URL.Path, err = url.PathUnescape(path); err != nil {
-			h.deny(w, grpc, policy.Decision{Reason: policy.ReasonInvalidPath}, http.StatusBadRequest, "meshid: "+err.Error())
+			h.deny(w, r, grpc, policy.Decision{Reason: policy.ReasonInvalidPath}, http.StatusBadRequest, "meshid: "+err.Error())
 			return
 		}
 	}
@@ -293,10 +293,10 @@ func (h *requestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // deny answers a refused request (HTTP status, or gRPC PERMISSION_DENIED
 // as a trailers-only response), counts it and logs it once per interval.
 // The connection stays open for the next request.
-func (h *requestHandler) deny(w http.ResponseWriter, grpc bool, d policy.Decision, status int, msg string) {
+func (h *requestHandler) deny(w http.ResponseWriter, r *http.Request, grpc bool, d policy.Decision, status int, msg string) {
 	h.p.metrics.requests.WithLabelValues("denied").Inc()
 	h.p.metrics.requestsDenied.WithLabelValues(d.Policy, d.Rule, d.Reason).Inc()
-	h.logDecision("request denied", d, nil, "")
+	h.logDecision("request denied", d, r, r.URL.EscapedPath())
 	if grpc {
 		code := "7" // PERMISSION_DENIED
 		if status == http.StatusBadRequest {

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/identity"
@@ -69,7 +70,7 @@ func httpApp(t testing.TB) string {
 	return lis.Addr().String()
 }
 
-func newRequestWorld(t testing.TB) *requestWorld {
+func newRequestWorld(t testing.TB, opts ...func(*Config)) *requestWorld {
 	t.Helper()
 	w := &requestWorld{anchor: issuertest.Anchor(t), server: spiffeid.RequireFromPath(reqTD, "/ns/shop/sa/db")}
 	w.bundle = x509bundle.FromX509Authorities(reqTD, []*x509.Certificate{w.anchor.Cert})
@@ -84,12 +85,16 @@ func newRequestWorld(t testing.TB) *requestWorld {
 	go func() { _ = gs.Serve(grpcLis) }()
 	t.Cleanup(gs.Stop)
 
-	p, err := New(Config{
+	cfg := Config{
 		TrustDomain: reqTD, CA: "127.0.0.1:1", CAID: spiffeid.RequireFromPath(reqTD, "/ns/meshid/sa/meshid-ca"),
 		TokenFile: "unused", BundleFile: "unused",
 		Inbound: []Inbound{{Listen: "127.0.0.1:0", App: httpApp(t)}, {Listen: "127.0.0.1:0", App: grpcLis.Addr().String()}, {Listen: "127.0.0.1:0", App: httpApp(t)}},
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,5 +551,60 @@ func BenchmarkRequestLayer(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// denialLog hands over the message of every record.
+type denialLog struct{ msgs chan string }
+
+func (h denialLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h denialLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h denialLog) WithGroup(string) slog.Handler            { return h }
+func (h denialLog) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "request ") {
+		h.msgs <- r.Message
+	}
+	return nil
+}
+
+// TestRequestDenialsLoggedOncePerInterval: every denial is counted, but
+// one (peer, policy, rule) is logged once per denialLogEvery on the
+// proxy's clock; an audited request is logged apart from denials.
+func TestRequestDenialsLoggedOncePerInterval(t *testing.T) {
+	clock := clocktesting.NewFakeClock(time.Now()) // the certificates are valid from now
+	logs := denialLog{msgs: make(chan string, 100)}
+	w := newRequestWorld(t, func(c *Config) { c.Clock, c.Log = clock, slog.New(logs) })
+	c, err := tls.Dial("tcp", w.httpIn, w.client(t, "/ns/shop/sa/web", "http/1.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for range 5 {
+		if status, _ := exchange(t, c, br, "DELETE", "/api/x"); status != 403 {
+			t.Fatalf("DELETE = %d", status)
+		}
+	}
+	clock.Step(denialLogEvery)
+	if status, _ := exchange(t, c, br, "DELETE", "/api/x"); status != 403 {
+		t.Fatalf("DELETE = %d", status)
+	}
+	w.setPolicy(t, "audit", "")
+	for range 3 {
+		if status, _ := exchange(t, c, br, "DELETE", "/api/x"); status != 200 {
+			t.Fatalf("DELETE in audit mode = %d", status)
+		}
+	}
+	close(logs.msgs)
+	var got []string
+	for m := range logs.msgs {
+		got = append(got, m)
+	}
+	want := []string{"request denied", "request denied", "request allowed in audit mode; enforce would deny it"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("logged %q, want %q", got, want)
+	}
+	if v := w.denied("shop/db", "web-reads", "method_not_allowed"); v != 6 {
+		t.Fatalf("%v denials counted, want 6", v)
 	}
 }
