@@ -174,6 +174,13 @@ func (w *requestWorld) denied(policy, rule, reason string) float64 {
 	return testutil.ToFloat64(w.p.metrics.requestsDenied.WithLabelValues(policy, rule, reason))
 }
 
+// h2Client is an HTTP/2-only client transport over TLS with cfg.
+func h2Client(cfg *tls.Config) *http.Transport {
+	var h2 http.Protocols
+	h2.SetHTTP2(true)
+	return &http.Transport{Protocols: &h2, TLSClientConfig: cfg}
+}
+
 // exchange sends one raw HTTP/1.1 request on c and reads the answer.
 func exchange(t *testing.T, c net.Conn, br *bufio.Reader, method, path string, header ...string) (int, string) {
 	t.Helper()
@@ -278,7 +285,7 @@ func TestRequestRulesHTTP1(t *testing.T) {
 // not as denied.
 func TestRequestRulesHTTP2(t *testing.T) {
 	w := newRequestWorld(t)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: w.client(t, "/ns/shop/sa/web", "h2")}}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: h2Client(w.client(t, "/ns/shop/sa/web", "h2"))}
 	do := func(method, path string) (int, string) {
 		req, _ := http.NewRequest(method, "https://"+w.httpIn+path, nil)
 		resp, err := client.Do(req)
@@ -371,20 +378,19 @@ func TestRequestRulesGRPC(t *testing.T) {
 func TestRequestRulesInsideMeshidALPN(t *testing.T) {
 	w := newRequestWorld(t)
 	cfg := w.client(t, "/ns/shop/sa/web", ALPN)
-	h2c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
-			if err == nil && c.(*tls.Conn).ConnectionState().NegotiatedProtocol != ALPN {
-				t.Errorf("ALPN = %q, want %s", c.(*tls.Conn).ConnectionState().NegotiatedProtocol, ALPN)
-			}
-			return c, err
-		},
-	}}
-	h1 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
-		},
-	}}
+	// The transports believe they speak in plain (http://): the dialer
+	// wraps their bytes in meshid/1 mTLS, as an outbound proxy does.
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+		if err == nil && c.(*tls.Conn).ConnectionState().NegotiatedProtocol != ALPN {
+			t.Errorf("ALPN = %q, want %s", c.(*tls.Conn).ConnectionState().NegotiatedProtocol, ALPN)
+		}
+		return c, err
+	}
+	var h2cOnly http.Protocols
+	h2cOnly.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: &h2cOnly, DialContext: dial}}
+	h1 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial}}
 	for _, tt := range []struct {
 		name   string
 		client *http.Client
@@ -394,7 +400,7 @@ func TestRequestRulesInsideMeshidALPN(t *testing.T) {
 			method string
 			status int
 		}{{"GET", 200}, {"DELETE", 403}} {
-			req, _ := http.NewRequest(c.method, "https://"+w.httpIn+"/api/x", nil)
+			req, _ := http.NewRequest(c.method, "http://"+w.httpIn+"/api/x", nil)
 			resp, err := tt.client.Do(req)
 			if err != nil {
 				t.Fatalf("%s %s: %v", tt.name, c.method, err)
@@ -415,7 +421,7 @@ func TestRequestRulesInsideMeshidALPN(t *testing.T) {
 // answered); either way the proxy goes on serving new connections.
 func TestRequestRulesHTTP2Limits(t *testing.T) {
 	w := newRequestWorld(t)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: w.client(t, "/ns/shop/sa/web", "h2")}}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: h2Client(w.client(t, "/ns/shop/sa/web", "h2"))}
 	req, _ := http.NewRequest("GET", "https://"+w.httpIn+"/api/x", nil)
 	req.Header.Set("X-Big", strings.Repeat("a", maxHeaderBytes+8<<10))
 	if resp, err := client.Do(req); err == nil {
@@ -470,7 +476,7 @@ func TestRequestRulesHTTP2Limits(t *testing.T) {
 		}
 	}
 	// The proxy still serves.
-	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: w.client(t, "/ns/shop/sa/web", "h2")}}
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: h2Client(w.client(t, "/ns/shop/sa/web", "h2"))}
 	resp, err := fresh.Get("https://" + w.httpIn + "/api/x")
 	if err != nil {
 		t.Fatal(err)

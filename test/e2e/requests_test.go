@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -141,11 +139,9 @@ func TestRequestPolicy(t *testing.T) {
 	})
 
 	t.Run("h2c through web's outbound", func(t *testing.T) {
-		h2c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, network, addr)
-			}}}
+		var h2cOnly http.Protocols
+		h2cOnly.SetUnencryptedHTTP2(true) // HTTP/2 with prior knowledge, as a gRPC or h2c client speaks
+		h2c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Protocols: &h2cOnly}}
 		if status, body := do(t, h2c, "GET", "http://"+webHTTP+"/api/orders"); status != 200 || body != "app: HTTP/2.0 GET /api/orders" {
 			t.Fatalf("GET = %d %q", status, body)
 		}
