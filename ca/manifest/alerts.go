@@ -1,6 +1,10 @@
 package manifest
 
 import (
+	"fmt"
+	"strings"
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -33,6 +37,15 @@ func alertRules(o Options) []ruleGroup {
 	if o.CertManager != nil {
 		rotate = "`meshid rotate-anchor start --cert-manager --new-anchor-cert anchor.crt --new-anchor-key anchor.key -n " + ns + "` (a new anchor and its key made by your PKI)"
 	}
+	// A proxy renews its certificate at 50 to 70 % of its life, so one with
+	// less than a quarter left has failed to renew; an hour at most, so
+	// that day-long leaves page with an hour to go, as before, and an hour-
+	// long leaf does not page at birth.
+	leafLeft := min(time.Hour, o.LeafTTL/4)
+	leafLeftText := "an hour"
+	if leafLeft < time.Hour {
+		leafLeftText = strings.Replace(leafLeft.Round(time.Second).String(), "m0s", "m", 1) // 15m, 2m30s
+	}
 	return []ruleGroup{{Name: "meshid-expiry", Rules: []rule{
 		{
 			Alert: "MeshidAnchorExpiringSoon", For: "1h",
@@ -60,9 +73,9 @@ func alertRules(o Options) []ruleGroup {
 		},
 		{
 			Alert: "MeshidWorkloadCertificateExpiring", For: "5m",
-			Expr:        `meshid_proxy_certificate_expiry_timestamp_seconds - time() < 3600`,
+			Expr:        fmt.Sprintf(`meshid_proxy_certificate_expiry_timestamp_seconds - time() < %d`, int(leafLeft.Seconds())),
 			Labels:      map[string]string{"severity": "critical"},
-			Annotations: map[string]string{"summary": "the certificate of {{ $labels.spiffe_id }} expires in less than an hour", "description": "Its proxy cannot renew: see its log, meshid-ca's, and " + check + "."},
+			Annotations: map[string]string{"summary": "the certificate of {{ $labels.spiffe_id }} expires in less than " + leafLeftText, "description": "Its proxy cannot renew (it renews at half to 70 % of the certificate's life): see its log, meshid-ca's, and " + check + "."},
 		},
 		{
 			Alert: "MeshidRenewalsFailing", For: "15m",

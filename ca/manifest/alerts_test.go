@@ -17,11 +17,13 @@ import (
 	"github.com/meshid/meshid/ca/manifest"
 )
 
-// ruleFile is the part of a Prometheus rule file the test reads.
+// ruleFile is the part of a Prometheus rule file the tests read.
 type ruleFile struct {
 	Groups []struct {
 		Rules []struct {
-			Alert string `json:"alert"`
+			Alert       string            `json:"alert"`
+			Expr        string            `json:"expr"`
+			Annotations map[string]string `json:"annotations"`
 		} `json:"rules"`
 	} `json:"groups"`
 }
@@ -170,4 +172,48 @@ func promDuration(t *testing.T, s string) time.Duration {
 		t.Fatalf("eval_time %q: %v", s, err)
 	}
 	return d + rest
+}
+
+// TestWorkloadExpiryFollowsLeafTTL: the workload certificate alert pages
+// when less than a quarter of a leaf's life is left, an hour at most, so an
+// install with hour-long leaves is not paged for every new certificate.
+func TestWorkloadExpiryFollowsLeafTTL(t *testing.T) {
+	for _, tt := range []struct {
+		ttl           time.Duration
+		expr, summary string
+	}{
+		{24 * time.Hour, "< 3600", "less than an hour"},
+		{4 * time.Hour, "< 3600", "less than an hour"},
+		{time.Hour, "< 900", "less than 15m"},
+		{10 * time.Minute, "< 150", "less than 2m30s"},
+	} {
+		o := manifest.Options{Image: "meshid-ca:test", BundlePEM: []byte("anchors"), IssuerCertPEM: []byte("cert"), IssuerKeyPEM: []byte("key"), LeafTTL: tt.ttl}
+		objs, err := manifest.Render(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var file ruleFile
+		for _, obj := range objs {
+			if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == manifest.AlertsConfigMap {
+				if err := yaml.Unmarshal([]byte(cm.Data[manifest.AlertsFile]), &file); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		found := false
+		for _, g := range file.Groups {
+			for _, r := range g.Rules {
+				if r.Alert != "MeshidWorkloadCertificateExpiring" {
+					continue
+				}
+				found = true
+				if !strings.HasSuffix(r.Expr, tt.expr) || !strings.Contains(r.Annotations["summary"], tt.summary) {
+					t.Errorf("--leaf-ttl %v: expr %q, summary %q; want %q and %q", tt.ttl, r.Expr, r.Annotations["summary"], tt.expr, tt.summary)
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("--leaf-ttl %v: no MeshidWorkloadCertificateExpiring rule rendered", tt.ttl)
+		}
+	}
 }

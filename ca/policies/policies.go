@@ -89,7 +89,7 @@ func (w *Watcher) Synced() bool { return w.informer.HasSynced() }
 // of the pod's namespace whose selector matches its labels, merged by
 // policy.Merge.
 func (w *Watcher) For(pod *corev1.Pod, defaultMode policy.Mode) ([]byte, string, error) {
-	var ports []policy.PortFile
+	var aps []v1alpha1.AuthorizationPolicy
 	for _, obj := range w.informer.GetStore().List() {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok || u.GetNamespace() != pod.Namespace {
@@ -100,16 +100,28 @@ func (w *Watcher) For(pod *corev1.Pod, defaultMode policy.Mode) ([]byte, string,
 			w.log.Warn("skipping an AuthorizationPolicy that does not decode", "namespace", u.GetNamespace(), "name", u.GetName(), "error", err)
 			continue
 		}
-		if selects(ap.Spec.Selector, pod.Labels) {
-			ports = append(ports, policy.FromSpec(ap.Namespace+"/"+ap.Name, ap.Spec))
-		}
+		aps = append(aps, ap)
 	}
-	data, err := policy.Merge(defaultMode, ports).Marshal()
+	data, err := FileFor(pod, aps, defaultMode).Marshal()
 	if err != nil {
 		return nil, "", fmt.Errorf("policies: %w", err)
 	}
 	sum := sha256.Sum256(data)
 	return data, hex.EncodeToString(sum[:]), nil
+}
+
+// FileFor is the policy file of pod among aps, with defaultMode for ports
+// none names: the policies of the pod's namespace whose selector matches
+// its labels, merged by policy.Merge. It is what For sends the pod's
+// proxy, and what `meshid dashboard` computes its policy matrix with.
+func FileFor(pod *corev1.Pod, aps []v1alpha1.AuthorizationPolicy, defaultMode policy.Mode) policy.File {
+	var ports []policy.PortFile
+	for _, ap := range aps {
+		if ap.Namespace == pod.Namespace && selects(ap.Spec.Selector, pod.Labels) {
+			ports = append(ports, policy.FromSpec(ap.Namespace+"/"+ap.Name, ap.Spec))
+		}
+	}
+	return policy.Merge(defaultMode, ports)
 }
 
 func selects(sel *metav1.LabelSelector, podLabels map[string]string) bool {

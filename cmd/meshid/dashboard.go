@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -25,12 +26,19 @@ you may read and says what you may not (the same preflight as meshid check).
   Trust   the time to outage; every anchor, issuer and certificate with an
           expiry on one timeline, with check's warning windows as lines; the
           rows and hints of meshid check, from the same code.
-  Fleet   every proxy the meshid-ca replicas report (identity, instance,
-          certificate expiry, bundle, last report), failing and lagging
-          ones first, with check's verdict on each.
+  Fleet   an anchor rotation in progress, stage by stage, with the counts
+          of meshid rotate-anchor status (converged, lagging); every proxy
+          the meshid-ca replicas report (identity, instance, certificate
+          expiry, bundle, last report), failing and lagging ones first,
+          with check's verdict on each.
+  Policy  per namespace, who may call whom: a row per caller (the
+          namespace's service accounts, the identities its policies name,
+          plain TCP), a column per port of a meshed pod, each cell the
+          decision of the pod's proxy on the policy meshid-ca sends it.
 
 Pages are plain HTML, readable without JavaScript and printable; with it,
-they refresh every 10 s. Nothing is loaded from elsewhere.
+they update in place every --refresh (10 s). Nothing is loaded from
+elsewhere.
 
 It listens on loopback only and answers only requests whose Host names that
 address (127.0.0.1, localhost or [::1] with the port): a web page elsewhere
@@ -50,5 +58,6 @@ certificates' names, fingerprints and dates only. Ctrl-C stops it.
 	addCheckedFlags(fs, &o.Check)
 	fs.StringVar(&o.Address, "address", "127.0.0.1", "loopback address to listen on (127.0.0.1 or ::1)")
 	fs.IntVar(&o.Port, "port", 8099, "port to listen on; 0 picks a free one")
+	fs.DurationVar(&o.Refresh, "refresh", 10*time.Second, "how often open pages fetch themselves again and swap in what changed (with JavaScript)")
 	return cmd
 }

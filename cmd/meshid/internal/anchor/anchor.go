@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -260,6 +261,10 @@ var plan = []Step{
 	{rotator.Remove, "publishes the new anchor alone", "every proxy and CA replica reports that bundle, and meshid check passes"},
 	{rotator.Done, "deletes the rotation's keys, prints the time per stage", "-"},
 }
+
+// Steps is the plan: what each stage does and waits for, in order (the
+// dashboard shows it beside a rotation in progress).
+func Steps() []Step { return slices.Clone(plan) }
 
 func printPlan(out io.Writer, o *Options) error {
 	if o.Output == "json" {

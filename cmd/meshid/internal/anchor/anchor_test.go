@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/cli/clitest"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/anchor"
 	"github.com/meshid/meshid/cmd/meshid/internal/pkitest"
@@ -321,14 +322,7 @@ func TestValidateStart(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o, _ := setup(nil, nil)
 			tt.mod(o)
-			err := o.ValidateStart()
-			var usage *cli.UsageError
-			switch {
-			case tt.message == "" && err != nil:
-				t.Fatalf("ValidateStart = %v", err)
-			case tt.message != "" && (!errors.As(err, &usage) || !strings.Contains(err.Error(), tt.message)):
-				t.Fatalf("ValidateStart = %v, want a usage error containing %q", err, tt.message)
-			}
+			clitest.WantUsage(t, "ValidateStart", o.ValidateStart(), tt.message)
 		})
 	}
 }

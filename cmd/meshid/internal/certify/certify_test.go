@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/cli/clitest"
 	"github.com/meshid/meshid/cmd/meshid/internal/catest"
 	"github.com/meshid/meshid/cmd/meshid/internal/certify"
 	"github.com/meshid/meshid/cmd/meshid/internal/pkitest"
@@ -141,14 +142,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := valid()
 			tt.mod(o)
-			err := o.Validate()
-			var usage *cli.UsageError
-			switch {
-			case tt.message == "" && err != nil:
-				t.Fatalf("Validate = %v", err)
-			case tt.message != "" && (!errors.As(err, &usage) || !strings.Contains(err.Error(), tt.message)):
-				t.Fatalf("Validate = %v, want a usage error containing %q", err, tt.message)
-			}
+			clitest.WantUsage(t, "Validate", o.Validate(), tt.message)
 		})
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/cli/clitest"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/check"
 	ct "github.com/meshid/meshid/cmd/meshid/internal/check/checktest"
@@ -438,14 +439,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := valid()
 			tt.mod(o)
-			err := o.Validate()
-			var usage *cli.UsageError
-			switch {
-			case tt.message == "" && err != nil:
-				t.Fatalf("Validate = %v", err)
-			case tt.message != "" && (!errors.As(err, &usage) || !strings.Contains(err.Error(), tt.message)):
-				t.Fatalf("Validate = %v, want a usage error containing %q", err, tt.message)
-			}
+			clitest.WantUsage(t, "Validate", o.Validate(), tt.message)
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -37,8 +38,8 @@ type Options struct {
 	Connect kube.Connect
 	// Clock tells the pages the time; nil means the real clock.
 	Clock clock.PassiveClock
-	// Refresh is how often the pages' script fetches them again; 0 means
-	// 10 s.
+	// Refresh is how often the pages' script fetches them again
+	// (--refresh); 0 means 10 s.
 	Refresh time.Duration
 	// Log receives the server's errors; nil means standard error in Run
 	// and nothing in Handler.
@@ -56,6 +57,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		return cli.Usagef("--port %d: use 0 to 65535", o.Port)
+	}
+	if o.Refresh < 0 || (o.Refresh > 0 && o.Refresh < 100*time.Millisecond) {
+		return cli.Usagef("--refresh %s: use 100ms or more (the pages fetch themselves that often)", o.Refresh)
 	}
 	return nil
 }
@@ -101,6 +105,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 	"date":  func(t time.Time) string { return t.UTC().Format("2006-01-02") },
 	"short": func(sha string) string { return sha[:min(len(sha), 12)] },
+	"join":  strings.Join,
 }).ParseFS(web, "web/*.html"))
 
 // Handler serves the pages, reading the cluster with c. port is the one
@@ -118,6 +123,7 @@ func Handler(o *Options, c *kube.Clients, port int) http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/trust", http.StatusFound) })
 	mux.HandleFunc("GET /trust", s.trust)
 	mux.HandleFunc("GET /fleet", s.fleet)
+	mux.HandleFunc("GET /policy", s.policy)
 	mux.Handle("GET /web/", http.FileServerFS(web))
 	return hosts(port, headers(mux))
 }

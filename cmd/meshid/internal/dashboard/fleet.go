@@ -20,6 +20,8 @@ type fleetPage struct {
 	Proxies   []health.ProxyStatus
 	// Fail, Warn and OK count the proxies by status.
 	Fail, Warn, OK int
+	// Rotation is the anchor rotation, if one was started.
+	Rotation rotationView
 }
 
 func (s *server) fleet(w http.ResponseWriter, r *http.Request) {
@@ -27,6 +29,7 @@ func (s *server) fleet(w http.ResponseWriter, r *http.Request) {
 	rep := check.Report(r.Context(), &s.o.Check, s.c, now)
 	p := fleetPageOf(rep, now)
 	p.RefreshMS = s.refreshMS()
+	p.Rotation = s.rotation(r.Context())
 	s.render(w, "fleet.html", p)
 }
 

@@ -12,10 +12,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/meshid/meshid/api/policy/v1alpha1"
+	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/output"
@@ -204,12 +204,12 @@ func load(ctx context.Context, o *Options, td spiffeid.TrustDomain) (*policy.Pol
 	if err != nil {
 		return nil, "", fmt.Errorf("explain: pod %s/%s: %w", o.Namespace, o.To, err)
 	}
-	all, err := policies(ctx, c, o.Namespace)
+	all, err := list(ctx, c, o.Namespace)
 	if err != nil {
 		return nil, "", err
 	}
-	ports, names := selecting(all, pod)
-	data, err := policy.Merge(policy.Mode(o.DefaultMode), ports).Marshal()
+	names := selecting(all, pod)
+	data, err := policies.FileFor(pod, all, policy.Mode(o.DefaultMode)).Marshal()
 	if err != nil {
 		return nil, "", fmt.Errorf("explain: %w", err)
 	}
@@ -224,8 +224,8 @@ func load(ctx context.Context, o *Options, td spiffeid.TrustDomain) (*policy.Pol
 	return p, source, nil
 }
 
-// policies lists the AuthorizationPolicies of ns.
-func policies(ctx context.Context, c *kube.Clients, ns string) ([]v1alpha1.AuthorizationPolicy, error) {
+// list lists the AuthorizationPolicies of ns.
+func list(ctx context.Context, c *kube.Clients, ns string) ([]v1alpha1.AuthorizationPolicy, error) {
 	list, err := c.Dynamic.Resource(v1alpha1.Resource).Namespace(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("explain: list AuthorizationPolicies in %s: %w", ns, err)
@@ -241,22 +241,15 @@ func policies(ctx context.Context, c *kube.Clients, ns string) ([]v1alpha1.Autho
 	return out, nil
 }
 
-// selecting returns the port policies of those of aps that select pod,
-// as meshid-ca converts them, and their names.
-func selecting(aps []v1alpha1.AuthorizationPolicy, pod *corev1.Pod) ([]policy.PortFile, []string) {
-	var ports []policy.PortFile
+// selecting names those of aps that select pod (policies.FileFor's choice).
+func selecting(aps []v1alpha1.AuthorizationPolicy, pod *corev1.Pod) []string {
 	var names []string
 	for _, ap := range aps {
-		if ap.Spec.Selector != nil {
-			sel, err := metav1.LabelSelectorAsSelector(ap.Spec.Selector)
-			if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
-				continue
-			}
+		if len(policies.FileFor(pod, []v1alpha1.AuthorizationPolicy{ap}, "").Ports) > 0 {
+			names = append(names, ap.Name)
 		}
-		ports = append(ports, policy.FromSpec(pod.Namespace+"/"+ap.Name, ap.Spec))
-		names = append(names, ap.Name)
 	}
-	return ports, names
+	return names
 }
 
 func table(out io.Writer, r Result) error {

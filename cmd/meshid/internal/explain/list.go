@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshid/meshid/api/policy/v1alpha1"
+	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/output"
@@ -63,7 +64,7 @@ func List(ctx context.Context, o *ListOptions, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("explain: list pods in %s: %w", o.Namespace, err)
 	}
-	aps, err := policies(ctx, c, o.Namespace)
+	aps, err := list(ctx, c, o.Namespace)
 	if err != nil {
 		return err
 	}
@@ -71,8 +72,7 @@ func List(ctx context.Context, o *ListOptions, out io.Writer) error {
 	slices.SortFunc(items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	rows := []Row{}
 	for i := range items {
-		ports, _ := selecting(aps, &items[i])
-		rows = append(rows, Rows(items[i].Name, policy.Merge(policy.Mode(o.DefaultMode), ports))...)
+		rows = append(rows, Rows(items[i].Name, policies.FileFor(&items[i], aps, policy.Mode(o.DefaultMode)))...)
 	}
 	if o.Output == "json" {
 		return output.JSON(out, rows)

@@ -28,7 +28,7 @@ import (
 
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/manifest"
-	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/cli/clitest"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/install"
 	"github.com/meshid/meshid/cmd/meshid/internal/pkitest"
@@ -378,14 +378,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := options()
 			tt.mod(o)
-			err := o.Validate()
-			var usage *cli.UsageError
-			switch {
-			case tt.message == "" && err != nil:
-				t.Fatalf("Validate = %v", err)
-			case tt.message != "" && (!errors.As(err, &usage) || !strings.Contains(err.Error(), tt.message)):
-				t.Fatalf("Validate = %v, want a usage error containing %q", err, tt.message)
-			}
+			clitest.WantUsage(t, "Validate", o.Validate(), tt.message)
 		})
 	}
 }

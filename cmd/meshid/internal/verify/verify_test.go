@@ -25,6 +25,7 @@ import (
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/cli"
+	"github.com/meshid/meshid/cmd/internal/cli/clitest"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/catest"
 	"github.com/meshid/meshid/cmd/meshid/internal/pkitest"
@@ -343,14 +344,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := valid()
 			tt.mod(o)
-			err := o.Validate()
-			var usage *cli.UsageError
-			switch {
-			case tt.message == "" && err != nil:
-				t.Fatalf("Validate = %v", err)
-			case tt.message != "" && (!errors.As(err, &usage) || !strings.Contains(err.Error(), tt.message)):
-				t.Fatalf("Validate = %v, want a usage error containing %q", err, tt.message)
-			}
+			clitest.WantUsage(t, "Validate", o.Validate(), tt.message)
 		})
 	}
 }

@@ -35,6 +35,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/meshid/meshid/api/policy/v1alpha1"
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/manifest"
@@ -187,11 +188,13 @@ func (w *World) reports() []runtime.Object {
 	return out
 }
 
-// ListKinds are the cert-manager lists the fake dynamic client serves.
+// ListKinds are the lists the fake dynamic client serves: cert-manager's,
+// and AuthorizationPolicies.
 var ListKinds = map[schema.GroupVersionResource]string{
 	{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}:   "CertificateList",
 	{Group: "cert-manager.io", Version: "v1", Resource: "issuers"}:        "IssuerList",
 	{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}: "ClusterIssuerList",
+	v1alpha1.Resource: "AuthorizationPolicyList", // the dashboard's policy page
 }
 
 // Connect returns the World as a kube.Connect, and its clientset.
