@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
+	"github.com/meshid/meshid/ca/external"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/sidecar"
 )
@@ -246,9 +248,12 @@ func (d *Discovery) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort)
 					continue
 				}
 				ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
-				if pod := d.podAt(ap.Addr().String()); pod != nil {
+				switch pod := d.podAt(ap.Addr().String()); {
+				case pod != nil:
 					eps = append(eps, d.endpoint(pod, ap))
-				} else {
+				case s.Labels[discoveryv1.LabelManagedBy] == external.ManagedBy:
+					eps = append(eps, d.externalEndpoint(s, ap))
+				default:
 					eps = append(eps, &identityv1.Endpoint{Address: ap.String()})
 				}
 			}
@@ -256,6 +261,18 @@ func (d *Discovery) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort)
 	}
 	slices.SortFunc(eps, func(a, b *identityv1.Endpoint) int { return strings.Compare(a.Address, b.Address) })
 	return slices.CompactFunc(eps, func(a, b *identityv1.Endpoint) bool { return a.Address == b.Address })
+}
+
+// externalEndpoint is an ExternalWorkload's address in a slice meshid-ca
+// published (external.Slices): its meshid-proxy terminates mTLS there as
+// the workload's service account.
+func (d *Discovery) externalEndpoint(s *discoveryv1.EndpointSlice, addr netip.AddrPort) *identityv1.Endpoint {
+	ep := &identityv1.Endpoint{Address: addr.String(), Meshed: true} // no valid ID: the caller refuses
+	id, err := identity.ServiceAccount{Namespace: s.Namespace, Name: s.Labels[external.ServiceAccountLabel]}.ID(d.cfg.TrustDomain)
+	if err == nil {
+		ep.SpiffeId = id.String()
+	}
+	return ep
 }
 
 // endpoint is pod at addr: meshed when its TCP is redirected to its proxy
@@ -286,11 +303,29 @@ func (d *Discovery) endpoint(pod *corev1.Pod, addr netip.AddrPort) *identityv1.E
 	return ep
 }
 
-// WatchDestinations implements identityv1.DiscoveryServer.
+// WatchDestinations implements identityv1.DiscoveryServer. Nothing is sent
+// until the informers have synced; then the header identityv1.SyncedHeader,
+// then the answers.
 func (d *Discovery) WatchDestinations(stream identityv1.Discovery_WatchDestinationsServer) error {
 	ctx := stream.Context()
 	if _, err := d.cfg.Authenticate(ctx); err != nil {
 		return err
+	}
+	for !d.Synced() {
+		changed := d.changes()
+		if d.Synced() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.closed:
+			return status.Error(codes.Unavailable, "the CA is shutting down; reconnect to another replica")
+		case <-changed:
+		}
+	}
+	if err := stream.SendHeader(metadata.Pairs(identityv1.SyncedHeader, "true")); err != nil {
+		return fmt.Errorf("ca: send the discovery header: %w", err)
 	}
 	var (
 		mu   sync.Mutex
@@ -321,16 +356,14 @@ func (d *Discovery) WatchDestinations(stream identityv1.Discovery_WatchDestinati
 	for {
 		changed := d.changes()
 		var out []*identityv1.Destination
-		if d.Synced() {
-			mu.Lock()
-			for a, last := range subs {
-				if cur := d.Lookup(a); last == nil || !proto.Equal(last, cur) {
-					subs[a] = cur
-					out = append(out, cur)
-				}
+		mu.Lock()
+		for a, last := range subs {
+			if cur := d.Lookup(a); last == nil || !proto.Equal(last, cur) {
+				subs[a] = cur
+				out = append(out, cur)
 			}
-			mu.Unlock()
 		}
+		mu.Unlock()
 		for _, m := range out {
 			if err := stream.Send(m); err != nil {
 				return fmt.Errorf("ca: send destination: %w", err)

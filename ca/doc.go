@@ -1,11 +1,13 @@
 // Package ca owns the meshid identity service: the gRPC Identity server
-// (Certify, GetBundle, WatchBundle, MintJWTSVID), the steps of a Certify (authenticate,
+// (Certify, GetBundle, WatchBundle, MintJWTSVID, and JoinExternal and
+// RenewExternal for ExternalWorkloads: external.go), the steps of a Certify (authenticate,
 // check, sign through the issuer.Signer in force, audit, answer), metrics,
 // and the Service that wires them to their trust sources and
 // serves them. Its subpackages own the parts a request passes through:
 // authn (who is calling), csr (what the caller may ask for), trust (what
 // the CA signs with and publishes), source (where trust material comes
-// from), jwtkey (the JWT-SVID signing keys), limit (per-caller rate limits), fleet (what the proxies report),
+// from), jwtkey (the JWT-SVID signing keys), external (the join token and
+// the checks of an ExternalWorkload's join and renewal), limit (per-caller rate limits), fleet (what the proxies report),
 // policies (which AuthorizationPolicies select a pod) and manifest (what
 // `meshid install` renders). The wire types are api/'s, the SPIFFE-ID
 // mapping identity's, the bundle bundle's.

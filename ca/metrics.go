@@ -46,6 +46,8 @@ type Metrics struct {
 	// jwtIssued and jwtRefused count MintJWTSVID calls.
 	jwtIssued  prometheus.Counter
 	jwtRefused *prometheus.CounterVec
+	// external counts JoinExternal and RenewExternal (external.go).
+	external externalMetrics
 }
 
 // NewMetrics registers the CA's metrics, and gauges read from store, on a
@@ -131,6 +133,7 @@ func NewMetrics(store *trust.Store) *Metrics {
 		m.issuerKeyUp,
 		&trustCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.external = newExternalMetrics(m.Registry)
 	return m
 }
 

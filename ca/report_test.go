@@ -3,8 +3,6 @@ package ca_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"log/slog"
 	"math"
 	"net"
@@ -89,18 +87,7 @@ func (r *reporter) as(t testing.TB, token string) context.Context {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var chain []*x509.Certificate
-	for _, der := range append([][]byte{resp.GetLeaf()}, resp.GetIntermediates()...) {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		chain = append(chain, c)
-	}
-	return peer.NewContext(context.Background(), &peer.Peer{
-		Addr:     &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000},
-		AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: chain}},
-	})
+	return holding(t, resp)
 }
 
 // counter reads a counter of m, 0 when it has no such series.

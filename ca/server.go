@@ -92,6 +92,12 @@ type ServerConfig struct {
 	// JWTIssuer is the "iss" of every JWT-SVID (the OIDC issuer URL);
 	// empty leaves it out.
 	JWTIssuer string
+	// External serves JoinExternal and RenewExternal (external.go); nil
+	// means they are UNIMPLEMENTED.
+	External ExternalStore
+	// ExternalLeafTTL is the lifetime of an external workload's leaf; 0
+	// means DefaultExternalLeafTTL.
+	ExternalLeafTTL time.Duration
 }
 
 // Server implements the Identity gRPC service.
@@ -114,8 +120,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("ca: ServerConfig.Authenticator is required")
 	case cfg.Trust == nil:
 		return nil, errors.New("ca: ServerConfig.Trust is required")
-	case cfg.LeafTTL < 0 || cfg.Backdate < 0:
-		return nil, errors.New("ca: LeafTTL and Backdate must not be negative")
+	case cfg.LeafTTL < 0 || cfg.Backdate < 0 || cfg.ExternalLeafTTL < 0:
+		return nil, errors.New("ca: LeafTTL, ExternalLeafTTL and Backdate must not be negative")
+	}
+	if cfg.ExternalLeafTTL == 0 {
+		cfg.ExternalLeafTTL = DefaultExternalLeafTTL
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(cfg.Trust)
@@ -244,6 +253,11 @@ func check(der []byte, id spiffeid.ID) (crypto.PublicKey, *refusal) {
 // configured TTL and backdate, never outliving the issuer's chain (anchor
 // included).
 func (s *Server) sign(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey, now time.Time) (*issuer.Issued, *refusal) {
+	return s.signFor(ctx, id, pub, now, s.cfg.LeafTTL)
+}
+
+// signFor is sign with the TTL ttl.
+func (s *Server) signFor(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey, now time.Time, ttl time.Duration) (*issuer.Issued, *refusal) {
 	st := s.cfg.Trust.Load()
 	if st.Issuer == nil || st.Bundle == nil {
 		return nil, refuse("no_issuer", codes.Unavailable, nil, "the CA has not loaded its issuer and trust bundle yet; retry shortly")
@@ -252,7 +266,7 @@ func (s *Server) sign(ctx context.Context, id spiffeid.ID, pub crypto.PublicKey,
 		return nil, refuse("issuer_invalid", codes.Unavailable, nil, "this CA's issuer cannot sign now (%v); try another replica, and the operator must install a valid issuer", err)
 	}
 	out, err := st.Issuer.Sign(ctx, issuer.LeafParams{
-		ID: id, PublicKey: pub, Now: now, TTL: s.cfg.LeafTTL, Backdate: s.cfg.Backdate,
+		ID: id, PublicKey: pub, Now: now, TTL: ttl, Backdate: s.cfg.Backdate,
 		MaxNotAfter: st.ChainExpiry(), // never outlive the anchor
 	})
 	if err != nil {

@@ -35,6 +35,7 @@ import (
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/authn"
 	"github.com/meshid/meshid/ca/endpoint"
+	"github.com/meshid/meshid/ca/external"
 	"github.com/meshid/meshid/ca/fleet"
 	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
@@ -88,6 +89,14 @@ type Config struct {
 	Dynamic dynamic.Interface
 	// WatchPolicies serves AuthorizationPolicies to proxies (WatchPolicy).
 	WatchPolicies bool
+	// ExternalWorkloads serves JoinExternal and RenewExternal for the
+	// ExternalWorkloads (read and status written through Dynamic) with
+	// certificates of ExternalLeafTTL (0: DefaultExternalLeafTTL), and
+	// publishes their addresses as EndpointSlices of the Services that
+	// select them (external.Publisher; Client lists Services and writes
+	// EndpointSlices).
+	ExternalWorkloads bool
+	ExternalLeafTTL   time.Duration
 	// Discovery serves WatchDestinations to transparent proxies, from
 	// informers on Pods, Services and EndpointSlices (Client must list and
 	// watch them).
@@ -221,8 +230,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("a gRPC address is required (--listen)"))
 	}
 	errs = append(errs, c.validateFederation()...)
-	if c.LeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 {
-		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval)"))
+	if c.LeafTTL < 0 || c.ExternalLeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 {
+		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --external-leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval)"))
 	}
 	return errors.Join(errs...)
 }
@@ -301,8 +310,16 @@ func New(cfg Config) (*Service, error) {
 		}
 		watcher = policies.NewWatcher(cfg.Dynamic, cfg.Log)
 	}
+	var ext ExternalStore
+	if cfg.ExternalWorkloads {
+		if cfg.Dynamic == nil {
+			return nil, errors.New("ca: ExternalWorkloads needs a dynamic client")
+		}
+		ext = external.NewStore(cfg.Dynamic)
+	}
 	metrics := NewMetrics(store)
 	server, err := NewServer(ServerConfig{
+		External: ext, ExternalLeafTTL: cfg.ExternalLeafTTL,
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
 		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Clock: cfg.Clock, Log: cfg.Log,
 		Reserved: reserved,
@@ -368,6 +385,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	if s.discovery != nil {
 		g.Go(func() error { return s.discovery.Run(ctx) })
+	}
+	if s.cfg.ExternalWorkloads {
+		pub, err := external.NewPublisher(external.PublisherConfig{Kube: s.cfg.Client, Dynamic: s.cfg.Dynamic, Log: s.cfg.Log, Clock: s.cfg.Clock})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return pub.Run(ctx) })
 	}
 
 	limits := newCallerLimits(orDefault(s.cfg.MaxCallsPerCaller, DefaultMaxCallsPerCaller),

@@ -54,6 +54,7 @@ type Destinations struct {
 	unsub     []string
 	connected bool
 	brokeAt   time.Time // when the stream last broke
+	updated   time.Time // the CA's last header or answer
 }
 
 type entry struct {
@@ -108,7 +109,7 @@ func (d *Destinations) Resolve(ctx context.Context, dst netip.AddrPort) (Destina
 		return Destination{}, fmt.Errorf("proxy: the CA has not said who is behind %s: %w", dst, ctx.Err())
 	}
 	d.mu.Lock()
-	dest, fresh := e.dest, d.connected || d.cfg.Clock.Now().Sub(d.brokeAt) <= d.cfg.MaxStale
+	dest, fresh := e.dest, d.fresh(d.cfg.Clock.Now())
 	d.mu.Unlock()
 	if !fresh {
 		return Destination{}, fmt.Errorf("proxy: the CA's discovery stream has been down since %s, longer than %s: who is behind %s is no longer known", d.brokeAt.Format(time.RFC3339), d.cfg.MaxStale, dst)
@@ -121,6 +122,42 @@ func (d *Destinations) Connected() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.connected
+}
+
+// fresh says the answers can be used: the stream is up, or broke less
+// than MaxStale ago. Before the CA's first header or answer nothing is
+// fresh. d.mu is held.
+func (d *Destinations) fresh(now time.Time) bool {
+	return d.connected || !d.brokeAt.IsZero() && now.Sub(d.brokeAt) <= d.cfg.MaxStale
+}
+
+// DiscoveryStatus is the state of the destination cache, as /identity
+// shows it.
+type DiscoveryStatus struct {
+	// Connected: the CA's stream is up and has said its informers synced
+	// (or answered).
+	Connected bool `json:"connected"`
+	// Fresh: answers are used (Connected, or broken less than MaxStale
+	// ago); a transparent proxy is not ready while it is false.
+	Fresh bool `json:"fresh"`
+	// LastUpdate is the CA's last header or answer; BrokeAt when the
+	// stream last broke (zero: never).
+	LastUpdate time.Time `json:"last_update,omitzero"`
+	BrokeAt    time.Time `json:"broke_at,omitzero"`
+	// MaxStale is how long answers outlive a broken stream.
+	MaxStale string `json:"max_stale"`
+	// Addresses is how many destinations are followed.
+	Addresses int `json:"addresses"`
+}
+
+// Status reports the cache's freshness as of now.
+func (d *Destinations) Status() DiscoveryStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return DiscoveryStatus{
+		Connected: d.connected, Fresh: d.fresh(d.cfg.Clock.Now()), LastUpdate: d.updated, BrokeAt: d.brokeAt,
+		MaxStale: d.cfg.MaxStale.String(), Addresses: len(d.entries),
+	}
 }
 
 // pick chooses an endpoint of dest.
@@ -193,6 +230,19 @@ func (d *Destinations) follow(ctx context.Context, backoff *rotation.Backoff, ev
 	d.poke()
 	recvErr := make(chan error, 1)
 	go func() {
+		// The CA sends its header once its informers synced (an older CA
+		// with its first answer): from then on the cache is fresh.
+		md, err := stream.Header()
+		if err != nil {
+			recvErr <- err
+			return
+		}
+		if len(md.Get(identityv1.SyncedHeader)) > 0 {
+			backoff.Reset()
+			d.mu.Lock()
+			d.connected, d.updated = true, d.cfg.Clock.Now()
+			d.mu.Unlock()
+		}
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
@@ -237,7 +287,7 @@ func (d *Destinations) answer(msg *identityv1.Destination) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.connected = true
+	d.connected, d.updated = true, d.cfg.Clock.Now()
 	e := d.entries[netip.AddrPortFrom(a.Addr().Unmap(), a.Port())]
 	if e == nil {
 		return // unsubscribed meanwhile

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 
@@ -78,6 +79,40 @@ func pod(addr, id string) *identityv1.Destination {
 		Endpoints: []*identityv1.Endpoint{{Address: addr, Meshed: id != "", SpiffeId: id}}}
 }
 
+// serve serves a Discovery server on loopback.
+func serve(t *testing.T, d identityv1.DiscoveryServer) (*grpc.Server, string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	identityv1.RegisterDiscoveryServer(srv, d)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return srv, lis.Addr().String()
+}
+
+// open is a DestinationsConfig.Open to addr, that tells opened (when not
+// nil) of every stream it opens.
+func open(addr string, opened chan<- struct{}) func(ctx context.Context) (identityv1.Discovery_WatchDestinationsClient, func(), error) {
+	return func(ctx context.Context) (identityv1.Discovery_WatchDestinationsClient, func(), error) {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := identityv1.NewDiscoveryClient(conn).WatchDestinations(ctx)
+		if err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+		if opened != nil {
+			opened <- struct{}{}
+		}
+		return s, func() { conn.Close() }, nil
+	}
+}
+
 func TestDestinations(t *testing.T) {
 	const web = "spiffe://cluster.local/ns/shop/sa/web"
 	f := &fakeDiscovery{push: make(chan *identityv1.Destination), breakc: make(chan struct{}), table: map[string]*identityv1.Destination{
@@ -88,31 +123,13 @@ func TestDestinations(t *testing.T) {
 		"10.0.0.11:80":  {Address: "10.0.0.11:80", Kind: identityv1.Destination_SERVICE},
 		"10.1.0.5:8080": pod("10.1.0.5:8080", "not-an-id"),
 	}}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	identityv1.RegisterDiscoveryServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	srv, addr := serve(t, f)
 
 	var now atomic.Pointer[time.Time]
 	start := time.Now()
 	now.Store(&start)
 	d, err := proxy.NewDestinations(proxy.DestinationsConfig{
-		Open: func(ctx context.Context) (identityv1.Discovery_WatchDestinationsClient, func(), error) {
-			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				return nil, nil, err
-			}
-			s, err := identityv1.NewDiscoveryClient(conn).WatchDestinations(ctx)
-			if err != nil {
-				conn.Close()
-				return nil, nil, err
-			}
-			return s, func() { conn.Close() }, nil
-		},
+		Open:         open(addr, nil),
 		MaxStale:     30 * time.Second,
 		MaxAddresses: 6,
 		Clock:        setClock{now: &now},
@@ -221,10 +238,16 @@ func TestDestinations(t *testing.T) {
 		if _, err := resolve("10.1.0.1:8080"); err != nil {
 			t.Fatalf("within MaxStale of the break: %v", err)
 		}
+		if st := d.Status(); !st.Fresh || st.Connected || st.BrokeAt.IsZero() {
+			t.Errorf("within MaxStale of the break: %+v, want fresh, not connected", st)
+		}
 		much := start.Add(time.Hour)
 		now.Store(&much)
 		if _, err := resolve("10.1.0.1:8080"); err == nil || !strings.Contains(err.Error(), "no longer known") {
 			t.Fatalf("an hour after the break: %v, want the answer refused as stale", err)
+		}
+		if st := d.Status(); st.Fresh {
+			t.Errorf("an hour after the break: %+v, want stale", st)
 		}
 	})
 }
@@ -236,3 +259,56 @@ type setClock struct {
 }
 
 func (c setClock) Now() time.Time { return *c.now.Load() }
+
+// headerFirst is a Discovery server that sends the synced header as soon
+// as synced is closed, and nothing else.
+type headerFirst struct {
+	identityv1.UnimplementedDiscoveryServer
+	synced chan struct{}
+}
+
+func (h *headerFirst) WatchDestinations(stream identityv1.Discovery_WatchDestinationsServer) error {
+	select {
+	case <-stream.Context().Done():
+		return nil
+	case <-h.synced:
+	}
+	if err := stream.SendHeader(metadata.Pairs(identityv1.SyncedHeader, "true")); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+// TestDestinationsFreshOnHeader: the cache is not fresh before the CA says
+// its informers synced, and is at once after, though nothing was dialled.
+func TestDestinationsFreshOnHeader(t *testing.T) {
+	h := &headerFirst{synced: make(chan struct{})}
+	_, addr := serve(t, h)
+	opened := make(chan struct{}, 1)
+	d, err := proxy.NewDestinations(proxy.DestinationsConfig{
+		Open: open(addr, opened),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-opened
+	if st := d.Status(); st.Fresh || st.Connected || !st.LastUpdate.IsZero() {
+		t.Fatalf("before the header: %+v, want neither fresh nor connected", st)
+	}
+	close(h.synced)
+	deadline := time.Now().Add(5 * time.Second)
+	for !d.Status().Fresh {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the header: %+v, want fresh", d.Status())
+		}
+		time.Sleep(5 * time.Millisecond) // polling for a condition the stream sets
+	}
+	if st := d.Status(); !st.Connected || st.LastUpdate.IsZero() || st.Addresses != 0 {
+		t.Errorf("after the header: %+v, want connected, updated, following nothing", st)
+	}
+}

@@ -52,8 +52,12 @@ type Config struct {
 	// CAID is the identity the CA must present. Required.
 	CAID spiffeid.ID
 	// TokenFile holds the service-account token; it is read again for every
-	// request, as kubelet rotates it. Required.
+	// request, as kubelet rotates it. Required unless External is set.
 	TokenFile string
+	// External makes the proxy an ExternalWorkload's (external.go): no
+	// service-account token, a join token and a state dir instead; nil
+	// means a pod's proxy.
+	External *External
 	// BundleFile holds the PEM trust anchors. Required: it is how the proxy
 	// trusts the CA before the CA can tell it anything.
 	BundleFile string
@@ -119,7 +123,12 @@ func (c *Config) Validate() error {
 	if c.CAID.IsZero() {
 		errs = append(errs, errors.New("the CA's SPIFFE ID is required (--ca-id)"))
 	}
-	if c.TokenFile == "" {
+	switch {
+	case c.External != nil && c.TokenFile != "":
+		errs = append(errs, errors.New("--external-workload needs no service-account token: drop --token-file"))
+	case c.External != nil:
+		errs = append(errs, c.External.validate()...)
+	case c.TokenFile == "":
 		errs = append(errs, errors.New("a service-account token file is required (--token-file)"))
 	}
 	if c.BundleFile == "" {
@@ -185,7 +194,10 @@ type Proxy struct {
 	// is not loaded twice.
 	lastPolicy atomic.Pointer[[]byte]
 	tlsCache   tlsConfigs
-	requests   requestLayer // ports with request rules (requests.go)
+	// dests is the discovery cache Run made; nil when not transparent or
+	// when Transparent.Destinations was given.
+	dests    *Destinations
+	requests requestLayer // ports with request rules (requests.go)
 }
 
 // New returns a Proxy, or an error if cfg is invalid.
@@ -255,10 +267,15 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	client := identityv1.NewIdentityClient(conn)
+	rc := rotation.RenewerConfig{Client: client, Token: p.readToken, Update: p.store.SetSVID}
+	if p.cfg.External != nil {
+		p.startExternal(&rc, client)
+	}
 	p.renewer, err = rotation.NewRenewer(rotation.RenewerConfig{
-		Client: client,
-		Token:  p.readToken,
-		Update: p.store.SetSVID,
+		Client: rc.Client,
+		Token:  rc.Token,
+		Obtain: rc.Obtain,
+		Update: rc.Update,
 		Skew:   func(d time.Duration) { p.metrics.skew.Set(d.Seconds()) },
 		Check: func(i *rotation.Issued) error {
 			_, _, err := x509svid.Verify(i.SVID.Certificates, p.store, x509svid.WithTime(p.cfg.Clock.Now()))
@@ -298,7 +315,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		t.Destinations = dests
+		t.Destinations, p.dests = dests, dests
 		p.metrics.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "meshid_proxy_discovery_connected", Help: "1 while the CA's discovery stream is up and answering, else 0.",
 		}, func() float64 {

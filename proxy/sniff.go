@@ -10,12 +10,14 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/meshid/meshid/sidecar"
 )
 
 // ALPN is the application protocol meshid-proxy offers when it originates
 // mTLS: a transparent inbound listener tells a meshid peer from an app's
-// own TLS by it.
-const ALPN = "meshid/1"
+// own TLS by it (sidecar.ALPN).
+const ALPN = sidecar.ALPN
 
 // Kinds of inbound traffic, as sniff tells them apart.
 const (

@@ -43,9 +43,15 @@ type Transparent struct {
 	// Node is the address probes come from (the pod's status.hostIP); the
 	// zero value admits no probe.
 	Node netip.Addr
+	// RedirectStateFile is where meshid-init wrote what it programmed and
+	// read back (redirect.WriteState), shown on /identity; empty means the
+	// redirect's state is unknown.
+	RedirectStateFile string
 	// DetectTimeout is how long an inbound connection may take to send its
 	// first bytes before it is taken as plain (a protocol where the server
-	// speaks first); 0 means 1 s.
+	// speaks first), on a port whose mode admits plain
+	// (all-unauthenticated); elsewhere it is the handshake timeout. 0 means
+	// 1 s.
 	DetectTimeout time.Duration
 }
 
@@ -225,7 +231,14 @@ func (p *Proxy) setUpTransparentInbound(ctx context.Context, c net.Conn) (appCon
 	n := int(dst.Port())
 	log = log.With("port", n)
 	_ = c.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	kind, replay, err := sniff(c, p.cfg.Transparent.DetectTimeout)
+	wait := p.cfg.Transparent.DetectTimeout
+	if p.policy.Load().For(n).Mode != policy.AllUnauthenticated {
+		// Plain is refused on this port anyway (a probe speaks at once):
+		// a meshed peer slow to send its ClientHello (a busy proxy) gets
+		// the whole handshake timeout, not taken for plain after DetectTimeout.
+		wait = p.cfg.HandshakeTimeout
+	}
+	kind, replay, err := sniff(c, wait)
 	if err != nil {
 		p.metrics.handshake.WithLabelValues(dir, reasonNoData).Inc()
 		log.Debug("connection closed before sending anything", "error", err.Error())

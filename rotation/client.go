@@ -49,6 +49,43 @@ func (i *Issued) Certificate() *tls.Certificate {
 // checks that what comes back is an X.509-SVID for that key; a renew_after
 // before now or after the leaf's end is replaced by one of its own.
 func Certify(ctx context.Context, c identityv1.IdentityClient, token string, now time.Time) (*Issued, error) {
+	return issue(now, func(csr []byte) (*identityv1.CertifyResponse, error) {
+		resp, err := c.Certify(ctx, &identityv1.CertifyRequest{Csr: csr, Token: token})
+		if err != nil {
+			return nil, fmt.Errorf("rotation: certify: %w", err)
+		}
+		return resp, nil
+	})
+}
+
+// JoinExternal is Certify for the ExternalWorkload ns/name, with its
+// one-time join token.
+func JoinExternal(ctx context.Context, c identityv1.IdentityClient, ns, name, token string, now time.Time) (*Issued, error) {
+	return issue(now, func(csr []byte) (*identityv1.CertifyResponse, error) {
+		resp, err := c.JoinExternal(ctx, &identityv1.JoinExternalRequest{Namespace: ns, Name: name, Token: token, Csr: csr})
+		if err != nil {
+			return nil, fmt.Errorf("rotation: join as ExternalWorkload %s/%s: %w", ns, name, err)
+		}
+		return resp, nil
+	})
+}
+
+// RenewExternal is Certify for the ExternalWorkload name, over a
+// connection c that presents its current certificate (DialCA with
+// WithClientCertificate).
+func RenewExternal(ctx context.Context, c identityv1.IdentityClient, name string, now time.Time) (*Issued, error) {
+	return issue(now, func(csr []byte) (*identityv1.CertifyResponse, error) {
+		resp, err := c.RenewExternal(ctx, &identityv1.RenewExternalRequest{Name: name, Csr: csr})
+		if err != nil {
+			return nil, fmt.Errorf("rotation: renew as ExternalWorkload %s: %w", name, err)
+		}
+		return resp, nil
+	})
+}
+
+// issue makes a fresh key and its CSR, has call ask for the certificate,
+// and checks the answer.
+func issue(now time.Time, call func(csr []byte) (*identityv1.CertifyResponse, error)) (*Issued, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("rotation: generate key: %w", err)
@@ -57,9 +94,9 @@ func Certify(ctx context.Context, c identityv1.IdentityClient, token string, now
 	if err != nil {
 		return nil, fmt.Errorf("rotation: create CSR: %w", err)
 	}
-	resp, err := c.Certify(ctx, &identityv1.CertifyRequest{Csr: csr, Token: token})
+	resp, err := call(csr)
 	if err != nil {
-		return nil, fmt.Errorf("rotation: certify: %w", err)
+		return nil, err
 	}
 	der := append([][]byte{resp.GetLeaf()}, resp.GetIntermediates()...)
 	var raw []byte

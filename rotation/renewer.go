@@ -23,11 +23,16 @@ const (
 
 // RenewerConfig configures a Renewer.
 type RenewerConfig struct {
-	// Client talks to the CA. Required.
+	// Client talks to the CA. Required unless Obtain is set.
 	Client identityv1.IdentityClient
 	// Token returns the service-account token; it is called before every
-	// request, so a token file rotated by kubelet is read again. Required.
+	// request, so a token file rotated by kubelet is read again. Required
+	// unless Obtain is set.
 	Token func() (string, error)
+	// Obtain, when set, gets each certificate instead of Certify with
+	// Client and Token (an external workload's join or renewal:
+	// JoinExternal, RenewExternal).
+	Obtain func(ctx context.Context, now time.Time) (*Issued, error)
 	// Update receives every new certificate. Required.
 	Update func(*Issued)
 	// Skew, if set, is told how far the CA's clock is ahead of ours
@@ -62,8 +67,8 @@ type Renewer struct {
 
 // NewRenewer returns a Renewer, or an error if cfg is incomplete.
 func NewRenewer(cfg RenewerConfig) (*Renewer, error) {
-	if cfg.Client == nil || cfg.Token == nil || cfg.Update == nil {
-		return nil, errors.New("rotation: RenewerConfig needs Client, Token and Update")
+	if (cfg.Obtain == nil && (cfg.Client == nil || cfg.Token == nil)) || cfg.Update == nil {
+		return nil, errors.New("rotation: RenewerConfig needs Client and Token (or Obtain), and Update")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
@@ -123,13 +128,9 @@ func (r *Renewer) Run(ctx context.Context) error {
 }
 
 func (r *Renewer) attempt(ctx context.Context) (*Issued, error) {
-	token, err := r.cfg.Token()
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
 	defer cancel()
-	got, err := Certify(ctx, r.cfg.Client, token, r.cfg.Clock.Now())
+	got, err := r.obtain(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -153,4 +154,15 @@ func (r *Renewer) attempt(ctx context.Context) (*Issued, error) {
 		got.RenewAfter = issuer.RenewAt(now, leaf.NotAfter, rand.Float64())
 	}
 	return got, nil
+}
+
+func (r *Renewer) obtain(ctx context.Context) (*Issued, error) {
+	if r.cfg.Obtain != nil {
+		return r.cfg.Obtain(ctx, r.cfg.Clock.Now())
+	}
+	token, err := r.cfg.Token()
+	if err != nil {
+		return nil, err
+	}
+	return Certify(ctx, r.cfg.Client, token, r.cfg.Clock.Now())
 }

@@ -26,3 +26,9 @@ const (
 	// its connections (they would loop).
 	ProxyUID = 65532
 )
+
+// ALPN is the application protocol meshid-proxy offers when it originates
+// mTLS: a transparent inbound listener tells a meshid peer from an app's
+// own TLS by it, so any client of a transparent pod's port that means to
+// be taken for a meshed peer (meshid verify) offers it too.
+const ALPN = "meshid/1"

@@ -56,6 +56,9 @@ type Options struct {
 	// Webhook renders meshid-webhook, the AuthorizationPolicy CRD and the
 	// CA's policy serving; nil renders none of them.
 	Webhook *Webhook
+	// External renders the ExternalWorkload CRD and has meshid-ca serve
+	// external workloads (external.go); nil renders neither.
+	External *External
 }
 
 func (o *Options) defaults() error {
@@ -127,6 +130,13 @@ func Render(o Options) ([]runtime.Object, error) {
 		}
 		objs = append(objs, wh...)
 	}
+	if o.External != nil {
+		ext, err := externalObjects()
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, ext...)
+	}
 	return objs, nil
 }
 
@@ -153,6 +163,9 @@ func Args(o Options) []string {
 		// meshid-webhook's account may rewrite every pod; no workload runs
 		// as it, and none gets a certificate for it.
 		args = append(args, "--watch-policies", "--discovery", "--reserved-service-accounts="+o.Namespace+"/"+WebhookName)
+	}
+	if o.External != nil {
+		args = append(args, externalArgs(o.External)...)
 	}
 	return args
 }

@@ -62,6 +62,9 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: CAName}, Subjects: subject},
 	}
 	fleetReport := fmt.Sprintf("object.metadata.name.startsWith(%q) && %s", fleet.ConfigMapPrefix, labelIs("object", fleet.Label, "true"))
+	if o.External != nil {
+		objs = append(objs, externalPolicy(o, meta("").Labels)...)
+	}
 	return append(objs, writesPolicy(CAWritesPolicy(o.Namespace), meta("").Labels, ServiceAccountUser(o.Namespace, CAName),
 		[]string{"configmaps"},
 		admissionregistrationv1.Validation{Expression: fleetReport,
@@ -72,7 +75,8 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 // caClusterRules: TokenReviews always; with the webhook (whose injected
 // pods are transparent), watching the AuthorizationPolicies, reading the
 // pod a proxy names, and watching pods, Services and EndpointSlices for
-// discovery (--discovery: who is behind an address).
+// discovery (--discovery: who is behind an address); with External, reading
+// ExternalWorkloads and writing their status (external.go).
 func caClusterRules(o Options) []rbacv1.PolicyRule {
 	rules := []rbacv1.PolicyRule{{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}}
 	if o.Webhook != nil {
@@ -81,6 +85,9 @@ func caClusterRules(o Options) []rbacv1.PolicyRule {
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
 			rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}})
+	}
+	if o.External != nil {
+		rules = append(rules, externalRules()...)
 	}
 	return rules
 }

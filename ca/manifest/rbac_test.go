@@ -24,6 +24,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	}{
 		{"ca alone", func(*manifest.Options) {}},
 		{"with the webhook", func(o *manifest.Options) { o.Webhook = webhook }},
+		{"with external workloads", func(o *manifest.Options) { o.External = &manifest.External{} }},
 		{"with the webhook and cert-manager", func(o *manifest.Options) {
 			o.Webhook, o.IssuerCertPEM, o.IssuerKeyPEM = webhook, nil, nil
 			o.CertManager = &manifest.CertManager{AnchorCertPEM: []byte("a"), AnchorKeyPEM: []byte("k")}

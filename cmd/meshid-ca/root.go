@@ -33,6 +33,8 @@ type options struct {
 	trustDomain                    string
 	audience                       string
 	leafTTL                        time.Duration
+	externalLeafTTL                time.Duration
+	externalWorkloads              bool
 	backdate                       time.Duration
 	tokenCacheTTL                  time.Duration
 	allowMultiAudience             bool
@@ -79,6 +81,7 @@ func (o *options) config() (ca.Config, error) {
 		Listen: o.listen, AdminListen: o.adminListen, AdminExtra: cli.ProfilingHandlers(o.profiling),
 		MaxConnectionsPerCaller: o.maxConns, MaxCallsPerCaller: o.maxCalls, MaxStreamsPerCaller: o.maxStreams, DNSNames: dns,
 		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies, Discovery: o.discovery,
+		ExternalWorkloads: o.externalWorkloads, ExternalLeafTTL: o.externalLeafTTL,
 		MaxFleetInstancesPerIdentity: o.fleetPerIdentity, MaxFleetInstances: o.fleetMax,
 	}
 	if o.issuerKey != "" {
@@ -164,6 +167,8 @@ trust domain's SPIFFE bundle endpoint there, for federated trust domains
 	fs.DurationVar(&o.fleetInterval, "fleet-report-interval", 5*time.Second, "how often this replica publishes what it has in force, the updates it refused and the proxies it serves to ConfigMap meshid-fleet-REPLICA (meshid check and rotate-anchor read it); negative disables")
 	fs.IntVar(&o.fleetPerIdentity, "max-fleet-instances-per-identity", fleet.DefaultMaxPerIdentity, "proxy instances of one SPIFFE ID this replica keeps status reports of; a new one beyond it is refused (RESOURCE_EXHAUSTED) and holds anchor rotation back (-1: no limit)")
 	fs.IntVar(&o.fleetMax, "max-fleet-instances", fleet.DefaultMaxInstances, "proxy instances this replica keeps status reports of, in all; a new one beyond it is refused and holds anchor rotation back. The fleet ConfigMap must stay under 1 MiB: 1,500 proxies with SPIFFE IDs of 250 characters fit, about 2,000 with IDs of 50 (-1: no limit)")
+	fs.BoolVar(&o.externalWorkloads, "external-workloads", false, "serve JoinExternal and RenewExternal to machines outside the cluster (ExternalWorkload, meshid.dev/v1alpha1; meshid workload join); needs get on externalworkloads and update on their status")
+	fs.DurationVar(&o.externalLeafTTL, "external-leaf-ttl", ca.DefaultExternalLeafTTL, "lifetime of an external workload's certificate: a deleted or revoked ExternalWorkload keeps its last one until it expires")
 	fs.BoolVar(&o.watchPolicies, "watch-policies", false, "serve AuthorizationPolicies (meshid.dev/v1alpha1) to proxies over WatchPolicy; needs list/watch on them and get on pods")
 	fs.BoolVar(&o.discovery, "discovery", false, "serve WatchDestinations to transparent proxies (who is behind an address); needs list/watch on pods, services and endpointslices")
 	o.federation.addFlags(fs)

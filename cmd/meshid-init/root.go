@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +19,7 @@ type options struct {
 	inboundPort, outboundPort, adminPort uint16
 	proxyUID                             uint32
 	skipInbound, skipOutbound, skipCIDRs string
+	stateFile                            string
 	remove, dryRun                       bool
 }
 
@@ -56,8 +60,16 @@ the same rules (the table is replaced in one transaction); --remove deletes
 the table. It needs CAP_NET_ADMIN and nothing else; no nft or iptables
 binary is used.
 
+After programming, it reads the table back through netlink and compares it,
+rule by rule, with what it meant to program; a difference fails (the pod
+does not start half-redirected). With --state-file it writes what it
+programmed and read back (ports, skipped ports and CIDRs, rules, present and
+matching) as JSON: the proxy, which has no capability and so cannot read
+nftables itself, shows that file on /identity.
+
 ` + cli.ExitCodes),
 		Example: `  meshid-init --skip-inbound-ports 9100 --skip-outbound-cidrs 169.254.169.254/32
+  meshid-init --state-file /var/run/meshid/redirect/state.json
   meshid-init --dry-run
   meshid-init --remove`,
 		Args: cli.NoArgs,
@@ -75,6 +87,7 @@ binary is used.
 	fs.StringVar(&o.skipInbound, "skip-inbound-ports", "", "comma-separated ports that reach the app directly, in plain")
 	fs.StringVar(&o.skipOutbound, "skip-outbound-ports", "", "comma-separated destination ports that bypass the proxy")
 	fs.StringVar(&o.skipCIDRs, "skip-outbound-cidrs", "", "comma-separated destination CIDRs that bypass the proxy")
+	fs.StringVar(&o.stateFile, "state-file", "", "write what was programmed and read back here (JSON, for meshid-proxy --redirect-state-file)")
 	fs.BoolVar(&o.remove, "remove", false, "delete the rule set instead")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the rules and change nothing")
 	cli.Setup(cmd)
@@ -97,12 +110,26 @@ func run(_ context.Context, o *options, cmd *cobra.Command) error {
 		if err := redirect.Remove(); err != nil {
 			return fmt.Errorf("meshid-init: %w", err)
 		}
+		if o.stateFile != "" {
+			if err := os.Remove(o.stateFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("meshid-init: %w", err)
+			}
+		}
 		fmt.Fprintf(out, "removed table inet %s\n", redirect.Table)
 		return nil
 	}
 	if err := redirect.Apply(cfg); err != nil {
 		return fmt.Errorf("meshid-init: %w", err)
 	}
-	fmt.Fprintf(out, "programmed table inet %s: %d rules\n", redirect.Table, len(redirect.Rules(cfg)))
+	verr := redirect.Verify(cfg)
+	if o.stateFile != "" {
+		if err := redirect.WriteState(o.stateFile, redirect.NewState(cfg, verr, time.Now())); err != nil {
+			return fmt.Errorf("meshid-init: --state-file: %w", err)
+		}
+	}
+	if verr != nil {
+		return fmt.Errorf("meshid-init: the table read back differs from what was programmed: %w", verr)
+	}
+	fmt.Fprintf(out, "programmed table inet %s: %d rules, read back and matching\n", redirect.Table, len(redirect.Rules(cfg)))
 	return nil
 }

@@ -33,9 +33,12 @@ type options struct {
 	pod                      string
 	transparent              bool
 	egress, nodeIP           string
+	redirectState            string
 	probes                   []string
 	workloadAPI, adminListen string
 	workloadAPIAllow         []string
+	external, joinTokenFile  string
+	stateDir                 string
 	profiling                bool
 	log                      cli.LogOptions
 }
@@ -56,6 +59,15 @@ func (o *options) config() (proxy.Config, error) {
 	if cfg.CAID, err = cli.CAID(o.caID, td); err != nil {
 		return proxy.Config{}, err
 	}
+	if o.external != "" {
+		ns, name, _ := strings.Cut(o.external, "/")
+		cfg.External = &proxy.External{Namespace: ns, Name: name, JoinTokenFile: o.joinTokenFile, StateDir: o.stateDir}
+		if o.tokenFile == defaultTokenFile {
+			cfg.TokenFile = "" // the pod's default; an external workload has none
+		}
+	} else if o.joinTokenFile != "" {
+		return proxy.Config{}, cli.Usagef("--join-token-file needs --external-workload NAMESPACE/NAME")
+	}
 	if o.workloadAPI != "" {
 		path, ok := strings.CutPrefix(o.workloadAPI, "unix://")
 		if !ok || path == "" {
@@ -71,7 +83,7 @@ func (o *options) config() (proxy.Config, error) {
 		cfg.WorkloadAPIAllow = append(cfg.WorkloadAPIAllow, a)
 	}
 	if o.transparent {
-		t := &proxy.Transparent{Egress: proxy.Egress(o.egress)}
+		t := &proxy.Transparent{Egress: proxy.Egress(o.egress), RedirectStateFile: o.redirectState}
 		if o.nodeIP != "" {
 			if t.Node, err = netip.ParseAddr(o.nodeIP); err != nil {
 				return proxy.Config{}, cli.Usagef("--node-ip %q: want an IP address (the downward API's status.hostIP)", o.nodeIP)
@@ -86,8 +98,8 @@ func (o *options) config() (proxy.Config, error) {
 			t.Probes = append(t.Probes, proxy.Probe{Port: n, Path: path})
 		}
 		cfg.Transparent = t
-	} else if o.egress != "" || len(o.probes) > 0 {
-		return proxy.Config{}, cli.Usagef("--egress and --probe need --transparent")
+	} else if o.egress != "" || len(o.probes) > 0 || o.redirectState != "" {
+		return proxy.Config{}, cli.Usagef("--egress, --probe and --redirect-state-file need --transparent")
 	}
 	for _, s := range o.inbound {
 		listen, app, ok := strings.Cut(s, "=")
@@ -120,6 +132,9 @@ func (o *options) config() (proxy.Config, error) {
 	return cfg, nil
 }
 
+// defaultTokenFile is where the injected sidecar's projected token is.
+const defaultTokenFile = "/var/run/secrets/meshid/token"
+
 func newRootCommand(run func(ctx context.Context, o *options, cmd *cobra.Command) error) *cobra.Command {
 	o := &options{}
 	cmd := &cobra.Command{
@@ -145,13 +160,22 @@ the trust bundle current from --trust-bundle-file and the CA's stream.
                               others get PERMISSION_DENIED. path and sha256
                               need root or CAP_SYS_PTRACE to read another
                               user's /proc/PID/exe
+  --external-workload NS/NAME run on a machine outside the cluster as that
+                              ExternalWorkload: the first certificate comes
+                              from --join-token-file (meshid workload join),
+                              renewals are proved by the current certificate
+                              (mTLS), and both key and certificate are kept in
+                              --state-dir; no service-account token
   --transparent               serve the listeners meshid-init redirects the
                               pod's TCP to (:15006 inbound, 127.0.0.1:15001
                               outbound): mTLS to and from every meshed pod,
                               the peer's identity from the CA's discovery
                               stream, plain to unmeshed destinations unless
                               --egress deny-unmeshed; --probe PORT=PATH admits
-                              the kubelet's plain probes from --node-ip
+                              the kubelet's plain probes from --node-ip;
+                              --redirect-state-file shows on /identity what
+                              meshid-init programmed and read back (the proxy
+                              cannot read nftables: that takes NET_ADMIN)
 
 The policy file (YAML, re-read every --poll-interval; a bad version is refused
 and the last good one stays) sets a mode per inbound listen port - deny,
@@ -167,7 +191,9 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
     - namespace: monitoring
     - pattern: spiffe://cluster.local/ns/*/sa/prometheus
 
-/metrics, /ready (a valid certificate is held), /live and /identity are on
+/metrics, /ready (a valid certificate is held and, with --transparent, the
+CA's discovery stream has synced and is not stale), /live and /identity (the
+certificate, bundle, policy, redirect and discovery state) are on
 --admin-listen.
 
 ` + cli.ExitCodes),
@@ -186,7 +212,10 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringVar(&o.ca, "ca", "meshid-ca.meshid.svc:8443", "meshid-ca gRPC address, or several replicas' addresses separated by commas (used round-robin, with failover)")
 	cli.AddCAIDFlag(fs, &o.caID)
 	fs.StringVar(&o.trustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain")
-	fs.StringVar(&o.tokenFile, "token-file", "/var/run/secrets/meshid/token", "projected service-account token (audience identity.meshid.dev), re-read for every request")
+	fs.StringVar(&o.tokenFile, "token-file", defaultTokenFile, "projected service-account token (audience identity.meshid.dev), re-read for every request")
+	fs.StringVar(&o.external, "external-workload", "", "NAMESPACE/NAME: run outside the cluster as this ExternalWorkload, with --join-token-file and --state-dir instead of a service-account token")
+	fs.StringVar(&o.joinTokenFile, "join-token-file", "", "with --external-workload: the one-time join token meshid workload join printed; read when no valid certificate is held")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/meshid-proxy", "with --external-workload: where the key (0600) and certificate are kept across restarts")
 	fs.StringVar(&o.bundleFile, "trust-bundle-file", "/var/run/meshid/ca-bundle.crt", "PEM trust anchors; re-read for changes")
 	fs.StringArrayVar(&o.inbound, "inbound", nil, "LISTEN=APP_ADDR (repeatable)")
 	fs.StringArrayVar(&o.outbound, "outbound", nil, "LISTEN=TARGET[,id=SPIFFE_ID] (repeatable)")
@@ -197,6 +226,7 @@ all-authenticated, cluster-authenticated, all-unauthenticated - and allow rules:
 	fs.StringVar(&o.egress, "egress", "", "with --transparent: allow-unmeshed (default: plain to destinations outside the mesh) or deny-unmeshed")
 	fs.StringArrayVar(&o.probes, "probe", nil, "with --transparent: PORT=PATH of an HTTP probe the kubelet may make in plain from --node-ip (repeatable)")
 	fs.StringVar(&o.nodeIP, "node-ip", os.Getenv("HOST_IP"), "with --transparent: the node's address, where probes come from (default $HOST_IP)")
+	fs.StringVar(&o.redirectState, "redirect-state-file", "", "with --transparent: meshid-init's --state-file, shown on /identity")
 	fs.StringVar(&o.defaultMode, "default-mode", "", "mode of every inbound port when there is no --policy (default deny)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "how often the bundle and policy files are checked for changes")
 	fs.StringVar(&o.workloadAPI, "workload-api", "", "serve the SPIFFE Workload API on unix:///PATH")

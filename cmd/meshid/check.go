@@ -40,7 +40,10 @@ problem that names the command to run:
     and the anchor Secret;
   - the webhook's certificates, the meshid-ca Deployment's ready replicas;
   - the proxies the replicas report (summarised when many; -o json lists
-    all), and with --proxies the live certificate of each one asked.
+    all), and with --proxies the live certificate of each one asked, its
+    mode (transparent or explicit) and, when transparent, whether its pod's
+    redirect is present and matching and its destinations fresh (a problem
+    row when not).
 The headline is the time to outage: the earliest expiry of what is in use.
 
 Warnings exit 0 unless --fail-on-warning; failures exit 1, preflight ones
@@ -56,7 +59,7 @@ changes (with -o json, the whole report as one JSON line).
 	}
 	fs := cmd.Flags()
 	addCheckedFlags(fs, o)
-	fs.StringSliceVar(&o.Proxies, "proxies", nil, "admin addresses (host:port) of proxies whose live certificate to check")
+	fs.StringSliceVar(&o.Proxies, "proxies", nil, "admin addresses (host:port) of proxies whose live certificate, redirect and discovery to check")
 	fs.BoolVar(&o.FailOnWarning, "fail-on-warning", false, "exit 1 on warnings too")
 	fs.BoolVar(&o.Watch, "watch", false, "keep checking; print a line when something changes")
 	fs.DurationVar(&o.Interval, "interval", 30*time.Second, "time between checks with --watch")

@@ -78,6 +78,8 @@ not match.
 	fs.BoolVar(&o.Webhook, "webhook", true, "also install meshid-webhook (sidecar injection, AuthorizationPolicy validation), the AuthorizationPolicy CRD, and have meshid-ca serve policies")
 	fs.StringVar(&o.WebhookImage, "webhook-image", image("meshid-webhook"), "meshid-webhook container image"+imageNote)
 	fs.StringVar(&o.ProxyImage, "proxy-image", image("meshid-proxy"), "meshid-proxy image the webhook injects"+imageNote)
+	fs.BoolVar(&o.External, "external-workloads", false, "also install the ExternalWorkload CRD and have meshid-ca serve workloads outside the cluster (meshid workload join); see docs/expansion.md")
+	fs.DurationVar(&o.ExternalLeafTTL, "external-leaf-ttl", 0, "with --external-workloads: an external workload's certificate lifetime (default meshid-ca's, 1h)")
 	fs.BoolVar(&o.PrometheusOperator, "prometheus-operator", false, "render the alerts as a PrometheusRule (needs the Prometheus Operator's CRDs)")
 	fs.BoolVar(&o.Apply, "apply", false, "apply with server-side apply instead of printing")
 	o.Cluster.AddFlags(fs)

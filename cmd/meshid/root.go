@@ -16,6 +16,7 @@ import (
 	"github.com/meshid/meshid/cmd/meshid/internal/inspect"
 	"github.com/meshid/meshid/cmd/meshid/internal/install"
 	"github.com/meshid/meshid/cmd/meshid/internal/verify"
+	"github.com/meshid/meshid/cmd/meshid/internal/workload"
 )
 
 // newRootCommand builds meshid. connect builds the Kubernetes clients of
@@ -45,8 +46,9 @@ when piped or with NO_COLOR set. Shell completion: meshid completion bash|zsh|fi
 		newVerifyCommand(connect, verify.Run),
 		newInstallCommand(connect, install.Run),
 		newRotateCommand(connect, anchor.Run),
-		newDashboardCommand(connect, dashboard.Run),          // issue 22
-		newPolicyCommand(connect, explain.Run, explain.List), // issue 19
+		newDashboardCommand(connect, dashboard.Run),                                // issue 22
+		newWorkloadCommand(connect, workload.Join, workload.Revoke, workload.List), // issue 21
+		newPolicyCommand(connect, explain.Run, explain.List),                       // issue 19
 	)
 	cli.Setup(cmd)
 	return cmd

@@ -27,6 +27,11 @@ server accepted us: a policy refusal is reported as such, not as a network
 error, and a server that does not ask for a client certificate is reported
 as plain TLS, not mTLS.
 
+A transparent pod (injected, meshid-init redirecting its TCP) is verified on
+its app's own port, POD_IP:PORT: verify offers meshid's ALPN (meshid/1), as
+a meshed peer's proxy does, so the pod's proxy terminates the mTLS and
+applies that port's policy; the ALPN line says when the server chose it.
+
 Connect as a service account with --as NAMESPACE/NAME (verify gets a token
 with the TokenRequest API and a certificate from meshid-ca at --ca, as a
 workload would), or with a certificate you have (--cert, --key). The trust
@@ -38,7 +43,8 @@ Exit 1 when the server's certificate does not verify, the server refused us
 or did not ask for a client certificate, or --expect-id does not match.
 
 ` + cli.ExitCodes),
-		Example: `  meshid verify 10.0.3.7:8443 --as shop/web --ca 127.0.0.1:8443 --expect-id spiffe://cluster.local/ns/shop/sa/db
+		Example: `  meshid verify 10.0.3.7:8080 --as shop/web --ca 127.0.0.1:8443   # a transparent pod's app port
+  meshid verify 10.0.3.7:8443 --as shop/web --ca 127.0.0.1:8443 --expect-id spiffe://cluster.local/ns/shop/sa/db
   meshid verify db.shop.svc:8443 --cert svid.pem --key svid.key --trust-bundle-file ca-bundle.crt`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {

@@ -7,10 +7,10 @@
 // check`, metrics and the time to outage.
 //
 // An upstream (step-ca in upstream/stepca, a cert-manager CertificateRequest
-// next) only transports the CSR and the answer; the key comes from a
-// KeySource (memory by default; an HSM key is a crypto.Signer too), and the
-// result is an issuer.KeyPair, so the CA's trust store applies every check
-// it applies to any issuer.
+// in upstream/certmanager) only transports the CSR and the answer; the key
+// comes from a KeySource (memory by default; an HSM key is a crypto.Signer
+// too), and the result is an issuer.KeyPair, so the CA's trust store applies
+// every check it applies to any issuer.
 //
 // upstream imports issuer and shared nouns; it must not import ca/, proxy/,
 // webhooks/ or rotation/.

@@ -253,3 +253,45 @@ func rules(t *testing.T, n *netns) [][]string {
 	}
 	return out
 }
+
+// TestVerifyInNetns reads the programmed table back: it matches the rule
+// set it was programmed from, not another one; a table missing or changed
+// behind meshid-init's back is said so.
+func TestVerifyInNetns(t *testing.T) {
+	pod := newNetns(t, "verify")
+	inPod := nftables.WithNetNSFd(pod.fd)
+	cfg := redirect.Config{SkipInboundPorts: []uint16{9100}, SkipOutboundCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	if err := redirect.Verify(cfg, inPod); !errors.Is(err, redirect.ErrMissing) {
+		t.Fatalf("Verify before Apply: %v, want ErrMissing", err)
+	}
+	if err := redirect.Apply(cfg, inPod); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if err := redirect.Verify(cfg, inPod); err != nil {
+		t.Fatalf("Verify after Apply: %v", err)
+	}
+	other := cfg
+	other.SkipInboundPorts = []uint16{9200}
+	if err := redirect.Verify(other, inPod); err == nil || errors.Is(err, redirect.ErrMissing) {
+		t.Errorf("Verify of another rule set: %v, want a difference", err)
+	}
+	// Someone flushes a chain (nft flush chain inet meshid output).
+	c, err := nftables.New(inPod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := &nftables.Table{Name: redirect.Table, Family: nftables.TableFamilyINet}
+	c.FlushChain(&nftables.Chain{Name: redirect.Output, Table: table})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := redirect.Verify(cfg, inPod); err == nil || !strings.Contains(err.Error(), "chain output holds 0 rules") {
+		t.Errorf("Verify after a flush: %v, want the emptied chain named", err)
+	}
+	if err := redirect.Remove(inPod); err != nil {
+		t.Fatal(err)
+	}
+	if err := redirect.Verify(cfg, inPod); !errors.Is(err, redirect.ErrMissing) {
+		t.Errorf("Verify after Remove: %v, want ErrMissing", err)
+	}
+}

@@ -1,6 +1,8 @@
 package redirect
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -56,6 +58,87 @@ func Remove(opts ...nftables.ConnOption) error {
 		return fmt.Errorf("redirect: remove nftables table %s: %w", Table, err)
 	}
 	return nil
+}
+
+// Verify reads the namespace's meshid table back through netlink and
+// compares it with the rule set of cfg: the chains' hooks and priorities,
+// and every rule, expression by expression, as the kernel holds it. It
+// returns ErrMissing when there is no table, and an error naming the first
+// difference otherwise. Reading needs CAP_NET_ADMIN, as programming does.
+func Verify(cfg Config, opts ...nftables.ConnOption) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("redirect: netlink: %w", err)
+	}
+	t, err := c.ListTableOfFamily(Table, nftables.TableFamilyINet)
+	if errors.Is(err, unix.ENOENT) {
+		return ErrMissing
+	}
+	if err != nil {
+		return fmt.Errorf("redirect: read table inet %s: %w", Table, err)
+	}
+	want := map[string][]Rule{}
+	for _, r := range Rules(cfg) {
+		want[r.Chain] = append(want[r.Chain], r)
+	}
+	hooks := map[string]*nftables.ChainHook{Prerouting: nftables.ChainHookPrerouting, Output: nftables.ChainHookOutput}
+	for _, name := range []string{Prerouting, Output} {
+		ch, err := c.ListChain(t, name)
+		if err != nil {
+			return fmt.Errorf("redirect: table inet %s has no chain %s: %w", Table, name, err)
+		}
+		if ch.Type != nftables.ChainTypeNAT || ch.Hooknum == nil || *ch.Hooknum != *hooks[name] || ch.Priority == nil || *ch.Priority != *nftables.ChainPriorityNATDest {
+			return fmt.Errorf("redirect: chain %s of table inet %s is not a nat chain on its hook at dstnat priority", name, Table)
+		}
+		got, err := c.GetRules(t, ch)
+		if err != nil {
+			return fmt.Errorf("redirect: read the rules of chain %s: %w", name, err)
+		}
+		if len(got) != len(want[name]) {
+			return fmt.Errorf("redirect: chain %s holds %d rules, want %d", name, len(got), len(want[name]))
+		}
+		for i, r := range want[name] {
+			if !sameExprs(got[i].Exprs, r.exprs()) {
+				return fmt.Errorf("redirect: rule %d of chain %s differs from %q", i+1, name, r.String())
+			}
+		}
+	}
+	return nil
+}
+
+// sameExprs compares expressions by their netlink encoding, the form the
+// kernel keeps, once canonical.
+func sameExprs(a, b []expr.Any) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, errx := expr.Marshal(byte(nftables.TableFamilyINet), canonical(a[i]))
+		y, erry := expr.Marshal(byte(nftables.TableFamilyINet), canonical(b[i]))
+		if errx != nil || erry != nil || !bytes.Equal(x, y) {
+			return false
+		}
+	}
+	return true
+}
+
+// canonical is e as the kernel reports it: a redirect to one port has that
+// port as its upper bound too, and says a port was given
+// (NF_NAT_RANGE_PROTO_SPECIFIED).
+func canonical(e expr.Any) expr.Any {
+	r, ok := e.(*expr.Redir)
+	if !ok || r.RegisterProtoMin == 0 {
+		return e
+	}
+	c := *r
+	if c.RegisterProtoMax == 0 {
+		c.RegisterProtoMax = c.RegisterProtoMin
+	}
+	c.Flags |= unix.NF_NAT_RANGE_PROTO_SPECIFIED
+	return &c
 }
 
 // exprs compiles r to nftables expressions, as nft(8) would.

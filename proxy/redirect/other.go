@@ -21,6 +21,9 @@ func Apply(Config) error { return errLinuxOnly }
 // Remove needs Linux.
 func Remove() error { return errLinuxOnly }
 
+// Verify needs Linux.
+func Verify(Config) error { return errLinuxOnly }
+
 // Conn is an accepted TCP connection (*net.TCPConn is one).
 type Conn interface {
 	syscall.Conn

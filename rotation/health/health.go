@@ -118,6 +118,25 @@ type Proxy struct {
 	Chain        []*x509.Certificate
 	BundleSHA256 string
 	Err          error
+	// Mode is "transparent" or "explicit"; empty when the proxy does not
+	// say (an older one).
+	Mode string
+	// Redirect is a transparent proxy's redirect as meshid-init read it
+	// back; Discovery its destination cache (nil: not reported).
+	Redirect  ProxyRedirect
+	Discovery *ProxyDiscovery
+}
+
+// ProxyRedirect is a transparent pod's nftables redirect.
+type ProxyRedirect struct {
+	Present, Matching bool
+	Problem           string
+}
+
+// ProxyDiscovery is a transparent proxy's destination cache.
+type ProxyDiscovery struct {
+	Fresh               bool
+	LastUpdate, BrokeAt time.Time
 }
 
 // Report is every row and the headline.

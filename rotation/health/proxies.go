@@ -192,5 +192,48 @@ func (c *checker) proxy(p Proxy) Row {
 		// Renewal is overdue: nothing renews it before it expires.
 		c.expires(row.Check, leaf.NotAfter)
 	}
+	c.interception(&row, p)
 	return row
+}
+
+// interception adds a proxy's mode to its row and fails a transparent one
+// whose redirect is missing or not the one meant, or whose destinations
+// are stale: its pod's traffic goes around the proxy, or is refused.
+func (c *checker) interception(row *Row, p Proxy) {
+	if p.Mode == "" {
+		return
+	}
+	var problem, hint string
+	switch {
+	case p.Mode != "transparent":
+	case !p.Redirect.Present:
+		problem = "transparent, but its pod's redirect is missing: " + p.Redirect.Problem
+		hint = "did meshid-init run (the pod's first init container)? see its log; its traffic is not redirected to the proxy"
+	case !p.Redirect.Matching:
+		problem = "transparent, but its pod's redirect is not the one meant: " + p.Redirect.Problem
+		hint = "see meshid-init's log; recreate the pod to program it again"
+	case p.Discovery != nil && !p.Discovery.Fresh:
+		problem = "transparent, but its destinations are stale: the CA's discovery stream has not synced"
+		if !p.Discovery.BrokeAt.IsZero() {
+			problem = "transparent, but its destinations are stale: the CA's discovery stream is down since " + stamp(p.Discovery.BrokeAt)
+		}
+		hint = "its outbound connections are refused: is meshid-ca running with --discovery, and reachable from the pod? see the proxy's log"
+	}
+	if problem != "" {
+		if row.Status != Fail {
+			row.Status, row.Detail, row.Hint = Fail, problem, hint
+		}
+		return
+	}
+	if row.Status != OK {
+		return
+	}
+	switch {
+	case p.Mode != "transparent":
+		row.Detail += "; explicit (no redirect)"
+	case p.Discovery != nil && !p.Discovery.LastUpdate.IsZero():
+		row.Detail += fmt.Sprintf("; transparent, redirect present and matching, destinations fresh (updated %s ago)", human(c.in.Now.Sub(p.Discovery.LastUpdate)))
+	default:
+		row.Detail += "; transparent, redirect present and matching"
+	}
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -81,7 +82,13 @@ const request = "GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 // NewConnection opens a connection to addr, makes one request and reads the
 // whole response: a new connection's cost through a proxy pair.
 func NewConnection(addr string) error {
-	c, err := net.Dial("tcp", addr)
+	return NewConnectionVia(func(_ context.Context, network, addr string) (net.Conn, error) { return net.Dial(network, addr) }, addr)
+}
+
+// NewConnectionVia is NewConnection over a connection from dial (from a
+// network namespace, say).
+func NewConnectionVia(dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string) error {
+	c, err := dial(context.Background(), "tcp", addr)
 	if err != nil {
 		return err
 	}

@@ -70,6 +70,13 @@ func (p Pinned) Start(dir, name, bin string, args ...string) (*Proc, error) {
 // PID is the process id (taskset execs the program, so it is the program's).
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
+// Attach is a Proc for a process something else started and stops (a
+// container of a test node): for RSS and Usage only, never Stop.
+func Attach(name string, pid int) *Proc {
+	proc, _ := os.FindProcess(pid) // never fails on Linux
+	return &Proc{Name: name, cmd: &exec.Cmd{Process: proc}, done: make(chan struct{})}
+}
+
 // Exited reports whether the process has ended, and how.
 func (p *Proc) Exited() (bool, error) {
 	select {

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -371,6 +373,41 @@ func TestTransparentMesh(t *testing.T) {
 			}
 		}
 	})
+	t.Run("/identity, meshid check --proxies and meshid verify see transparent pods", func(t *testing.T) {
+		doc := m.interception(b)
+		r := doc.Redirect
+		if !doc.Ready || r.Mode != "transparent" || !r.Present || !r.Matching || r.InboundPort != 15006 || r.OutboundPort != 15001 || r.Problem != "" {
+			t.Errorf("b's /identity: %+v, want ready, transparent, the table present and matching on 15006 and 15001", doc)
+		}
+		if d := doc.Discovery; d == nil || !d.Connected || !d.Fresh || d.LastUpdate.IsZero() {
+			t.Errorf("b's discovery on /identity: %+v, want connected, fresh, updated", d)
+		}
+		out := m.check(b)
+		if !regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+OK\s+.*` + regexp.QuoteMeta(podID(ns, "b")) + `, valid for .*; transparent, redirect present and matching, destinations fresh \(updated `).MatchString(out) {
+			t.Errorf("meshid check --proxies on b:\n%s", out)
+		}
+		bundleFile := filepath.Join(t.TempDir(), "bundle.pem")
+		if err := os.WriteFile(bundleFile, m.ca.anchor.CertPEM(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		verifyAs := func(sa string) (string, int) {
+			// b's app port, 8080: the proxy's transparent listener answers.
+			return meshid(t, "", "verify", m.forward(bAddr), "--kubeconfig", need(t).cluster.Kubeconfig, "--as", ns+"/"+sa,
+				"--ca", m.ca.addr, "--ca-id", m.ca.id(t).String(), "--trust-bundle-file", bundleFile, "--expect-id", podID(ns, "b"))
+		}
+		before := m.metric(b, forwarded("inbound", "meshed", podID(ns, "a"), "tls1.3"))
+		out, code := verifyAs("a")
+		if code != 0 || !regexp.MustCompile(`(?m)^ALPN\s+meshid/1: a transparent meshid-proxy took us for a meshed peer$`).MatchString(out) ||
+			!regexp.MustCompile(`(?m)^Accepted us\s+yes$`).MatchString(out) || !regexp.MustCompile(`(?m)^TLS\s+TLS 1\.3`).MatchString(out) {
+			t.Errorf("meshid verify %s as a exited %d:\n%s", bAddr, code, out)
+		}
+		if got := m.metric(b, forwarded("inbound", "meshed", podID(ns, "a"), "tls1.3")) - before; got != 1 {
+			t.Errorf("b's proxy counted %v meshed connections from a for verify's, want 1", got)
+		}
+		if out, code := verifyAs("c"); code != 1 || !strings.Contains(out, "the server refused our certificate") {
+			t.Errorf("meshid verify %s as c (b's policy refuses it) exited %d:\n%s", bAddr, code, out)
+		}
+	})
 	t.Run("a broken discovery stream: the last answers stay for a bounded time, then a fails closed", func(t *testing.T) {
 		client := &http.Client{Transport: &http.Transport{DialContext: a.DialContext, DisableKeepAlives: true}, Timeout: 15 * time.Second}
 		call := func() error { _, err := get(client, bAddr, "x"); return err }
@@ -401,9 +438,90 @@ func TestTransparentMesh(t *testing.T) {
 			t.Errorf("a's proxy refused b without counting it unresolved (%v before, %v after)", unresolved, v)
 		}
 		t.Logf("a's proxy refused b %s after the break", time.Since(broke).Round(time.Second))
+		if doc := m.interception(a); doc.Ready || !strings.Contains(doc.NotReady, "discovery stream has been down since") || doc.Discovery == nil || doc.Discovery.Fresh {
+			t.Errorf("a's /identity with stale destinations: %+v, want not ready for its discovery", doc)
+		}
+		if code := m.readyCode(a); code != http.StatusServiceUnavailable {
+			t.Errorf("a's /ready with stale destinations: %d, want 503", code)
+		}
+		if out := m.check(a); !regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+FAIL\s+.*transparent, but its destinations are stale: the CA's discovery stream is down since `).MatchString(out) {
+			t.Errorf("meshid check --proxies on a with stale destinations:\n%s", out)
+		}
 		a.PartitionCA(false)
 		eventually(t, time.Minute, func() error { return call() })
+		eventually(t, 30*time.Second, func() error {
+			if code := m.readyCode(a); code != http.StatusOK {
+				return fmt.Errorf("a's /ready after the stream came back: %d", code)
+			}
+			return nil
+		})
 	})
+}
+
+// forward is node.Forward to addr, stopped at the test's end.
+func (m *transparentMesh) forward(addr string) string {
+	m.t.Helper()
+	at, stop, err := m.node.Forward(m.ctx, addr)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(stop)
+	return at
+}
+
+// interception is the redirect and discovery part of a proxy's /identity.
+type interception struct {
+	Ready    bool   `json:"ready"`
+	NotReady string `json:"not_ready"`
+	Redirect struct {
+		Mode             string   `json:"mode"`
+		Present          bool     `json:"present"`
+		Matching         bool     `json:"matching"`
+		InboundPort      uint16   `json:"inbound_port"`
+		OutboundPort     uint16   `json:"outbound_port"`
+		SkipInboundPorts []uint16 `json:"skip_inbound_ports"`
+		Problem          string   `json:"problem"`
+	} `json:"redirect"`
+	Discovery *struct {
+		Connected  bool      `json:"connected"`
+		Fresh      bool      `json:"fresh"`
+		LastUpdate time.Time `json:"last_update"`
+	} `json:"discovery"`
+}
+
+// interception reads p's proxy's /identity, from the node.
+func (m *transparentMesh) interception(p *node.Pod) interception {
+	m.t.Helper()
+	resp, err := m.node.HTTPClient().Get(m.admin(p) + "/identity")
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc interception
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		m.t.Fatal(err)
+	}
+	return doc
+}
+
+// readyCode is the status of p's proxy's /ready, from the node (0: no
+// answer).
+func (m *transparentMesh) readyCode(p *node.Pod) int {
+	resp, err := m.node.HTTPClient().Get(m.admin(p) + "/ready")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// check runs meshid check --proxies on p's proxy (through forward) and
+// returns its output.
+func (m *transparentMesh) check(p *node.Pod) string {
+	m.t.Helper()
+	out, _ := meshid(m.t, "", "check", "--kubeconfig", need(m.t).cluster.Kubeconfig, "-n", m.ca.ns, "--deployment", "",
+		"--proxies", m.forward(netip.AddrPortFrom(p.IP, sidecar.AdminPort).String()))
+	return out
 }
 
 // meshidCall is a client that speaks meshid/1 itself, presenting certs

@@ -12,7 +12,8 @@
 // redirect), then the containers, as processes inside the pod's namespace
 // with the container's user; it fills projected service-account tokens
 // (TokenRequest, bound to the pod) and ConfigMap volumes into a folder per
-// volume and points the arguments that name a mount path there; it runs
+// volume (an emptyDir is an empty one) and points the arguments that name
+// a mount path there; it runs
 // each container's HTTP readiness probe from the node's address, and
 // writes the Pod's status (podIP, hostIP, Ready) back, so the real
 // EndpointSlice controller publishes it.

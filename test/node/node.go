@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,11 @@ type Config struct {
 	// ReadyTimeout bounds the wait for a pod's readiness probes; 0 means
 	// 30 s.
 	ReadyTimeout time.Duration
+	// Pin, when set, is asked for every container: a command its binary
+	// runs under (taskset -c N, which execs it) and more environment
+	// (GOMAXPROCS=1), as the bench pins the servers it measures. Nil means
+	// none.
+	Pin func(container string) (prefix, env []string)
 }
 
 // Subnet of the pods of a node; the node holds the first address. Every
@@ -129,6 +135,11 @@ func (n *Node) Addr() netip.Addr { return n.addr }
 // as the kubelet's probes and Prometheus would.
 func (n *Node) HTTPClient() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: n.ns.DialContext, DisableKeepAlives: true}}
+}
+
+// DialContext connects from the node's address, as HTTPClient does.
+func (n *Node) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return n.ns.DialContext(ctx, network, addr)
 }
 
 // Close stops every pod and deletes its Pod object, removes the
@@ -272,14 +283,55 @@ func (p *Pod) forwardCA() error {
 				}
 				defer up.Close()
 				defer p.untrack(up)
-				done := make(chan struct{})
-				go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); close(done) }()
-				_, _ = io.Copy(c, up)
-				<-done
+				splice(c, up)
 			}()
 		}
 	}()
 	return nil
+}
+
+// splice copies c to up and up to c until both are done, passing c's
+// half-close on.
+func splice(c, up net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(up, c)
+		if cw, ok := up.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		close(done)
+	}()
+	_, _ = io.Copy(c, up)
+	<-done
+}
+
+// Forward listens on the machine's loopback and carries each connection
+// to addr from the node's address: how a command run on this machine
+// (meshid check, meshid verify) reaches a pod, as from a host on the pod
+// network. It returns the address and a func that stops listening.
+func (n *Node) Forward(ctx context.Context, addr string) (string, func(), error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("node: forward to %s: %w", addr, err)
+	}
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := n.DialContext(ctx, "tcp", addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				splice(c, up)
+			}()
+		}
+	}()
+	return lis.Addr().String(), func() { lis.Close() }, nil
 }
 
 // track records a connection of the CA forwarder; false means the pod is
@@ -353,6 +405,16 @@ func (p *Pod) volumes(ctx context.Context, pod *corev1.Pod) (map[string]string, 
 			for _, item := range v.ConfigMap.Items {
 				files[item.Path] = []byte(cm.Data[item.Key])
 			}
+		case v.EmptyDir != nil:
+			// Writable by every container's user, as kubelet's are (0777).
+			if err := os.MkdirAll(dir, 0o777); err != nil {
+				return nil, fmt.Errorf("node: %w", err)
+			}
+			if err := os.Chmod(dir, 0o777); err != nil {
+				return nil, fmt.Errorf("node: %w", err)
+			}
+			dirs[v.Name] = dir
+			continue
 		default:
 			continue // the API server's own token volume, and volumes no test needs
 		}
@@ -380,9 +442,13 @@ func (p *Pod) start(pod *corev1.Pod, c corev1.Container, volumes map[string]stri
 	if bin == "" {
 		return nil, fmt.Errorf("node: no binary for container %s (image %s, command %v)", c.Name, c.Image, c.Command)
 	}
+	// The longest mount path first: one may be a prefix of another
+	// (/var/run/meshid and /var/run/meshid-redirect).
+	mountsLongestFirst := slices.Clone(c.VolumeMounts)
+	slices.SortStableFunc(mountsLongestFirst, func(a, b corev1.VolumeMount) int { return len(b.MountPath) - len(a.MountPath) })
 	var out []string
 	for _, a := range args {
-		for _, m := range c.VolumeMounts {
+		for _, m := range mountsLongestFirst {
 			if dir, ok := volumes[m.Name]; ok {
 				a = strings.ReplaceAll(a, m.MountPath, dir)
 			}
@@ -410,6 +476,13 @@ func (p *Pod) start(pod *corev1.Pod, c corev1.Container, volumes map[string]stri
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	fmt.Fprintf(logFile, "node: exec %s %s (env %s)\n", bin, strings.Join(out, " "), strings.Join(env[1:], " "))
+	if p.node.cfg.Pin != nil {
+		prefix, more := p.node.cfg.Pin(c.Name)
+		env = append(env, more...)
+		if len(prefix) > 0 {
+			bin, out = prefix[0], append(append(slices.Clone(prefix[1:]), bin), out...)
+		}
+	}
 	pr.cmd = exec.Command(bin, out...)
 	pr.cmd.Env, pr.cmd.Dir = env, p.dir
 	pr.cmd.Stdout, pr.cmd.Stderr = logFile, logFile
@@ -441,6 +514,16 @@ func (p *Pod) start(pod *corev1.Pod, c corev1.Container, volumes map[string]stri
 	}
 	p.procs = append(p.procs, pr)
 	return pr, nil
+}
+
+// PID is the process of container name, 0 when there is none.
+func (p *Pod) PID(name string) int {
+	for _, pr := range p.procs {
+		if pr.name == name && !pr.init {
+			return pr.cmd.Process.Pid
+		}
+	}
+	return 0
 }
 
 // waitReady runs every HTTP readiness probe of pod from the node's address

@@ -63,6 +63,11 @@ const (
 	BundleVolume  = "meshid-trust-bundle"
 	TokenPath     = "/var/run/secrets/meshid"
 	BundlePath    = "/var/run/meshid"
+	// RedirectVolume is an emptyDir meshid-init writes the redirect's
+	// state to (RedirectState) and the proxy reads it from, for /identity.
+	RedirectVolume = "meshid-redirect"
+	RedirectPath   = "/var/run/meshid-redirect"
+	RedirectState  = RedirectPath + "/state.json"
 )
 
 // Config is what injection puts in.
@@ -177,7 +182,7 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 	if err := mode.Validate(); err != nil {
 		return nil, fmt.Errorf("inject: %s: %w", where, err)
 	}
-	args = append(args, "--transparent", "--policy-from-ca", "--default-mode="+string(mode))
+	args = append(args, "--transparent", "--redirect-state-file="+RedirectState, "--policy-from-ca", "--default-mode="+string(mode))
 	switch egress := namespaceLabels[EgressLabel]; egress {
 	case "":
 	case "allow-unmeshed", "deny-unmeshed":
@@ -188,7 +193,7 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 	for _, p := range probes(out) {
 		args = append(args, "--probe="+p)
 	}
-	initArgs := []string{"--proxy-uid=" + strconv.Itoa(sidecar.ProxyUID), "--admin-port=" + strconv.Itoa(sidecar.AdminPort)}
+	initArgs := []string{"--proxy-uid=" + strconv.Itoa(sidecar.ProxyUID), "--admin-port=" + strconv.Itoa(sidecar.AdminPort), "--state-file=" + RedirectState}
 	for flag, list := range map[string][]string{
 		"--skip-inbound-ports":  skipInbound,
 		"--skip-outbound-ports": split(out.Annotations[sidecar.SkipOutboundPortsAnnotation]),
@@ -198,13 +203,14 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 			initArgs = append(initArgs, flag+"="+strings.Join(list, ","))
 		}
 	}
-	slices.Sort(initArgs[2:])
+	slices.Sort(initArgs[3:])
 	// meshid-init runs first, as root with CAP_NET_ADMIN only (a non-root
 	// user would not hold the capability): it programs the pod's network
 	// namespace before any other container can open a connection.
 	out.Spec.InitContainers = append([]corev1.Container{{
 		Name: InitName, Image: or(cfg.InitImage, image), Command: []string{InitName}, Args: initArgs,
-		Resources: corev1.ResourceRequirements{Requests: requests},
+		Resources:    corev1.ResourceRequirements{Requests: requests},
+		VolumeMounts: []corev1.VolumeMount{{Name: RedirectVolume, MountPath: RedirectPath}},
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(false),
 			RunAsUser:    ptr.To[int64](0),
@@ -223,6 +229,7 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: TokenVolume, MountPath: TokenPath, ReadOnly: true},
 			{Name: BundleVolume, MountPath: BundlePath, ReadOnly: true},
+			{Name: RedirectVolume, MountPath: RedirectPath, ReadOnly: true},
 		},
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true), RunAsNonRoot: ptr.To(true),
@@ -242,6 +249,9 @@ func Pod(pod *corev1.Pod, namespaceLabels map[string]string, cfg Config) (*corev
 		corev1.Volume{Name: BundleVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: or(cfg.BundleConfigMap, "meshid-trust-bundle")},
 			Items:                []corev1.KeyToPath{{Key: "ca-bundle.crt", Path: "ca-bundle.crt"}},
+		}}},
+		corev1.Volume{Name: RedirectVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			Medium: corev1.StorageMediumMemory, SizeLimit: ptr.To(resource.MustParse("1Mi")),
 		}}},
 	)
 	out.Annotations[InjectedAnnotation] = image

@@ -119,7 +119,7 @@ func TestPodTransparent(t *testing.T) {
 		t.Fatalf("init containers %+v: want meshid-init first", out.Spec.InitContainers)
 	}
 	init := out.Spec.InitContainers[0]
-	wantInit := "--proxy-uid=65532 --admin-port=15000 --skip-inbound-ports=9100,8443 --skip-outbound-cidrs=169.254.169.254/32 --skip-outbound-ports=5432"
+	wantInit := "--proxy-uid=65532 --admin-port=15000 --state-file=/var/run/meshid-redirect/state.json --skip-inbound-ports=9100,8443 --skip-outbound-cidrs=169.254.169.254/32 --skip-outbound-ports=5432"
 	if got := strings.Join(init.Args, " "); got != wantInit || init.Command[0] != "meshid-init" {
 		t.Errorf("meshid-init %v %q, want %q", init.Command, got, wantInit)
 	}
@@ -129,7 +129,7 @@ func TestPodTransparent(t *testing.T) {
 	}
 	proxy := out.Spec.Containers[len(out.Spec.Containers)-1]
 	args := strings.Join(proxy.Args, " ")
-	for _, want := range []string{"--transparent", "--policy-from-ca", "--egress=deny-unmeshed", "--probe=8080=/healthz", "--probe=8081=/ready"} {
+	for _, want := range []string{"--transparent", "--redirect-state-file=/var/run/meshid-redirect/state.json", "--policy-from-ca", "--egress=deny-unmeshed", "--probe=8080=/healthz", "--probe=8081=/ready"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("proxy args %q lack %q", args, want)
 		}

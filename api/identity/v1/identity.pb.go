@@ -80,7 +80,133 @@ func (x Destination_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Destination_Kind.Descriptor instead.
 func (Destination_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12, 0}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{14, 0}
+}
+
+type JoinExternalRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace and name of the ExternalWorkload.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// token is the join token `meshid workload join` printed.
+	Token string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// csr is as in CertifyRequest.
+	Csr           []byte `protobuf:"bytes,4,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinExternalRequest) Reset() {
+	*x = JoinExternalRequest{}
+	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinExternalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinExternalRequest) ProtoMessage() {}
+
+func (x *JoinExternalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinExternalRequest.ProtoReflect.Descriptor instead.
+func (*JoinExternalRequest) Descriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *JoinExternalRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *JoinExternalRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JoinExternalRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinExternalRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type RenewExternalRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name of the ExternalWorkload, in the namespace of the caller's
+	// identity.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// csr is as in CertifyRequest; a fresh key is best.
+	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewExternalRequest) Reset() {
+	*x = RenewExternalRequest{}
+	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewExternalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewExternalRequest) ProtoMessage() {}
+
+func (x *RenewExternalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewExternalRequest.ProtoReflect.Descriptor instead.
+func (*RenewExternalRequest) Descriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RenewExternalRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RenewExternalRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
 }
 
 type MintJWTSVIDRequest struct {
@@ -98,7 +224,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -110,7 +236,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -123,7 +249,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{0}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *MintJWTSVIDRequest) GetAudience() []string {
@@ -161,7 +287,7 @@ type JWTSVID struct {
 
 func (x *JWTSVID) Reset() {
 	*x = JWTSVID{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +299,7 @@ func (x *JWTSVID) String() string {
 func (*JWTSVID) ProtoMessage() {}
 
 func (x *JWTSVID) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +312,7 @@ func (x *JWTSVID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTSVID.ProtoReflect.Descriptor instead.
 func (*JWTSVID) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JWTSVID) GetToken() string {
@@ -229,7 +355,7 @@ type WatchPolicyRequest struct {
 
 func (x *WatchPolicyRequest) Reset() {
 	*x = WatchPolicyRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +367,7 @@ func (x *WatchPolicyRequest) String() string {
 func (*WatchPolicyRequest) ProtoMessage() {}
 
 func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +380,7 @@ func (x *WatchPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPolicyRequest.ProtoReflect.Descriptor instead.
 func (*WatchPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{2}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WatchPolicyRequest) GetPod() string {
@@ -282,7 +408,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +420,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +433,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{3}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Policy) GetYaml() []byte {
@@ -339,7 +465,7 @@ type CertifyRequest struct {
 
 func (x *CertifyRequest) Reset() {
 	*x = CertifyRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +477,7 @@ func (x *CertifyRequest) String() string {
 func (*CertifyRequest) ProtoMessage() {}
 
 func (x *CertifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +490,7 @@ func (x *CertifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertifyRequest.ProtoReflect.Descriptor instead.
 func (*CertifyRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{4}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CertifyRequest) GetCsr() []byte {
@@ -404,7 +530,7 @@ type CertifyResponse struct {
 
 func (x *CertifyResponse) Reset() {
 	*x = CertifyResponse{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +542,7 @@ func (x *CertifyResponse) String() string {
 func (*CertifyResponse) ProtoMessage() {}
 
 func (x *CertifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +555,7 @@ func (x *CertifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertifyResponse.ProtoReflect.Descriptor instead.
 func (*CertifyResponse) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{5}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CertifyResponse) GetLeaf() []byte {
@@ -482,7 +608,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +620,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +633,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{6}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{8}
 }
 
 type WatchBundleRequest struct {
@@ -518,7 +644,7 @@ type WatchBundleRequest struct {
 
 func (x *WatchBundleRequest) Reset() {
 	*x = WatchBundleRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +656,7 @@ func (x *WatchBundleRequest) String() string {
 func (*WatchBundleRequest) ProtoMessage() {}
 
 func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[7]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +669,7 @@ func (x *WatchBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBundleRequest.ProtoReflect.Descriptor instead.
 func (*WatchBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{7}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{9}
 }
 
 // Bundle is the set of trust anchors a workload verifies peers against.
@@ -572,7 +698,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +710,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +723,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{8}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -664,7 +790,7 @@ type ProxyStatus struct {
 
 func (x *ProxyStatus) Reset() {
 	*x = ProxyStatus{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +802,7 @@ func (x *ProxyStatus) String() string {
 func (*ProxyStatus) ProtoMessage() {}
 
 func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +815,7 @@ func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyStatus.ProtoReflect.Descriptor instead.
 func (*ProxyStatus) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{9}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProxyStatus) GetInstance() string {
@@ -749,7 +875,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +887,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +900,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{10}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12}
 }
 
 type DestinationsRequest struct {
@@ -788,7 +914,7 @@ type DestinationsRequest struct {
 
 func (x *DestinationsRequest) Reset() {
 	*x = DestinationsRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +926,7 @@ func (x *DestinationsRequest) String() string {
 func (*DestinationsRequest) ProtoMessage() {}
 
 func (x *DestinationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +939,7 @@ func (x *DestinationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestinationsRequest.ProtoReflect.Descriptor instead.
 func (*DestinationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{11}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DestinationsRequest) GetSubscribe() []string {
@@ -843,7 +969,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +981,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +994,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Destination) GetAddress() string {
@@ -910,7 +1036,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1048,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1061,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{13}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -963,7 +1089,15 @@ var File_api_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_api_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"\x1eapi/identity/v1/identity.proto\x12\x12meshid.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n" +
+	"\x1eapi/identity/v1/identity.proto\x12\x12meshid.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n" +
+	"\x13JoinExternalRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12\x10\n" +
+	"\x03csr\x18\x04 \x01(\fR\x03csr\"<\n" +
+	"\x14RenewExternalRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"n\n" +
 	"\x12MintJWTSVIDRequest\x12\x1a\n" +
 	"\baudience\x18\x01 \x03(\tR\baudience\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
@@ -1028,14 +1162,16 @@ const file_api_identity_v1_identity_proto_rawDesc = "" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06meshed\x18\x02 \x01(\bR\x06meshed\x12\x1b\n" +
-	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId2\x86\x04\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId2\xc4\x05\n" +
 	"\bIdentity\x12R\n" +
 	"\aCertify\x12\".meshid.identity.v1.CertifyRequest\x1a#.meshid.identity.v1.CertifyResponse\x12M\n" +
 	"\tGetBundle\x12$.meshid.identity.v1.GetBundleRequest\x1a\x1a.meshid.identity.v1.Bundle\x12S\n" +
 	"\vWatchBundle\x12&.meshid.identity.v1.WatchBundleRequest\x1a\x1a.meshid.identity.v1.Bundle0\x01\x12Y\n" +
 	"\fReportStatus\x12\x1f.meshid.identity.v1.ProxyStatus\x1a(.meshid.identity.v1.ReportStatusResponse\x12S\n" +
 	"\vWatchPolicy\x12&.meshid.identity.v1.WatchPolicyRequest\x1a\x1a.meshid.identity.v1.Policy0\x01\x12R\n" +
-	"\vMintJWTSVID\x12&.meshid.identity.v1.MintJWTSVIDRequest\x1a\x1b.meshid.identity.v1.JWTSVID2n\n" +
+	"\vMintJWTSVID\x12&.meshid.identity.v1.MintJWTSVIDRequest\x1a\x1b.meshid.identity.v1.JWTSVID\x12\\\n" +
+	"\fJoinExternal\x12'.meshid.identity.v1.JoinExternalRequest\x1a#.meshid.identity.v1.CertifyResponse\x12^\n" +
+	"\rRenewExternal\x12(.meshid.identity.v1.RenewExternalRequest\x1a#.meshid.identity.v1.CertifyResponse2n\n" +
 	"\tDiscovery\x12a\n" +
 	"\x11WatchDestinations\x12'.meshid.identity.v1.DestinationsRequest\x1a\x1f.meshid.identity.v1.Destination(\x010\x01B5Z3github.com/meshid/meshid/api/identity/v1;identityv1b\x06proto3"
 
@@ -1052,50 +1188,56 @@ func file_api_identity_v1_identity_proto_rawDescGZIP() []byte {
 }
 
 var file_api_identity_v1_identity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_api_identity_v1_identity_proto_goTypes = []any{
 	(Destination_Kind)(0),         // 0: meshid.identity.v1.Destination.Kind
-	(*MintJWTSVIDRequest)(nil),    // 1: meshid.identity.v1.MintJWTSVIDRequest
-	(*JWTSVID)(nil),               // 2: meshid.identity.v1.JWTSVID
-	(*WatchPolicyRequest)(nil),    // 3: meshid.identity.v1.WatchPolicyRequest
-	(*Policy)(nil),                // 4: meshid.identity.v1.Policy
-	(*CertifyRequest)(nil),        // 5: meshid.identity.v1.CertifyRequest
-	(*CertifyResponse)(nil),       // 6: meshid.identity.v1.CertifyResponse
-	(*GetBundleRequest)(nil),      // 7: meshid.identity.v1.GetBundleRequest
-	(*WatchBundleRequest)(nil),    // 8: meshid.identity.v1.WatchBundleRequest
-	(*Bundle)(nil),                // 9: meshid.identity.v1.Bundle
-	(*ProxyStatus)(nil),           // 10: meshid.identity.v1.ProxyStatus
-	(*ReportStatusResponse)(nil),  // 11: meshid.identity.v1.ReportStatusResponse
-	(*DestinationsRequest)(nil),   // 12: meshid.identity.v1.DestinationsRequest
-	(*Destination)(nil),           // 13: meshid.identity.v1.Destination
-	(*Endpoint)(nil),              // 14: meshid.identity.v1.Endpoint
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*JoinExternalRequest)(nil),   // 1: meshid.identity.v1.JoinExternalRequest
+	(*RenewExternalRequest)(nil),  // 2: meshid.identity.v1.RenewExternalRequest
+	(*MintJWTSVIDRequest)(nil),    // 3: meshid.identity.v1.MintJWTSVIDRequest
+	(*JWTSVID)(nil),               // 4: meshid.identity.v1.JWTSVID
+	(*WatchPolicyRequest)(nil),    // 5: meshid.identity.v1.WatchPolicyRequest
+	(*Policy)(nil),                // 6: meshid.identity.v1.Policy
+	(*CertifyRequest)(nil),        // 7: meshid.identity.v1.CertifyRequest
+	(*CertifyResponse)(nil),       // 8: meshid.identity.v1.CertifyResponse
+	(*GetBundleRequest)(nil),      // 9: meshid.identity.v1.GetBundleRequest
+	(*WatchBundleRequest)(nil),    // 10: meshid.identity.v1.WatchBundleRequest
+	(*Bundle)(nil),                // 11: meshid.identity.v1.Bundle
+	(*ProxyStatus)(nil),           // 12: meshid.identity.v1.ProxyStatus
+	(*ReportStatusResponse)(nil),  // 13: meshid.identity.v1.ReportStatusResponse
+	(*DestinationsRequest)(nil),   // 14: meshid.identity.v1.DestinationsRequest
+	(*Destination)(nil),           // 15: meshid.identity.v1.Destination
+	(*Endpoint)(nil),              // 16: meshid.identity.v1.Endpoint
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_api_identity_v1_identity_proto_depIdxs = []int32{
-	15, // 0: meshid.identity.v1.JWTSVID.issued_at:type_name -> google.protobuf.Timestamp
-	15, // 1: meshid.identity.v1.JWTSVID.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 2: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
-	15, // 3: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
-	15, // 4: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
-	15, // 5: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
+	17, // 0: meshid.identity.v1.JWTSVID.issued_at:type_name -> google.protobuf.Timestamp
+	17, // 1: meshid.identity.v1.JWTSVID.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 2: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
+	17, // 3: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
+	17, // 4: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
+	17, // 5: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
 	0,  // 6: meshid.identity.v1.Destination.kind:type_name -> meshid.identity.v1.Destination.Kind
-	14, // 7: meshid.identity.v1.Destination.endpoints:type_name -> meshid.identity.v1.Endpoint
-	5,  // 8: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
-	7,  // 9: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
-	8,  // 10: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
-	10, // 11: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
-	3,  // 12: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
-	1,  // 13: meshid.identity.v1.Identity.MintJWTSVID:input_type -> meshid.identity.v1.MintJWTSVIDRequest
-	12, // 14: meshid.identity.v1.Discovery.WatchDestinations:input_type -> meshid.identity.v1.DestinationsRequest
-	6,  // 15: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
-	9,  // 16: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
-	9,  // 17: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
-	11, // 18: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
-	4,  // 19: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
-	2,  // 20: meshid.identity.v1.Identity.MintJWTSVID:output_type -> meshid.identity.v1.JWTSVID
-	13, // 21: meshid.identity.v1.Discovery.WatchDestinations:output_type -> meshid.identity.v1.Destination
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
+	16, // 7: meshid.identity.v1.Destination.endpoints:type_name -> meshid.identity.v1.Endpoint
+	7,  // 8: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
+	9,  // 9: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
+	10, // 10: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
+	12, // 11: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
+	5,  // 12: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
+	3,  // 13: meshid.identity.v1.Identity.MintJWTSVID:input_type -> meshid.identity.v1.MintJWTSVIDRequest
+	1,  // 14: meshid.identity.v1.Identity.JoinExternal:input_type -> meshid.identity.v1.JoinExternalRequest
+	2,  // 15: meshid.identity.v1.Identity.RenewExternal:input_type -> meshid.identity.v1.RenewExternalRequest
+	14, // 16: meshid.identity.v1.Discovery.WatchDestinations:input_type -> meshid.identity.v1.DestinationsRequest
+	8,  // 17: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
+	11, // 18: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
+	11, // 19: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
+	13, // 20: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
+	6,  // 21: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
+	4,  // 22: meshid.identity.v1.Identity.MintJWTSVID:output_type -> meshid.identity.v1.JWTSVID
+	8,  // 23: meshid.identity.v1.Identity.JoinExternal:output_type -> meshid.identity.v1.CertifyResponse
+	8,  // 24: meshid.identity.v1.Identity.RenewExternal:output_type -> meshid.identity.v1.CertifyResponse
+	15, // 25: meshid.identity.v1.Discovery.WatchDestinations:output_type -> meshid.identity.v1.Destination
+	17, // [17:26] is the sub-list for method output_type
+	8,  // [8:17] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1112,7 +1254,7 @@ func file_api_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_identity_v1_identity_proto_rawDesc), len(file_api_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -23,12 +23,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Identity_Certify_FullMethodName      = "/meshid.identity.v1.Identity/Certify"
-	Identity_GetBundle_FullMethodName    = "/meshid.identity.v1.Identity/GetBundle"
-	Identity_WatchBundle_FullMethodName  = "/meshid.identity.v1.Identity/WatchBundle"
-	Identity_ReportStatus_FullMethodName = "/meshid.identity.v1.Identity/ReportStatus"
-	Identity_WatchPolicy_FullMethodName  = "/meshid.identity.v1.Identity/WatchPolicy"
-	Identity_MintJWTSVID_FullMethodName  = "/meshid.identity.v1.Identity/MintJWTSVID"
+	Identity_Certify_FullMethodName       = "/meshid.identity.v1.Identity/Certify"
+	Identity_GetBundle_FullMethodName     = "/meshid.identity.v1.Identity/GetBundle"
+	Identity_WatchBundle_FullMethodName   = "/meshid.identity.v1.Identity/WatchBundle"
+	Identity_ReportStatus_FullMethodName  = "/meshid.identity.v1.Identity/ReportStatus"
+	Identity_WatchPolicy_FullMethodName   = "/meshid.identity.v1.Identity/WatchPolicy"
+	Identity_MintJWTSVID_FullMethodName   = "/meshid.identity.v1.Identity/MintJWTSVID"
+	Identity_JoinExternal_FullMethodName  = "/meshid.identity.v1.Identity/JoinExternal"
+	Identity_RenewExternal_FullMethodName = "/meshid.identity.v1.Identity/RenewExternal"
 )
 
 // IdentityClient is the client API for Identity service.
@@ -70,6 +72,27 @@ type IdentityClient interface {
 	// one), INVALID_ARGUMENT (no audience, an empty or "*" audience, a TTL
 	// above the CA's cap), UNAVAILABLE (the CA has no signing key yet; retry).
 	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*JWTSVID, error)
+	// JoinExternal exchanges the one-time join token of an ExternalWorkload
+	// (meshid.dev/v1alpha1; `meshid workload join` makes it) and a CSR for a
+	// leaf naming the identity of the object's service account. The token
+	// is used up: a second join with it is refused. No client certificate
+	// and no service-account token is needed.
+	//
+	// Errors: PERMISSION_DENIED (no such ExternalWorkload, no join pending,
+	// another token, an expired one, a reserved identity, a CSR asking for
+	// another name), INVALID_ARGUMENT (a malformed name or CSR), ABORTED (the
+	// object changed while the CA signed: it was revoked or the token used;
+	// nothing was issued), UNAVAILABLE (no issuer yet, the API server could
+	// not be reached; retry), UNIMPLEMENTED (the CA serves no external
+	// workloads).
+	JoinExternal(ctx context.Context, in *JoinExternalRequest, opts ...grpc.CallOption) (*CertifyResponse, error)
+	// RenewExternal renews the certificate of an ExternalWorkload for the
+	// holder of its current one: the caller presents it as its client
+	// certificate (mTLS, proof of possession), and it must be the one the CA
+	// issued last to the named ExternalWorkload, which must still exist.
+	// Errors: as JoinExternal, and UNAUTHENTICATED (no client certificate
+	// that verifies).
+	RenewExternal(ctx context.Context, in *RenewExternalRequest, opts ...grpc.CallOption) (*CertifyResponse, error)
 }
 
 type identityClient struct {
@@ -158,6 +181,26 @@ func (c *identityClient) MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest
 	return out, nil
 }
 
+func (c *identityClient) JoinExternal(ctx context.Context, in *JoinExternalRequest, opts ...grpc.CallOption) (*CertifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CertifyResponse)
+	err := c.cc.Invoke(ctx, Identity_JoinExternal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityClient) RenewExternal(ctx context.Context, in *RenewExternalRequest, opts ...grpc.CallOption) (*CertifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CertifyResponse)
+	err := c.cc.Invoke(ctx, Identity_RenewExternal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IdentityServer is the server API for Identity service.
 // All implementations must embed UnimplementedIdentityServer
 // for forward compatibility.
@@ -197,6 +240,27 @@ type IdentityServer interface {
 	// one), INVALID_ARGUMENT (no audience, an empty or "*" audience, a TTL
 	// above the CA's cap), UNAVAILABLE (the CA has no signing key yet; retry).
 	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*JWTSVID, error)
+	// JoinExternal exchanges the one-time join token of an ExternalWorkload
+	// (meshid.dev/v1alpha1; `meshid workload join` makes it) and a CSR for a
+	// leaf naming the identity of the object's service account. The token
+	// is used up: a second join with it is refused. No client certificate
+	// and no service-account token is needed.
+	//
+	// Errors: PERMISSION_DENIED (no such ExternalWorkload, no join pending,
+	// another token, an expired one, a reserved identity, a CSR asking for
+	// another name), INVALID_ARGUMENT (a malformed name or CSR), ABORTED (the
+	// object changed while the CA signed: it was revoked or the token used;
+	// nothing was issued), UNAVAILABLE (no issuer yet, the API server could
+	// not be reached; retry), UNIMPLEMENTED (the CA serves no external
+	// workloads).
+	JoinExternal(context.Context, *JoinExternalRequest) (*CertifyResponse, error)
+	// RenewExternal renews the certificate of an ExternalWorkload for the
+	// holder of its current one: the caller presents it as its client
+	// certificate (mTLS, proof of possession), and it must be the one the CA
+	// issued last to the named ExternalWorkload, which must still exist.
+	// Errors: as JoinExternal, and UNAUTHENTICATED (no client certificate
+	// that verifies).
+	RenewExternal(context.Context, *RenewExternalRequest) (*CertifyResponse, error)
 	mustEmbedUnimplementedIdentityServer()
 }
 
@@ -224,6 +288,12 @@ func (UnimplementedIdentityServer) WatchPolicy(*WatchPolicyRequest, grpc.ServerS
 }
 func (UnimplementedIdentityServer) MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*JWTSVID, error) {
 	return nil, status.Error(codes.Unimplemented, "method MintJWTSVID not implemented")
+}
+func (UnimplementedIdentityServer) JoinExternal(context.Context, *JoinExternalRequest) (*CertifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinExternal not implemented")
+}
+func (UnimplementedIdentityServer) RenewExternal(context.Context, *RenewExternalRequest) (*CertifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewExternal not implemented")
 }
 func (UnimplementedIdentityServer) mustEmbedUnimplementedIdentityServer() {}
 func (UnimplementedIdentityServer) testEmbeddedByValue()                  {}
@@ -340,6 +410,42 @@ func _Identity_MintJWTSVID_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Identity_JoinExternal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinExternalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServer).JoinExternal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Identity_JoinExternal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServer).JoinExternal(ctx, req.(*JoinExternalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Identity_RenewExternal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewExternalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServer).RenewExternal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Identity_RenewExternal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServer).RenewExternal(ctx, req.(*RenewExternalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Identity_ServiceDesc is the grpc.ServiceDesc for Identity service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -362,6 +468,14 @@ var Identity_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MintJWTSVID",
 			Handler:    _Identity_MintJWTSVID_Handler,
+		},
+		{
+			MethodName: "JoinExternal",
+			Handler:    _Identity_JoinExternal_Handler,
+		},
+		{
+			MethodName: "RenewExternal",
+			Handler:    _Identity_RenewExternal_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -29,6 +29,18 @@ type path struct {
 	echo, bulk string        // where the client connects
 	procs      []*bench.Proc // the proxies, for RSS; none for direct
 	admins     []string      // their admin addresses, for profiles (meshid only)
+	// dial connects from where the client is (a pod's network namespace,
+	// for the transparent pair); nil means this machine's. Such a path is
+	// measured for latency and new connections only.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// newConnection is bench.NewConnection from where p's client is.
+func (p *path) newConnection() error {
+	if p.dial == nil {
+		return bench.NewConnection(p.echo)
+	}
+	return bench.NewConnectionVia(p.dial, p.echo)
 }
 
 const (
@@ -40,9 +52,22 @@ const (
 	mib          = 1 << 20 // bytes in a MiB
 )
 
-// dataPlane measures the proxies against a direct connection and nginx.
-func (r *runner) dataPlane(ctx context.Context) error {
-	ca, err := r.startCA(bench.Pinned{}, "meshid-ca-dataplane")
+// dataPlane measures the proxies against a direct connection and nginx,
+// and the transparent pair unless it cannot run here; only "transparent"
+// measures latency and new connections only, on every path.
+func (r *runner) dataPlane(ctx context.Context, only string) error {
+	transparent, quick := true, only == "transparent"
+	var caArgs []string
+	if err := canRunTransparent(); err != nil {
+		if quick {
+			return fmt.Errorf("the transparent pair: %w", err)
+		}
+		r.note("the transparent pair was skipped: %v.", err)
+		transparent = false
+	} else {
+		caArgs = append(caArgs, "--discovery")
+	}
+	ca, err := r.startCA(bench.Pinned{}, "meshid-ca-dataplane", caArgs...)
 	if err != nil {
 		return err
 	}
@@ -103,9 +128,20 @@ func (r *runner) dataPlane(ctx context.Context) error {
 	} else {
 		r.note("nginx was skipped (--nginx empty).")
 	}
-	proxied := paths[1:]
+	proxied := paths[1:] // the pairs this machine's client reaches
+	if transparent {
+		tps, stop, err := r.transparentPaths(ctx, ca)
+		if err != nil {
+			return fmt.Errorf("the transparent pair: %w", err)
+		}
+		defer stop()
+		paths = append(paths, tps...)
+	}
 
 	for _, p := range proxied {
+		if quick {
+			break
+		}
 		r.rss("idle", p)
 		if err := r.held(p, "held"); err != nil {
 			return err
@@ -116,7 +152,7 @@ func (r *runner) dataPlane(ctx context.Context) error {
 	}
 	for run := range r.runs {
 		for _, p := range rotate(paths, run) {
-			res := bench.Load(ctx, connWorkers, r.duration, func(context.Context, int) error { return bench.NewConnection(p.echo) })
+			res := bench.Load(ctx, connWorkers, r.duration, func(context.Context, int) error { return p.newConnection() })
 			if res.FirstErr != nil {
 				return fmt.Errorf("new connections via %s: %w", p.name, res.FirstErr)
 			}
@@ -130,6 +166,9 @@ func (r *runner) dataPlane(ctx context.Context) error {
 	}
 	for run := range r.runs {
 		for _, p := range rotate(paths, run) {
+			if quick || p.dial != nil {
+				continue
+			}
 			v, err := bench.Bulk(p.bulk, bulkBytes)
 			if err != nil {
 				return err
@@ -138,6 +177,9 @@ func (r *runner) dataPlane(ctx context.Context) error {
 		}
 	}
 	for _, p := range proxied {
+		if quick {
+			break
+		}
 		if err := r.held(p, "held-after"); err != nil {
 			return err
 		}
@@ -283,10 +325,14 @@ func newLatencyLoad(p *path) *latencyLoad {
 		gcs:    make([]float64, len(p.admins)), mallocs: make([]float64, len(p.admins)),
 	}
 	var d net.Dialer
+	dial := d.DialContext
+	if p.dial != nil {
+		dial = p.dial
+	}
 	l.transport = &http.Transport{MaxIdleConnsPerHost: 1000, DisableCompression: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			l.dials.Add(1)
-			return d.DialContext(ctx, network, addr)
+			return dial(ctx, network, addr)
 		}}
 	l.client = &http.Client{Transport: l.transport, Timeout: 10 * time.Second}
 	return l

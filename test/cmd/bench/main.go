@@ -39,11 +39,16 @@ Usage:
   bench [flags]            run the scenarios, write --out
   bench raw-limit [flags]  (internal) sign in a tight loop, print certificates/s
   bench raw-tls [flags]    (internal) mTLS handshakes in a tight loop, print connections/s
+  bench echo --listen A    (internal) the transparent pods' app: the echo server on A
 
 It needs the meshid binaries (--bin, from make build), the control-plane
 binaries (test/controlplane/install.sh), spire-server (--spire, from
-test/bench/spire-install.sh; empty skips SPIRE), nginx and taskset. Run it
-as make bench does: taskset -c 0 bin/meshid-bench ...
+test/bench/spire-install.sh; empty skips SPIRE), nginx and taskset; the
+transparent pair needs root and ip(8) (network namespaces), else it is
+skipped. Run it as make bench does: taskset -c 0 bin/meshid-bench ...
+--only transparent measures the latency and new connections of every path
+(the transparent pair among them) and rewrites only the transparent section
+of --out.
 
 Flags:
 `
@@ -97,6 +102,8 @@ func main() {
 		err = rawLimitMain(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "raw-tls":
 		err = rawTLSMain(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "echo":
+		err = echoMain(os.Args[2:])
 	default:
 		err = runMain(os.Args[1:])
 	}
@@ -118,7 +125,7 @@ func runMain(args []string) error {
 	fs.IntVar(&r.runs, "runs", 3, "runs of every scenario; figures are medians")
 	fs.DurationVar(&r.duration, "duration", 5*time.Second, "length of one timed run")
 	out := fs.String("out", "docs/benchmarks.md", "Markdown report to write")
-	only := fs.String("only", "", "run only this part: ca or dataplane")
+	only := fs.String("only", "", "run only this part: ca, dataplane or transparent (latency and new connections of every path, the transparent pair's section of --out rewritten)")
 	conc := fs.String("concurrency", "1,16,64", "CA client concurrencies")
 	keep := fs.Bool("keep", false, "keep the work folder (logs) after the run")
 	fs.StringVar(&r.profiles, "profiles", "", "write CPU profiles (pprof) of meshid-ca and meshid-proxy under load to this folder")
@@ -152,7 +159,7 @@ func runMain(args []string) error {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		return cmd.Run()
 	}
-	for _, name := range []string{"meshid-ca", "meshid-proxy"} {
+	for _, name := range []string{"meshid-ca", "meshid-proxy", "meshid-init"} {
 		if _, err := os.Stat(filepath.Join(r.bin, name)); err != nil {
 			return fmt.Errorf("%s not found in --bin %s: run make build first", name, r.bin)
 		}
@@ -196,12 +203,21 @@ func runMain(args []string) error {
 			return fmt.Errorf("CA issuance: %w", err)
 		}
 	}
-	if *only == "" || *only == "dataplane" {
-		if err := r.dataPlane(ctx); err != nil {
+	if *only == "" || *only == "dataplane" || *only == "transparent" {
+		if err := r.dataPlane(ctx, *only); err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}
 	}
 	report := r.report(*only, *out, time.Since(started))
+	if *only == "transparent" {
+		old, err := os.ReadFile(*out)
+		if err != nil {
+			return err
+		}
+		if report, err = spliceTransparent(string(old), r.transparentSection()); err != nil {
+			return fmt.Errorf("--out %s: %w", *out, err)
+		}
+	}
 	if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
 		return err
 	}

@@ -21,12 +21,7 @@ func (r *runner) report(only, out string, took time.Duration) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	med := func(name string) float64 { return r.fig(name).Median() }
-	cell := func(name string) string {
-		if len(r.fig(name).Runs) == 0 {
-			return "n/a"
-		}
-		return r.fig(name).String()
-	}
+	cell := r.cell
 
 	w("# Benchmarks")
 	w("")
@@ -187,6 +182,9 @@ func (r *runner) report(only, out string, took time.Duration) string {
 			}
 		}
 		w("")
+		if s := r.transparentSection(); s != "" {
+			w("%s", s)
+		}
 	}
 	if len(r.notes) > 0 {
 		w("## Notes from this run")
@@ -198,6 +196,14 @@ func (r *runner) report(only, out string, took time.Duration) string {
 	}
 	w("%s", handWritten)
 	return b.String() + keptTail(out)
+}
+
+// cell is figure name as a table shows it; n/a when it was not measured.
+func (r *runner) cell(name string) string {
+	if len(r.fig(name).Runs) == 0 {
+		return "n/a"
+	}
+	return r.fig(name).String()
 }
 
 // keptTail is the hand-written part of the existing report at path.

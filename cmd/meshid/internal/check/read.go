@@ -305,14 +305,30 @@ func proxyIdentity(ctx context.Context, addr string) health.Proxy {
 	}
 	defer resp.Body.Close()
 	var doc struct {
-		Chain  string `json:"chain_pem"`
-		Bundle string `json:"bundle_sha256"`
+		Chain    string `json:"chain_pem"`
+		Bundle   string `json:"bundle_sha256"`
+		Redirect struct {
+			Mode     string `json:"mode"`
+			Present  bool   `json:"present"`
+			Matching bool   `json:"matching"`
+			Problem  string `json:"problem"`
+		} `json:"redirect"`
+		Discovery *struct {
+			Fresh      bool      `json:"fresh"`
+			LastUpdate time.Time `json:"last_update"`
+			BrokeAt    time.Time `json:"broke_at"`
+		} `json:"discovery"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&doc); err != nil {
 		p.Err = fmt.Errorf("/identity did not answer JSON: %w", err)
 		return p
 	}
 	p.BundleSHA256 = doc.Bundle
+	p.Mode = doc.Redirect.Mode
+	p.Redirect = health.ProxyRedirect{Present: doc.Redirect.Present, Matching: doc.Redirect.Matching, Problem: doc.Redirect.Problem}
+	if d := doc.Discovery; d != nil {
+		p.Discovery = &health.ProxyDiscovery{Fresh: d.Fresh, LastUpdate: d.LastUpdate, BrokeAt: d.BrokeAt}
+	}
 	if doc.Chain != "" {
 		certs, err := certinfo.Parse([]byte(doc.Chain))
 		if err != nil {

@@ -45,6 +45,11 @@ type Options struct {
 	// ProxyImage.
 	Webhook                  bool
 	WebhookImage, ProxyImage string
+	// External renders the ExternalWorkload CRD and has meshid-ca serve
+	// external workloads, their certificates living ExternalLeafTTL (0:
+	// meshid-ca's default).
+	External        bool
+	ExternalLeafTTL time.Duration
 	// Apply applies with server-side apply instead of printing, with the
 	// clients for Cluster.
 	Apply   bool
@@ -114,6 +119,9 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	}
 	if o.Webhook {
 		mo.Webhook = &manifest.Webhook{Image: o.WebhookImage, ProxyImage: o.ProxyImage}
+	}
+	if o.External {
+		mo.External = &manifest.External{LeafTTL: o.ExternalLeafTTL}
 	}
 	generate, err := readMaterial(o, &mo, now)
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/meshid/meshid/cmd/meshid/internal/certinfo"
 	"github.com/meshid/meshid/cmd/meshid/internal/output"
 	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/sidecar"
 )
 
 // Options are verify's flags, and what tests replace.
@@ -107,9 +108,13 @@ type Report struct {
 	PeerTrusted bool              `json:"peer_trusted"`
 	// ClientCertRequested says the server asked for our certificate:
 	// false means plain TLS, not mTLS.
-	ClientCertRequested bool     `json:"client_cert_requested"`
-	Accepted            bool     `json:"accepted_by_server"`
-	Problems            []string `json:"problems,omitempty"`
+	ClientCertRequested bool `json:"client_cert_requested"`
+	// ALPN is the protocol the server chose: sidecar.ALPN means a
+	// transparent meshid-proxy took us for a meshed peer (its inbound
+	// listener requires it); an explicit listener chooses none.
+	ALPN     string   `json:"alpn,omitempty"`
+	Accepted bool     `json:"accepted_by_server"`
+	Problems []string `json:"problems,omitempty"`
 }
 
 // run is one verify: the clients are built at most once, and only when
@@ -156,6 +161,9 @@ func Run(ctx context.Context, o *Options, addr string, out io.Writer) error {
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		Time:       o.now,
+		// A transparent pod's proxy sniffs for it: without it, the
+		// ClientHello would be taken for the app's own TLS.
+		NextProtos: []string{sidecar.ALPN},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			rep.ClientCertRequested = true
 			return cert, nil
@@ -187,7 +195,7 @@ func Run(ctx context.Context, o *Options, addr string, out io.Writer) error {
 		rep.Problems = append(rep.Problems, "handshake failed: "+refusalText(err))
 	} else {
 		cs := conn.ConnectionState()
-		rep.TLSVersion, rep.Cipher = tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite)
+		rep.TLSVersion, rep.Cipher, rep.ALPN = tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.NegotiatedProtocol
 		if peerErr != nil {
 			rep.Problems = append(rep.Problems, "the server's certificate does not verify against the trust bundle: "+peerErr.Error())
 		}
@@ -332,6 +340,13 @@ func printReport(out io.Writer, o *Options, rep *Report) error {
 	fmt.Fprintf(tw, "As\t%s\n", rep.As)
 	if rep.TLSVersion != "" {
 		fmt.Fprintf(tw, "TLS\t%s, %s\n", rep.TLSVersion, rep.Cipher)
+		alpn := "none chosen: an explicit meshid-proxy listener, or not a meshid-proxy"
+		if rep.ALPN == sidecar.ALPN {
+			alpn = sidecar.ALPN + ": a transparent meshid-proxy took us for a meshed peer"
+		} else if rep.ALPN != "" {
+			alpn = rep.ALPN + ": not meshid's (the app's own TLS?)"
+		}
+		fmt.Fprintf(tw, "ALPN\t%s\n", alpn)
 	}
 	peer := style.Good(rep.PeerID)
 	if !rep.PeerTrusted {

@@ -32,6 +32,7 @@ import (
 	"github.com/meshid/meshid/cmd/meshid/internal/verify"
 	"github.com/meshid/meshid/identity"
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/sidecar"
 )
 
 var (
@@ -47,15 +48,16 @@ func server(t *testing.T, iss *issuer.KeyPair, id spiffeid.ID, refuse bool) stri
 	return serverAuth(t, iss, id, tls.RequireAnyClientCert, refuse)
 }
 
-// serverAuth is server with its own client authentication.
-func serverAuth(t *testing.T, iss *issuer.KeyPair, id spiffeid.ID, auth tls.ClientAuthType, refuse bool) string {
+// serverAuth is server with its own client authentication, choosing one
+// of protos by ALPN (none: ALPN is ignored).
+func serverAuth(t *testing.T, iss *issuer.KeyPair, id spiffeid.ID, auth tls.ClientAuthType, refuse bool, protos ...string) string {
 	chain, key := pkitest.Leaf(t, iss, id, time.Now().Add(-time.Minute), time.Hour)
 	cert := tls.Certificate{PrivateKey: key}
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
 	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, ClientAuth: auth,
+		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, ClientAuth: auth, NextProtos: protos,
 		VerifyPeerCertificate: func([][]byte, [][]*x509.Certificate) error {
 			if refuse {
 				return errors.New("policy denies this identity")
@@ -127,7 +129,14 @@ func TestVerify(t *testing.T) {
 		{
 			name: "accepted", addr: server(t, f.ca.Issuer, db, false), expectID: db.String(),
 			want: []string{`^Address\s+127\.0\.0\.1:\d+$`, `^As\s+spiffe://cluster.local/ns/shop/sa/web$`, `^TLS\s+TLS 1\.3, TLS_`, `^Server\s+spiffe://cluster.local/ns/shop/sa/db$`,
-				`^Chain\[0\]\s+spiffe://cluster.local/ns/shop/sa/db \(expires in \d+m\d+s\)$`, `^Chain\[1\]\s+CN=catest issuer,O=meshid `, `^Anchor\s+CN=catest anchor,O=meshid$`, `^Accepted us\s+yes$`},
+				`^Chain\[0\]\s+spiffe://cluster.local/ns/shop/sa/db \(expires in \d+m\d+s\)$`, `^Chain\[1\]\s+CN=catest issuer,O=meshid `, `^Anchor\s+CN=catest anchor,O=meshid$`, `^Accepted us\s+yes$`,
+				`^ALPN\s+none chosen: an explicit meshid-proxy listener`},
+		},
+		{
+			// A transparent pod's inbound listener takes only a ClientHello
+			// offering meshid's ALPN for mTLS, and chooses it.
+			name: "a transparent proxy", addr: serverAuth(t, f.ca.Issuer, db, tls.RequireAnyClientCert, false, sidecar.ALPN), expectID: db.String(),
+			want: []string{`^ALPN\s+meshid/1: a transparent meshid-proxy took us for a meshed peer$`, `^Accepted us\s+yes$`},
 		},
 		{
 			name: "another identity", addr: server(t, f.ca.Issuer, db, false), expectID: web.String(),

@@ -1118,6 +1118,34 @@ func Cases() []Case {
 			Want:  []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+WARN\s+23h00m\s+holds bundle abababababab, the cluster's is [0-9a-f]{12}`)},
 			Hints: []string{"proxy 127.0.0.1"},
 		},
+		{
+			Name: "transparent proxy healthy",
+			Mod: func(t testing.TB, w *World) {
+				chain, _ := pkitest.Leaf(t, w.Issuer, Web, w.Now.Add(-time.Hour), 24*time.Hour)
+				w.Proxies = []string{Proxy(t, TransparentDoc(t, pkitest.PEM(chain...), w.BundleSHA(t), true, "", true, w.Now.Add(-time.Minute)))}
+			},
+			Want: []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+OK\s+23h00m\s+spiffe://cluster.local/ns/shop/sa/web, valid for 23h00m more; transparent, redirect present and matching, destinations fresh \(updated 1m0s ago\)`)},
+		},
+		{
+			Name: "transparent proxy without its redirect",
+			Mod: func(t testing.TB, w *World) {
+				chain, _ := pkitest.Leaf(t, w.Issuer, Web, w.Now.Add(-time.Hour), 24*time.Hour)
+				w.Proxies = []string{Proxy(t, TransparentDoc(t, pkitest.PEM(chain...), w.BundleSHA(t), false, "redirect: the nftables table inet meshid is missing", true, w.Now))}
+			},
+			Want:    []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+FAIL\s+23h00m\s+transparent, but its pod's redirect is missing: redirect: the nftables table inet meshid is missing`)},
+			Hints:   []string{"proxy 127.0.0.1"},
+			Problem: true,
+		},
+		{
+			Name: "transparent proxy with stale destinations",
+			Mod: func(t testing.TB, w *World) {
+				chain, _ := pkitest.Leaf(t, w.Issuer, Web, w.Now.Add(-time.Hour), 24*time.Hour)
+				w.Proxies = []string{Proxy(t, TransparentDoc(t, pkitest.PEM(chain...), w.BundleSHA(t), true, "", false, time.Time{}))}
+			},
+			Want:    []*regexp.Regexp{regexp.MustCompile(`(?m)^proxy 127\.0\.0\.1:\d+\s+FAIL\s+23h00m\s+transparent, but its destinations are stale: the CA's discovery stream has not synced`)},
+			Hints:   []string{"proxy 127.0.0.1"},
+			Problem: true,
+		},
 	}
 }
 

@@ -291,6 +291,20 @@ func IdentityDoc(t testing.TB, chain []byte, bundleSHA string) string {
 	return string(b)
 }
 
+// TransparentDoc is a transparent proxy's /identity: its redirect present
+// and matching or not (problem says why), its destinations fresh or not.
+func TransparentDoc(t testing.TB, chain []byte, bundleSHA string, redirect bool, problem string, fresh bool, updated time.Time) string {
+	b, err := json.Marshal(map[string]any{
+		"chain_pem": string(chain), "bundle_sha256": bundleSHA,
+		"redirect":  map[string]any{"mode": "transparent", "present": redirect, "matching": redirect, "problem": problem},
+		"discovery": map[string]any{"fresh": fresh, "connected": fresh, "last_update": updated},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // Row matches a table row: CHECK (and an anchor's fingerprint), STATUS,
 // then the detail.
 func Row(check string, status health.Status, detail string) *regexp.Regexp {
