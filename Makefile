@@ -68,9 +68,10 @@ fmt: ## format the Go code
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: generate
-generate: ## regenerate the gRPC code from api/identity/v1/identity.proto, and the AuthorizationPolicy and ExternalWorkload deep copies and CRDs
+generate: ## regenerate the gRPC code from api/identity/v1/identity.proto, and the AuthorizationPolicy, ExternalWorkload and FederatedTrustDomain deep copies and CRDs
 	$(GO) tool controller-gen object paths=./api/policy/... crd:crdVersions=v1 paths=./api/policy/... output:crd:dir=api/policy/crd
 	$(GO) tool controller-gen object paths=./api/workload/... crd:crdVersions=v1 paths=./api/workload/... output:crd:dir=api/workload/crd
+	$(GO) tool controller-gen object paths=./api/federation/... crd:crdVersions=v1 paths=./api/federation/... output:crd:dir=api/federation/crd
 	protoc --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
 	  --plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
 	  --go_out=. --go_opt=module=github.com/meshid/meshid \

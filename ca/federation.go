@@ -67,7 +67,8 @@ func (s *Service) federationServer() (*federationServer, error) {
 	}
 	h, err := endpoint.Handler(endpoint.Config{
 		TrustDomain: s.cfg.TrustDomain, RefreshHint: s.cfg.FederationRefreshHint,
-		Bundle: func() *bundle.Bundle { return s.store.Load().Bundle },
+		Bundle:         func() *bundle.Bundle { return s.store.Load().Bundle },
+		JWTAuthorities: s.jwtAuthorities(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
@@ -99,10 +100,16 @@ func (f *federationServer) run(ctx context.Context, g *errgroup.Group) {
 	if f.webCert != nil {
 		g.Go(func() error { return f.webCert.Watch(ctx, f.s.cfg.FilePollInterval) })
 	}
+	log.Info("serving the SPIFFE bundle endpoint", "address", f.lis.Addr().String(), "profile", string(profile), "trust_domain", f.s.cfg.TrustDomain.Name())
+	serveHTTP(ctx, g, f.server, f.lis, "bundle endpoint")
+}
+
+// serveHTTP serves server on lis in g until ctx ends, then shuts it down
+// within 5 s; what names it in errors.
+func serveHTTP(ctx context.Context, g *errgroup.Group, server *http.Server, lis net.Listener, what string) {
 	g.Go(func() error {
-		log.Info("serving the SPIFFE bundle endpoint", "address", f.lis.Addr().String(), "profile", string(profile), "trust_domain", f.s.cfg.TrustDomain.Name())
-		if err := f.server.Serve(f.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("ca: bundle endpoint: %w", err)
+		if err := server.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("ca: %s: %w", what, err)
 		}
 		return nil
 	})
@@ -110,8 +117,8 @@ func (f *federationServer) run(ctx context.Context, g *errgroup.Group) {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := f.server.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("ca: bundle endpoint: %w", err)
+		if err := server.Shutdown(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("ca: %s: %w", what, err)
 		}
 		return nil
 	})

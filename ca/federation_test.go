@@ -2,7 +2,6 @@ package ca_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca"
@@ -38,27 +36,8 @@ func TestBundleEndpointSPIFFE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	f := trustFiles{cert: filepath.Join(dir, "tls.crt"), key: filepath.Join(dir, "tls.key"), bundle: filepath.Join(dir, "ca-bundle.crt")}
-	f.write(t, f.bundle, anchor.CertPEM())
-	f.issuer(t, inter)
-	s, err := ca.New(ca.Config{
-		TrustDomain: td, Audience: identity.DefaultAudience, Client: fake.NewClientset(), Namespace: "meshid", ServiceAccount: "meshid-ca",
-		IssuerCertFile: f.cert, IssuerKeyFile: f.key, BundleFile: f.bundle, FilePollInterval: 10 * time.Millisecond,
-		Listen: "127.0.0.1:0", FleetReportInterval: -1,
-		FederationListen: "127.0.0.1:0", FederationRefreshHint: 30 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
+	s, f, ctx := runService(t, anchor, inter, func(c *ca.Config) {
+		c.FederationListen, c.FederationRefreshHint = "127.0.0.1:0", 30*time.Second
 	})
 	b, err := bundle.New(anchor.Cert)
 	if err != nil {

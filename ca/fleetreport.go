@@ -22,6 +22,7 @@ func (s *Service) fleetReport() fleet.Report {
 	r := trustReport(s.store.Load())
 	r.Replica, r.Updated, r.Proxies = s.cfg.Replica, s.cfg.Clock.Now(), s.server.Fleet().Live()
 	r.Updates = s.updates.list(s.store)
+	r.JWT = s.jwtReport()
 	return r
 }
 

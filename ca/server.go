@@ -98,6 +98,9 @@ type ServerConfig struct {
 	// ExternalLeafTTL is the lifetime of an external workload's leaf; 0
 	// means DefaultExternalLeafTTL.
 	ExternalLeafTTL time.Duration
+	// Federated holds the foreign bundles the bundle messages carry; nil
+	// means none.
+	Federated *Federated
 }
 
 // Server implements the Identity gRPC service.
@@ -347,14 +350,17 @@ func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1
 	var sent *identityv1.Bundle
 	for {
 		changed := s.cfg.Trust.Changed()
-		var jwtChanged <-chan struct{} // nil: never
+		var jwtChanged, federatedChanged <-chan struct{} // nil: never
 		if s.cfg.JWT != nil {
 			jwtChanged = s.cfg.JWT.Changed()
+		}
+		if s.cfg.Federated != nil {
+			federatedChanged = s.cfg.Federated.Changed()
 		}
 		if st := s.cfg.Trust.Load(); st.Bundle != nil {
 			msg := s.bundleMessage(st)
 			if sent == nil || msg.GetSha256() != sent.GetSha256() || msg.GetIssuerSha256() != sent.GetIssuerSha256() || msg.GetReissueWindowSeconds() != sent.GetReissueWindowSeconds() ||
-				!bytes.Equal(msg.GetJwtAuthorities(), sent.GetJwtAuthorities()) {
+				!bytes.Equal(msg.GetJwtAuthorities(), sent.GetJwtAuthorities()) || !sameBundles(msg.GetFederated(), sent.GetFederated()) {
 				if err := stream.Send(msg); err != nil {
 					return fmt.Errorf("ca: send bundle: %w", err)
 				}
@@ -368,6 +374,7 @@ func (s *Server) WatchBundle(_ *identityv1.WatchBundleRequest, stream identityv1
 			return status.Error(codes.Unavailable, "the CA is shutting down; reconnect to another replica")
 		case <-changed:
 		case <-jwtChanged:
+		case <-federatedChanged:
 		}
 	}
 }
@@ -399,6 +406,9 @@ func (s *Server) bundleMessage(st *trust.State) *identityv1.Bundle {
 	}
 	if s.cfg.JWT != nil {
 		msg.JwtAuthorities = s.cfg.JWT.JWKS(s.cfg.Clock.Now())
+	}
+	if s.cfg.Federated != nil {
+		msg.Federated = s.cfg.Federated.Bundles()
 	}
 	return msg
 }

@@ -37,6 +37,8 @@ import (
 	"github.com/meshid/meshid/ca/endpoint"
 	"github.com/meshid/meshid/ca/external"
 	"github.com/meshid/meshid/ca/fleet"
+	"github.com/meshid/meshid/ca/foreign"
+	"github.com/meshid/meshid/ca/jwtkey"
 	"github.com/meshid/meshid/ca/limit"
 	"github.com/meshid/meshid/ca/policies"
 	"github.com/meshid/meshid/ca/source"
@@ -97,6 +99,14 @@ type Config struct {
 	// EndpointSlices).
 	ExternalWorkloads bool
 	ExternalLeafTTL   time.Duration
+	// FederatedTrustDomains fetches the bundle of every
+	// FederatedTrustDomain, stores it in the object's status and streams
+	// it with ours (Federated); needs Dynamic (--federated-trust-domains).
+	FederatedTrustDomains bool
+	// ForeignLimits and ForeignPace bound and pace those fetches; zero
+	// means foreign's defaults.
+	ForeignLimits foreign.Limits
+	ForeignPace   foreign.Pace
 	// Discovery serves WatchDestinations to transparent proxies, from
 	// informers on Pods, Services and EndpointSlices (Client must list and
 	// watch them).
@@ -172,6 +182,10 @@ type Config struct {
 	// endpoint.DefaultRefreshHint.
 	FederationRefreshHint time.Duration
 
+	// JWT turns on JWT-SVIDs and OIDC discovery (ca/jwtservice.go); its
+	// zero value leaves them off.
+	JWT JWTConfig
+
 	// Log receives everything the CA logs; nil discards.
 	Log *slog.Logger
 	// Clock tells the time and paces the retries, fleet reports and file
@@ -230,6 +244,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("a gRPC address is required (--listen)"))
 	}
 	errs = append(errs, c.validateFederation()...)
+	errs = append(errs, c.JWT.validate()...)
 	if c.LeafTTL < 0 || c.ExternalLeafTTL < 0 || c.TokenCacheTTL < 0 || c.Backdate < 0 || c.FilePollInterval < 0 {
 		errs = append(errs, errors.New("durations must not be negative (--leaf-ttl, --external-leaf-ttl, --token-cache-ttl, --backdate, --file-poll-interval)"))
 	}
@@ -242,6 +257,7 @@ type Service struct {
 	cfg       Config
 	policies  *policies.Watcher
 	discovery *Discovery
+	federated *Federated
 	store     *trust.Store
 	metrics   *Metrics
 	server    *Server
@@ -250,6 +266,10 @@ type Service struct {
 	keyErr    atomic.Pointer[error] // the last IssuerKeyHealth answer
 	// federationAddr is the bundle endpoint's address, once listening.
 	federationAddr atomic.Value
+	// jwt holds the JWT-SVID signing keys; nil when they are off.
+	jwt *jwtkey.Ring
+	// oidcAddr is the OIDC discovery listener's address, once listening.
+	oidcAddr atomic.Value
 }
 
 // New returns a Service, or an error if cfg is invalid.
@@ -318,13 +338,31 @@ func New(cfg Config) (*Service, error) {
 		ext = external.NewStore(cfg.Dynamic)
 	}
 	metrics := NewMetrics(store)
+	jwtRing, err := newJWTRing(cfg.JWT)
+	if err != nil {
+		return nil, err
+	}
+	var federated *Federated
+	if cfg.FederatedTrustDomains {
+		if cfg.Dynamic == nil {
+			return nil, errors.New("ca: FederatedTrustDomains needs a dynamic client")
+		}
+		if federated, err = NewFederated(FederatedConfig{
+			Dynamic: cfg.Dynamic, TrustDomain: cfg.TrustDomain, Local: func() *bundle.Bundle { return store.Load().Bundle },
+			Limits: cfg.ForeignLimits, Pace: cfg.ForeignPace, Registry: metrics.Registry, Log: cfg.Log, Clock: cfg.Clock,
+		}); err != nil {
+			return nil, err
+		}
+	}
 	server, err := NewServer(ServerConfig{
 		External: ext, ExternalLeafTTL: cfg.ExternalLeafTTL,
+		JWT: jwtRing, JWTIssuer: cfg.JWT.OIDCIssuer,
 		TrustDomain: cfg.TrustDomain, Authenticator: reviewer, Trust: store, Metrics: metrics,
 		LeafTTL: cfg.LeafTTL, Backdate: cfg.Backdate, Clock: cfg.Clock, Log: cfg.Log,
-		Reserved: reserved,
-		Fleet:    fleet.NewRegistry(fleet.Config{Clock: cfg.Clock, MaxPerIdentity: cfg.MaxFleetInstancesPerIdentity, MaxInstances: cfg.MaxFleetInstances}),
-		Policies: watcher,
+		Reserved:  reserved,
+		Fleet:     fleet.NewRegistry(fleet.Config{Clock: cfg.Clock, MaxPerIdentity: cfg.MaxFleetInstancesPerIdentity, MaxInstances: cfg.MaxFleetInstances}),
+		Policies:  watcher,
+		Federated: federated,
 		Pods: func(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 			return cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		},
@@ -341,7 +379,8 @@ func New(cfg Config) (*Service, error) {
 		}
 	}
 	return &Service{
-		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery, updates: newUpdates(cfg.Clock.Now),
+		jwt: jwtRing,
+		cfg: cfg, store: store, metrics: metrics, server: server, policies: watcher, discovery: discovery, federated: federated, updates: newUpdates(cfg.Clock.Now),
 		serving: &servingCert{
 			id: ownID, dnsNames: cfg.DNSNames, ttl: min(cfg.LeafTTL, DefaultLeafTTL), backdate: cfg.Backdate,
 			store: store, now: cfg.Clock.Now,
@@ -371,10 +410,24 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	jwt, err := s.startJWT()
+	if err != nil {
+		grpcLis.Close()
+		if adminLis != nil {
+			adminLis.Close()
+		}
+		if federation != nil {
+			federation.lis.Close()
+		}
+		return err
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if federation != nil {
 		federation.run(ctx, g)
+	}
+	if jwt != nil {
+		jwt.run(ctx, g)
 	}
 	s.watchSources(ctx, g)
 	if s.cfg.FleetReportInterval > 0 {
@@ -392,6 +445,9 @@ func (s *Service) Run(ctx context.Context) error {
 			return err
 		}
 		g.Go(func() error { return pub.Run(ctx) })
+	}
+	if s.federated != nil {
+		g.Go(func() error { return s.federated.Run(ctx) })
 	}
 
 	limits := newCallerLimits(orDefault(s.cfg.MaxCallsPerCaller, DefaultMaxCallsPerCaller),

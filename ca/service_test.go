@@ -45,6 +45,40 @@ func (f trustFiles) issuer(t *testing.T, kp *issuer.KeyPair) {
 	f.write(t, f.cert, kp.CertPEM())
 }
 
+// runService writes the anchor's bundle and the issuer's files, then runs a
+// Service that reads them every 10 ms with the fake clientset, its gRPC API
+// on loopback and no periodic fleet report; mod changes the Config first
+// (nil: none). The Service stops at the test's end, and Run must return nil.
+func runService(t *testing.T, anchor, iss *issuer.KeyPair, mod func(*ca.Config)) (*ca.Service, trustFiles, context.Context) {
+	t.Helper()
+	dir := t.TempDir()
+	f := trustFiles{cert: filepath.Join(dir, "tls.crt"), key: filepath.Join(dir, "tls.key"), bundle: filepath.Join(dir, "ca-bundle.crt")}
+	f.write(t, f.bundle, anchor.CertPEM())
+	f.issuer(t, iss)
+	cfg := ca.Config{
+		TrustDomain: td, Audience: identity.DefaultAudience, Client: fake.NewClientset(), Namespace: "meshid", ServiceAccount: "meshid-ca",
+		IssuerCertFile: f.cert, IssuerKeyFile: f.key, BundleFile: f.bundle, FilePollInterval: 10 * time.Millisecond,
+		Listen: "127.0.0.1:0", FleetReportInterval: -1,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := ca.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	})
+	return s, f, ctx
+}
+
 // fleetReport asks the Service's admin handler for its report.
 func fleetReport(t *testing.T, s *ca.Service) fleet.Report {
 	t.Helper()
@@ -104,28 +138,7 @@ func TestFleetReportTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	f := trustFiles{cert: filepath.Join(dir, "tls.crt"), key: filepath.Join(dir, "tls.key"), bundle: filepath.Join(dir, "ca-bundle.crt")}
-	f.write(t, f.bundle, anchor.CertPEM())
-	f.issuer(t, good)
-
-	s, err := ca.New(ca.Config{
-		TrustDomain: td, Audience: identity.DefaultAudience, Client: fake.NewClientset(), Namespace: "meshid", ServiceAccount: "meshid-ca",
-		IssuerCertFile: f.cert, IssuerKeyFile: f.key, BundleFile: f.bundle, FilePollInterval: 10 * time.Millisecond,
-		Listen: "127.0.0.1:0", Replica: "replica-a", FleetReportInterval: -1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	})
+	s, f, _ := runService(t, anchor, good, func(c *ca.Config) { c.Replica = "replica-a" })
 
 	inForce := func(r fleet.Report) error {
 		if r.Issuer == nil || r.IssuerSHA256 != good.Fingerprint() {

@@ -20,9 +20,31 @@ func (e *DeniedError) Error() string {
 	return fmt.Sprintf("policy: %s may not connect to port %d: %s", e.Peer, e.Port, e.Reason)
 }
 
-// Authorize decides whether peer, already verified against the trust
-// bundle, may connect. It returns a *DeniedError when not.
+// Authorize decides whether peer, already verified against the bundle of
+// its trust domain, may connect. It returns a *DeniedError when not. A peer
+// of another trust domain is admitted only by a rule that names it (id,
+// pattern or trustDomain), whatever the mode: all-authenticated and
+// cluster-authenticated admit our trust domain's peers only (and
+// all-authenticated, by the proxy's choice of bundle, any ID our own
+// anchors sign, which Foreign tells apart).
 func (p *Port) Authorize(peer spiffeid.ID) error {
+	return p.authorize(peer, false)
+}
+
+// AuthorizeForeign is Authorize for a peer verified against a foreign
+// trust domain's bundle (a federated one): only a rule that names it
+// admits it, in every mode.
+func (p *Port) AuthorizeForeign(peer spiffeid.ID) error {
+	return p.authorize(peer, true)
+}
+
+func (p *Port) authorize(peer spiffeid.ID, foreign bool) error {
+	if foreign && !peer.MemberOf(p.td) {
+		if p.allows(peer) {
+			return nil
+		}
+		return p.deny(peer, fmt.Sprintf("it is of trust domain %s, federated with us, and no allow rule of this port names it (id, pattern or trustDomain); mode %s admits only our own trust domain", peer.TrustDomain(), p.Mode))
+	}
 	switch p.Mode {
 	case AllAuthenticated, AllUnauthenticated:
 		return nil
@@ -42,7 +64,7 @@ func (p *Port) Authorize(peer spiffeid.ID) error {
 }
 
 func (p *peers) allows(peer spiffeid.ID) bool {
-	if p.ids[peer] {
+	if p.ids[peer] || p.tds[peer.TrustDomain()] {
 		return true
 	}
 	if peer.MemberOf(p.td) {
@@ -55,7 +77,10 @@ func (p *peers) allows(peer spiffeid.ID) bool {
 	s := peer.String()
 	for _, g := range p.globs {
 		if g == "*" {
-			return true
+			if peer.MemberOf(p.td) {
+				return true
+			}
+			continue
 		}
 		if ok, _ := path.Match(g, s); ok {
 			return true

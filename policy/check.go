@@ -42,13 +42,18 @@ func (p *Port) Check(c Call) (d Decision, path string, err error) {
 }
 
 // Admits is the port's connection decision for peer, whose certificate
-// verified (zero: plain TCP, admitted only in mode all-unauthenticated).
+// verified (zero: plain TCP, admitted only in mode all-unauthenticated). A
+// peer of another trust domain is taken as federated (AuthorizeForeign:
+// only a rule naming it admits it), the stricter of the two readings,
+// since a request does not say which bundle verified its connection.
 func (p *Port) Admits(peer spiffeid.ID) error {
-	if peer.IsZero() {
-		if p.Mode != AllUnauthenticated {
-			return fmt.Errorf("policy: plain TCP is not admitted on port %d (mode %s)", p.Number, p.Mode)
-		}
+	switch {
+	case peer.IsZero() && p.Mode != AllUnauthenticated:
+		return fmt.Errorf("policy: plain TCP is not admitted on port %d (mode %s)", p.Number, p.Mode)
+	case peer.IsZero():
 		return nil
+	case !peer.MemberOf(p.td):
+		return p.AuthorizeForeign(peer)
 	}
 	return p.Authorize(peer)
 }

@@ -82,6 +82,7 @@ type peers struct {
 	ids    map[spiffeid.ID]bool
 	nsPath []string // "/ns/NAME/sa/" prefixes
 	globs  []string
+	tds    map[spiffeid.TrustDomain]bool
 }
 
 // Default returns a policy that applies mode to every port.
@@ -185,7 +186,7 @@ func compilePort(pf PortFile, td spiffeid.TrustDomain, where string) (*Port, err
 	if err != nil {
 		return nil, err
 	}
-	port := &Port{Number: pf.Port, Mode: mode, peers: peers{td: td, ids: map[spiffeid.ID]bool{}}}
+	port := &Port{Number: pf.Port, Mode: mode, peers: peers{td: td, ids: map[spiffeid.ID]bool{}, tds: map[spiffeid.TrustDomain]bool{}}}
 	if len(pf.Allow) > 0 && mode.AcceptsEveryPeer() {
 		return nil, fmt.Errorf("%w: %s: mode %s already accepts every authenticated peer, so its allow rules would do nothing; use mode deny to restrict, or remove the rules", ErrInvalid, where, mode)
 	}
@@ -203,13 +204,13 @@ func compilePort(pf PortFile, td spiffeid.TrustDomain, where string) (*Port, err
 
 func (p *peers) add(r Rule, where string) error {
 	set := 0
-	for _, v := range []string{r.ID, r.ServiceAccount, r.Namespace, r.Pattern} {
+	for _, v := range []string{r.ID, r.ServiceAccount, r.Namespace, r.Pattern, r.TrustDomain} {
 		if v != "" {
 			set++
 		}
 	}
 	if set != 1 {
-		return fmt.Errorf("%w: %s: a rule sets exactly one of id, serviceAccount, namespace, pattern (it sets %d)", ErrInvalid, where, set)
+		return fmt.Errorf("%w: %s: a rule sets exactly one of id, serviceAccount, namespace, pattern, trustDomain (it sets %d)", ErrInvalid, where, set)
 	}
 	switch {
 	case r.ID != "":
@@ -217,10 +218,7 @@ func (p *peers) add(r Rule, where string) error {
 		if err != nil {
 			return fmt.Errorf("%w: %s: id %q: %w", ErrInvalid, where, r.ID, err)
 		}
-		if !id.MemberOf(p.td) {
-			return fmt.Errorf("%w: %s: id %s is outside trust domain %s, whose anchors are the only ones this proxy verifies peers with; use mode all-authenticated to accept any identity those anchors sign", ErrInvalid, where, id, p.td)
-		}
-		p.ids[id] = true
+		p.ids[id] = true // a foreign one verifies only once its trust domain is federated
 	case r.ServiceAccount != "":
 		ns, name, ok := strings.Cut(r.ServiceAccount, "/")
 		if !ok {
@@ -244,11 +242,18 @@ func (p *peers) add(r Rule, where string) error {
 			if _, err := path.Match(r.Pattern, ""); err != nil {
 				return fmt.Errorf("%w: %s: pattern %q: %w", ErrInvalid, where, r.Pattern, err)
 			}
-			if prefix := p.td.IDString() + "/"; !strings.HasPrefix(r.Pattern, prefix) {
-				return fmt.Errorf("%w: %s: pattern %q must start with %s: peers of other trust domains are verified only in mode all-authenticated", ErrInvalid, where, r.Pattern, prefix)
+			host, _, _ := strings.Cut(strings.TrimPrefix(r.Pattern, "spiffe://"), "/")
+			if _, err := spiffeid.TrustDomainFromString(host); err != nil || !strings.Contains(r.Pattern[len("spiffe://"+host):], "/") {
+				return fmt.Errorf("%w: %s: pattern %q must name its trust domain literally, then a path (spiffe://%s/ns/*/sa/NAME; a foreign one like spiffe://b.example/ns/*/sa/NAME)", ErrInvalid, where, r.Pattern, p.td.Name())
 			}
 		}
 		p.globs = append(p.globs, r.Pattern)
+	case r.TrustDomain != "":
+		td, err := spiffeid.TrustDomainFromString(r.TrustDomain)
+		if err != nil {
+			return fmt.Errorf("%w: %s: trustDomain %q: %w", ErrInvalid, where, r.TrustDomain, err)
+		}
+		p.tds[td] = true
 	}
 	return nil
 }

@@ -69,6 +69,58 @@ func TestAuthorize(t *testing.T) {
 	}
 }
 
+// TestAuthorizeForeign: a peer verified against a federated trust
+// domain's bundle is admitted only by a rule naming it (id, pattern,
+// trustDomain), never by a mode, nor by "*"; our own peers are decided as
+// by Authorize.
+func TestAuthorizeForeign(t *testing.T) {
+	p, err := policy.Parse([]byte(`
+ports:
+- port: 8443
+  allow:
+  - id: spiffe://a.example/ns/shop/sa/web
+  - pattern: spiffe://spire.test/workload/*
+  - trustDomain: c.example
+  - serviceAccount: shop/checkout
+- port: 8444
+  allow:
+  - pattern: "*"
+- port: 9000
+  mode: cluster-authenticated
+- port: 9001
+  mode: all-authenticated
+- port: 9002
+  mode: all-unauthenticated
+`), td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		port  int
+		peer  string
+		allow bool
+	}{
+		{8443, "spiffe://a.example/ns/shop/sa/web", true},
+		{8443, "spiffe://a.example/ns/shop/sa/other", false}, // not named
+		{8443, "spiffe://spire.test/workload/api", true},
+		{8443, "spiffe://spire.test/workload/api/x", false},
+		{8443, "spiffe://c.example/anything/at/all", true},
+		{8443, "spiffe://a.example/ns/shop/sa/checkout", false}, // serviceAccount is ours
+		{8443, "spiffe://cluster.local/ns/shop/sa/checkout", true},
+		{8444, "spiffe://a.example/ns/shop/sa/web", false}, // "*" is our trust domain
+		{8444, "spiffe://cluster.local/ns/shop/sa/web", true},
+		{9000, "spiffe://a.example/ns/shop/sa/web", false}, // cluster-authenticated stays local
+		{9001, "spiffe://a.example/ns/shop/sa/web", false},
+		{9002, "spiffe://a.example/ns/shop/sa/web", false},
+		{9001, "spiffe://cluster.local/ns/any/sa/one", true},
+	} {
+		err := p.For(tt.port).AuthorizeForeign(spiffeid.RequireFromString(tt.peer))
+		if (err == nil) != tt.allow {
+			t.Errorf("port %d, %s: %v, want allowed=%v", tt.port, tt.peer, err, tt.allow)
+		}
+	}
+}
+
 func TestParseRefuses(t *testing.T) {
 	tests := []struct {
 		name, yaml, says string
@@ -86,8 +138,10 @@ func TestParseRefuses(t *testing.T) {
 		{"port out of range", "ports:\n- port: 70000", "between 1 and 65535"},
 		{"rules that do nothing", "ports:\n- port: 1\n  mode: all-authenticated\n  allow:\n  - namespace: a", "would do nothing"},
 		{"not yaml", "ports: [", "yaml"},
-		{"id of another trust domain", "ports:\n- port: 1\n  allow:\n  - id: spiffe://other.example/ns/a/sa/b", "outside trust domain"},
-		{"pattern of another trust domain", "ports:\n- port: 1\n  allow:\n  - pattern: 'spiffe://*/ns/a/sa/b'", "must start with spiffe://cluster.local/"},
+		{"pattern of any trust domain", "ports:\n- port: 1\n  allow:\n  - pattern: 'spiffe://*/ns/a/sa/b'", "must name its trust domain literally"},
+		{"pattern of a trust domain only", "ports:\n- port: 1\n  allow:\n  - pattern: 'spiffe://b.example'", "must name its trust domain literally"},
+		{"invalid trust domain", "ports:\n- port: 1\n  allow:\n  - trustDomain: 'B Example'", "trustDomain"},
+		{"trust domain and id", "ports:\n- port: 1\n  allow:\n  - trustDomain: b.example\n    id: spiffe://b.example/x", "exactly one of"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

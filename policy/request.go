@@ -255,7 +255,7 @@ func (p *Port) compileRequests(rules []RequestRule, where string) error {
 }
 
 func (p *Port) compileRequest(r RequestRule, where string) (requestRule, error) {
-	rr := requestRule{policy: r.Policy, name: r.Name, anyPeer: len(r.From) == 0, from: peers{td: p.td, ids: map[spiffeid.ID]bool{}}}
+	rr := requestRule{policy: r.Policy, name: r.Name, anyPeer: len(r.From) == 0, from: peers{td: p.td, ids: map[spiffeid.ID]bool{}, tds: map[spiffeid.TrustDomain]bool{}}}
 	if errs := validation.IsDNS1123Label(r.Name); len(errs) > 0 {
 		return rr, fmt.Errorf("%w: %s: name %q: %s", ErrInvalid, where, r.Name, strings.Join(errs, "; "))
 	}

@@ -131,7 +131,7 @@ func TestParseRefusesRequestRules(t *testing.T) {
 		{"host with a port", rule("name: a\n    hosts: [api.shop:80]"), "without port"},
 		{"host upper case", rule("name: a\n    hosts: [Api.Shop]"), "lower-case"},
 		{"host trailing dot", rule("name: a\n    hosts: [api.shop.]"), "trailing dot"},
-		{"from of another trust domain", rule("name: a\n    from: [{id: spiffe://other.example/x}]"), "outside trust domain"},
+		{"from of any trust domain", rule("name: a\n    from: [{pattern: 'spiffe://*/ns/a/sa/b'}]"), "must name its trust domain literally"},
 		{"from with two fields", rule("name: a\n    from: [{namespace: a, serviceAccount: a/b}]"), "exactly one"},
 		{"same name twice", "ports:\n- port: 1\n  requests:\n  - name: a\n  - name: a", "used twice"},
 		{"unknown field", rule("name: a\n    method: GET"), "unknown field"},

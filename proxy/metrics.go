@@ -66,7 +66,7 @@ func newMetrics(store *state.Store) *metrics {
 			Name: "meshid_proxy_policy_reloads_total", Help: "Policy file loads, by result (ok, refused).",
 		}, []string{"result"}),
 		bundles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meshid_proxy_bundle_updates_total", Help: "Trust bundle updates, by source (file, ca) and result (ok, unchanged, refused).",
+			Name: "meshid_proxy_bundle_updates_total", Help: "Trust bundle updates, by source (file, ca; ca_jwt: the JWT-SVID keys) and result (ok, unchanged, refused).",
 		}, []string{"source", "result"}),
 		skew: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshid_proxy_clock_skew_seconds", Help: "How far the CA's clock was ahead of this proxy's at the last certificate (negative: behind).",

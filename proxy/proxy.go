@@ -334,7 +334,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	if p.cfg.WorkloadAPI != "" {
 		g.Go(func() error {
-			return workload.New(p.store, p.log, p.cfg.WorkloadAPIAllow).Serve(ctx, p.cfg.WorkloadAPI)
+			api := workload.New(p.store, p.log, p.cfg.WorkloadAPIAllow)
+			minter := &jwtMinter{p: p}
+			defer minter.close()
+			p.enableJWT(api, minter)
+			return api.Serve(ctx, p.cfg.WorkloadAPI)
 		})
 	}
 	if p.cfg.AdminListen != "" {

@@ -2,14 +2,17 @@ package proxy
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/meshid/meshid/policy"
+	"github.com/meshid/meshid/proxy/state"
 )
 
 // refusal is why a connection was not forwarded; reason labels metrics.
@@ -51,17 +54,33 @@ func (p *Proxy) certificate() (*tls.Certificate, error) {
 	return nil, &refusal{reason: reasonNotReady, err: errors.New("proxy: no certificate yet")}
 }
 
-// anyTrustDomain serves the proxy's anchors for every trust domain: under
-// all-authenticated, a peer is trusted when our anchors signed it, whatever
-// trust domain it names.
-type anyTrustDomain struct{ p *Proxy }
+// anyTrustDomain serves the proxy's anchors for every trust domain but a
+// federated one: under all-authenticated, a peer is trusted when our
+// anchors signed it, whatever trust domain it names; a peer of a federated
+// trust domain is verified against that domain's own bundle only (and then
+// admitted only by a rule naming it: Port.AuthorizeForeign).
+type anyTrustDomain struct{ snap *state.Snapshot }
 
 func (a anyTrustDomain) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
-	b := a.p.store.Load().Bundle
-	if b == nil {
+	if f, ok := a.snap.Foreign[td]; ok {
+		return f.X509Bundle(td), nil
+	}
+	if a.snap.Bundle == nil {
 		return nil, errors.New("proxy: no trust bundle loaded")
 	}
-	return b.X509Bundle(td), nil
+	return a.snap.Bundle.X509Bundle(td), nil
+}
+
+// verifyPeer verifies a peer's chain against the bundle of the trust
+// domain it names (source: ours or a federated one's) and says whether it
+// is of a federated trust domain.
+func verifyPeer(certs []*x509.Certificate, snap *state.Snapshot, source x509bundle.Source, now time.Time) (spiffeid.ID, bool, error) {
+	id, _, err := x509svid.Verify(certs, source, x509svid.WithTime(now))
+	if err != nil {
+		return id, false, err
+	}
+	_, foreign := snap.Foreign[id.TrustDomain()]
+	return id, foreign, nil
 }
 
 // serverTLS is the inbound TLS configuration of listen port n: TLS 1.3,
@@ -85,15 +104,23 @@ func (p *Proxy) serverTLS(n int) *tls.Config {
 				}
 				return &refusal{reason: reasonNoCertificate, err: fmt.Errorf("proxy: port %d (mode %s) requires a client certificate and none was sent", n, port.Mode)}
 			}
-			var source x509bundle.Source = p.store
+			snap := p.store.Load()
+			var source x509bundle.Source = snap.Bundles()
 			if port.Mode.AcceptsEveryPeer() {
-				source = anyTrustDomain{p}
+				source = anyTrustDomain{snap}
 			}
-			id, _, err := x509svid.Verify(cs.PeerCertificates, source, x509svid.WithTime(p.cfg.Clock.Now()))
+			if source == (*x509bundle.Set)(nil) {
+				return &refusal{reason: reasonUntrusted, err: errors.New("proxy: no trust bundle loaded")}
+			}
+			id, foreign, err := verifyPeer(cs.PeerCertificates, snap, source, p.cfg.Clock.Now())
 			if err != nil {
-				return &refusal{reason: reasonUntrusted, err: fmt.Errorf("proxy: the client certificate does not verify against the trust bundle: %w", err)}
+				return &refusal{reason: reasonUntrusted, err: fmt.Errorf("proxy: the client certificate does not verify against the bundle of its trust domain: %w", err)}
 			}
-			if err := port.Authorize(id); err != nil {
+			authorize := port.Authorize
+			if foreign {
+				authorize = port.AuthorizeForeign
+			}
+			if err := authorize(id); err != nil {
 				return &refusal{reason: reasonDenied, peer: id, err: err}
 			}
 			return nil
@@ -119,7 +146,7 @@ func (p *Proxy) clientTLS(want spiffeid.ID) *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			id, _, err := x509svid.Verify(cs.PeerCertificates, p.store, x509svid.WithTime(p.cfg.Clock.Now()))
 			if err != nil {
-				return &refusal{reason: reasonUntrusted, err: fmt.Errorf("proxy: the server certificate does not verify against the trust bundle: %w", err)}
+				return &refusal{reason: reasonUntrusted, err: fmt.Errorf("proxy: the server certificate does not verify against the bundle of its trust domain: %w", err)}
 			}
 			switch {
 			case !want.IsZero() && id != want:

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -42,6 +44,35 @@ func (p *Proxy) setBundle(source string, pem []byte) {
 	}
 }
 
+// setForeign installs the foreign trust domains' bundles the CA streamed;
+// one that does not parse is left out (and said), the others are taken.
+func (p *Proxy) setForeign(federated []*identityv1.FederatedBundle) {
+	foreign := map[spiffeid.TrustDomain]*bundle.Bundle{}
+	for _, fb := range federated {
+		td, err := spiffeid.TrustDomainFromString(fb.GetTrustDomain())
+		if err == nil && td == p.cfg.TrustDomain {
+			err = errors.New("it is our own trust domain")
+		}
+		var b *bundle.Bundle
+		if err == nil {
+			b, err = bundle.Parse(fb.GetPem())
+		}
+		if err != nil {
+			p.log.Error("refused a federated trust domain's bundle from the CA; peers of it are not trusted", "trust_domain", fb.GetTrustDomain(), "error", err)
+			continue
+		}
+		foreign[td] = b
+	}
+	if p.store.SetForeign(foreign) {
+		tds := make([]string, 0, len(foreign))
+		for td := range foreign {
+			tds = append(tds, td.Name())
+		}
+		slices.Sort(tds)
+		p.log.Info("federated trust domains' bundles loaded", "trust_domains", tds)
+	}
+}
+
 // watchBundleFile follows the bundle file.
 func (p *Proxy) watchBundleFile(ctx context.Context) error {
 	return poll.Watch(ctx, p.cfg.Clock, map[string]string{"bundle": p.cfg.BundleFile}, p.cfg.PollInterval,
@@ -66,6 +97,8 @@ func (p *Proxy) watchBundleStream(ctx context.Context, client identityv1.Identit
 					continue
 				}
 				p.setBundle("ca", b.GetPem())
+				p.setJWTBundle(b.GetJwtAuthorities())
+				p.setForeign(b.GetFederated())
 				p.reissue(ctx, b.GetIssuerSha256(), time.Duration(b.GetReissueWindowSeconds())*time.Second)
 			}
 		}

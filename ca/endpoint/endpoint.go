@@ -1,6 +1,7 @@
 package endpoint
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,11 +62,27 @@ type Config struct {
 	// RefreshHint is published as spiffe_refresh_hint; 0 means
 	// DefaultRefreshHint.
 	RefreshHint time.Duration
+	// JWTAuthorities returns the JWT-SVID signing keys published now, as
+	// the document's jwt-svid keys; nil means none (no JWT-SVIDs).
+	JWTAuthorities func() []JWTAuthority
+}
+
+// JWTAuthority is a JWT-SVID signing key the bundle publishes.
+type JWTAuthority struct {
+	// ID is the key's kid. Required.
+	ID string
+	// Key is the public key.
+	Key crypto.PublicKey
+	// Created is when it was made and first published: a new key raises
+	// the sequence number, as a new anchor does.
+	Created time.Time
 }
 
 // Document is the SPIFFE bundle document of b for td: its anchors as
 // x509-svid keys, the refresh hint, and a sequence number every replica
-// computes alike from the anchors alone (see Sequence).
+// computes alike from the anchors alone (see Sequence). The handler adds
+// the JWT-SVID keys of Config.JWTAuthorities, whose creation raises the
+// sequence number too.
 func Document(td spiffeid.TrustDomain, b *bundle.Bundle, refreshHint time.Duration) *spiffebundle.Bundle {
 	doc := spiffebundle.FromX509Authorities(td, b.Anchors())
 	doc.SetRefreshHint(refreshHint)
@@ -120,7 +137,18 @@ func (s source) GetBundleForTrustDomain(td spiffeid.TrustDomain) (*spiffebundle.
 	if b == nil || td != s.TrustDomain {
 		return nil, fmt.Errorf("endpoint: no bundle for %q", td)
 	}
-	return Document(td, b, s.RefreshHint), nil
+	doc := Document(td, b, s.RefreshHint)
+	if s.JWTAuthorities != nil {
+		seq, _ := doc.SequenceNumber()
+		for _, a := range s.JWTAuthorities() {
+			if err := doc.AddJWTAuthority(a.ID, a.Key); err != nil {
+				return nil, fmt.Errorf("endpoint: JWT key %s: %w", a.ID, err)
+			}
+			seq = max(seq, uint64(max(a.Created.Unix(), 0)))
+		}
+		doc.SetSequenceNumber(seq)
+	}
+	return doc, nil
 }
 
 // Server is the endpoint's HTTP server with its limits, handing h every

@@ -273,6 +273,19 @@ type Report struct {
 	// take (at most one of each), oldest first.
 	Updates []Update `json:"updates,omitempty"`
 	Proxies []Proxy  `json:"proxies"`
+	// JWT describes the JWT-SVID signing keys in force; nil when the
+	// replica mints none (and from a meshid-ca that predates it).
+	JWT *JWTKeys `json:"jwt,omitempty"`
+}
+
+// JWTKeys are a replica's JWT-SVID signing keys at the report's time.
+type JWTKeys struct {
+	// Signing is the key ID it signs with; empty while none signs.
+	Signing string `json:"signing,omitempty"`
+	// SigningNotAfter is when that key stops signing (the next rotation).
+	SigningNotAfter time.Time `json:"signing_not_after,omitempty"`
+	// Published are the key IDs of the JWKS it publishes.
+	Published []string `json:"published"`
 }
 
 // View is the whole fleet, merged from every live replica's report.

@@ -163,6 +163,22 @@ func NextRotation(keys []Key, now time.Time) time.Time {
 	return k.NotAfter
 }
 
+// NextChange is the next moment Next would change keys: the newest key's
+// successor falls due, or a key's grace ends; zero for no keys.
+func NextChange(keys []Key, p Policy) time.Time {
+	if len(keys) == 0 {
+		return time.Time{}
+	}
+	newest := slices.MaxFunc(keys, func(a, b Key) int { return a.NotAfter.Compare(b.NotAfter) })
+	at := newest.NotAfter.Add(-p.PublishLead)
+	for _, k := range keys {
+		if end := k.NotAfter.Add(p.MaxTTL); end.Before(at) {
+			at = end
+		}
+	}
+	return at
+}
+
 // JWKS is the published public keys at now: every key not retired, as
 // JWKs with use "sig" and alg ES256.
 func JWKS(keys []Key, now time.Time, p Policy) jose.JSONWebKeySet {

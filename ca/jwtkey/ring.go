@@ -28,11 +28,19 @@ func NewRing(p Policy) (*Ring, error) {
 // Policy is the ring's policy.
 func (r *Ring) Policy() Policy { return r.policy }
 
-// Set installs keys; callers must not modify them afterwards.
+// Set installs keys; callers must not modify them afterwards. Those
+// waiting on Changed wake only when the set differs.
 func (r *Ring) Set(keys []Key) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	same := len(keys) == len(r.keys)
+	for i := 0; same && i < len(keys); i++ {
+		same = keys[i].ID == r.keys[i].ID && keys[i].NotBefore.Equal(r.keys[i].NotBefore) && keys[i].NotAfter.Equal(r.keys[i].NotAfter)
+	}
 	r.keys = keys
+	if same {
+		return // nothing a publisher shows changed: no wake-up
+	}
 	close(r.changed)
 	r.changed = make(chan struct{})
 }

@@ -91,7 +91,36 @@ func alertRules(o Options) []ruleGroup {
 			Labels:      map[string]string{"severity": "warning"},
 			Annotations: map[string]string{"summary": "two identities report the same meshid-proxy instance", "description": "One of them may be forging status reports. meshid-ca's warning log line names both; " + check + " lists the fleet."},
 		},
-	}}}
+	}}, {Name: "meshid-jwt", Rules: jwtAlertRules(ns)}}
+}
+
+// jwtAlertRules: the JWT-SVID signing keys (meshid-ca --jwt-key-secret);
+// without it their metrics do not exist and the rules never fire.
+func jwtAlertRules(ns string) []rule {
+	logs := "`kubectl -n " + ns + " logs deploy/" + CAName + " | grep 'jwt signing keys'`"
+	return []rule{
+		{
+			Alert: "MeshidJWTNoSigningKey", For: "5m",
+			Expr:        `meshid_ca_jwt_key_active_not_after_seconds == 0`,
+			Labels:      map[string]string{"severity": "critical"},
+			Annotations: map[string]string{"summary": "meshid-ca {{ $labels.pod }} has no JWT signing key in force", "description": "Every FetchJWTSVID fails until it has one. It reads and writes Secret " + JWTKeySecret + ": see why with " + logs + "."},
+		},
+		{
+			Alert: "MeshidJWTKeySyncFailing", For: "15m",
+			Expr:        `sum by (pod) (increase(meshid_ca_jwt_key_sync_total{result="failed"}[15m])) > 0 unless sum by (pod) (increase(meshid_ca_jwt_key_sync_total{result="ok"}[15m])) > 0`,
+			Labels:      map[string]string{"severity": "warning"},
+			Annotations: map[string]string{"summary": "meshid-ca {{ $labels.pod }} cannot read or update its JWT signing keys", "description": "It keeps the keys in force, but makes no successor: the active key will end with none to follow. See why: " + logs + "."},
+		},
+		{
+			// The successor is published --jwt-key-publish-lead (6 h by
+			// default) before the active key ends; 10 minutes before, one
+			// key alone is published.
+			Alert: "MeshidJWTKeyNotRotating", For: "5m",
+			Expr:        `(meshid_ca_jwt_key_active_not_after_seconds > 0) - time() < 600 and on (pod) meshid_ca_jwt_keys_published < 2`,
+			Labels:      map[string]string{"severity": "warning"},
+			Annotations: map[string]string{"summary": "the JWT signing key of meshid-ca {{ $labels.pod }} ends within 10 minutes and no successor is published", "description": "JWT-SVIDs stop when it ends. See why: " + logs + "."},
+		},
+	}
 }
 
 // alerts renders the rules as a ConfigMap holding a Prometheus rule file,

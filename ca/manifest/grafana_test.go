@@ -128,11 +128,12 @@ func metricNames(expr string) []string {
 }
 
 // exportedMetrics are the names quoted in meshid-ca's and meshid-proxy's
-// metrics.go (read as text: ca/manifest may not import ca or proxy).
+// metrics.go and their JWT files (read as text: ca/manifest may not import
+// ca or proxy).
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
-	for _, f := range []string{"../metrics.go", "../../proxy/metrics.go"} {
+	for _, f := range []string{"../metrics.go", "../jwtservice.go", "../../proxy/metrics.go", "../../proxy/jwt.go"} {
 		src, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

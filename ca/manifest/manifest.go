@@ -26,8 +26,10 @@ const (
 	AnchorSecret    = "meshid-anchor" // cert-manager mode: the anchor and its key
 	AnchorIssuer    = "meshid-anchor" // cert-manager mode: the CA Issuer over it
 	AlertsConfigMap = "meshid-alerts"
+	JWTKeySecret    = "meshid-jwt-keys" // the JWT-SVID signing keys, made by meshid-ca
 	GRPCPort        = 8443
 	AdminPort       = 9090
+	OIDCPort        = 8445 // with JWT.OIDCIssuer: the OIDC discovery listener
 )
 
 // Options describe a control plane.
@@ -59,6 +61,24 @@ type Options struct {
 	// External renders the ExternalWorkload CRD and has meshid-ca serve
 	// external workloads (external.go); nil renders neither.
 	External *External
+	// JWT turns on JWT-SVIDs: meshid-ca keeps its signing keys in the
+	// Secret JWTKeySecret, which it creates, and may touch that one
+	// Secret; nil renders none of it.
+	JWT *JWT
+	// Federation renders the FederatedTrustDomain CRD, the CA's RBAC to
+	// watch them and write their status, and --federated-trust-domains.
+	Federation bool
+}
+
+// JWT configures JWT-SVIDs.
+type JWT struct {
+	// MaxTTL caps a JWT-SVID's lifetime (--jwt-ttl-max); 0 leaves
+	// meshid-ca's default.
+	MaxTTL time.Duration
+	// OIDCIssuer, when set, is the issuer URL of the JWT-SVIDs, served by
+	// the OIDC discovery listener on port OIDCPort (container and Service
+	// port "oidc", plain HTTP: TLS is terminated in front of it).
+	OIDCIssuer string
 }
 
 func (o *Options) defaults() error {
@@ -103,6 +123,13 @@ func Render(o Options) ([]runtime.Object, error) {
 		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: o.Namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "meshid"}}},
 		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(CAName)},
 	}
+	if o.Federation {
+		c, err := federationCRD()
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, c)
+	}
 	objs = append(objs, caRBAC(o, meta)...)
 	objs = append(objs, &corev1.ConfigMap{
 		TypeMeta: typeMeta("v1", "ConfigMap"), ObjectMeta: meta(BundleConfigMap),
@@ -120,7 +147,7 @@ func Render(o Options) ([]runtime.Object, error) {
 			Data: map[string][]byte{corev1.TLSCertKey: o.IssuerCertPEM, corev1.TLSPrivateKeyKey: o.IssuerKeyPEM},
 		})
 	}
-	objs = append(objs, deployment(o, meta, labels), service(meta, labels))
+	objs = append(objs, deployment(o, meta, labels), service(o, meta, labels))
 	objs = append(objs, alerts(o, meta)...)
 	objs = append(objs, grafana(meta))
 	if o.Webhook != nil {
@@ -159,6 +186,15 @@ func Args(o Options) []string {
 		"--admin-listen=:" + strconv.Itoa(AdminPort),
 		"--replica=$(POD_NAME)",
 	}
+	if o.JWT != nil {
+		args = append(args, "--jwt-key-secret="+JWTKeySecret)
+		if o.JWT.MaxTTL != 0 {
+			args = append(args, "--jwt-ttl-max="+o.JWT.MaxTTL.String())
+		}
+		if o.JWT.OIDCIssuer != "" {
+			args = append(args, "--oidc-issuer="+o.JWT.OIDCIssuer, "--oidc-listen=:"+strconv.Itoa(OIDCPort))
+		}
+	}
 	if o.Webhook != nil {
 		// meshid-webhook's account may rewrite every pod; no workload runs
 		// as it, and none gets a certificate for it.
@@ -166,6 +202,9 @@ func Args(o Options) []string {
 	}
 	if o.External != nil {
 		args = append(args, externalArgs(o.External)...)
+	}
+	if o.Federation {
+		args = append(args, "--federated-trust-domains")
 	}
 	return args
 }
@@ -194,10 +233,10 @@ func deployment(o Options, meta func(string) metav1.ObjectMeta, labels map[strin
 					Containers: []corev1.Container{{
 						Name: CAName, Image: o.Image, Args: Args(o),
 						Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
-						Ports: []corev1.ContainerPort{
+						Ports: append([]corev1.ContainerPort{
 							{Name: "grpc", ContainerPort: GRPCPort, Protocol: corev1.ProtocolTCP},
 							{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
-						},
+						}, oidcContainerPort(o)...),
 						ReadinessProbe: probe("/ready"), LivenessProbe: probe("/live"),
 						Resources: corev1.ResourceRequirements{
 							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
@@ -221,17 +260,26 @@ func deployment(o Options, meta func(string) metav1.ObjectMeta, labels map[strin
 	}
 }
 
-func service(meta func(string) metav1.ObjectMeta, labels map[string]string) *corev1.Service {
+func service(o Options, meta func(string) metav1.ObjectMeta, labels map[string]string) *corev1.Service {
+	ports := []corev1.ServicePort{
+		{Name: "grpc", Port: GRPCPort, TargetPort: intstr.FromString("grpc"), Protocol: corev1.ProtocolTCP},
+		{Name: "admin", Port: AdminPort, TargetPort: intstr.FromString("admin"), Protocol: corev1.ProtocolTCP},
+	}
+	if len(oidcContainerPort(o)) > 0 {
+		ports = append(ports, corev1.ServicePort{Name: "oidc", Port: OIDCPort, TargetPort: intstr.FromString("oidc"), Protocol: corev1.ProtocolTCP})
+	}
 	return &corev1.Service{
 		TypeMeta: typeMeta("v1", "Service"), ObjectMeta: meta(CAName),
-		Spec: corev1.ServiceSpec{
-			Selector: labels,
-			Ports: []corev1.ServicePort{
-				{Name: "grpc", Port: GRPCPort, TargetPort: intstr.FromString("grpc"), Protocol: corev1.ProtocolTCP},
-				{Name: "admin", Port: AdminPort, TargetPort: intstr.FromString("admin"), Protocol: corev1.ProtocolTCP},
-			},
-		},
+		Spec: corev1.ServiceSpec{Selector: labels, Ports: ports},
 	}
+}
+
+// oidcContainerPort is the OIDC listener's port, when it is on.
+func oidcContainerPort(o Options) []corev1.ContainerPort {
+	if o.JWT == nil || o.JWT.OIDCIssuer == "" {
+		return nil
+	}
+	return []corev1.ContainerPort{{Name: "oidc", ContainerPort: OIDCPort, Protocol: corev1.ProtocolTCP}}
 }
 
 // String describes the options for the install summary.

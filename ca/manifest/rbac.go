@@ -48,7 +48,7 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 		&rbacv1.ClusterRoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterName}, Subjects: subject},
 		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(CAName),
-			Rules: []rbacv1.PolicyRule{
+			Rules: append([]rbacv1.PolicyRule{
 				// Watched by name (a list and watch with a fieldSelector).
 				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{IssuerSecret}, Verbs: []string{"list", "watch"}},
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{BundleConfigMap}, Verbs: []string{"list", "watch"}},
@@ -57,7 +57,7 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 				// below refuses writes to any other ConfigMap.
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create", "get", "update"}},
 				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-			}},
+			}, caJWTRules(o)...)},
 		&rbacv1.RoleBinding{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(CAName),
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: CAName}, Subjects: subject},
 	}
@@ -72,11 +72,23 @@ func caRBAC(o Options, meta func(string) metav1.ObjectMeta) []runtime.Object {
 	)...)
 }
 
+// caJWTRules: with JWT-SVIDs, the key Secret by name: read, created empty
+// by server-side apply (a named create; a replica that applies after
+// another created it makes a named patch), filled by conditional updates.
+// The CA never lists or watches it, and never touches another Secret.
+func caJWTRules(o Options) []rbacv1.PolicyRule {
+	if o.JWT == nil {
+		return nil
+	}
+	return []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{JWTKeySecret}, Verbs: []string{"get", "create", "patch", "update"}}}
+}
+
 // caClusterRules: TokenReviews always; with the webhook (whose injected
 // pods are transparent), watching the AuthorizationPolicies, reading the
 // pod a proxy names, and watching pods, Services and EndpointSlices for
 // discovery (--discovery: who is behind an address); with External, reading
-// ExternalWorkloads and writing their status (external.go).
+// ExternalWorkloads and writing their status (external.go); with federation,
+// the FederatedTrustDomains and their status (federation.go).
 func caClusterRules(o Options) []rbacv1.PolicyRule {
 	rules := []rbacv1.PolicyRule{{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}}
 	if o.Webhook != nil {
@@ -88,6 +100,9 @@ func caClusterRules(o Options) []rbacv1.PolicyRule {
 	}
 	if o.External != nil {
 		rules = append(rules, externalRules()...)
+	}
+	if o.Federation {
+		rules = append(rules, federationRules()...)
 	}
 	return rules
 }

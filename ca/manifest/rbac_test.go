@@ -4,9 +4,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meshid/meshid/ca/manifest"
 )
@@ -25,10 +28,12 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		{"ca alone", func(*manifest.Options) {}},
 		{"with the webhook", func(o *manifest.Options) { o.Webhook = webhook }},
 		{"with external workloads", func(o *manifest.Options) { o.External = &manifest.External{} }},
+		{"with JWT-SVIDs", func(o *manifest.Options) { o.Webhook, o.JWT = webhook, &manifest.JWT{} }},
 		{"with the webhook and cert-manager", func(o *manifest.Options) {
 			o.Webhook, o.IssuerCertPEM, o.IssuerKeyPEM = webhook, nil, nil
 			o.CertManager = &manifest.CertManager{AnchorCertPEM: []byte("a"), AnchorKeyPEM: []byte("k")}
 		}},
+		{"with federation", func(o *manifest.Options) { o.Federation = true }},
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,4 +115,95 @@ func subjectUsers(subjects []rbacv1.Subject) []string {
 		out = append(out, manifest.ServiceAccountUser(s.Namespace, s.Name))
 	}
 	return out
+}
+
+// TestJWTRBAC: with JWT-SVIDs the CA runs with the key Secret's flag and
+// may get, create (by apply), patch and update that one Secret; without
+// them, neither.
+func TestJWTRBAC(t *testing.T) {
+	base := manifest.Options{Namespace: "mesh", Image: "ca:1", BundlePEM: []byte("anchors"), IssuerCertPEM: []byte("c"), IssuerKeyPEM: []byte("k")}
+	for _, jwt := range []*manifest.JWT{nil, {MaxTTL: 15 * time.Minute}, {OIDCIssuer: "https://oidc.example.com"}} {
+		o := base
+		o.JWT = jwt
+		if got := slices.Contains(manifest.Args(o), "--jwt-key-secret="+manifest.JWTKeySecret); got != (jwt != nil) {
+			t.Fatalf("JWT %v: --jwt-key-secret in the args: %v", jwt, got)
+		}
+		if jwt != nil && jwt.MaxTTL != 0 && !slices.Contains(manifest.Args(o), "--jwt-ttl-max=15m0s") {
+			t.Fatalf("--jwt-ttl-max missing from %v", manifest.Args(o))
+		}
+		oidc := jwt != nil && jwt.OIDCIssuer != ""
+		if got := slices.Contains(manifest.Args(o), "--oidc-listen=:8445") && slices.Contains(manifest.Args(o), "--oidc-issuer=https://oidc.example.com"); got != oidc {
+			t.Fatalf("OIDC flags %v in %v; want %v", got, manifest.Args(o), oidc)
+		}
+		objs, err := manifest.Render(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found []rbacv1.PolicyRule
+		for _, obj := range objs {
+			if svc, ok := obj.(*corev1.Service); ok && svc.Name == manifest.CAName {
+				if got := slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "oidc" && p.Port == manifest.OIDCPort }); got != oidc {
+					t.Fatalf("Service port oidc %v; want %v", got, oidc)
+				}
+			}
+			if r, ok := obj.(*rbacv1.Role); ok && r.Name == manifest.CAName {
+				for _, rule := range r.Rules {
+					if slices.Contains(rule.Resources, "secrets") && slices.Contains(rule.ResourceNames, manifest.JWTKeySecret) {
+						found = append(found, rule)
+					}
+				}
+			}
+		}
+		switch {
+		case jwt == nil && len(found) != 0:
+			t.Fatalf("without JWT-SVIDs the CA may touch the key Secret: %v", found)
+		case jwt != nil && (len(found) != 1 || len(found[0].ResourceNames) != 1 || !slices.Equal(found[0].Verbs, []string{"get", "create", "patch", "update"})):
+			t.Fatalf("key Secret rules %v; want get, create, patch, update on that name alone", found)
+		}
+	}
+}
+
+// TestFederationRBAC: with federation the CA lists and watches
+// FederatedTrustDomains and updates only their status; the CRD is rendered
+// and the CA runs with --federated-trust-domains. Without it, none of that.
+func TestFederationRBAC(t *testing.T) {
+	for _, federation := range []bool{false, true} {
+		o := manifest.Options{Namespace: "mesh", Image: "ca:1", BundlePEM: []byte("anchors"), IssuerCertPEM: []byte("c"), IssuerKeyPEM: []byte("k"), Federation: federation}
+		objs, err := manifest.Render(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var verbs = map[string][]string{} // resource -> verbs
+		crd := false
+		for _, obj := range objs {
+			switch x := obj.(type) {
+			case *rbacv1.ClusterRole:
+				for _, r := range x.Rules {
+					if slices.Contains(r.APIGroups, "meshid.dev") {
+						for _, res := range r.Resources {
+							verbs[res] = append(verbs[res], r.Verbs...)
+						}
+					}
+				}
+			case *unstructured.Unstructured:
+				crd = crd || x.GetName() == "federatedtrustdomains.meshid.dev"
+			}
+		}
+		flag := slices.Contains(manifest.Args(o), "--federated-trust-domains")
+		if !federation {
+			if crd || flag || len(verbs) != 0 {
+				t.Errorf("without federation: CRD %v, flag %v, rules %v", crd, flag, verbs)
+			}
+			continue
+		}
+		if !crd || !flag {
+			t.Errorf("with federation: CRD %v, flag %v", crd, flag)
+		}
+		if got := verbs["federatedtrustdomains"]; !slices.Equal(got, []string{"list", "watch"}) {
+			t.Errorf("federatedtrustdomains: %v, want list and watch only", got)
+		}
+		if got := verbs["federatedtrustdomains/status"]; !slices.Equal(got, []string{"update"}) {
+			t.Errorf("federatedtrustdomains/status: %v, want update only", got)
+		}
+	}
 }

@@ -47,9 +47,11 @@ type options struct {
 	dnsNames                       []string
 	replica                        string
 	watchPolicies, discovery       bool
+	federatedTrustDomains          bool
 	fleetInterval                  time.Duration
 	fleetPerIdentity, fleetMax     int
 	federation                     federationOptions
+	jwt                            jwtOptions
 	log                            cli.LogOptions
 }
 
@@ -82,6 +84,7 @@ func (o *options) config() (ca.Config, error) {
 		MaxConnectionsPerCaller: o.maxConns, MaxCallsPerCaller: o.maxCalls, MaxStreamsPerCaller: o.maxStreams, DNSNames: dns,
 		Replica: o.replica, FleetReportInterval: o.fleetInterval, WatchPolicies: o.watchPolicies, Discovery: o.discovery,
 		ExternalWorkloads: o.externalWorkloads, ExternalLeafTTL: o.externalLeafTTL,
+		FederatedTrustDomains:        o.federatedTrustDomains,
 		MaxFleetInstancesPerIdentity: o.fleetPerIdentity, MaxFleetInstances: o.fleetMax,
 	}
 	if o.issuerKey != "" {
@@ -91,6 +94,7 @@ func (o *options) config() (ca.Config, error) {
 		cfg.IssuerKey = &keys.Key{} // stands in for the key run opens, for Validate
 	}
 	o.federation.apply(&cfg)
+	o.jwt.apply(&cfg)
 	if err := cfg.Validate(); err != nil {
 		return ca.Config{}, &cli.UsageError{Err: err}
 	}
@@ -169,9 +173,11 @@ trust domain's SPIFFE bundle endpoint there, for federated trust domains
 	fs.IntVar(&o.fleetMax, "max-fleet-instances", fleet.DefaultMaxInstances, "proxy instances this replica keeps status reports of, in all; a new one beyond it is refused and holds anchor rotation back. The fleet ConfigMap must stay under 1 MiB: 1,500 proxies with SPIFFE IDs of 250 characters fit, about 2,000 with IDs of 50 (-1: no limit)")
 	fs.BoolVar(&o.externalWorkloads, "external-workloads", false, "serve JoinExternal and RenewExternal to machines outside the cluster (ExternalWorkload, meshid.dev/v1alpha1; meshid workload join); needs get on externalworkloads and update on their status")
 	fs.DurationVar(&o.externalLeafTTL, "external-leaf-ttl", ca.DefaultExternalLeafTTL, "lifetime of an external workload's certificate: a deleted or revoked ExternalWorkload keeps its last one until it expires")
+	fs.BoolVar(&o.federatedTrustDomains, "federated-trust-domains", false, "trust the foreign trust domains of every FederatedTrustDomain (meshid.dev/v1alpha1): fetch each one's bundle from its endpoint when its refresh hint says, store it in the object's status and stream it to proxies with ours; needs list/watch on them and update on their status (docs/federation.md)")
 	fs.BoolVar(&o.watchPolicies, "watch-policies", false, "serve AuthorizationPolicies (meshid.dev/v1alpha1) to proxies over WatchPolicy; needs list/watch on them and get on pods")
 	fs.BoolVar(&o.discovery, "discovery", false, "serve WatchDestinations to transparent proxies (who is behind an address); needs list/watch on pods, services and endpointslices")
 	o.federation.addFlags(fs)
+	o.jwt.addFlags(fs)
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)
 	return cmd

@@ -32,7 +32,8 @@ with --prometheus-operator) and a Grafana dashboard (ConfigMap
 meshid-grafana-dashboard, which the Grafana sidecar loads). With --webhook (the
 default): the AuthorizationPolicy CRD, meshid-webhook with its RBAC (by name where
 Kubernetes allows it) and admission policy, and its webhook configurations.
-docs/cli.md lists every rule.
+With --jwt-svids: meshid-ca mints JWT-SVIDs, with get, create, patch and update
+on its one key Secret meshid-jwt-keys. docs/cli.md lists every rule.
 
 Trust material comes one of three ways:
   --cert-manager              cert-manager keeps the issuer fresh: a CA Issuer
@@ -80,6 +81,10 @@ not match.
 	fs.StringVar(&o.ProxyImage, "proxy-image", image("meshid-proxy"), "meshid-proxy image the webhook injects"+imageNote)
 	fs.BoolVar(&o.External, "external-workloads", false, "also install the ExternalWorkload CRD and have meshid-ca serve workloads outside the cluster (meshid workload join); see docs/expansion.md")
 	fs.DurationVar(&o.ExternalLeafTTL, "external-leaf-ttl", 0, "with --external-workloads: an external workload's certificate lifetime (default meshid-ca's, 1h)")
+	fs.BoolVar(&o.JWTSVIDs, "jwt-svids", false, "have meshid-ca mint JWT-SVIDs (proxies serve them on the Workload API): it keeps its ES256 signing keys in Secret meshid-jwt-keys, which it creates, and may get, create, patch and update that one Secret")
+	fs.StringVar(&o.OIDCIssuer, "oidc-issuer", "", "with --jwt-svids: the https issuer URL of the JWT-SVIDs, for cloud providers and Vault; meshid-ca serves its discovery documents on Service port oidc (8445, plain HTTP: expose it through an Ingress that terminates TLS for the issuer's host and forwards its path)")
+	fs.DurationVar(&o.JWTMaxTTL, "jwt-ttl-max", 0, "with --jwt-svids: the longest JWT-SVID a workload may ask for (0: meshid-ca's default, 1h; the default lifetime is 5m)")
+	fs.BoolVar(&o.Federation, "federation", false, "also install the FederatedTrustDomain CRD and have meshid-ca trust the foreign trust domains they name (list/watch on them, update on their status; docs/federation.md)")
 	fs.BoolVar(&o.PrometheusOperator, "prometheus-operator", false, "render the alerts as a PrometheusRule (needs the Prometheus Operator's CRDs)")
 	fs.BoolVar(&o.Apply, "apply", false, "apply with server-side apply instead of printing")
 	o.Cluster.AddFlags(fs)

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -31,10 +32,22 @@ type Snapshot struct {
 	RenewAfter time.Time
 	// Bundle holds the trust anchors.
 	Bundle *bundle.Bundle
+	// JWTBundle holds the trust domain's JWT-SVID signing keys (from the
+	// CA's jwt_authorities).
+	JWTBundle *jwtbundle.Bundle
+	// Foreign holds the anchors of each foreign trust domain the CA
+	// federates with; a peer of one is verified against its own only.
+	Foreign map[spiffeid.TrustDomain]*bundle.Bundle
 
 	x509 *x509bundle.Bundle // Bundle for the trust domain, built once
+	set  *x509bundle.Set    // Bundle and Foreign, built once
+	jwks string             // JWTBundle as the CA sent it
 	cert *tls.Certificate   // SVID for crypto/tls, built once
 }
+
+// Bundles returns the bundles of our trust domain and of every foreign one
+// (nil before the first bundle).
+func (snap *Snapshot) Bundles() *x509bundle.Set { return snap.set }
 
 // Certificate returns the SVID for crypto/tls, or nil before the first.
 func (snap *Snapshot) Certificate() *tls.Certificate { return snap.cert }
@@ -71,27 +84,101 @@ func (s *Store) Changed() <-chan struct{} {
 // SetSVID installs a new certificate.
 func (s *Store) SetSVID(i *rotation.Issued) {
 	cert := i.Certificate()
-	s.update(func(next *Snapshot) { next.SVID, next.RenewAfter, next.cert = i.SVID, i.RenewAfter, cert })
+	s.update(func(next *Snapshot) bool {
+		next.SVID, next.RenewAfter, next.cert = i.SVID, i.RenewAfter, cert
+		return true
+	})
 }
 
 // SetBundle installs b and reports whether it differs from the current one.
 func (s *Store) SetBundle(b *bundle.Bundle) bool {
 	changed := false
-	s.update(func(next *Snapshot) {
+	s.update(func(next *Snapshot) bool {
 		if next.Bundle != nil && next.Bundle.SHA256() == b.SHA256() {
-			return
+			return false
 		}
 		next.Bundle, next.x509, changed = b, b.X509Bundle(s.td), true
+		next.set = s.set(next)
+		return true
 	})
 	return changed
 }
 
-func (s *Store) update(change func(*Snapshot)) {
+// SetJWTBundle installs the JWKS of the trust domain's JWT-SVID keys and
+// reports whether it changed; a JWKS that does not parse is refused and
+// the last good one stays.
+func (s *Store) SetJWTBundle(jwks []byte) (bool, error) {
+	b, err := jwtbundle.Parse(s.td, jwks)
+	if err != nil {
+		return false, fmt.Errorf("state: JWT bundle: %w", err)
+	}
+	changed := false
+	s.update(func(next *Snapshot) bool {
+		if next.jwks == string(jwks) {
+			return false
+		}
+		next.JWTBundle, next.jwks, changed = b, string(jwks), true
+		return true
+	})
+	return changed, nil
+}
+
+// SetForeign installs the foreign trust domains' bundles (our own trust
+// domain among them is ignored) and reports whether they differ from the
+// current ones.
+func (s *Store) SetForeign(foreign map[spiffeid.TrustDomain]*bundle.Bundle) bool {
+	changed := false
+	s.update(func(next *Snapshot) bool {
+		kept := map[spiffeid.TrustDomain]*bundle.Bundle{}
+		for td, b := range foreign {
+			if td != s.td && b != nil {
+				kept[td] = b
+			}
+		}
+		if sameForeign(kept, next.Foreign) {
+			return false
+		}
+		if len(kept) == 0 {
+			kept = nil
+		}
+		next.Foreign, changed = kept, true
+		next.set = s.set(next)
+		return true
+	})
+	return changed
+}
+
+func sameForeign(a, b map[spiffeid.TrustDomain]*bundle.Bundle) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for td, x := range a {
+		if y, ok := b[td]; !ok || x.SHA256() != y.SHA256() {
+			return false
+		}
+	}
+	return true
+}
+
+// set builds the x509bundle.Set of next; nil before the first bundle.
+func (s *Store) set(next *Snapshot) *x509bundle.Set {
+	if next.x509 == nil {
+		return nil
+	}
+	set := x509bundle.NewSet(next.x509)
+	for td, b := range next.Foreign {
+		set.Add(b.X509Bundle(td))
+	}
+	return set
+}
+
+// update applies change to a copy of the current snapshot and installs it
+// if change reports a change.
+func (s *Store) update(change func(*Snapshot) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := *s.current.Load()
-	change(&next)
-	if next == *s.current.Load() {
+	if !change(&next) {
 		return
 	}
 	s.current.Store(&next)
@@ -121,15 +208,16 @@ func (s *Store) GetX509SVID() (*x509svid.SVID, error) {
 	return nil, errors.New("state: no certificate yet")
 }
 
-// GetX509BundleForTrustDomain implements x509bundle.Source. Only the
-// proxy's own trust domain has a bundle.
+// GetX509BundleForTrustDomain implements x509bundle.Source: the proxy's
+// own trust domain has its bundle, a foreign one its own (none without
+// federation).
 func (s *Store) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	snap := s.Load()
-	if snap.x509 == nil {
+	if snap.set == nil {
 		return nil, errors.New("state: no trust bundle loaded")
 	}
-	if td != s.td {
-		return nil, fmt.Errorf("state: no bundle for trust domain %q (only %q)", td, s.td)
+	if b, ok := snap.set.Get(td); ok {
+		return b, nil
 	}
-	return snap.x509, nil
+	return nil, fmt.Errorf("state: no bundle for trust domain %q (ours is %q, and no FederatedTrustDomain names it)", td, s.td)
 }

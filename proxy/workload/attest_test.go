@@ -3,7 +3,6 @@ package workload_test
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,16 +16,11 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshid/meshid/bundle"
-	"github.com/meshid/meshid/issuer/issuertest"
-	"github.com/meshid/meshid/proxy/state"
 	"github.com/meshid/meshid/proxy/workload"
-	"github.com/meshid/meshid/rotation"
 )
 
 func u32(n uint32) *uint32 { return &n }
@@ -144,16 +138,8 @@ func TestAttestation(t *testing.T) {
 	exe := copyExecutable(t, dir)
 	sum := fileSum(t, exe)
 
-	anchor := issuertest.Anchor(t)
 	id := spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/db")
-	leaf := issuertest.Leaf(t, anchor, id)
-	store := state.NewStore(id.TrustDomain())
-	store.SetSVID(&rotation.Issued{SVID: &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf.Cert}, PrivateKey: leaf.Key}})
-	b, err := bundle.New(anchor.Cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store.SetBundle(b)
+	store := storeFor(t, id)
 
 	const nobody = 65534
 	root, other := (*syscall.Credential)(nil), &syscall.Credential{Uid: nobody, Gid: 0}
@@ -198,7 +184,7 @@ func uidOf(c *syscall.Credential) string {
 }
 
 // serve runs s on socket until the test ends and waits for the socket.
-func serve(t *testing.T, s *workload.Server, socket string) {
+func serve(t testing.TB, s *workload.Server, socket string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

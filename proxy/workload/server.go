@@ -1,7 +1,13 @@
 // Package workload owns the proxy's SPIFFE Workload API server: on a Unix
 // socket it hands SPIFFE-aware applications (go-spiffe's workloadapi,
 // SPIRE-compatible clients) the proxy's X.509-SVID and trust bundle, and
-// streams both again whenever either changes.
+// streams both again whenever either changes. With EnableJWT (jwt.go) it
+// also serves JWT-SVIDs: FetchJWTSVID (audiences required, none empty or
+// *, only the proxy's own identity) from a cache per audience set that a
+// JWT-SVID leaves at half its life, minted by the CA for the identity the
+// proxy's X.509-SVID proves; FetchJWTBundles (the CA's jwt_authorities);
+// ValidateJWTSVID (go-spiffe's jwtsvid.ParseAndValidate). Every refusal
+// has a reason, told to JWTConfig.Refused.
 //
 // The socket is created with mode 0660. With Allow rules the server also
 // attests every caller (attest.go): the kernel's peer credentials of the
@@ -42,6 +48,7 @@ type Server struct {
 	store *state.Store
 	log   *slog.Logger
 	allow []Allow
+	jwt   *jwtCache // nil: no JWT-SVIDs (EnableJWT)
 }
 
 // New returns a server for store that admits the callers allow matches
@@ -111,17 +118,34 @@ func (s *Server) FetchX509SVID(_ *workloadpb.X509SVIDRequest, stream workloadpb.
 			X509Svid:    concat(snap.SVID.Certificates),
 			X509SvidKey: keyDER,
 			Bundle:      concat(snap.Bundle.Anchors()),
-		}}})
+		}}, FederatedBundles: federated(snap)})
 	})
 }
 
 // FetchX509Bundles implements the Workload API.
 func (s *Server) FetchX509Bundles(_ *workloadpb.X509BundlesRequest, stream workloadpb.SpiffeWorkloadAPI_FetchX509BundlesServer) error {
 	return s.follow(stream.Context(), func(snap *state.Snapshot) error {
-		return stream.Send(&workloadpb.X509BundlesResponse{Bundles: map[string][]byte{
-			s.store.TrustDomain().IDString(): concat(snap.Bundle.Anchors()),
-		}})
+		bundles := federated(snap)
+		if bundles == nil {
+			bundles = map[string][]byte{}
+		}
+		bundles[s.store.TrustDomain().IDString()] = concat(snap.Bundle.Anchors())
+		return stream.Send(&workloadpb.X509BundlesResponse{Bundles: bundles})
 	})
+}
+
+// federated is the foreign trust domains' anchors by trust domain ID, as
+// the Workload API's federated_bundles carries them (nil without
+// federation).
+func federated(snap *state.Snapshot) map[string][]byte {
+	if len(snap.Foreign) == 0 {
+		return nil
+	}
+	out := make(map[string][]byte, len(snap.Foreign))
+	for td, b := range snap.Foreign {
+		out[td.IDString()] = concat(b.Anchors())
+	}
+	return out
 }
 
 // follow calls send with the current snapshot once it has a certificate

@@ -90,6 +90,13 @@ type Input struct {
 	// then re-mints its own at two thirds of its life).
 	WebhookCertPEM []byte
 
+	// JWT is the JWT-SVID key Secret; nil when not read or not there
+	// (JWT-SVIDs off).
+	JWT *JWTKeys
+	// Federated are the FederatedTrustDomains; nil when not read (no
+	// federation: no rows).
+	Federated *Federated
+
 	// CA is the CA Deployment; nil when not checked.
 	CA *Replicas
 	// Proxies are the proxies asked (--proxies), in order.
@@ -222,6 +229,8 @@ func Run(in Input) *Report {
 		c.add(c.replicas())
 	}
 	c.reportRows()
+	c.jwtRows()
+	c.federationRows()
 	for _, p := range in.Proxies {
 		c.add(c.proxy(p))
 	}

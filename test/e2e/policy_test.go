@@ -123,8 +123,8 @@ func TestAuthorizationPolicy(t *testing.T) {
 	if out, err := apply(bad); err == nil || !strings.Contains(out, "would do nothing") {
 		t.Fatalf("an invalid AuthorizationPolicy was not refused with the webhook's message: %v\n%s", err, out)
 	}
-	if out, err := apply(policy("  - id: spiffe://other.example/ns/a/sa/b\n")); err == nil || !strings.Contains(out, "outside trust domain") {
-		t.Fatalf("a policy naming another trust domain was not refused: %v\n%s", err, out)
+	if out, err := apply(policy("  - pattern: 'spiffe://*/ns/a/sa/b'\n")); err == nil || !strings.Contains(out, "must name its trust domain literally") {
+		t.Fatalf("a policy with a pattern matching any trust domain was not refused: %v\n%s", err, out)
 	}
 
 	allowed := func(out string) bool { _, err := get(fresh, out, "x"); return err == nil }

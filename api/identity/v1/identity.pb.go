@@ -80,7 +80,7 @@ func (x Destination_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Destination_Kind.Descriptor instead.
 func (Destination_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{14, 0}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{15, 0}
 }
 
 type JoinExternalRequest struct {
@@ -692,8 +692,14 @@ type Bundle struct {
 	// (JSON), every key published and not retired; empty when the CA mints
 	// no JWT-SVIDs.
 	JwtAuthorities []byte `protobuf:"bytes,6,opt,name=jwt_authorities,json=jwtAuthorities,proto3" json:"jwt_authorities,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// federated holds the X.509 anchors of every foreign trust domain this
+	// trust domain federates with (FederatedTrustDomain objects, the bundle
+	// meshid-ca last fetched, or the initial one), sorted by trust domain;
+	// empty without federation. A peer of a foreign trust domain is
+	// verified against its own trust domain's anchors only.
+	Federated     []*FederatedBundle `protobuf:"bytes,7,rep,name=federated,proto3" json:"federated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
@@ -768,6 +774,78 @@ func (x *Bundle) GetJwtAuthorities() []byte {
 	return nil
 }
 
+func (x *Bundle) GetFederated() []*FederatedBundle {
+	if x != nil {
+		return x.Federated
+	}
+	return nil
+}
+
+// FederatedBundle is one foreign trust domain's X.509 anchors.
+type FederatedBundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// trust_domain the anchors are authoritative for; never ours.
+	TrustDomain string `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// pem holds every anchor as a PEM CERTIFICATE block, canonical as
+	// Bundle.pem.
+	Pem []byte `protobuf:"bytes,2,opt,name=pem,proto3" json:"pem,omitempty"`
+	// sha256 is the lowercase hex SHA-256 of pem.
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FederatedBundle) Reset() {
+	*x = FederatedBundle{}
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundle) ProtoMessage() {}
+
+func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
+func (*FederatedBundle) Descriptor() ([]byte, []int) {
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FederatedBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetPem() []byte {
+	if x != nil {
+		return x.Pem
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 type ProxyStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// instance names this proxy process; it is random per start.
@@ -790,7 +868,7 @@ type ProxyStatus struct {
 
 func (x *ProxyStatus) Reset() {
 	*x = ProxyStatus{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +880,7 @@ func (x *ProxyStatus) String() string {
 func (*ProxyStatus) ProtoMessage() {}
 
 func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +893,7 @@ func (x *ProxyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyStatus.ProtoReflect.Descriptor instead.
 func (*ProxyStatus) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{11}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProxyStatus) GetInstance() string {
@@ -875,7 +953,7 @@ type ReportStatusResponse struct {
 
 func (x *ReportStatusResponse) Reset() {
 	*x = ReportStatusResponse{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +965,7 @@ func (x *ReportStatusResponse) String() string {
 func (*ReportStatusResponse) ProtoMessage() {}
 
 func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[12]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +978,7 @@ func (x *ReportStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{12}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{13}
 }
 
 type DestinationsRequest struct {
@@ -914,7 +992,7 @@ type DestinationsRequest struct {
 
 func (x *DestinationsRequest) Reset() {
 	*x = DestinationsRequest{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1004,7 @@ func (x *DestinationsRequest) String() string {
 func (*DestinationsRequest) ProtoMessage() {}
 
 func (x *DestinationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[13]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1017,7 @@ func (x *DestinationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestinationsRequest.ProtoReflect.Descriptor instead.
 func (*DestinationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{13}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DestinationsRequest) GetSubscribe() []string {
@@ -969,7 +1047,7 @@ type Destination struct {
 
 func (x *Destination) Reset() {
 	*x = Destination{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[14]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1059,7 @@ func (x *Destination) String() string {
 func (*Destination) ProtoMessage() {}
 
 func (x *Destination) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[14]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1072,7 @@ func (x *Destination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Destination.ProtoReflect.Descriptor instead.
 func (*Destination) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{14}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Destination) GetAddress() string {
@@ -1036,7 +1114,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_api_identity_v1_identity_proto_msgTypes[15]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1126,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_api_identity_v1_identity_proto_msgTypes[15]
+	mi := &file_api_identity_v1_identity_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1139,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{15}
+	return file_api_identity_v1_identity_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1129,14 +1207,19 @@ const file_api_identity_v1_identity_proto_rawDesc = "" +
 	"\vserver_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\"\x12\n" +
 	"\x10GetBundleRequest\"\x14\n" +
-	"\x12WatchBundleRequest\"\xd9\x01\n" +
+	"\x12WatchBundleRequest\"\x9c\x02\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
 	"\x03pem\x18\x02 \x01(\fR\x03pem\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12#\n" +
 	"\rissuer_sha256\x18\x04 \x01(\tR\fissuerSha256\x124\n" +
 	"\x16reissue_window_seconds\x18\x05 \x01(\x03R\x14reissueWindowSeconds\x12'\n" +
-	"\x0fjwt_authorities\x18\x06 \x01(\fR\x0ejwtAuthorities\"\xba\x02\n" +
+	"\x0fjwt_authorities\x18\x06 \x01(\fR\x0ejwtAuthorities\x12A\n" +
+	"\tfederated\x18\a \x03(\v2#.meshid.identity.v1.FederatedBundleR\tfederated\"^\n" +
+	"\x0fFederatedBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x10\n" +
+	"\x03pem\x18\x02 \x01(\fR\x03pem\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"\xba\x02\n" +
 	"\vProxyStatus\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12#\n" +
 	"\rbundle_sha256\x18\x02 \x01(\tR\fbundleSha256\x12\x1f\n" +
@@ -1188,7 +1271,7 @@ func file_api_identity_v1_identity_proto_rawDescGZIP() []byte {
 }
 
 var file_api_identity_v1_identity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_api_identity_v1_identity_proto_goTypes = []any{
 	(Destination_Kind)(0),         // 0: meshid.identity.v1.Destination.Kind
 	(*JoinExternalRequest)(nil),   // 1: meshid.identity.v1.JoinExternalRequest
@@ -1202,45 +1285,47 @@ var file_api_identity_v1_identity_proto_goTypes = []any{
 	(*GetBundleRequest)(nil),      // 9: meshid.identity.v1.GetBundleRequest
 	(*WatchBundleRequest)(nil),    // 10: meshid.identity.v1.WatchBundleRequest
 	(*Bundle)(nil),                // 11: meshid.identity.v1.Bundle
-	(*ProxyStatus)(nil),           // 12: meshid.identity.v1.ProxyStatus
-	(*ReportStatusResponse)(nil),  // 13: meshid.identity.v1.ReportStatusResponse
-	(*DestinationsRequest)(nil),   // 14: meshid.identity.v1.DestinationsRequest
-	(*Destination)(nil),           // 15: meshid.identity.v1.Destination
-	(*Endpoint)(nil),              // 16: meshid.identity.v1.Endpoint
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*FederatedBundle)(nil),       // 12: meshid.identity.v1.FederatedBundle
+	(*ProxyStatus)(nil),           // 13: meshid.identity.v1.ProxyStatus
+	(*ReportStatusResponse)(nil),  // 14: meshid.identity.v1.ReportStatusResponse
+	(*DestinationsRequest)(nil),   // 15: meshid.identity.v1.DestinationsRequest
+	(*Destination)(nil),           // 16: meshid.identity.v1.Destination
+	(*Endpoint)(nil),              // 17: meshid.identity.v1.Endpoint
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_api_identity_v1_identity_proto_depIdxs = []int32{
-	17, // 0: meshid.identity.v1.JWTSVID.issued_at:type_name -> google.protobuf.Timestamp
-	17, // 1: meshid.identity.v1.JWTSVID.expires_at:type_name -> google.protobuf.Timestamp
-	17, // 2: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
-	17, // 3: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
-	17, // 4: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
-	17, // 5: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
-	0,  // 6: meshid.identity.v1.Destination.kind:type_name -> meshid.identity.v1.Destination.Kind
-	16, // 7: meshid.identity.v1.Destination.endpoints:type_name -> meshid.identity.v1.Endpoint
-	7,  // 8: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
-	9,  // 9: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
-	10, // 10: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
-	12, // 11: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
-	5,  // 12: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
-	3,  // 13: meshid.identity.v1.Identity.MintJWTSVID:input_type -> meshid.identity.v1.MintJWTSVIDRequest
-	1,  // 14: meshid.identity.v1.Identity.JoinExternal:input_type -> meshid.identity.v1.JoinExternalRequest
-	2,  // 15: meshid.identity.v1.Identity.RenewExternal:input_type -> meshid.identity.v1.RenewExternalRequest
-	14, // 16: meshid.identity.v1.Discovery.WatchDestinations:input_type -> meshid.identity.v1.DestinationsRequest
-	8,  // 17: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
-	11, // 18: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
-	11, // 19: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
-	13, // 20: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
-	6,  // 21: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
-	4,  // 22: meshid.identity.v1.Identity.MintJWTSVID:output_type -> meshid.identity.v1.JWTSVID
-	8,  // 23: meshid.identity.v1.Identity.JoinExternal:output_type -> meshid.identity.v1.CertifyResponse
-	8,  // 24: meshid.identity.v1.Identity.RenewExternal:output_type -> meshid.identity.v1.CertifyResponse
-	15, // 25: meshid.identity.v1.Discovery.WatchDestinations:output_type -> meshid.identity.v1.Destination
-	17, // [17:26] is the sub-list for method output_type
-	8,  // [8:17] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	18, // 0: meshid.identity.v1.JWTSVID.issued_at:type_name -> google.protobuf.Timestamp
+	18, // 1: meshid.identity.v1.JWTSVID.expires_at:type_name -> google.protobuf.Timestamp
+	18, // 2: meshid.identity.v1.CertifyResponse.valid_until:type_name -> google.protobuf.Timestamp
+	18, // 3: meshid.identity.v1.CertifyResponse.renew_after:type_name -> google.protobuf.Timestamp
+	18, // 4: meshid.identity.v1.CertifyResponse.server_time:type_name -> google.protobuf.Timestamp
+	12, // 5: meshid.identity.v1.Bundle.federated:type_name -> meshid.identity.v1.FederatedBundle
+	18, // 6: meshid.identity.v1.ProxyStatus.leaf_not_after:type_name -> google.protobuf.Timestamp
+	0,  // 7: meshid.identity.v1.Destination.kind:type_name -> meshid.identity.v1.Destination.Kind
+	17, // 8: meshid.identity.v1.Destination.endpoints:type_name -> meshid.identity.v1.Endpoint
+	7,  // 9: meshid.identity.v1.Identity.Certify:input_type -> meshid.identity.v1.CertifyRequest
+	9,  // 10: meshid.identity.v1.Identity.GetBundle:input_type -> meshid.identity.v1.GetBundleRequest
+	10, // 11: meshid.identity.v1.Identity.WatchBundle:input_type -> meshid.identity.v1.WatchBundleRequest
+	13, // 12: meshid.identity.v1.Identity.ReportStatus:input_type -> meshid.identity.v1.ProxyStatus
+	5,  // 13: meshid.identity.v1.Identity.WatchPolicy:input_type -> meshid.identity.v1.WatchPolicyRequest
+	3,  // 14: meshid.identity.v1.Identity.MintJWTSVID:input_type -> meshid.identity.v1.MintJWTSVIDRequest
+	1,  // 15: meshid.identity.v1.Identity.JoinExternal:input_type -> meshid.identity.v1.JoinExternalRequest
+	2,  // 16: meshid.identity.v1.Identity.RenewExternal:input_type -> meshid.identity.v1.RenewExternalRequest
+	15, // 17: meshid.identity.v1.Discovery.WatchDestinations:input_type -> meshid.identity.v1.DestinationsRequest
+	8,  // 18: meshid.identity.v1.Identity.Certify:output_type -> meshid.identity.v1.CertifyResponse
+	11, // 19: meshid.identity.v1.Identity.GetBundle:output_type -> meshid.identity.v1.Bundle
+	11, // 20: meshid.identity.v1.Identity.WatchBundle:output_type -> meshid.identity.v1.Bundle
+	14, // 21: meshid.identity.v1.Identity.ReportStatus:output_type -> meshid.identity.v1.ReportStatusResponse
+	6,  // 22: meshid.identity.v1.Identity.WatchPolicy:output_type -> meshid.identity.v1.Policy
+	4,  // 23: meshid.identity.v1.Identity.MintJWTSVID:output_type -> meshid.identity.v1.JWTSVID
+	8,  // 24: meshid.identity.v1.Identity.JoinExternal:output_type -> meshid.identity.v1.CertifyResponse
+	8,  // 25: meshid.identity.v1.Identity.RenewExternal:output_type -> meshid.identity.v1.CertifyResponse
+	16, // 26: meshid.identity.v1.Discovery.WatchDestinations:output_type -> meshid.identity.v1.Destination
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_identity_v1_identity_proto_init() }
@@ -1254,7 +1339,7 @@ func file_api_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_identity_v1_identity_proto_rawDesc), len(file_api_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -151,7 +151,7 @@ type GRPCMatch struct {
 
 // Rule allows peers; exactly one field is set.
 type Rule struct {
-	// ID is one SPIFFE ID of our trust domain.
+	// ID is one SPIFFE ID, of our trust domain or of a federated one.
 	// +optional
 	ID string `json:"id,omitempty"`
 	// ServiceAccount is NAMESPACE/NAME.
@@ -160,10 +160,15 @@ type Rule struct {
 	// Namespace allows every service account in it.
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
-	// Pattern is a SPIFFE ID where * matches within one path segment; "*"
-	// alone matches every ID.
+	// Pattern is a SPIFFE ID where * matches within one path segment, of
+	// our trust domain or of a federated one (named literally); "*" alone
+	// matches every ID of our trust domain.
 	// +optional
 	Pattern string `json:"pattern,omitempty"`
+	// TrustDomain allows every ID of that trust domain; a foreign one must
+	// be federated (a FederatedTrustDomain) for its peers to verify.
+	// +optional
+	TrustDomain string `json:"trustDomain,omitempty"`
 }
 
 // AuthorizationPolicyList is a list of AuthorizationPolicy.

@@ -40,6 +40,7 @@ Usage:
   bench raw-limit [flags]  (internal) sign in a tight loop, print certificates/s
   bench raw-tls [flags]    (internal) mTLS handshakes in a tight loop, print connections/s
   bench echo --listen A    (internal) the transparent pods' app: the echo server on A
+  bench raw-jwt [flags]    (internal) ES256 JWT signing in a tight loop, print JWTs/s
 
 It needs the meshid binaries (--bin, from make build), the control-plane
 binaries (test/controlplane/install.sh), spire-server (--spire, from
@@ -104,6 +105,8 @@ func main() {
 		err = rawTLSMain(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "echo":
 		err = echoMain(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "raw-jwt":
+		err = rawJWTMain(os.Args[2:])
 	default:
 		err = runMain(os.Args[1:])
 	}
@@ -125,7 +128,7 @@ func runMain(args []string) error {
 	fs.IntVar(&r.runs, "runs", 3, "runs of every scenario; figures are medians")
 	fs.DurationVar(&r.duration, "duration", 5*time.Second, "length of one timed run")
 	out := fs.String("out", "docs/benchmarks.md", "Markdown report to write")
-	only := fs.String("only", "", "run only this part: ca, dataplane or transparent (latency and new connections of every path, the transparent pair's section of --out rewritten)")
+	only := fs.String("only", "", "run only this part: ca, jwt, dataplane or transparent (latency and new connections of every path, the transparent pair's section of --out rewritten)")
 	conc := fs.String("concurrency", "1,16,64", "CA client concurrencies")
 	keep := fs.Bool("keep", false, "keep the work folder (logs) after the run")
 	fs.StringVar(&r.profiles, "profiles", "", "write CPU profiles (pprof) of meshid-ca and meshid-proxy under load to this folder")
@@ -201,6 +204,11 @@ func runMain(args []string) error {
 	if *only == "" || *only == "ca" {
 		if err := r.issuance(ctx); err != nil {
 			return fmt.Errorf("CA issuance: %w", err)
+		}
+	}
+	if *only == "" || *only == "jwt" {
+		if err := r.jwt(ctx); err != nil {
+			return fmt.Errorf("JWT-SVIDs: %w", err)
 		}
 	}
 	if *only == "" || *only == "dataplane" || *only == "transparent" {

@@ -100,6 +100,9 @@ func (r *runner) report(only, out string, took time.Duration) string {
 		w("")
 	}
 
+	if only == "" || only == "jwt" {
+		r.jwtReport(w, cell)
+	}
 	if only == "" || only == "dataplane" {
 		w("## Data plane")
 		w("")

@@ -17,10 +17,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	federationv1alpha1 "github.com/meshid/meshid/api/federation/v1alpha1"
 	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/fleet"
+	"github.com/meshid/meshid/ca/jwtkey"
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/certinfo"
@@ -82,6 +85,7 @@ func (r reader) input(ctx context.Context, now time.Time) health.Input {
 	if r.c.Dynamic != nil {
 		in.CertManager, in.IssuerRenewBefore = r.certManager(ctx, certificate)
 	}
+	in.JWT = r.jwtKeys(ctx)
 	if allowed(health.NeedWebhook) {
 		if s, err := client.CoreV1().Secrets(o.Namespace).Get(ctx, manifest.WebhookCASecret, metav1.GetOptions{}); err == nil {
 			in.WebhookCAPEM = s.Data["tls.crt"]
@@ -107,10 +111,35 @@ func (r reader) input(ctx context.Context, now time.Time) health.Input {
 	if allowed(health.NeedReports) {
 		in.Reports.All, in.Reports.Err = r.reports(ctx)
 	}
+	if r.c.Dynamic != nil {
+		in.Federated = r.federated(ctx)
+	}
 	for _, addr := range o.Proxies {
 		in.Proxies = append(in.Proxies, proxyIdentity(ctx, addr))
 	}
 	return in
+}
+
+// federated lists the FederatedTrustDomains; nil when their CRD is not
+// installed (no federation, no rows) or check may not list them (an
+// operator without federation's read access gets no rows, as without it).
+func (r reader) federated(ctx context.Context) *health.Federated {
+	list, err := r.c.Dynamic.Resource(federationv1alpha1.Resource).List(ctx, metav1.ListOptions{})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
+		return nil
+	case err != nil:
+		return &health.Federated{Err: readError("FederatedTrustDomain", err)}
+	}
+	f := &health.Federated{}
+	for _, u := range list.Items {
+		var ftd federationv1alpha1.FederatedTrustDomain
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &ftd); err != nil {
+			return &health.Federated{Err: fmt.Errorf("FederatedTrustDomain %s does not decode: %w", u.GetName(), err)}
+		}
+		f.Items = append(f.Items, ftd)
+	}
+	return f
 }
 
 // preflight asks whether the API server answers, the namespace exists, and
@@ -338,4 +367,25 @@ func proxyIdentity(ctx context.Context, addr string) health.Proxy {
 		p.Chain = certs
 	}
 	return p
+}
+
+// jwtKeys reads the JWT-SVID key Secret's key IDs and windows (the
+// private keys are parsed, to check them, and dropped); nil when there is
+// none (JWT-SVIDs are off) or check may not read it (an optional read: the
+// replicas' rows still compare what they sign with and publish).
+func (r reader) jwtKeys(ctx context.Context) *health.JWTKeys {
+	name := r.o.Namespace + "/" + manifest.JWTKeySecret
+	s, err := r.c.Kube.CoreV1().Secrets(r.o.Namespace).Get(ctx, manifest.JWTKeySecret, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
+		return nil
+	case err != nil:
+		return &health.JWTKeys{Name: name, ReadErr: readError("Secret", err)}
+	}
+	keys, err := jwtkey.Unmarshal(s.Data[jwtkey.DataKey])
+	out := &health.JWTKeys{Name: name, Err: err}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, health.JWTKey{ID: k.ID, Created: k.Created, NotBefore: k.NotBefore, NotAfter: k.NotAfter})
+	}
+	return out
 }

@@ -164,7 +164,7 @@ func matrixOf(td spiffeid.TrustDomain, ns string, pods []corev1.Pod, sas []corev
 	for _, id := range ids {
 		row := matrixRow{Caller: id.String()}
 		for _, c := range cols {
-			row.Cells = append(row.Cells, decide(c.port, id))
+			row.Cells = append(row.Cells, decide(c.port, id, td))
 		}
 		m.Rows = append(m.Rows, row)
 	}
@@ -182,9 +182,15 @@ func matrixOf(td spiffeid.TrustDomain, ns string, pods []corev1.Pod, sas []corev
 	return m
 }
 
-// decide is port's decision on id, with the reason the proxy would log.
-func decide(port *policy.Port, id spiffeid.ID) cell {
-	err := port.Authorize(id)
+// decide is port's decision on id, with the reason the proxy would log:
+// a peer of another trust domain is decided as the proxy decides one that
+// verified against its federated bundle.
+func decide(port *policy.Port, id spiffeid.ID, td spiffeid.TrustDomain) cell {
+	authorize := port.Authorize
+	if !id.MemberOf(td) {
+		authorize = port.AuthorizeForeign
+	}
+	err := authorize(id)
 	var denied *policy.DeniedError
 	switch {
 	case err == nil:
@@ -196,11 +202,11 @@ func decide(port *policy.Port, id spiffeid.ID) cell {
 }
 
 // named is the one identity a rule names (id or serviceAccount), if it
-// names one.
+// names one: of our trust domain or of a federated one.
 func named(r policy.Rule, td spiffeid.TrustDomain) (spiffeid.ID, bool) {
 	if r.ID != "" {
 		id, err := spiffeid.FromString(r.ID)
-		return id, err == nil && id.MemberOf(td)
+		return id, err == nil
 	}
 	if ns, name, ok := strings.Cut(r.ServiceAccount, "/"); ok {
 		id, err := identity.ServiceAccount{Namespace: ns, Name: name}.ID(td)

@@ -74,7 +74,8 @@ func TestMatrix(t *testing.T) {
 	aps := []v1alpha1.AuthorizationPolicy{
 		ap("db", 5432, "deny", map[string]string{"app": "db"}, v1alpha1.Rule{ServiceAccount: "shop/web"}, v1alpha1.Rule{ServiceAccount: "ops/backup"}),
 		ap("api-cluster", 8080, "cluster-authenticated", map[string]string{"app": "api"}),
-		ap("bad", 7000, "deny", map[string]string{"app": "broken"}, v1alpha1.Rule{ID: "spiffe://other.example/ns/a/sa/b"}),
+		ap("bad", 7000, "deny", map[string]string{"app": "broken"}, v1alpha1.Rule{Pattern: "spiffe://*/ns/a/sa/b"}),
+		ap("partner", 5432, "deny", map[string]string{"app": "db"}, v1alpha1.Rule{ID: "spiffe://partner.example/ns/a/sa/b"}),
 	}
 	m := matrixOf(td, "shop", []corev1.Pod{db, api, plain, broken}, sas("web", "db", "evil"), aps)
 	want := map[string]string{
@@ -84,6 +85,10 @@ func TestMatrix(t *testing.T) {
 		plainCaller + " db-0:5432":                          "deny",
 		"spiffe://cluster.local/ns/shop/sa/evil api-0:8080": "allow",
 		plainCaller + " api-0:8080":                         "deny",
+		// a federated identity: admitted where a policy names it, never
+		// by cluster-authenticated
+		"spiffe://partner.example/ns/a/sa/b db-0:5432":  "allow",
+		"spiffe://partner.example/ns/a/sa/b api-0:8080": "deny",
 	}
 	got := verdicts(m)
 	for k, v := range want {
@@ -95,11 +100,11 @@ func TestMatrix(t *testing.T) {
 	for _, c := range m.Columns {
 		cols = append(cols, c.Pod+":"+strconv.Itoa(c.Port)+" "+string(c.Mode)+" "+strings.Join(c.Policies, ","))
 	}
-	if strings.Join(cols, "|") != "api-0:8080 cluster-authenticated api-cluster|db-0:5432 deny db" {
+	if strings.Join(cols, "|") != "api-0:8080 cluster-authenticated api-cluster|db-0:5432 deny db,partner" {
 		t.Errorf("columns %q, want api-0:8080 and db-0:5432 (9100 skipped, broken left out)", cols)
 	}
 	notes := strings.Join(m.Notes, "\n")
-	for _, n := range []string{"pod broken: its AuthorizationPolicies do not compile", "outside trust domain", "pod legacy is not meshed"} {
+	for _, n := range []string{"pod broken: its AuthorizationPolicies do not compile", "must name its trust domain literally", "pod legacy is not meshed"} {
 		if !strings.Contains(notes, n) {
 			t.Errorf("notes lack %q:\n%s", n, notes)
 		}

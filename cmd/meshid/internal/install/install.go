@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/ca/manifest"
+	"github.com/meshid/meshid/ca/oidc"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
 	"github.com/meshid/meshid/cmd/meshid/internal/output"
@@ -21,12 +22,13 @@ import (
 // Options are install's flags, and what tests replace.
 type Options struct {
 	// Namespace, Image, Replicas, TrustDomain, Audience, LeafTTL,
-	// PrometheusOperator: see manifest.Options.
+	// PrometheusOperator, Federation: see manifest.Options.
 	Namespace, Image      string
 	Replicas              int32
 	TrustDomain, Audience string
 	LeafTTL               time.Duration
 	PrometheusOperator    bool
+	Federation            bool
 	// CertManager lets cert-manager issue and renew the issuer, over
 	// AnchorCert and AnchorKey, or over a generated anchor when both are
 	// empty.
@@ -50,6 +52,12 @@ type Options struct {
 	// meshid-ca's default).
 	External        bool
 	ExternalLeafTTL time.Duration
+	// JWTSVIDs turns on JWT-SVIDs (manifest.JWT), capped at JWTMaxTTL (0:
+	// meshid-ca's default).
+	JWTSVIDs  bool
+	JWTMaxTTL time.Duration
+	// OIDCIssuer, with JWTSVIDs, serves OIDC discovery for that issuer URL.
+	OIDCIssuer string
 	// Apply applies with server-side apply instead of printing, with the
 	// clients for Cluster.
 	Apply   bool
@@ -86,6 +94,15 @@ func (o *Options) Validate() error {
 		return cli.Usagef("--write-anchor-key only applies when install generates the anchor")
 	case o.Replicas < 1:
 		return cli.Usagef("--replicas must be at least 1")
+	case (o.JWTMaxTTL != 0 || o.OIDCIssuer != "") && !o.JWTSVIDs:
+		return cli.Usagef("--jwt-ttl-max and --oidc-issuer need --jwt-svids")
+	case o.JWTMaxTTL < 0:
+		return cli.Usagef("--jwt-ttl-max must not be negative")
+	}
+	if o.OIDCIssuer != "" {
+		if err := oidc.CheckIssuer(o.OIDCIssuer); err != nil {
+			return cli.Usagef("--oidc-issuer: %v", err)
+		}
 	}
 	if _, err := spiffeid.TrustDomainFromString(o.TrustDomain); err != nil {
 		return cli.Usagef("--trust-domain %q: %v", o.TrustDomain, err)
@@ -115,13 +132,16 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	mo := manifest.Options{
 		Namespace: o.Namespace, Image: o.Image, Replicas: o.Replicas,
 		TrustDomain: o.TrustDomain, Audience: o.Audience, LeafTTL: o.LeafTTL,
-		PrometheusOperator: o.PrometheusOperator,
+		PrometheusOperator: o.PrometheusOperator, Federation: o.Federation,
 	}
 	if o.Webhook {
 		mo.Webhook = &manifest.Webhook{Image: o.WebhookImage, ProxyImage: o.ProxyImage}
 	}
 	if o.External {
 		mo.External = &manifest.External{LeafTTL: o.ExternalLeafTTL}
+	}
+	if o.JWTSVIDs {
+		mo.JWT = &manifest.JWT{MaxTTL: o.JWTMaxTTL, OIDCIssuer: o.OIDCIssuer}
 	}
 	generate, err := readMaterial(o, &mo, now)
 	if err != nil {

@@ -697,6 +697,7 @@ func TestDocumentedObjects(t *testing.T) {
 		func(*install.Options) {},
 		func(o *install.Options) { o.CertManager = true },
 		func(o *install.Options) { o.PrometheusOperator = true },
+		func(o *install.Options) { o.Federation = true },
 	} {
 		o := options()
 		o.Namespace = "other"

@@ -189,11 +189,12 @@ func (w *World) reports() []runtime.Object {
 }
 
 // ListKinds are the lists the fake dynamic client serves: cert-manager's,
-// and AuthorizationPolicies.
+// AuthorizationPolicies and FederatedTrustDomains.
 var ListKinds = map[schema.GroupVersionResource]string{
-	{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}:   "CertificateList",
-	{Group: "cert-manager.io", Version: "v1", Resource: "issuers"}:        "IssuerList",
-	{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}: "ClusterIssuerList",
+	{Group: "meshid.dev", Version: "v1alpha1", Resource: "federatedtrustdomains"}: "FederatedTrustDomainList",
+	{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}:           "CertificateList",
+	{Group: "cert-manager.io", Version: "v1", Resource: "issuers"}:                "IssuerList",
+	{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}:         "ClusterIssuerList",
 	v1alpha1.Resource: "AuthorizationPolicyList", // the dashboard's policy page
 }
 
