@@ -293,3 +293,46 @@ func FuzzDecide(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckForeignPeer: Check re-checks the connection rules as the proxy
+// does: a federated peer a rule names passes them and meets the request
+// rules; one no rule names is peer_denied, even in all-authenticated (a
+// request does not say which bundle verified its connection: the stricter
+// reading).
+func TestCheckForeignPeer(t *testing.T) {
+	p, err := policy.Parse([]byte(`
+ports:
+- port: 1
+  allow: [{id: spiffe://b.example/ns/shop/sa/web}]
+  requests:
+  - name: reads
+    matches: [{method: GET}]
+- port: 2
+  mode: all-authenticated
+  requests:
+  - name: reads
+    matches: [{method: GET}]
+`), td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := spiffeid.RequireFromString("spiffe://b.example/ns/shop/sa/web")
+	unnamed := spiffeid.RequireFromString("spiffe://b.example/ns/shop/sa/evil")
+	for _, tt := range []struct {
+		port   int
+		peer   spiffeid.ID
+		method string
+		reason string
+	}{
+		{1, named, "GET", policy.ReasonAllowed},
+		{1, named, "DELETE", policy.ReasonMethod},
+		{1, unnamed, "GET", policy.ReasonPeerDenied},
+		{2, unnamed, "GET", policy.ReasonPeerDenied},
+		{2, web, "GET", policy.ReasonAllowed},
+	} {
+		d, _, _ := p.For(tt.port).Check(policy.Call{Peer: tt.peer, Method: tt.method, EscapedPath: "/x"})
+		if d.Reason != tt.reason || d.Allowed != (tt.reason == policy.ReasonAllowed) {
+			t.Errorf("port %d, %s %s: %+v, want %s", tt.port, tt.peer, tt.method, d, tt.reason)
+		}
+	}
+}
