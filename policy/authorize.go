@@ -63,7 +63,7 @@ func (p *Port) authorize(peer spiffeid.ID, foreign bool) error {
 	return p.deny(peer, "no allow rule names it (mode deny)")
 }
 
-func (p *Port) allows(peer spiffeid.ID) bool {
+func (p *peers) allows(peer spiffeid.ID) bool {
 	if p.ids[peer] || p.tds[peer.TrustDomain()] {
 		return true
 	}

@@ -9,12 +9,24 @@ import (
 	"github.com/meshid/meshid/api/policy/v1alpha1"
 )
 
-// FromSpec returns the policy of the port an AuthorizationPolicy names. It
-// is the only conversion from the CRD to the policy model: the webhook
-// compiles its result to validate the object, and the CA merges the
-// results for a pod into the file its proxy enforces.
-func FromSpec(spec v1alpha1.AuthorizationPolicySpec) PortFile {
-	return PortFile{Port: int(spec.Port), Mode: Mode(spec.Mode), Allow: slices.Clone(spec.Allow)}
+// FromSpec returns the policy of the port the AuthorizationPolicy name
+// (NAMESPACE/NAME) names with spec. It is the only conversion from the CRD
+// to the policy model: the webhook compiles its result to validate the
+// object, and the CA merges the results for a pod into the file its proxy
+// enforces. Each request rule carries name, and the mode of
+// spec.requests when it sets none.
+func FromSpec(name string, spec v1alpha1.AuthorizationPolicySpec) PortFile {
+	pf := PortFile{Port: int(spec.Port), Mode: Mode(spec.Mode), Allow: slices.Clone(spec.Allow)}
+	if rs := spec.Requests; rs != nil {
+		for _, r := range rs.Rules {
+			r = *r.DeepCopy()
+			if r.Mode == "" {
+				r.Mode = rs.Mode
+			}
+			pf.Requests = append(pf.Requests, RequestRule{Policy: name, RequestRule: r})
+		}
+	}
+	return pf
 }
 
 // Merge returns the policy file of a pod that the port policies ports
@@ -37,6 +49,7 @@ func Merge(def Mode, ports []PortFile) File {
 			m.Mode = pf.Mode
 		}
 		m.Allow = append(m.Allow, pf.Allow...)
+		m.Requests = append(m.Requests, pf.Requests...)
 	}
 	slices.Sort(order)
 	f := File{Default: def}

@@ -47,6 +47,9 @@ type PortFile struct {
 	Port  int    `json:"port"`
 	Mode  Mode   `json:"mode,omitempty"` // empty means deny
 	Allow []Rule `json:"allow,omitempty"`
+	// Requests are request rules (see Port.Decide); none means the port
+	// is a byte pipe once the connection is admitted.
+	Requests []RequestRule `json:"requests,omitempty"`
 }
 
 // Rule allows peers; exactly one field is set: ID (one SPIFFE ID),
@@ -69,6 +72,12 @@ type Policy struct {
 type Port struct {
 	Number int
 	Mode   Mode
+	peers
+	requests []requestRule
+}
+
+// peers is a compiled list of Rules: the peers they name.
+type peers struct {
 	td     spiffeid.TrustDomain
 	ids    map[spiffeid.ID]bool
 	nsPath []string // "/ns/NAME/sa/" prefixes
@@ -78,7 +87,7 @@ type Port struct {
 
 // Default returns a policy that applies mode to every port.
 func Default(td spiffeid.TrustDomain, mode Mode) *Policy {
-	return &Policy{def: &Port{Mode: mode, td: td}, ports: map[int]*Port{}, Source: "default (" + string(mode) + ")"}
+	return &Policy{def: &Port{Mode: mode, peers: peers{td: td}}, ports: map[int]*Port{}, Source: "default (" + string(mode) + ")"}
 }
 
 // Parse reads and compiles a YAML policy for trust domain td. Unknown
@@ -112,7 +121,7 @@ func Compile(f File, td spiffeid.TrustDomain) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{def: &Port{Mode: def, td: td}, ports: map[int]*Port{}}
+	p := &Policy{def: &Port{Mode: def, peers: peers{td: td}}, ports: map[int]*Port{}}
 	for i, pf := range f.Ports {
 		where := fmt.Sprintf("ports[%d]", i)
 		if pf.Port < 1 || pf.Port > 65535 {
@@ -177,7 +186,7 @@ func compilePort(pf PortFile, td spiffeid.TrustDomain, where string) (*Port, err
 	if err != nil {
 		return nil, err
 	}
-	port := &Port{Number: pf.Port, Mode: mode, td: td, ids: map[spiffeid.ID]bool{}, tds: map[spiffeid.TrustDomain]bool{}}
+	port := &Port{Number: pf.Port, Mode: mode, peers: peers{td: td, ids: map[spiffeid.ID]bool{}, tds: map[spiffeid.TrustDomain]bool{}}}
 	if len(pf.Allow) > 0 && mode.AcceptsEveryPeer() {
 		return nil, fmt.Errorf("%w: %s: mode %s already accepts every authenticated peer, so its allow rules would do nothing; use mode deny to restrict, or remove the rules", ErrInvalid, where, mode)
 	}
@@ -187,10 +196,13 @@ func compilePort(pf PortFile, td spiffeid.TrustDomain, where string) (*Port, err
 			return nil, err
 		}
 	}
+	if err := port.compileRequests(pf.Requests, where); err != nil {
+		return nil, err
+	}
 	return port, nil
 }
 
-func (p *Port) add(r Rule, where string) error {
+func (p *peers) add(r Rule, where string) error {
 	set := 0
 	for _, v := range []string{r.ID, r.ServiceAccount, r.Namespace, r.Pattern, r.TrustDomain} {
 		if v != "" {

@@ -157,6 +157,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(example))
 	f.Add([]byte("default: all-unauthenticated"))
 	f.Add([]byte("ports:\n- port: 1\n  allow:\n  - pattern: '*'"))
+	f.Add([]byte(requests))
 	peers := []spiffeid.ID{
 		spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web"),
 		spiffeid.RequireFromString("spiffe://evil.example/ns/shop/sa/web"),

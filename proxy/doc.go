@@ -5,7 +5,9 @@
 // identity, serves the SPIFFE Workload API, and reports on an admin
 // endpoint. Outside the cluster (External, external.go) it joins as an
 // ExternalWorkload with a one-time token, renews by presenting its current
-// certificate, and keeps both in a state dir. Its subpackages own the snapshot every handshake reads (state),
+// certificate, and keeps both in a state dir. On ports with request rules
+// it serves HTTP/1.1 and HTTP/2 (net/http, x/net/http2) and decides every
+// request (requests.go); other ports are byte pipes. Its subpackages own the snapshot every handshake reads (state),
 // the Workload API server (workload) and the redirection of a pod's traffic
 // into the proxy (redirect, which meshid-init programs); the policy it
 // enforces is package policy's.

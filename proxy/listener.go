@@ -46,7 +46,7 @@ func (p *Proxy) listen() ([]*listener, error) {
 		p.log.Info("inbound listening", "listen", lis.Addr().String(), "app", in.App)
 		// One TLS configuration per listener: it reads the certificate,
 		// bundle and policy in force at each handshake.
-		cfg := p.serverTLS(port)
+		cfg := p.requestALPN(p.serverTLS(port), port)
 		ls = append(ls, &listener{lis: lis, slots: make(chan struct{}, p.cfg.MaxConnections), log: p.log, clock: p.cfg.Clock,
 			handle: func(ctx context.Context, c net.Conn) { p.inbound(ctx, port, in.App, cfg, c) }})
 	}
@@ -115,7 +115,12 @@ func (p *Proxy) inbound(ctx context.Context, n int, app string, cfg *tls.Config,
 	defer c.Close()
 	var appConn, peerConn net.Conn
 	aside(func() { appConn, peerConn = p.setUpInbound(ctx, n, app, cfg, c) })
+	if hp, ok := peerConn.(*httpPeer); ok {
+		p.serveRequests(ctx, hp)
+		return
+	}
 	if appConn != nil {
+		defer p.requests.trackPipe(n, peerConn)()
 		p.pipe(dir, appConn, peerConn)
 	}
 }
@@ -158,6 +163,10 @@ func (p *Proxy) setUpInbound(ctx context.Context, n int, app string, cfg *tls.Co
 		peerConn = tc
 	}
 	_ = c.SetDeadline(time.Time{})
+	if hp := p.requestRules(n, peerConn, peerID, app); hp != nil {
+		p.forwarded(dir, mesh, transport, peerID)
+		return nil, hp
+	}
 	d := net.Dialer{Timeout: p.cfg.HandshakeTimeout}
 	appConn, err = d.DialContext(ctx, "tcp", app)
 	if err != nil {

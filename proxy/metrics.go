@@ -21,6 +21,11 @@ type metrics struct {
 	policy      *prometheus.CounterVec // result
 	bundles     *prometheus.CounterVec // source, result
 	skew        prometheus.Gauge
+
+	// Ports with request rules: requests by result (allowed, denied,
+	// audited); denied and audited ones by policy, rule, reason (bounded:
+	// the policies' own names, never a peer's).
+	requests, requestsDenied, requestsAudited *prometheus.CounterVec
 }
 
 func newMetrics(store *state.Store) *metrics {
@@ -45,6 +50,15 @@ func newMetrics(store *state.Store) *metrics {
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshid_proxy_policy_denials_total", Help: "Peers refused by policy, by inbound port and peer SPIFFE ID.",
 		}, []string{"port", "peer_id"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_proxy_requests_total", Help: "Requests on ports with request rules, by result (allowed, denied, audited: denied by rules in audit mode and let through).",
+		}, []string{"result"}),
+		requestsDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_proxy_requests_denied_total", Help: "Requests refused by request rules, by the policy and rule that decided (rule empty: none names the caller) and reason.",
+		}, []string{"policy", "rule", "reason"}),
+		requestsAudited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshid_proxy_requests_audited_total", Help: "Requests request rules in audit mode would have refused and let through, by policy, rule and reason.",
+		}, []string{"policy", "rule", "reason"}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshid_proxy_renewals_total", Help: "Certificate renewal attempts, by result (ok, failed).",
 		}, []string{"result"}),
@@ -65,7 +79,7 @@ func newMetrics(store *state.Store) *metrics {
 	for _, r := range []string{"ok", "failed"} {
 		m.renewals.WithLabelValues(r)
 	}
-	m.registry.MustRegister(m.connections, m.active, m.forwarded, m.bytes, m.handshake, m.denials, m.renewals, m.policy, m.bundles, m.skew,
+	m.registry.MustRegister(m.connections, m.active, m.forwarded, m.bytes, m.handshake, m.denials, m.requests, m.requestsDenied, m.requestsAudited, m.renewals, m.policy, m.bundles, m.skew,
 		&stateCollector{store: store},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

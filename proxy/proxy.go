@@ -196,7 +196,8 @@ type Proxy struct {
 	tlsCache   tlsConfigs
 	// dests is the discovery cache Run made; nil when not transparent or
 	// when Transparent.Destinations was given.
-	dests *Destinations
+	dests    *Destinations
+	requests requestLayer // ports with request rules (requests.go)
 }
 
 // New returns a Proxy, or an error if cfg is invalid.

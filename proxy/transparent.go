@@ -211,6 +211,10 @@ func (p *Proxy) transparentInbound(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	var appConn, peerConn net.Conn
 	aside(func() { appConn, peerConn = p.setUpTransparentInbound(ctx, c) })
+	if hp, ok := peerConn.(*httpPeer); ok {
+		p.serveRequests(ctx, hp)
+		return
+	}
 	if appConn != nil {
 		p.pipe(dir, appConn, peerConn)
 	}
@@ -267,6 +271,10 @@ func (p *Proxy) setUpTransparentInbound(ctx context.Context, c net.Conn) (appCon
 		}
 	}
 	_ = c.SetDeadline(time.Time{})
+	if hp := p.requestRules(n, peerConn, peer, dst.String()); hp != nil && !probe {
+		p.forwarded(dir, mesh, transport, peer)
+		return nil, hp
+	}
 	d := net.Dialer{Timeout: p.cfg.HandshakeTimeout}
 	appConn, err = d.DialContext(ctx, "tcp", dst.String())
 	if err != nil {

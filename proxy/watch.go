@@ -138,7 +138,7 @@ func (p *Proxy) setPolicyFrom(source string, data []byte) error {
 		return fmt.Errorf("proxy: policy from %s: %w", source, err)
 	}
 	pol.Source = source
-	p.policy.Store(pol)
+	p.closePipesGainingRules(p.policy.Swap(pol), pol)
 	p.lastPolicy.Store(&data)
 	p.metrics.policy.WithLabelValues("ok").Inc()
 	p.log.Info("policy loaded", "source", source, "ports", pol.Ports())

@@ -31,6 +31,7 @@ var clockAllowed = map[string]struct {
 	"proxy/listener.go":                    {1, "handshake deadline"},
 	"proxy/transparent.go":                 {1, "handshake deadline"},
 	"proxy/sniff.go":                       {1, "read deadline of the first bytes"},
+	"proxy/requests.go":                    {1, "read deadline of the HTTP/2 preface"},
 	"proxy/pipe.go":                        {3, "idle read deadlines and the last-traffic mark"},
 	"cmd/meshid/internal/verify/verify.go": {1, "read deadline of the probe"},
 	// CAParams documents that a zero NotBefore means now, for callers with

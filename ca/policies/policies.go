@@ -118,7 +118,7 @@ func FileFor(pod *corev1.Pod, aps []v1alpha1.AuthorizationPolicy, defaultMode po
 	var ports []policy.PortFile
 	for _, ap := range aps {
 		if ap.Namespace == pod.Namespace && selects(ap.Spec.Selector, pod.Labels) {
-			ports = append(ports, policy.FromSpec(ap.Spec))
+			ports = append(ports, policy.FromSpec(ap.Namespace+"/"+ap.Name, ap.Spec))
 		}
 	}
 	return policy.Merge(defaultMode, ports)

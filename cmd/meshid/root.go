@@ -12,6 +12,7 @@ import (
 	"github.com/meshid/meshid/cmd/meshid/internal/certify"
 	"github.com/meshid/meshid/cmd/meshid/internal/check"
 	"github.com/meshid/meshid/cmd/meshid/internal/dashboard"
+	"github.com/meshid/meshid/cmd/meshid/internal/explain"
 	"github.com/meshid/meshid/cmd/meshid/internal/inspect"
 	"github.com/meshid/meshid/cmd/meshid/internal/install"
 	"github.com/meshid/meshid/cmd/meshid/internal/verify"
@@ -47,6 +48,7 @@ when piped or with NO_COLOR set. Shell completion: meshid completion bash|zsh|fi
 		newRotateCommand(connect, anchor.Run),
 		newDashboardCommand(connect, dashboard.Run),                                // issue 22
 		newWorkloadCommand(connect, workload.Join, workload.Revoke, workload.List), // issue 21
+		newPolicyCommand(connect, explain.Run, explain.List),                       // issue 19
 	)
 	cli.Setup(cmd)
 	return cmd

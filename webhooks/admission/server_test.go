@@ -110,3 +110,42 @@ func FuzzAdmission(f *testing.F) {
 		}
 	})
 }
+
+// TestValidateRequestRules: request rules go through the same policy
+// checks the proxy runs: valid ones are admitted, and a path the proxy
+// would never see as written, a gRPC match with a method, or a rule
+// without a name are refused saying what to write.
+func TestValidateRequestRules(t *testing.T) {
+	h := newServer(t)
+	spec := func(r v1alpha1.RequestRule) *v1alpha1.AuthorizationPolicy {
+		return &v1alpha1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "db"}, Spec: v1alpha1.AuthorizationPolicySpec{
+			Port: 8080, Allow: []v1alpha1.Rule{{Namespace: "shop"}},
+			Requests: &v1alpha1.Requests{Mode: "audit", Rules: []v1alpha1.RequestRule{r}},
+		}}
+	}
+	tests := []struct {
+		name string
+		rule v1alpha1.RequestRule
+		says string // empty: admitted
+	}{
+		{"valid", v1alpha1.RequestRule{Name: "web-reads", From: []v1alpha1.Rule{{ServiceAccount: "shop/web"}},
+			Matches: []v1alpha1.RequestMatch{{Method: "GET", Path: &v1alpha1.PathMatch{Value: "/api"}}, {GRPC: &v1alpha1.GRPCMatch{Service: "payments.v1.*", Method: "Get"}}}}, ""},
+		{"path not normal", v1alpha1.RequestRule{Name: "a", Matches: []v1alpha1.RequestMatch{{Path: &v1alpha1.PathMatch{Value: "/api/../admin"}}}}, `write it as "/admin"`},
+		{"grpc with a method", v1alpha1.RequestRule{Name: "a", Matches: []v1alpha1.RequestMatch{{Method: "POST", GRPC: &v1alpha1.GRPCMatch{Service: "a.B"}}}}, "grpc excludes method and path"},
+		{"no name", v1alpha1.RequestRule{Matches: []v1alpha1.RequestMatch{{Method: "GET"}}}, "name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := decode(t, post(h, "/validate", reviewOf(t, "AuthorizationPolicy", admissionv1.Create, "shop", spec(tt.rule))))
+			if tt.says == "" {
+				if !resp.Allowed {
+					t.Fatalf("refused: %+v", resp.Result)
+				}
+				return
+			}
+			if resp.Allowed || !strings.Contains(resp.Result.Message, tt.says) || !strings.Contains(resp.Result.Message, "shop/db") {
+				t.Fatalf("%+v; want a refusal naming shop/db and saying %q", resp.Result, tt.says)
+			}
+		})
+	}
+}

@@ -40,7 +40,7 @@ func (s *Server) validate(ctx context.Context, req *admissionv1.AdmissionRequest
 	if err := json.Unmarshal(req.Object.Raw, &ap); err != nil {
 		return deny("meshid: the AuthorizationPolicy does not decode: %v", err)
 	}
-	pf := policy.FromSpec(ap.Spec)
+	pf := policy.FromSpec(req.Namespace+"/"+ap.Name, ap.Spec)
 	if _, err := policy.Compile(policy.File{Ports: []policy.PortFile{pf}}, s.cfg.TrustDomain); err != nil {
 		return deny("meshid: AuthorizationPolicy %s/%s: %v", req.Namespace, ap.Name, err)
 	}
