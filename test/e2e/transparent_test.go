@@ -342,6 +342,16 @@ func TestTransparentMesh(t *testing.T) {
 	failures := func(p *node.Pod, reason string) float64 {
 		return m.metric(p, fmt.Sprintf(`meshid_proxy_handshake_failures_total{direction="inbound",reason=%q}`, reason))
 	}
+	// oneMore is nil once p's proxy counted one refusal for reason more
+	// than before: a client may see the refusal before the proxy counts it.
+	oneMore := func(p *node.Pod, reason string, before float64) func() error {
+		return func() error {
+			if got := failures(p, reason) - before; got != 1 {
+				return fmt.Errorf("%s's proxy counted %v refusals for %s, want 1", p.Name, got, reason)
+			}
+			return nil
+		}
+	}
 	bAddr := netip.AddrPortFrom(b.IP, 8080).String()
 	t.Run("a plain client on b's deny port is refused", func(t *testing.T) {
 		// u is not meshed: its connection reaches b in plain.
@@ -349,9 +359,7 @@ func TestTransparentMesh(t *testing.T) {
 		if out, err := m.curl(u, "http://"+bAddr+"/"); err == nil {
 			t.Fatalf("u -> b in plain answered %q; b's port is deny", out)
 		}
-		if got := failures(b, "plaintext_refused") - before; got != 1 {
-			t.Errorf("b's proxy counted %v plain refusals, want 1", got)
-		}
+		eventually(t, 10*time.Second, oneMore(b, "plaintext_refused", before))
 	})
 	t.Run("a TLS client with no certificate or a foreign one is refused", func(t *testing.T) {
 		// From u, which no proxy fronts: a client speaking meshid/1 itself.
@@ -368,9 +376,7 @@ func TestTransparentMesh(t *testing.T) {
 			if got, err := meshidCall(ctx, u.DialContext, bAddr, tc.certs); err == nil {
 				t.Errorf("%s: b answered %q", tc.name, got)
 			}
-			if got := failures(b, tc.reason) - before; got != 1 {
-				t.Errorf("%s: b's proxy counted %v refusals for %s, want 1", tc.name, got, tc.reason)
-			}
+			eventually(t, 10*time.Second, oneMore(b, tc.reason, before))
 		}
 	})
 	t.Run("/identity, meshid check --proxies and meshid verify see transparent pods", func(t *testing.T) {
