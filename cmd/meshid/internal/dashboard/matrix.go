@@ -193,6 +193,8 @@ func decide(port *policy.Port, id spiffeid.ID, td spiffeid.TrustDomain) cell {
 	err := authorize(id)
 	var denied *policy.DeniedError
 	switch {
+	case err == nil && port.HasRequestRules():
+		return requestCell(port, id)
 	case err == nil:
 		return cell{"allow", "mode " + string(port.Mode) + " allows it"}
 	case errors.As(err, &denied):
@@ -275,4 +277,29 @@ func container(pod *corev1.Pod, name string) *corev1.Container {
 		}
 	}
 	return nil
+}
+
+// noRequest matches no request rule's method, path, host or gRPC call, so
+// that Decide on it says only whether a rule names the peer.
+var noRequest = policy.Request{Method: "\x00", Path: "\x00", Host: "\x00"}
+
+// requestCell is the verdict on id of a port whose request rules decide
+// each request, by the proxy's own Decide: deny (or audit) when no rule
+// names id, allow when a rule allows id every request, and otherwise
+// "requests": some requests, which `meshid policy explain` tells apart.
+func requestCell(port *policy.Port, id spiffeid.ID) cell {
+	r := noRequest
+	r.Peer = id
+	d := port.Decide(&r)
+	switch {
+	case d.Allowed && !d.Audited:
+		return cell{"allow", "request rule " + d.Rule + " of " + d.Policy + " allows it every request"}
+	case d.Reason == policy.ReasonPeerNotNamed && d.Audited:
+		return cell{"audit", "no request rule names it: every request is let through and counted (audit mode)"}
+	case d.Reason == policy.ReasonPeerNotNamed:
+		return cell{"deny", "no request rule names it: every request gets 403 or PERMISSION_DENIED"}
+	case d.Audited:
+		return cell{"audit", "request rules of " + d.Policy + " name it, in audit mode: what they do not allow is let through and counted"}
+	}
+	return cell{"requests", "request rules of " + d.Policy + " decide each request; meshid policy explain --from " + id.String() + " --method M --path P tells"}
 }

@@ -118,3 +118,34 @@ func TestMatrix(t *testing.T) {
 		t.Errorf("mode %q", m.Columns[0].Mode)
 	}
 }
+
+// TestMatrixRequestRules: on a port whose request rules decide each
+// request, a caller a rule allows everything is allow, one a rule allows
+// some requests is "requests", one no rule names is deny, and under audit
+// mode audit, all by the proxy's own Decide.
+func TestMatrixRequestRules(t *testing.T) {
+	api := injected(t, "api-0", "api", "deny", map[string]string{"app": "api"}, 8080)
+	rules := func(mode string) v1alpha1.AuthorizationPolicy {
+		a := ap("api-"+mode, 8080, "deny", map[string]string{"app": "api"}, v1alpha1.Rule{ServiceAccount: "shop/web"}, v1alpha1.Rule{ServiceAccount: "shop/admin"}, v1alpha1.Rule{ServiceAccount: "shop/evil"})
+		a.Spec.Requests = &v1alpha1.Requests{Mode: mode, Rules: []v1alpha1.RequestRule{
+			{Name: "admin-all", From: []v1alpha1.Rule{{ServiceAccount: "shop/admin"}}},
+			{Name: "web-get", From: []v1alpha1.Rule{{ServiceAccount: "shop/web"}}, Matches: []v1alpha1.RequestMatch{{Method: "GET", Path: &v1alpha1.PathMatch{Type: "PathPrefix", Value: "/api"}}}},
+		}}
+		return a
+	}
+	for _, tt := range []struct {
+		mode string
+		want map[string]string
+	}{
+		{"enforce", map[string]string{"admin": "allow", "web": "requests", "evil": "deny"}},
+		{"audit", map[string]string{"admin": "allow", "web": "audit", "evil": "audit"}},
+	} {
+		m := matrixOf(td, "shop", []corev1.Pod{api}, sas("web", "admin", "evil"), []v1alpha1.AuthorizationPolicy{rules(tt.mode)})
+		got := verdicts(m)
+		for sa, want := range tt.want {
+			if v := got["spiffe://cluster.local/ns/shop/sa/"+sa+" api-0:8080"]; v != want {
+				t.Errorf("%s: %s on api-0:8080 is %q, want %q", tt.mode, sa, v, want)
+			}
+		}
+	}
+}
