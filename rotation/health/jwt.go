@@ -51,7 +51,9 @@ func (c *checker) jwtRows() {
 			row.Status, row.Detail, row.Hint = Fail, fmt.Sprintf("no key signs now (%d in the Secret): every JWT-SVID request fails", len(k.Keys)), "meshid-ca makes one at its next round; see why it has not: "+logs
 		default:
 			next := slices.ContainsFunc(k.Keys, func(s JWTKey) bool { return !s.NotBefore.Before(active.NotAfter) })
-			row.Status = OK
+			// On the dashboard's timeline (not in the time to outage:
+			// meshid-ca rotates the key itself).
+			row.Status, row.Expires = OK, &active.NotAfter
 			row.Detail = fmt.Sprintf("key %s signs, made %s ago; next rotation %s (in %s)", active.ID, human(now.Sub(active.Created)), stamp(active.NotAfter), human(active.NotAfter.Sub(now)))
 			if next {
 				row.Detail += "; its successor is published"

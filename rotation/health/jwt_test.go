@@ -57,9 +57,18 @@ func TestJWTRows(t *testing.T) {
 			if tc.reports != nil {
 				in.Reports = &health.Reports{Name: "fleet", All: tc.reports}
 			}
-			got := row(t, health.Run(in), tc.check)
+			rep := health.Run(in)
+			got := row(t, rep, tc.check)
 			if got.Status != tc.status || !strings.Contains(got.Detail, tc.detail) || (tc.status != health.OK && got.Hint == "") {
 				t.Fatalf("row %+v; want %s with %q and a hint", got, tc.status, tc.detail)
+			}
+			// The key that signs has its next rotation as the row's
+			// expiry (the dashboard's timeline), and stays out of the
+			// time to outage.
+			if tc.keys != nil && len(tc.keys.Keys) > 0 && tc.keys.Keys[0].ID == "aaaa" {
+				if got.Expires == nil || !got.Expires.Equal(a.NotAfter) || strings.HasPrefix(rep.OutageWhat, "jwt") {
+					t.Fatalf("row expires %v, outage %q; want %v and not the JWT key", got.Expires, rep.OutageWhat, a.NotAfter)
+				}
 			}
 		})
 	}
