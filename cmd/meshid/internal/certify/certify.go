@@ -2,8 +2,10 @@ package certify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sys/unix"
 	"k8s.io/utils/clock"
 
 	identityv1 "github.com/meshid/meshid/api/identity/v1"
@@ -94,7 +97,11 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 		clk = o.Clock
 	}
 	if o.OutDir != "" {
-		// Before a key is generated: files already there are refused.
+		// Before a key is generated: a folder that is not there or not
+		// writable, and files already there, are refused.
+		if err := checkOutDir(o.OutDir); err != nil {
+			return err
+		}
 		for _, f := range svidFiles {
 			p := filepath.Join(o.OutDir, f.name)
 			if _, err := os.Lstat(p); err == nil {
@@ -180,12 +187,27 @@ func verifyChain(svid *x509svid.SVID, anchors *bundle.Bundle, now time.Time) ([]
 	return rep, nil
 }
 
+// checkOutDir refuses an --out-dir that is not an existing folder this
+// process may write to; it writes nothing.
+func checkOutDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("--out-dir %s does not exist; create it (mkdir -m 700 %s) or choose another; nothing was written", dir, dir)
+	case err != nil:
+		return fmt.Errorf("--out-dir %s: %w; nothing was written", dir, err)
+	case !fi.IsDir():
+		return fmt.Errorf("--out-dir %s is not a folder; choose a folder; nothing was written", dir)
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("--out-dir %s is not writable (%w); choose a folder you may write to; nothing was written", dir, err)
+	}
+	return nil
+}
+
 func writeSVID(dir string, svid *x509svid.SVID, anchors *bundle.Bundle) ([]string, error) {
 	certPEM, keyPEM, err := svid.Marshal()
 	if err != nil {
-		return nil, fmt.Errorf("certify: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("certify: %w", err)
 	}
 	data := map[string][]byte{"svid.pem": certPEM, "svid.key": keyPEM, "bundle.pem": anchors.PEM()}

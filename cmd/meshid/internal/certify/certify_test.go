@@ -39,6 +39,9 @@ func TestCertify(t *testing.T) {
 	ca := catest.Start(t, catest.Tokens{"web-token": web})
 	o := options(t, ca, "web-token")
 	o.OutDir = filepath.Join(t.TempDir(), "out")
+	if err := os.Mkdir(o.OutDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
 	if err := certify.Run(context.Background(), o, &out); err != nil {
 		t.Fatal(err)
@@ -144,6 +147,33 @@ func TestValidate(t *testing.T) {
 			tt.mod(o)
 			clitest.WantUsage(t, "Validate", o.Validate(), tt.message)
 		})
+	}
+}
+
+// TestCertifyOutDirChecked: an --out-dir that does not exist, or is a
+// file, is refused before the CA is asked (the CA here is unreachable, so
+// a late check would fail on the dial instead), and nothing is created.
+func TestCertifyOutDirChecked(t *testing.T) {
+	ca := catest.Start(t, catest.Tokens{"web-token": web})
+	parent := t.TempDir()
+	file := pkitest.File(t, parent, "a-file", []byte("x"))
+	for name, tt := range map[string]struct{ dir, message string }{
+		"missing": {filepath.Join(parent, "no", "such"), "does not exist; create it"},
+		"a file":  {file, "is not a folder"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := options(t, ca, "web-token")
+			o.CA = "127.0.0.1:1"
+			o.OutDir = tt.dir
+			var out bytes.Buffer
+			err := certify.Run(context.Background(), o, &out)
+			if err == nil || !strings.Contains(err.Error(), "--out-dir "+tt.dir+" "+tt.message) || !strings.Contains(err.Error(), "nothing was written") || out.Len() != 0 {
+				t.Fatalf("Run = %v, printed %q; want --out-dir %s %s", err, out.String(), tt.dir, tt.message)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(parent, "no")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("certify created %s/no: %v", parent, err)
 	}
 }
 
