@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/meshid/meshid/cmd/internal/cli"
 )
 
@@ -26,6 +29,15 @@ func TestMessage(t *testing.T) {
 		{"kubeconfig /k: context \"prod\": not found", "kubeconfig /k: context \"prod\": not found"},
 		{"stage Add: 4/5 converged (ca: 2 replicas)", "stage Add: 4/5 converged (ca: 2 replicas)"},
 		{"open anchor: no such file", "open anchor: no such file"},
+		{"authn: token is not a JWT", "token is not a JWT"},
+		{"meshid-proxy: proxy: poll: open /var/run/meshid/ca-bundle.crt: no such file", "meshid-proxy: open /var/run/meshid/ca-bundle.crt: no such file"},
+		{"admission: read webhook CA Secret: forbidden", "read webhook CA Secret: forbidden"},
+		{"dashboard: listen tcp 127.0.0.1:80: bind: permission denied", "listen tcp 127.0.0.1:80: bind: permission denied"},
+		{"rotation: certify: rpc error: code = Unauthenticated desc = authn: token expired", "meshid-ca answered Unauthenticated: token expired"},
+		{"certify: cannot reach meshid-ca at 127.0.0.1:1 (--ca): rotation: certify: rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused\"",
+			"cannot reach meshid-ca at 127.0.0.1:1 (--ca): connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused\""},
+		{"verify: certificate for shop/web: rpc error: code = Unavailable desc = name resolver error: produced zero addresses", "certificate for shop/web: name resolver error: produced zero addresses"},
+		{"rpc error: code = Unavailable desc = the CA has not loaded its issuer and trust bundle yet; retry shortly", "meshid-ca answered Unavailable: the CA has not loaded its issuer and trust bundle yet; retry shortly"},
 	}
 	for _, tt := range tests {
 		if got := cli.Message(errors.New(tt.err)); got != tt.want {
@@ -35,6 +47,28 @@ func TestMessage(t *testing.T) {
 	var w bytes.Buffer
 	if code := cli.Code(&w, fmt.Errorf("anchor: %w", errors.New("rotation: boom"))); code != cli.ExitProblem || w.String() != "Error: boom\n" {
 		t.Fatalf("Code printed %q, exit %d", w.String(), code)
+	}
+}
+
+// TestCAUnreachable: a dial that failed, or a deadline, is a CA not
+// reached; a CA's own Unavailable answer and a failed handshake are not.
+func TestCAUnreachable(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("rotation: certify: %w", status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`)), true},
+		{status.Error(codes.Unavailable, "name resolver error: produced zero addresses"), true},
+		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), true},
+		{status.Error(codes.Unavailable, `connection error: desc = "transport: authentication handshake failed: x509: certificate signed by unknown authority"`), false},
+		{status.Error(codes.Unavailable, "the CA is shutting down; reconnect to another replica"), false},
+		{status.Error(codes.PermissionDenied, "token refused"), false},
+		{errors.New("connection error"), false},
+	}
+	for _, tt := range tests {
+		if got := cli.CAUnreachable(tt.err); got != tt.want {
+			t.Errorf("CAUnreachable(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }
 

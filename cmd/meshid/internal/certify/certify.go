@@ -131,6 +131,9 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 	}
 	defer conn.Close()
 	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), strings.TrimSpace(string(tokenData)), clk.Now())
+	if cli.CAUnreachable(err) {
+		return fmt.Errorf("certify: %s: %w. Pass --ca ADDR of a CA you can reach: from a workstation, run kubectl -n NAMESPACE port-forward svc/meshid-ca 8443 and pass --ca 127.0.0.1:8443", cli.CannotReachCA(o.CA), err)
+	}
 	if err != nil {
 		return err
 	}

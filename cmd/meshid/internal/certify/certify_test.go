@@ -150,6 +150,19 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestCertifyUnreachable: a CA nothing listens for is said as not
+// reached (not as an answer), with the address and the flag.
+func TestCertifyUnreachable(t *testing.T) {
+	ca := catest.Start(t, catest.Tokens{"web-token": web})
+	o := options(t, ca, "web-token")
+	o.CA = "127.0.0.1:1"
+	err := certify.Run(context.Background(), o, new(bytes.Buffer))
+	msg := cli.Message(err)
+	if !strings.HasPrefix(msg, "cannot reach meshid-ca at 127.0.0.1:1 (--ca): ") || strings.Contains(msg, "answered") || !strings.Contains(msg, "--ca 127.0.0.1:8443") {
+		t.Fatalf("Message = %q; want cannot reach meshid-ca at 127.0.0.1:1 (--ca), and how to reach one", msg)
+	}
+}
+
 // TestCertifyOutDirChecked: an --out-dir that does not exist, or is a
 // file, is refused before the CA is asked (the CA here is unreachable, so
 // a late check would fail on the dial instead), and nothing is created.

@@ -15,8 +15,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
@@ -308,26 +306,14 @@ func (r *run) identity(ctx context.Context, td spiffeid.TrustDomain, anchors *bu
 	defer conn.Close()
 	got, err := rotation.Certify(ctx, identityv1.NewIdentityClient(conn), tr.Status.Token, r.o.now())
 	if err != nil {
-		if unreachable(err) {
-			return nil, "", fmt.Errorf("verify: cannot reach meshid-ca at %s (--ca) to get a certificate for %s: %w. "+
+		if cli.CAUnreachable(err) {
+			return nil, "", fmt.Errorf("verify: %s to get a certificate for %s: %w. "+
 				"The default is the in-cluster address: from a workstation, run kubectl -n %s port-forward svc/meshid-ca 8443 and pass --ca 127.0.0.1:8443, or pass --ca ADDR of a CA you can reach, or connect with --cert and --key",
-				o.CA, o.As, err, o.Namespace)
+				cli.CannotReachCA(o.CA), o.As, err, o.Namespace)
 		}
 		return nil, "", fmt.Errorf("verify: certificate for %s: %w", o.As, err)
 	}
 	return got.Certificate(), got.SVID.ID.String(), nil
-}
-
-// unreachable says err is gRPC's for a CA it could not connect to (not
-// one that answered, or failed the TLS handshake).
-func unreachable(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable:
-		return !strings.Contains(err.Error(), "authentication handshake failed")
-	case codes.DeadlineExceeded:
-		return true
-	}
-	return false
 }
 
 func printReport(out io.Writer, o *Options, rep *Report) error {
