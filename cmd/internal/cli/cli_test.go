@@ -10,7 +10,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -69,6 +71,30 @@ func TestCAUnreachable(t *testing.T) {
 		if got := cli.CAUnreachable(tt.err); got != tt.want {
 			t.Errorf("CAUnreachable(%v) = %v, want %v", tt.err, got, tt.want)
 		}
+	}
+}
+
+// TestDurationUsage: a day-style flag's help shows one default, the one
+// its usage says, or the value it starts with.
+func TestDurationUsage(t *testing.T) {
+	var ttl, within time.Duration
+	warn := 60 * 24 * time.Hour
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	fs.Var(cli.Duration{D: &ttl}, "anchor-ttl", "lifetime of a generated anchor (default 3650d)")
+	fs.Var(cli.Duration{D: &within}, "issuer-warn-within", "fail when the issuer expires within this")
+	fs.Var(cli.Duration{D: &warn}, "warn-within", "warn when an anchor expires within this")
+	usage := fs.FlagUsages()
+	for _, want := range []string{
+		"--anchor-ttl duration           lifetime of a generated anchor (default 3650d)\n",
+		"--issuer-warn-within duration   fail when the issuer expires within this\n",
+		"--warn-within duration          warn when an anchor expires within this (default 60d)\n",
+	} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("no %q in\n%s", want, usage)
+		}
+	}
+	if err := fs.Parse([]string{"--anchor-ttl", "0"}); err != nil || ttl != 0 {
+		t.Fatalf("--anchor-ttl 0: %v, %v", err, ttl)
 	}
 }
 

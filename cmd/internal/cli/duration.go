@@ -10,12 +10,14 @@ import (
 // Duration is a flag value that also takes days: "60d", "36h", "90m".
 type Duration struct{ D *time.Duration }
 
-// String implements pflag.Value.
+// String implements pflag.Value. Zero is "0", which pflag takes for no
+// default (it does not know "0s" is zero for a type not its own), so a
+// flag whose usage says its default shows it once.
 func (d Duration) String() string {
-	if d.D == nil {
-		return "0s"
+	if d.D == nil || *d.D == 0 {
+		return "0"
 	}
-	if *d.D%(24*time.Hour) == 0 && *d.D != 0 {
+	if *d.D%(24*time.Hour) == 0 {
 		return fmt.Sprintf("%dd", *d.D/(24*time.Hour))
 	}
 	return d.D.String()
