@@ -81,8 +81,10 @@ type Rotator interface {
 // errors; the other verbs take no flags of their own.
 func (o *Options) ValidateStart() error {
 	switch {
-	case o.Generate == (o.NewAnchorCert != ""):
+	case o.Generate && o.NewAnchorCert != "":
 		return cli.Usagef("give the new anchor (--new-anchor-cert and --new-anchor-key) or --generate, not both")
+	case !o.Generate && o.NewAnchorCert == "" && o.NewAnchorKey == "":
+		return cli.Usagef("start needs a new anchor: give --new-anchor-cert and --new-anchor-key, or --generate to make one")
 	case (o.NewAnchorCert == "") != (o.NewAnchorKey == ""):
 		return cli.Usagef("--new-anchor-cert and --new-anchor-key go together: the key issues the new issuer")
 	case o.WriteAnchorKey != "" && !o.Generate:

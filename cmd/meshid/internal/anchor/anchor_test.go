@@ -309,7 +309,7 @@ func TestValidateStart(t *testing.T) {
 		{name: "generate", mod: func(o *anchor.Options) { o.Generate, o.WriteAnchorKey = true, "k" }},
 		{name: "generate for cert-manager", mod: func(o *anchor.Options) { o.Generate, o.CertManager = true, true }},
 		{name: "emergency, forced", mod: func(o *anchor.Options) { o.NewAnchorCert, o.NewAnchorKey, o.Emergency, o.Force = "a", "k", true, true }},
-		{name: "neither", mod: func(*anchor.Options) {}, message: "give the new anchor (--new-anchor-cert and --new-anchor-key) or --generate, not both"},
+		{name: "neither", mod: func(*anchor.Options) {}, message: "start needs a new anchor: give --new-anchor-cert and --new-anchor-key, or --generate to make one"},
 		{name: "both", mod: func(o *anchor.Options) { o.NewAnchorCert, o.NewAnchorKey, o.Generate = "a", "k", true }, message: "or --generate, not both"},
 		{name: "key alone with generate", mod: func(o *anchor.Options) { o.Generate, o.NewAnchorKey, o.WriteAnchorKey = true, "k", "w" }, message: "--new-anchor-cert and --new-anchor-key go together"},
 		{name: "cert without key", mod: func(o *anchor.Options) { o.NewAnchorCert = "a" }, message: "--new-anchor-cert and --new-anchor-key go together"},
