@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
@@ -136,6 +138,13 @@ func Run(ctx context.Context, o *Options, verb string, out io.Writer) error {
 		st, err := r.Status(ctx)
 		if err != nil {
 			return err
+		}
+		if st.State == nil {
+			// No state: is it none started, or a namespace that is not
+			// there? (Not allowed to read namespaces: it is the former.)
+			if _, err := c.Kube.CoreV1().Namespaces().Get(ctx, o.Namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+				return fmt.Errorf("namespace %s does not exist: pass -n the namespace meshid is installed in", o.Namespace)
+			}
 		}
 		return printStatus(out, o, st)
 	case Resume:

@@ -265,10 +265,24 @@ Took          SwitchIssuer 3s
 	}
 }
 
+// TestStatusNoNamespace: status in a namespace that does not exist says
+// so and fails, rather than "no rotation has been started".
+func TestStatusNoNamespace(t *testing.T) {
+	for _, format := range []string{"table", "json"} {
+		o, _ := setup(fake.NewClientset(), nil)
+		o.Namespace, o.Output = "nosuch", format
+		var out bytes.Buffer
+		err := anchor.Run(context.Background(), o, anchor.Status, &out)
+		if err == nil || err.Error() != "namespace nosuch does not exist: pass -n the namespace meshid is installed in" || out.Len() != 0 {
+			t.Fatalf("-o %s: Run = %v, printed %q", format, err, out.String())
+		}
+	}
+}
+
 // TestStatusOfTheCluster runs status with rotation/anchor's own Rotator
 // on a fake cluster: none started, then one that is done.
 func TestStatusOfTheCluster(t *testing.T) {
-	client := fake.NewClientset()
+	client := fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "meshid"}})
 	o, _ := setup(client, nil)
 	var out bytes.Buffer
 	if err := anchor.Run(context.Background(), o, anchor.Status, &out); err != nil {
