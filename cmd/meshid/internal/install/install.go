@@ -103,6 +103,8 @@ func (o *Options) Validate() error {
 		return cli.Usagef("--cert-manager with your own anchor takes --anchor-cert and --anchor-key together")
 	case !o.CertManager && !own && (o.AnchorCert != "" || o.AnchorKey != ""):
 		return cli.Usagef("--anchor-cert alone is not enough: add --issuer-cert and --issuer-key, or --cert-manager with --anchor-key")
+	case !o.CertManager && own && o.AnchorKey != "":
+		return cli.Usagef("--anchor-key only applies with --cert-manager: with your own --issuer-cert and --issuer-key, install does not use the anchor's key; drop --anchor-key")
 	case o.WriteAnchorKey != "" && (own || o.AnchorCert != ""):
 		return cli.Usagef("--write-anchor-key only applies when install generates the anchor")
 	case o.Replicas < 1:

@@ -401,6 +401,9 @@ func TestValidate(t *testing.T) {
 		{name: "issuer without anchor", mod: func(o *install.Options) { o.IssuerCert, o.IssuerKey = "i", "k" }, message: "your own material takes"},
 		{name: "cert-manager anchor without key", mod: func(o *install.Options) { o.CertManager, o.AnchorCert = true, "a" }, message: "--cert-manager with your own anchor takes --anchor-cert and --anchor-key together"},
 		{name: "cert-manager anchor key alone", mod: func(o *install.Options) { o.CertManager, o.AnchorKey = true, "k" }, message: "--cert-manager with your own anchor takes"},
+		{name: "own material with an anchor key", mod: func(o *install.Options) {
+			o.AnchorCert, o.AnchorKey, o.IssuerCert, o.IssuerKey = "a", "k", "i", "k2"
+		}, message: "--anchor-key only applies with --cert-manager"},
 		{name: "anchor alone", mod: func(o *install.Options) { o.AnchorCert = "a" }, message: "--anchor-cert alone is not enough"},
 		{name: "anchor key alone", mod: func(o *install.Options) { o.AnchorKey = "k" }, message: "--anchor-cert alone is not enough"},
 		{name: "write key with own material", mod: func(o *install.Options) {
