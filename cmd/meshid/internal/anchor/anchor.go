@@ -174,6 +174,9 @@ func Run(ctx context.Context, o *Options, verb string, out io.Writer) error {
 			if p.NewAnchorKeyPEM, err = os.ReadFile(o.NewAnchorKey); err != nil {
 				return err
 			}
+			if _, err := issuer.Parse(p.NewAnchorCertPEM, p.NewAnchorKeyPEM); err != nil {
+				return fmt.Errorf("--new-anchor-cert %s, --new-anchor-key %s: %s; give the new anchor's PEM certificate and its PEM private key", o.NewAnchorCert, o.NewAnchorKey, strings.TrimPrefix(err.Error(), issuer.ErrInvalid.Error()+": "))
+			}
 		}
 		if err := r.CheckStart(ctx, p); err != nil {
 			return err

@@ -216,6 +216,16 @@ func TestStartFiles(t *testing.T) {
 		t.Fatalf("start got other material than the files, or printed %q", out.String())
 	}
 
+	// A certificate given as the key: both flags and files are named, and
+	// nothing is asked of the cluster.
+	f = &fakeRotator{}
+	o, _ = setup(fake.NewClientset(), f)
+	o.NewAnchorCert, o.NewAnchorKey = certFile, certFile
+	err = anchor.Run(context.Background(), o, anchor.Start, &bytes.Buffer{})
+	if want := "--new-anchor-cert " + certFile + ", --new-anchor-key " + certFile + ": tls: found a certificate rather than a key in the PEM for the private key; give the new anchor's PEM certificate and its PEM private key"; err == nil || cli.Message(err) != want || len(f.calls) != 0 {
+		t.Fatalf("Run with the certificate as key = %v, Rotator calls %q; want %q", err, f.calls, want)
+	}
+
 	for _, files := range [][2]string{{missing, keyFile}, {certFile, missing}} {
 		f := &fakeRotator{}
 		o, _ := setup(fake.NewClientset(), f)
