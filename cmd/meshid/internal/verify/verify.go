@@ -272,7 +272,7 @@ func (r *run) identity(ctx context.Context, td spiffeid.TrustDomain, anchors *bu
 	if o.CertFile != "" {
 		c, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
 		if err != nil {
-			return nil, "", fmt.Errorf("verify: %w", err)
+			return nil, "", fmt.Errorf("verify: --cert %s, --key %s: %w; give a PEM certificate and its PEM private key", o.CertFile, o.KeyFile, err)
 		}
 		leaf, err := x509.ParseCertificate(c.Certificate[0])
 		if err != nil {

@@ -279,7 +279,8 @@ func TestVerifyFailures(t *testing.T) {
 			o.BundleFile = o.CertFile + ".junk"
 			pkitest.File(t, filepath.Dir(o.CertFile), filepath.Base(o.BundleFile), []byte("junk"))
 		}, message: "verify: "},
-		{name: "certificate file missing", mod: func(o *verify.Options, _ *cluster) { o.CertFile = filepath.Join(t.TempDir(), "missing") }, message: "verify: open "},
+		{name: "certificate file missing", mod: func(o *verify.Options, _ *cluster) { o.CertFile = filepath.Join(t.TempDir(), "missing") }, message: "missing, --key " + f.keyFile + ": open "},
+		{name: "certificate as key", mod: func(o *verify.Options, _ *cluster) { o.KeyFile = o.CertFile }, message: "verify: --cert " + f.certFile + ", --key " + f.certFile + ": tls: "},
 		{name: "no cluster", mod: func(o *verify.Options, _ *cluster) { o.BundleFile = "" }, message: "this test has no cluster"},
 		{
 			name: "bundle ConfigMap missing",
