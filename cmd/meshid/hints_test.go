@@ -64,7 +64,7 @@ func TestCheckHintsParse(t *testing.T) {
 		if err := parseCommand("meshid rotate-anchor --emergency"); err == nil || !strings.Contains(err.Error(), "unknown flag: --emergency") {
 			t.Fatalf("parseCommand accepted the old hint: %v", err)
 		}
-		if err := parseCommand("meshid rotate-anchor start --emergency"); err == nil || !strings.Contains(err.Error(), "give the new anchor") {
+		if err := parseCommand("meshid rotate-anchor start --emergency"); err == nil || !strings.Contains(err.Error(), "start needs a new anchor") {
 			t.Fatalf("parseCommand accepted a start without its anchor: %v", err)
 		}
 	})

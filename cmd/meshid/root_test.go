@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/meshid/meshid/cmd/internal/cli"
@@ -37,8 +39,8 @@ func execute(cmd *cobra.Command, args ...string) (code int, stdout, stderr strin
 	return code, out.String(), errs.String()
 }
 
-// fakeCluster is a kube.Connect to an empty fake cluster that records its
-// calls.
+// fakeCluster is a kube.Connect to a fake cluster with nothing but the
+// namespace meshid, that records its calls.
 type fakeCluster struct{ calls []string }
 
 func (f *fakeCluster) connect(t kube.Target, agent string) (*kube.Clients, error) {
@@ -47,7 +49,7 @@ func (f *fakeCluster) connect(t kube.Target, agent string) (*kube.Clients, error
 		call = t.Kubeconfig + " " + t.Context + " " + agent
 	}
 	f.calls = append(f.calls, call)
-	return &kube.Clients{Kube: fake.NewClientset()}, nil
+	return &kube.Clients{Kube: fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "meshid"}})}, nil
 }
 
 // TestRoot drives the real commands, with a fake cluster: the exit codes
@@ -71,7 +73,7 @@ func TestRoot(t *testing.T) {
 		{name: "install usage", args: []string{"install", "--replicas", "0"}, code: cli.ExitUsage, stderr: "--replicas must be at least 1"},
 		{name: "rotate-anchor plan", args: []string{"rotate-anchor", "plan"}, code: cli.ExitOK, stdout: "1 Add"},
 		{name: "rotate-anchor status", args: []string{"rotate-anchor", "status", "--kubeconfig", "/k"}, code: cli.ExitOK, stdout: "no rotation has been started\n", agent: "/k meshid-rotate-anchor"},
-		{name: "rotate-anchor start usage", args: []string{"rotate-anchor", "start"}, code: cli.ExitUsage, stderr: "give the new anchor"},
+		{name: "rotate-anchor start usage", args: []string{"rotate-anchor", "start"}, code: cli.ExitUsage, stderr: "start needs a new anchor"},
 		{name: "inspect standard input", args: []string{"inspect", "-"}, stdin: string(anchor.CertPEM()), code: cli.ExitOK, stdout: "Certificate 0  CN=anchor,O=meshid"},
 		{name: "inspect usage", args: []string{"inspect"}, code: cli.ExitUsage, stderr: "inspect takes one FILE"},
 		{name: "inspect problem", args: []string{"inspect", "-"}, stdin: "junk", code: cli.ExitProblem, stderr: "Error: standard input: no PEM CERTIFICATE block found"},
