@@ -39,7 +39,7 @@ the chain and the expiry; with --out-dir it writes svid.pem, svid.key (mode
 	fs.StringVar(&o.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of the CA")
 	fs.StringVar(&o.TokenFile, "token-file", "", "file holding the service-account token")
 	fs.StringVar(&o.TrustBundleFile, "trust-bundle-file", "", "PEM trust anchors")
-	fs.StringVar(&o.OutDir, "out-dir", "", "write svid.pem, svid.key and bundle.pem here")
+	fs.StringVar(&o.OutDir, "out-dir", "", "write svid.pem, svid.key and bundle.pem as new files in this existing folder")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "give up after this long")
 	fs.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
 	return cmd
