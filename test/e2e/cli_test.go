@@ -26,6 +26,9 @@ func TestCLICertify(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(filepath.Join(e.bin, "meshid"), "certify", "--ca", ca.addr, "--ca-id", ca.id(t).String(),
 		"--token-file", tokenFile, "--trust-bundle-file", bundleFile, "--out-dir", out, "-o", "json")
 	stdout, err := cmd.Output()
