@@ -95,6 +95,10 @@ func TestInstall(t *testing.T) {
 	stranger := newIssuer(t, newAnchor(t, "stranger"), "stranger issuer")
 	files["stranger.crt"] = stranger.CertPEM()
 	files["stranger.key"], _ = stranger.KeyPEM()
+	other := newAnchor(t, "other anchor")
+	otherIss := newIssuer(t, other, "other issuer")
+	files["other.crt"], files["other-issuer.crt"] = other.CertPEM(), otherIss.CertPEM()
+	files["other-issuer.key"], _ = otherIss.KeyPEM()
 	expired := issuertest.Anchor(t, issuertest.Name("expired"), issuertest.NotBefore(now.Add(-48*time.Hour)), issuertest.TTL(time.Hour))
 	files["expired.crt"] = expired.CertPEM()
 	leaf := issuertest.Certificate(t, iss, issuertest.NotCA(), issuertest.TTL(time.Hour))
@@ -172,6 +176,39 @@ func TestInstall(t *testing.T) {
 		}
 		if out, err := kubectl(t, rendered, "apply", "--dry-run=server", "-f", "-"); err != nil {
 			t.Fatalf("kubectl apply --dry-run=server: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("apply over an install takes only the anchor installed", func(t *testing.T) {
+		e := need(t)
+		ns := namespace(t, "reapply")
+		args := []string{"install", "-n", ns, "--apply", "--webhook=false", "--kubeconfig", e.cluster.Kubeconfig, "--image", "example.invalid/meshid-ca:test"}
+		own := []string{"--anchor-cert", f("anchor.crt"), "--issuer-cert", f("issuer.crt"), "--issuer-key", f("issuer.key")}
+		for _, run := range []string{"first", "again, the same anchor"} {
+			if out, code := meshid(t, "", append(args, own...)...); code != 0 || !strings.Contains(out, "configmap/meshid-trust-bundle applied") {
+				t.Fatalf("install --apply, %s: exit %d\n%s", run, code, out)
+			}
+		}
+		ctx := context.Background()
+		before, err := e.client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		issuerBefore, err := e.client.CoreV1().Secrets(ns).Get(ctx, "meshid-issuer", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, code := meshid(t, "", append(args, "--anchor-cert", f("other.crt"), "--issuer-cert", f("other-issuer.crt"), "--issuer-key", f("other-issuer.key"))...)
+		if code != 1 || !strings.Contains(out, "holds other anchors") || !strings.Contains(out, bundle.Fingerprint(anchor.Cert)) ||
+			!strings.Contains(out, "meshid rotate-anchor start --new-anchor-cert "+f("other.crt")) || strings.Contains(out, "namespace/"+ns+" applied") {
+			t.Fatalf("install --apply with another anchor: exit %d\n%s", code, out)
+		}
+		cm, err := e.client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
+		if err != nil || cm.ResourceVersion != before.ResourceVersion || cm.Data[bundle.Key] != before.Data[bundle.Key] {
+			t.Fatalf("the trust bundle changed (%v)", err)
+		}
+		if s, err := e.client.CoreV1().Secrets(ns).Get(ctx, "meshid-issuer", metav1.GetOptions{}); err != nil || s.ResourceVersion != issuerBefore.ResourceVersion {
+			t.Fatalf("the issuer Secret changed (%v)", err)
 		}
 	})
 

@@ -2,10 +2,12 @@ package install
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -14,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 
+	"github.com/meshid/meshid/bundle"
 	"github.com/meshid/meshid/ca/manifest"
 	"github.com/meshid/meshid/cmd/internal/cli"
 	"github.com/meshid/meshid/cmd/internal/kube"
@@ -21,19 +24,72 @@ import (
 )
 
 // preflight refuses, before anything is generated or applied, what would
-// make --apply fail: a generated anchor over a namespace that already holds
-// meshid, and a kind of objs the cluster does not serve.
-func preflight(ctx context.Context, c *kube.Clients, o *Options, generate bool, objs []*unstructured.Unstructured) error {
-	if generate {
+// make --apply fail or swap the trust anchor at once: a generated anchor
+// over a namespace that already holds meshid, the operator's anchors over
+// an install that trusts others (bundlePEM is what install would write),
+// and a kind of objs the cluster does not serve.
+func preflight(ctx context.Context, c *kube.Clients, o *Options, generate bool, bundlePEM []byte, objs []*unstructured.Unstructured) error {
+	cm, err := c.Dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace(o.Namespace).Get(ctx, manifest.BundleConfigMap, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("install: read ConfigMap %s/%s, to know whether meshid is installed there: %w; nothing was generated or applied", o.Namespace, manifest.BundleConfigMap, err)
+	case generate:
 		// A second install with a generated anchor would replace the
 		// anchor every workload trusts, at once: an outage.
-		cm, err := c.Dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace(o.Namespace).Get(ctx, manifest.BundleConfigMap, metav1.GetOptions{})
-		if err == nil && cm != nil {
-			return fmt.Errorf("install: meshid is already installed in namespace %s (ConfigMap %s exists); a generated anchor would replace the one every workload trusts. Pass the existing material (--anchor-cert ...), or change anchors with meshid rotate-anchor; nothing was generated or applied", o.Namespace, manifest.BundleConfigMap)
+		return fmt.Errorf("install: meshid is already installed in namespace %s (ConfigMap %s exists); a generated anchor would replace the one every workload trusts. Pass the existing material (--anchor-cert ...), or change anchors with meshid rotate-anchor; nothing was generated or applied", o.Namespace, manifest.BundleConfigMap)
+	default:
+		pem, _, _ := unstructured.NestedString(cm.Object, "data", bundle.Key)
+		if err := sameAnchors(o, []byte(pem), bundlePEM); err != nil {
+			return err
 		}
 	}
-	_, err := mappings(c, objs)
+	_, err = mappings(c, objs)
 	return err
+}
+
+// sameAnchors refuses to write want over the installed bundle have unless
+// both hold the same anchors: anything else would change, at once, what
+// every workload trusts (an outage), which only rotate-anchor does safely.
+func sameAnchors(o *Options, have, want []byte) error {
+	where := fmt.Sprintf("the trust bundle installed in namespace %s (ConfigMap %s)", o.Namespace, manifest.BundleConfigMap)
+	wb, err := bundle.Parse(want)
+	if err != nil {
+		return fmt.Errorf("install: --anchor-cert %s: %w", o.AnchorCert, err)
+	}
+	hb, err := bundle.Parse(have)
+	if err != nil {
+		return fmt.Errorf("install: %s is not a valid bundle (%v); install will not write over it. Look at it with kubectl -n %s get configmap %s -o yaml, and meshid check -n %s; nothing was applied", where, err, o.Namespace, manifest.BundleConfigMap, o.Namespace)
+	}
+	if len(hb.Anchors()) == len(wb.Anchors()) && all(wb.Anchors(), hb.Contains) {
+		return nil
+	}
+	if all(wb.Anchors(), hb.Contains) {
+		return fmt.Errorf("install: %s holds more anchors (%s) than --anchor-cert %s (%s): an anchor rotation is under way, or stopped. See meshid rotate-anchor status -n %s, and run install with the anchors installed; nothing was applied", where, fingerprints(hb), o.AnchorCert, fingerprints(wb), o.Namespace)
+	}
+	rotate := "meshid rotate-anchor start --new-anchor-cert " + o.AnchorCert + " --new-anchor-key ANCHOR.key"
+	if o.CertManager {
+		rotate = "meshid rotate-anchor start --cert-manager --new-anchor-cert " + o.AnchorCert + " --new-anchor-key " + o.AnchorKey
+	}
+	return fmt.Errorf("install: %s holds other anchors (%s) than --anchor-cert %s (%s); applying would replace the anchor every workload trusts at once. To change the anchor, rotate with no downtime: %s -n %s; to re-run install, pass the anchor installed. Nothing was applied", where, fingerprints(hb), o.AnchorCert, fingerprints(wb), rotate, o.Namespace)
+}
+
+func all(certs []*x509.Certificate, in func(*x509.Certificate) bool) bool {
+	for _, c := range certs {
+		if !in(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// fingerprints names b's anchors: subject and SHA-256 fingerprint.
+func fingerprints(b *bundle.Bundle) string {
+	var fs []string
+	for _, a := range b.Anchors() {
+		fs = append(fs, fmt.Sprintf("%q SHA-256 %s", a.Subject.CommonName, bundle.Fingerprint(a)))
+	}
+	return strings.Join(fs, ", ")
 }
 
 // mappings finds the resource of every object; a kind the cluster does not

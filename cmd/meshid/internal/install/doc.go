@@ -4,7 +4,8 @@
 // server-side apply. Everything it can check comes before a key is
 // generated: the --write-anchor-key path (a new file in a folder that
 // exists), the operator's material, and with --apply the cluster (no
-// install in the namespace when the anchor is new, every kind served).
+// install in the namespace when the anchor is new, none trusting other
+// anchors than the operator's own, every kind served).
 //
 // It imports ca/manifest, issuer, bundle, cmd/internal/cli,
 // cmd/internal/kube and its sibling output.

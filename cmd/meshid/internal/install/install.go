@@ -179,7 +179,7 @@ func Run(ctx context.Context, o *Options, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := preflight(ctx, c, o, generate, objs); err != nil {
+		if err := preflight(ctx, c, o, generate, mo.BundlePEM, objs); err != nil {
 			return err
 		}
 	}

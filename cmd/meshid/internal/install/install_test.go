@@ -613,6 +613,94 @@ func TestApplyRefusals(t *testing.T) {
 	}
 }
 
+// bundleConfigMap is an installed trust bundle holding pem.
+func bundleConfigMap(pem []byte) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]interface{}{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]interface{}{"namespace": "meshid", "name": manifest.BundleConfigMap},
+		"data":     map[string]interface{}{bundle.Key: string(pem)},
+	}}
+}
+
+// TestApplyOverAnInstall: --apply with the operator's own anchor over an
+// install re-applies when the installed bundle holds the same anchors, and
+// otherwise refuses before applying anything, naming the anchors and the
+// rotate-anchor command that changes them without an outage.
+func TestApplyOverAnInstall(t *testing.T) {
+	m := goodMaterial(t)
+	other := goodMaterial(t)
+	both := bundle.Encode([]*x509.Certificate{other.anchor.Cert, m.anchor.Cert})
+	tests := []struct {
+		name        string
+		installed   []byte
+		certManager bool
+		says        []string // nil: applies
+	}{
+		{name: "same anchor", installed: m.anchor.CertPEM()},
+		{
+			name: "different anchor", installed: other.anchor.CertPEM(),
+			says: []string{
+				"holds other anchors (\"my anchor\" SHA-256 " + bundle.Fingerprint(other.anchor.Cert) + ") than --anchor-cert " + m.anchorCert,
+				"replace the anchor every workload trusts at once",
+				"meshid rotate-anchor start --new-anchor-cert " + m.anchorCert + " --new-anchor-key ANCHOR.key -n meshid",
+				"Nothing was applied",
+			},
+		},
+		{
+			name: "different anchor, cert-manager", installed: other.anchor.CertPEM(), certManager: true,
+			says: []string{"meshid rotate-anchor start --cert-manager --new-anchor-cert " + m.anchorCert + " --new-anchor-key " + m.anchorKey + " -n meshid"},
+		},
+		{
+			name: "a rotation's two anchors", installed: both,
+			says: []string{"holds more anchors", "meshid rotate-anchor status -n meshid", "nothing was applied"},
+		},
+		{
+			name: "not a bundle", installed: []byte("not PEM"),
+			says: []string{"is not a valid bundle", "install will not write over it", "meshid check -n meshid", "nothing was applied"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCluster(t, true, bundleConfigMap(tt.installed))
+			o := c.options(options())
+			o.CertManager = tt.certManager
+			if tt.certManager {
+				o.AnchorCert, o.AnchorKey = m.anchorCert, m.anchorKey
+			} else {
+				o.AnchorCert, o.IssuerCert, o.IssuerKey = m.anchorCert, m.issuerCert, m.issuerKey
+			}
+			var out bytes.Buffer
+			err := install.Run(context.Background(), o, &out)
+			if tt.says == nil {
+				if err != nil || len(c.applied) == 0 {
+					t.Fatalf("Run = %v, applied %d objects; want a re-apply", err, len(c.applied))
+				}
+				return
+			}
+			for _, want := range tt.says {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("Run = %v, want an error containing %q", err, want)
+				}
+			}
+			if len(c.applied) != 0 || out.Len() != 0 {
+				t.Fatalf("applied %d objects, printed %q, before refusing", len(c.applied), out.String())
+			}
+		})
+	}
+	t.Run("the bundle cannot be read", func(t *testing.T) {
+		c := newCluster(t, false)
+		c.clients.Dynamic.(*dynamicfake.FakeDynamicClient).PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, errors.New("configmaps is forbidden")
+		})
+		o := c.options(options())
+		o.AnchorCert, o.IssuerCert, o.IssuerKey = m.anchorCert, m.issuerCert, m.issuerKey
+		err := install.Run(context.Background(), o, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), "read ConfigMap meshid/meshid-trust-bundle, to know whether meshid is installed there: configmaps is forbidden") || len(c.applied) != 0 {
+			t.Fatalf("Run = %v, applied %d; want the read error, nothing applied", err, len(c.applied))
+		}
+	})
+}
+
 func TestApplyConnectError(t *testing.T) {
 	o := options()
 	o.Apply = true
