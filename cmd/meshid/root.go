@@ -50,6 +50,18 @@ when piped or with NO_COLOR set. Shell completion: meshid completion bash|zsh|fi
 		newWorkloadCommand(connect, workload.Join, workload.Revoke, workload.List), // issue 21
 		newPolicyCommand(connect, explain.Run, explain.List),                       // issue 19
 	)
+	hinted(cmd)
 	cli.Setup(cmd)
 	return cmd
+}
+
+// hinted has every command's error that says the API server could not be
+// reached end with what to try next (kube.Hint), in one place.
+func hinted(cmd *cobra.Command) {
+	if run := cmd.RunE; run != nil {
+		cmd.RunE = func(c *cobra.Command, args []string) error { return kube.Hint(run(c, args)) }
+	}
+	for _, sub := range cmd.Commands() {
+		hinted(sub)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -232,4 +233,37 @@ func TestInstall(t *testing.T) {
 			t.Fatalf("check after install (no kubelet: no ready replicas):\n%s", out)
 		}
 	})
+}
+
+// TestUnreachableCluster: install --apply and rotate-anchor against an API
+// server that is not there say so once, with check's next step, and no
+// client-go log lines.
+func TestUnreachableCluster(t *testing.T) {
+	t.Parallel()
+	cfg, err := clientcmd.LoadFromFile(need(t).cluster.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cfg.Clusters {
+		c.Server = "https://" + freeAddr(t) // a closed loopback port
+	}
+	path := filepath.Join(t.TempDir(), "dead.kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	klogLine := regexp.MustCompile(`(?m)^[IWEF]\d{4} |Unhandled Error|memcache\.go`)
+	for _, args := range [][]string{
+		{"install", "--apply", "--webhook=false"},
+		{"rotate-anchor", "status"},
+		{"rotate-anchor", "resume"},
+		{"rotate-anchor", "abort"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			out, code := meshid(t, "", append(args, "--kubeconfig", path)...)
+			if code != 1 || klogLine.MatchString(out) || strings.Count(out, "Error: ") != 1 || !strings.Contains(out, "connection refused") ||
+				!strings.HasSuffix(strings.TrimSpace(out), "Is the API server up, and is this the cluster you mean? `kubectl --kubeconfig "+path+" cluster-info` tells") {
+				t.Fatalf("exit %d, want 1, one error ending with check's hint, no klog lines:\n%s", code, out)
+			}
+		})
+	}
 }

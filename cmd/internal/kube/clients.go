@@ -52,12 +52,14 @@ func (t Target) String() string {
 // real one.
 type Connect func(t Target, userAgent string) (*Clients, error)
 
-// NewClients is the Connect of the real commands.
+// NewClients is the Connect of the real commands. An error of theirs that
+// says the API server could not be reached gets its next step from Hint.
 func NewClients(t Target, userAgent string) (*Clients, error) {
 	cfg, err := restConfig(t, userAgent)
 	if err != nil {
 		return nil, err
 	}
+	markUnreachable(cfg, t)
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

@@ -5,5 +5,6 @@
 //
 // Target (--kubeconfig, --context, as kubectl has them), Clients and
 // Connect are how the meshid CLI gets its clients: built once per command
-// by NewClients, and handed to fakes in tests.
+// by NewClients, and handed to fakes in tests. Hint gives an error of
+// theirs that says the API server could not be reached its next step.
 package kube

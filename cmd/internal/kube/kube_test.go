@@ -1,12 +1,22 @@
 package kube_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/meshid/meshid/cmd/internal/kube"
 )
@@ -65,5 +75,70 @@ func TestTarget(t *testing.T) {
 		if got := c.Kube.Discovery().RESTClient().Get().URL().Host; "https://"+got != tt.host {
 			t.Fatalf("%q: server %s, want %s", tt.args, got, tt.host)
 		}
+	}
+}
+
+// clusterAt writes a kubeconfig for server, in a folder with a space.
+func clusterAt(t *testing.T, server string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "my clusters")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	cfg := strings.ReplaceAll(kubeconfig, "https://127.0.0.1:6443", server)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestHint: an API server that cannot be reached gets check's next step,
+// for the kubeconfig and context used (quoted for the shell); an error of
+// a server that answered, and any other error, are left as they are.
+func TestHint(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	path := clusterAt(t, "https://"+closed)
+	c, err := kube.NewClients(kube.Target{Kubeconfig: path, Context: "dev"}, "meshid-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Kube.CoreV1().Namespaces().Get(context.Background(), "meshid", metav1.GetOptions{})
+	hinted := kube.Hint(fmt.Errorf("install: read it: %w", err))
+	want := "connection refused. Is the API server up, and is this the cluster you mean? `kubectl --kubeconfig '" + path + "' --context dev cluster-info` tells"
+	if hinted == nil || !strings.HasSuffix(hinted.Error(), want) || !errors.Is(hinted, syscall.ECONNREFUSED) {
+		t.Fatalf("Hint = %v, want it to end %q and still be ECONNREFUSED", hinted, want)
+	}
+	if _, err := c.Mapper.RESTMapping(schema.GroupKind{Kind: "Namespace"}, "v1"); !strings.Contains(fmt.Sprint(kube.Hint(err)), "cluster-info` tells") {
+		t.Fatalf("discovery: Hint = %v, want the hint", kube.Hint(err))
+	}
+
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,"message":"namespaces \"meshid\" is forbidden"}`)
+	}))
+	defer srv.Close()
+	cfg := strings.ReplaceAll(kubeconfig, `{server: "https://127.0.0.1:6443"}`, `{server: "`+srv.URL+`", insecure-skip-tls-verify: true}`)
+	answered := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(answered, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err = kube.NewClients(kube.Target{Kubeconfig: answered}, "meshid-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Kube.CoreV1().Namespaces().Get(context.Background(), "meshid", metav1.GetOptions{})
+	if !apierrors.IsForbidden(err) || kube.Hint(err) != err {
+		t.Fatalf("a server that answered 403: %v, Hint %v; want it as it is", err, kube.Hint(err))
+	}
+	other := errors.New("install: --anchor-cert a.crt: not a CA")
+	if kube.Hint(other) != other || kube.Hint(nil) != nil {
+		t.Fatal("Hint changed an error that is not the API server's transport's")
 	}
 }
