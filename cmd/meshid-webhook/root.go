@@ -121,7 +121,7 @@ CA.
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, $KUBECONFIG or ~/.kube/config)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then ~/.kube/config, then the pod's in-cluster configuration)")
 	fs.StringVarP(&o.namespace, "namespace", "n", "meshid", "namespace of the webhook and its CA Secret")
 	fs.StringVar(&o.listen, "listen", ":9443", "HTTPS address")
 	fs.StringSliceVar(&o.dnsNames, "dns-name", nil, "DNS names of the serving certificate (default meshid-webhook.NAMESPACE.svc and shorter)")

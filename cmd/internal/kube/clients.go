@@ -34,7 +34,7 @@ type Target struct {
 
 // AddFlags binds --kubeconfig and --context, as kubectl spells them.
 func (t *Target) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&t.Kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+	fs.StringVar(&t.Kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then ~/.kube/config, then the pod's in-cluster configuration)")
 	fs.StringVar(&t.Context, "context", "", "kubeconfig context to use (default its current-context)")
 }
 

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"errors"
 	"fmt"
 
 	"k8s.io/client-go/dynamic"
@@ -8,6 +9,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
+
+// NoCluster is the error of a command that finds no cluster to talk to.
+const NoCluster = "no cluster configured: no kubeconfig at $KUBECONFIG or ~/.kube/config (or it names no cluster), and not running in a pod; pass --kubeconfig FILE, or set KUBECONFIG"
 
 // RESTConfig loads a client configuration: from path when set, else from
 // $KUBECONFIG or ~/.kube/config, else the pod's in-cluster configuration.
@@ -24,8 +28,12 @@ func restConfig(t Target, userAgent string) (*rest.Config, error) {
 		switch {
 		case t.Context != "":
 			return nil, fmt.Errorf("kubeconfig %s: context %q: %w (kubectl config get-contexts lists them)", kubeconfigName(t.Kubeconfig), t.Context, err)
+		case t.Kubeconfig == "" && clientcmd.IsEmptyConfig(err):
+			// client-go's text here names KUBERNETES_MASTER, which
+			// meshid does not read.
+			return nil, errors.New(NoCluster)
 		case t.Kubeconfig == "":
-			return nil, fmt.Errorf("no kubeconfig found ($KUBECONFIG, ~/.kube/config) and not running in a pod; pass --kubeconfig: %w", err)
+			return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfigName(""), err)
 		}
 		return nil, fmt.Errorf("kubeconfig %s: %w", t.Kubeconfig, err)
 	}

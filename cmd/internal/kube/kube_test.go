@@ -142,3 +142,24 @@ func TestHint(t *testing.T) {
 		t.Fatal("Hint changed an error that is not the API server's transport's")
 	}
 }
+
+// TestNoKubeconfig: with no kubeconfig (and not in a pod) the error says
+// what to pass, and not client-go's KUBERNETES_MASTER; a kubeconfig that
+// does not load is named, with why.
+func TestNoKubeconfig(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	dir := t.TempDir()
+	t.Setenv("KUBECONFIG", filepath.Join(dir, "none"))
+	_, err := kube.NewClients(kube.Target{}, "meshid-test")
+	if err == nil || err.Error() != kube.NoCluster || strings.Contains(err.Error(), "KUBERNETES_MASTER") {
+		t.Fatalf("no kubeconfig: %v, want %q", err, kube.NoCluster)
+	}
+	bad := filepath.Join(dir, "bad")
+	if err := os.WriteFile(bad, []byte("clusters: ["), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", bad)
+	if _, err := kube.NewClients(kube.Target{}, "meshid-test"); err == nil || !strings.HasPrefix(err.Error(), "kubeconfig ($KUBECONFIG or ~/.kube/config): error loading config file \""+bad+"\"") {
+		t.Fatalf("a kubeconfig that does not load: %v", err)
+	}
+}
