@@ -36,26 +36,7 @@ func TestInstallKeyFileRerun(t *testing.T) {
 	if fi, _ := os.Stat(keyFile); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file mode %v, want 0600", fi.Mode().Perm())
 	}
-	ctx := context.Background()
-	before, err := e.client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuerBefore, err := e.client.CoreV1().Secrets(ns).Get(ctx, "meshid-issuer", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	unchanged := func(t *testing.T) {
-		t.Helper()
-		cm, err := e.client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
-		if err != nil || cm.ResourceVersion != before.ResourceVersion || cm.Data[bundle.Key] != before.Data[bundle.Key] {
-			t.Fatalf("the trust bundle changed (%v)", err)
-		}
-		s, err := e.client.CoreV1().Secrets(ns).Get(ctx, "meshid-issuer", metav1.GetOptions{})
-		if err != nil || s.ResourceVersion != issuerBefore.ResourceVersion {
-			t.Fatalf("the issuer Secret changed (%v)", err)
-		}
-	}
+	unchanged := trustUnchanged(t, ns)
 
 	out, code = meshid(t, "", append(args, "--write-anchor-key", keyFile)...)
 	if code != 1 || !strings.Contains(out, "Error: --write-anchor-key "+keyFile+": already exists") || strings.Contains(out, "GENERATED") || strings.Contains(out, "applied") {

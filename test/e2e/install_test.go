@@ -190,27 +190,13 @@ func TestInstall(t *testing.T) {
 				t.Fatalf("install --apply, %s: exit %d\n%s", run, code, out)
 			}
 		}
-		ctx := context.Background()
-		before, err := e.client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		issuerBefore, err := e.client.CoreV1().Secrets(ns).Get(ctx, "meshid-issuer", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		unchanged := trustUnchanged(t, ns)
 		out, code := meshid(t, "", append(args, "--anchor-cert", f("other.crt"), "--issuer-cert", f("other-issuer.crt"), "--issuer-key", f("other-issuer.key"))...)
 		if code != 1 || !strings.Contains(out, "holds other anchors") || !strings.Contains(out, bundle.Fingerprint(anchor.Cert)) ||
 			!strings.Contains(out, "meshid rotate-anchor start --new-anchor-cert "+f("other.crt")) || strings.Contains(out, "namespace/"+ns+" applied") {
 			t.Fatalf("install --apply with another anchor: exit %d\n%s", code, out)
 		}
-		cm, err := e.client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
-		if err != nil || cm.ResourceVersion != before.ResourceVersion || cm.Data[bundle.Key] != before.Data[bundle.Key] {
-			t.Fatalf("the trust bundle changed (%v)", err)
-		}
-		if s, err := e.client.CoreV1().Secrets(ns).Get(ctx, "meshid-issuer", metav1.GetOptions{}); err != nil || s.ResourceVersion != issuerBefore.ResourceVersion {
-			t.Fatalf("the issuer Secret changed (%v)", err)
-		}
+		unchanged(t)
 	})
 
 	t.Run("apply generates an anchor", func(t *testing.T) {
@@ -233,6 +219,32 @@ func TestInstall(t *testing.T) {
 			t.Fatalf("check after install (no kubelet: no ready replicas):\n%s", out)
 		}
 	})
+}
+
+// trustUnchanged returns a check that ns's trust bundle and issuer Secret
+// are still as they are now.
+func trustUnchanged(t *testing.T, ns string) func(*testing.T) {
+	t.Helper()
+	ctx, client := context.Background(), need(t).client
+	before, err := client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuerBefore, err := client.CoreV1().Secrets(ns).Get(ctx, "meshid-issuer", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(t *testing.T) {
+		t.Helper()
+		cm, err := client.CoreV1().ConfigMaps(ns).Get(ctx, "meshid-trust-bundle", metav1.GetOptions{})
+		if err != nil || cm.ResourceVersion != before.ResourceVersion || cm.Data[bundle.Key] != before.Data[bundle.Key] {
+			t.Fatalf("the trust bundle changed (%v)", err)
+		}
+		s, err := client.CoreV1().Secrets(ns).Get(ctx, "meshid-issuer", metav1.GetOptions{})
+		if err != nil || s.ResourceVersion != issuerBefore.ResourceVersion {
+			t.Fatalf("the issuer Secret changed (%v)", err)
+		}
+	}
 }
 
 // TestUnreachableCluster: install --apply and rotate-anchor against an API
