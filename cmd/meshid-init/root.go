@@ -71,6 +71,7 @@ nftables itself, shows that file on /identity.
 		Example: `  meshid-init --skip-inbound-ports 9100 --skip-outbound-cidrs 169.254.169.254/32
   meshid-init --state-file /var/run/meshid/redirect/state.json
   meshid-init --dry-run
+  meshid-init --dry-run --remove
   meshid-init --remove`,
 		Args: cli.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error {
@@ -89,7 +90,7 @@ nftables itself, shows that file on /identity.
 	fs.StringVar(&o.skipCIDRs, "skip-outbound-cidrs", "", "comma-separated destination CIDRs that bypass the proxy")
 	fs.StringVar(&o.stateFile, "state-file", "", "write what was programmed and read back here (JSON, for meshid-proxy --redirect-state-file)")
 	fs.BoolVar(&o.remove, "remove", false, "delete the rule set instead")
-	fs.BoolVar(&o.dryRun, "dry-run", false, "print the rules and change nothing")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print the rules (with --remove: what would be deleted) and change nothing")
 	cli.Setup(cmd)
 	return cmd
 }
@@ -101,6 +102,12 @@ func run(_ context.Context, o *options, cmd *cobra.Command) error {
 	}
 	out := cmd.OutOrStdout()
 	switch {
+	case o.dryRun && o.remove:
+		fmt.Fprintf(out, "would remove table inet %s\n", redirect.Table)
+		if o.stateFile != "" {
+			fmt.Fprintf(out, "would remove %s\n", o.stateFile)
+		}
+		return nil
 	case o.dryRun:
 		for _, r := range redirect.Rules(cfg) {
 			fmt.Fprintln(out, r)

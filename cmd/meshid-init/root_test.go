@@ -20,6 +20,8 @@ func TestFlags(t *testing.T) {
 	}{
 		{name: "dry run", args: []string{"--dry-run", "--skip-inbound-ports", "9100", "--skip-outbound-cidrs", "169.254.169.254"},
 			code: cli.ExitOK, message: "prerouting: tcp dport 9100 return\nprerouting: tcp dport 15000 return\nprerouting: meta l4proto tcp redirect to :15006\noutput: oifname \"lo\" return\noutput: meta skuid 65532 return\noutput: ip daddr 169.254.169.254/32 return\noutput: meta l4proto tcp redirect to :15001\n"},
+		{name: "dry run remove", args: []string{"--dry-run", "--remove", "--state-file", "/nonexistent/state.json"},
+			code: cli.ExitOK, message: "would remove table inet meshid\nwould remove /nonexistent/state.json\n"},
 		{name: "bad port", args: []string{"--dry-run", "--skip-inbound-ports", "http"}, code: cli.ExitUsage, message: "--skip-inbound-ports"},
 		{name: "port out of range", args: []string{"--dry-run", "--skip-outbound-ports", "70000"}, code: cli.ExitUsage, message: "--skip-outbound-ports"},
 		{name: "bad CIDR", args: []string{"--dry-run", "--skip-outbound-cidrs", "10.0.0.0/40"}, code: cli.ExitUsage, message: "--skip-outbound-cidrs"},
