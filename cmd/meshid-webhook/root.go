@@ -62,6 +62,12 @@ CA.
 			if o.inject.Image == "" {
 				return cli.Usagef("--proxy-image is required")
 			}
+			if e := o.inject.TokenExpirationSeconds; e < minTokenExpiration || e > maxTokenExpiration {
+				return cli.Usagef("--token-expiration %d: Kubernetes takes a projected token's lifetime from %d to %d seconds, e.g. --token-expiration 3600", e, minTokenExpiration, maxTokenExpiration)
+			}
+			if _, err := spiffeid.TrustDomainFromString(o.inject.TrustDomain); err != nil {
+				return cli.Usagef("--trust-domain: %v", err)
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -137,11 +143,19 @@ CA.
 	fs.Var((*modeFlag)(&o.inject.DefaultMode), "default-mode", "policy mode of injected pods' inbound ports that no AuthorizationPolicy names: deny, all-authenticated, cluster-authenticated or all-unauthenticated (default all-unauthenticated: meshed callers get mTLS, unmeshed ones still get through); a namespace label or pod annotation meshid.dev/default-mode overrides it")
 	fs.StringVar(&o.inject.Audience, "audience", identity.DefaultAudience, "audience of the injected token")
 	fs.StringVar(&o.inject.BundleConfigMap, "trust-bundle", "meshid-trust-bundle", "trust-bundle ConfigMap in --namespace; a copy is kept in every namespace labelled meshid.dev/inject=enabled and every namespace a pod is injected into, for the pods to mount")
-	fs.Int64Var(&o.inject.TokenExpirationSeconds, "token-expiration", 3600, "lifetime of the injected token, seconds (at least 600)")
+	fs.Int64Var(&o.inject.TokenExpirationSeconds, "token-expiration", 3600, "lifetime of the injected token, seconds (600 to 4294967295, as Kubernetes takes it)")
 	o.log.AddFlags(fs)
 	cli.Setup(cmd)
 	return cmd
 }
+
+// The projected service-account token's lifetime Kubernetes accepts
+// (ServiceAccountTokenProjection.ExpirationSeconds), checked before the
+// webhook writes anything to the cluster.
+const (
+	minTokenExpiration = 600
+	maxTokenExpiration = 1<<32 - 1
+)
 
 // modeFlag is a policy mode, checked when it is set.
 type modeFlag policy.Mode
