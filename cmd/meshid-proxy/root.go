@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -114,6 +115,9 @@ func (o *options) config() (proxy.Config, error) {
 			return proxy.Config{}, cli.Usagef("--outbound %q: want LISTEN=TARGET[,id=SPIFFE_ID], e.g. 127.0.0.1:9000=db.shop.svc:8443,id=spiffe://cluster.local/ns/shop/sa/db", s)
 		}
 		target, opt, _ := strings.Cut(rest, ",")
+		if host, port, err := net.SplitHostPort(target); err != nil || host == "" || port == "" {
+			return proxy.Config{}, cli.Usagef("--outbound %q: target %q: want HOST:PORT, e.g. db.shop.svc:8443", s, target)
+		}
 		out := proxy.Outbound{Listen: listen, Target: target}
 		if opt != "" {
 			idStr, ok := strings.CutPrefix(opt, "id=")
