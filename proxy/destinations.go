@@ -203,7 +203,7 @@ func (d *Destinations) Run(ctx context.Context) error {
 			return nil
 		}
 		wait := backoff.Next()
-		d.cfg.Log.Warn("the CA's discovery stream broke; answers stay in use for a while", "error", err.Error(), "retry_in", wait, "max_stale", d.cfg.MaxStale)
+		d.cfg.Log.Warn("the CA's discovery stream broke; answers stay in use for a while", "error", err.Error(), rotation.RetryIn(wait), "max_stale", d.cfg.MaxStale.String())
 		select {
 		case <-ctx.Done():
 			return nil

@@ -89,7 +89,7 @@ func (l *listener) serve(ctx context.Context) error {
 				return nil
 			}
 			wait := backoff.Next()
-			l.log.Error("accept failed; retrying", "listen", l.lis.Addr().String(), "error", err.Error(), "retry_in", wait)
+			l.log.Error("accept failed; retrying", "listen", l.lis.Addr().String(), "error", err.Error(), rotation.RetryIn(wait))
 			select {
 			case <-ctx.Done():
 				return nil

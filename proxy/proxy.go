@@ -291,6 +291,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 				p.metrics.renewals.WithLabelValues("ok").Inc()
 			}
 		},
+		Held:  func() bool { _, err := p.store.GetX509SVID(); return err == nil },
 		Log:   p.log,
 		Clock: p.cfg.Clock,
 	})

@@ -106,7 +106,7 @@ func (p *Proxy) watchBundleStream(ctx context.Context, client identityv1.Identit
 			return nil
 		}
 		wait := backoff.Next()
-		p.log.Warn("the CA's bundle stream broke; reconnecting", "error", err.Error(), "retry_in", wait)
+		p.log.Warn("the CA's bundle stream broke; reconnecting", "error", err.Error(), rotation.RetryIn(wait))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -153,7 +153,7 @@ func (p *Proxy) watchPolicyStream(ctx context.Context) error {
 	for {
 		if err := p.followPolicy(ctx, backoff); err != nil && ctx.Err() == nil {
 			wait := backoff.Next()
-			p.log.Warn("the CA's policy stream broke; the last good policy stays in force", "error", err.Error(), "retry_in", wait)
+			p.log.Warn("the CA's policy stream broke; the last good policy stays in force", "error", err.Error(), rotation.RetryIn(wait))
 			select {
 			case <-ctx.Done():
 			case <-p.cfg.Clock.After(wait):

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -26,3 +27,9 @@ func (b *Backoff) Next() time.Duration {
 
 // Reset starts again from Min, after a success.
 func (b *Backoff) Reset() { b.next = b.min }
+
+// RetryIn is the log attribute for a backoff's wait, as a readable
+// duration ("1.234s") rather than nanoseconds.
+func RetryIn(wait time.Duration) slog.Attr {
+	return slog.String("retry_in", wait.Round(time.Millisecond).String())
+}

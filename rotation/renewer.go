@@ -51,6 +51,11 @@ type RenewerConfig struct {
 	// which doubles from one to the other (with jitter); 0 means
 	// DefaultMinBackoff and DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
+	// Held, if set, reports whether the workload already holds a
+	// certificate Update did not give it (one loaded at start); it only
+	// changes what a failure's log line says. Nil: only certificates
+	// Update received count.
+	Held func() bool
 	// Log receives a line per renewal and failure; nil discards.
 	Log *slog.Logger
 }
@@ -99,6 +104,7 @@ func (r *Renewer) RenewNow() {
 // Run renews until ctx ends, then returns nil.
 func (r *Renewer) Run(ctx context.Context) error {
 	backoff := NewBackoff(r.cfg.MinBackoff, r.cfg.MaxBackoff)
+	updated := false
 	for {
 		got, err := r.attempt(ctx)
 		if ctx.Err() != nil {
@@ -108,6 +114,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 		var wait time.Duration
 		if err == nil {
 			r.cfg.Update(got)
+			updated = true
 			backoff.Reset()
 			// Never sooner than MinBackoff, whatever the CA said.
 			wait = max(got.RenewAfter.Sub(r.cfg.Clock.Now()), r.cfg.MinBackoff)
@@ -116,7 +123,11 @@ func (r *Renewer) Run(ctx context.Context) error {
 				"not_after", leaf.NotAfter, "renew_after", got.RenewAfter)
 		} else {
 			wait = backoff.Next()
-			r.cfg.Log.Warn("certificate renewal failed; the current certificate stays in use", "error", err.Error(), "retry_in", wait)
+			if updated || (r.cfg.Held != nil && r.cfg.Held()) {
+				r.cfg.Log.Warn("certificate renewal failed; the current certificate stays in use", "error", err.Error(), RetryIn(wait))
+			} else {
+				r.cfg.Log.Warn("certificate request failed; no certificate is held yet, so there is no identity to serve with until one is issued", "error", err.Error(), RetryIn(wait))
+			}
 		}
 		select {
 		case <-ctx.Done():

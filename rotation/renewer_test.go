@@ -1,10 +1,15 @@
 package rotation_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -198,5 +203,89 @@ func TestRenewerClockSkew(t *testing.T) {
 	}
 	if d := <-skews; d < 119*time.Second || d > 121*time.Second {
 		t.Fatalf("skew %s, want about 2m", d)
+	}
+}
+
+// syncBuffer is a log sink the renewer's goroutine writes while the test
+// reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitForLog waits until the log holds want.
+func waitForLog(t *testing.T, b *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for !strings.Contains(b.String(), want) {
+		select {
+		case <-deadline:
+			t.Fatalf("log %q never held %q", b.String(), want)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// TestRenewerLog: a failure before any certificate is held does not claim
+// a current certificate stays in use; one after does; retry_in is a
+// readable duration, not nanoseconds.
+func TestRenewerLog(t *testing.T) {
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held at start %v", held), func(t *testing.T) {
+			clock := clocktesting.NewFakeClock(time.Now())
+			ca := &fakeCA{iss: newIssuer(t), clock: clock, ttl: time.Hour}
+			ca.failures.Store(1)
+			results := make(chan error, 10)
+			var log syncBuffer
+			r, err := rotation.NewRenewer(rotation.RenewerConfig{
+				Client: ca,
+				Token:  func() (string, error) { return "token", nil },
+				Update: func(*rotation.Issued) {},
+				Result: func(err error) { results <- err },
+				Held:   func() bool { return held },
+				Clock:  clock,
+				Log:    slog.New(slog.NewJSONHandler(&log, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() { _ = r.Run(ctx) }()
+
+			<-results
+			first := `"msg":"certificate request failed; no certificate is held yet`
+			if held {
+				first = `"msg":"certificate renewal failed; the current certificate stays in use"`
+			}
+			waitForLog(t, &log, first)
+			if !regexp.MustCompile(`"retry_in":"[0-9.]+m?s"`).MatchString(log.String()) {
+				t.Fatalf("retry_in is not a readable duration: %s", log.String())
+			}
+			if held {
+				return
+			}
+			waitForTimer(t, clock)
+			clock.Step(rotation.DefaultMaxBackoff)
+			if err := <-results; err != nil {
+				t.Fatal(err)
+			}
+			ca.failures.Store(1)
+			r.RenewNow()
+			<-results
+			waitForLog(t, &log, `"msg":"certificate renewal failed; the current certificate stays in use"`)
+		})
 	}
 }
