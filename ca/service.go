@@ -774,7 +774,11 @@ func (s *Service) AdminHandler() http.Handler {
 			err = s.store.Load().Check(s.cfg.Clock.Now())
 		}
 		if err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			msg := "not ready: " + err.Error()
+			if why := s.updates.goneReasons(); why != "" {
+				msg += " (" + why + ")"
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

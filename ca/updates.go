@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +61,22 @@ func (u *updates) retried(m source.Material, changed bool, err error) {
 	case err != nil && ok:
 		u.applied(m, cur.Source, cur.SHA256, err)
 	}
+}
+
+// goneReasons is why each material's source is gone (deleted, missing,
+// unreadable, or an API server that does not answer), for /ready to say
+// why nothing is loaded; "" when none is.
+func (u *updates) goneReasons() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var reasons []string
+	for _, up := range u.latest {
+		if up.Status == fleet.UpdateGone {
+			reasons = append(reasons, up.Reason)
+		}
+	}
+	slices.Sort(reasons)
+	return strings.Join(reasons, "; ")
 }
 
 // gone records that the source of m is deleted or unreadable.

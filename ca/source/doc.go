@@ -4,7 +4,10 @@
 // changes. Each update is handed to a Sink; a refusal is logged and recorded
 // as a Kubernetes Warning Event on the object, and the Sink keeps the last
 // good material in force. A deleted or missing object, or files that cannot
-// be read, are told to the source's Gone callback.
+// be read, are told to the source's Gone callback. A list or watch the API
+// server does not answer is logged at WARN, naming the object, at most every
+// 30 s (client-go says it only at debug), and told to Gone until the first
+// list succeeds, so /ready can say why nothing is loaded.
 //
 // It knows nothing of what the material means; it must not import proxy/.
 package source

@@ -30,9 +30,10 @@ type Object struct {
 	Recorder record.EventRecorder
 	// Log receives a line per update; nil discards.
 	Log *slog.Logger
-	// Gone, when set, is told why whenever the object is deleted, or is
-	// missing when the watch starts; the last good material stays in
-	// force. The next update goes to the Sink as usual.
+	// Gone, when set, is told why whenever the object is deleted, is
+	// missing when the watch starts, or cannot be listed yet because the
+	// API server does not answer; the last good material stays in force.
+	// The next update goes to the Sink as usual.
 	Gone func(error)
 }
 
@@ -96,11 +97,12 @@ func watch(ctx context.Context, o Object, lw cache.ListerWatcher, example runtim
 			}
 		},
 	}
-	r := cache.NewReflectorWithOptions(lw, example, st, cache.ReflectorOptions{
+	reach := &reachLW{lw: cache.ToListerWatcherWithContext(lw), log: log, from: from, unreachable: o.Gone, now: time.Now}
+	r := cache.NewReflectorWithOptions(reach, example, st, cache.ReflectorOptions{
 		Name: from, TypeDescription: fmt.Sprintf("%T", example), Backoff: &watchBackoff,
 	})
-	// Watch errors are logged by client-go (through klog, which the
-	// commands route to their slog handler).
+	// client-go logs list and watch errors only at debug; reach says them
+	// at WARN.
 	r.RunWithContext(ctx)
 	return nil
 }
