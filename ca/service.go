@@ -605,7 +605,7 @@ func (s *Service) watchSources(ctx context.Context, g *errgroup.Group) {
 		return func(err error) { s.updates.gone(m, from, err) }
 	}
 	obj := func(name string, m source.Material, from string) source.Object {
-		return source.Object{Client: s.cfg.Client, Namespace: s.cfg.Namespace, Name: name, Material: m, Recorder: rec, Log: s.cfg.Log, Gone: gone(m, from)}
+		return source.Object{Client: s.cfg.Client, Namespace: s.cfg.Namespace, Name: name, Material: m, Recorder: rec, Log: s.cfg.Log, Gone: gone(m, from), Clock: s.cfg.Clock}
 	}
 	files := func(m source.Material, from string, paths map[string]string) source.Files {
 		return source.Files{Paths: paths, Material: m, Interval: s.cfg.FilePollInterval, Log: s.cfg.Log, Clock: s.cfg.Clock, Gone: gone(m, from)}

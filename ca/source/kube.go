@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 )
 
 // Object names one watched Secret or ConfigMap.
@@ -35,6 +36,16 @@ type Object struct {
 	// API server does not answer; the last good material stays in force.
 	// The next update goes to the Sink as usual.
 	Gone func(error)
+	// Clock paces the WARN lines of an API server that does not answer;
+	// nil means the real clock.
+	Clock clock.PassiveClock
+}
+
+func (o Object) clock() clock.PassiveClock {
+	if o.Clock == nil {
+		return clock.RealClock{}
+	}
+	return o.Clock
 }
 
 func (o Object) log() *slog.Logger {
@@ -97,7 +108,7 @@ func watch(ctx context.Context, o Object, lw cache.ListerWatcher, example runtim
 			}
 		},
 	}
-	reach := &reachLW{lw: cache.ToListerWatcherWithContext(lw), log: log, from: from, unreachable: o.Gone, now: time.Now}
+	reach := &reachLW{lw: cache.ToListerWatcherWithContext(lw), log: log, from: from, unreachable: o.Gone, now: o.clock().Now}
 	r := cache.NewReflectorWithOptions(reach, example, st, cache.ReflectorOptions{
 		Name: from, TypeDescription: fmt.Sprintf("%T", example), Backoff: &watchBackoff,
 	})
