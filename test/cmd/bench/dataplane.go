@@ -98,7 +98,7 @@ func (r *runner) dataPlane(ctx context.Context, only string) error {
 	bench.ServeBulk(bulkL)
 	direct := &path{name: "direct", echo: echoL.Addr().String(), bulk: bulkL.Addr().String()}
 
-	mesh, err := r.meshPair(ca, toks, anchorsFile, direct)
+	mesh, err := r.meshPair(ca, toks, anchorsFile, direct, "dp", "meshid", nil)
 	if err != nil {
 		return err
 	}
@@ -199,22 +199,32 @@ func rotate[T any](s []T, run int) []T {
 	return append(append([]T{}, s[k:]...), s[:k]...)
 }
 
-// meshPair starts the web (outbound) and db (inbound) meshid-proxies.
-func (r *runner) meshPair(ca *caProc, toks []string, anchorsFile string, app *path) (*path, error) {
-	dbID := workloadID("dp", 1)
+// meshPair starts the web (outbound) and db (inbound) meshid-proxies of
+// the path name, for the service accounts sa-0 and sa-1 of namespace ns.
+// authz is db's authorization flags given its echo inbound's listen
+// address; nil is --default-mode cluster-authenticated.
+func (r *runner) meshPair(ca *caProc, toks []string, anchorsFile string, app *path, ns, name string, authz func(in string) ([]string, error)) (*path, error) {
+	dbID := workloadID(ns, 1)
 	in, bulkIn, out, bulkOut := bench.FreeAddr(), bench.FreeAddr(), bench.FreeAddr(), bench.FreeAddr()
-	db, err := r.startProxy(ca, "db-proxy", toks[1], anchorsFile,
-		"--inbound", in+"="+app.echo, "--inbound", bulkIn+"="+app.bulk, "--default-mode", "cluster-authenticated")
+	mode := []string{"--default-mode", "cluster-authenticated"}
+	if authz != nil {
+		var err error
+		if mode, err = authz(in); err != nil {
+			return nil, err
+		}
+	}
+	db, err := r.startProxy(ca, name+"-db-proxy", toks[1], anchorsFile,
+		append([]string{"--inbound", in + "=" + app.echo, "--inbound", bulkIn + "=" + app.bulk}, mode...)...)
 	if err != nil {
 		return nil, err
 	}
-	web, err := r.startProxy(ca, "web-proxy", toks[0], anchorsFile,
+	web, err := r.startProxy(ca, name+"-web-proxy", toks[0], anchorsFile,
 		"--outbound", out+"="+in+",id="+dbID, "--outbound", bulkOut+"="+bulkIn+",id="+dbID)
 	if err != nil {
 		db.Stop()
 		return nil, err
 	}
-	return &path{name: "meshid", echo: out, bulk: bulkOut, procs: []*bench.Proc{web.Proc, db.Proc}, admins: []string{web.admin, db.admin}}, nil
+	return &path{name: name, echo: out, bulk: bulkOut, procs: []*bench.Proc{web.Proc, db.Proc}, admins: []string{web.admin, db.admin}}, nil
 }
 
 // proxyProc is a running meshid-proxy.

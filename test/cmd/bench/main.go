@@ -49,7 +49,8 @@ transparent pair needs root and ip(8) (network namespaces), else it is
 skipped. Run it as make bench does: taskset -c 0 bin/meshid-bench ...
 --only transparent measures the latency and new connections of every path
 (the transparent pair among them) and rewrites only the transparent section
-of --out.
+of --out. --only requests measures the explicit meshid pair's latency with
+and without 20 request rules on the db port and rewrites only its section.
 
 Flags:
 `
@@ -128,7 +129,7 @@ func runMain(args []string) error {
 	fs.IntVar(&r.runs, "runs", 3, "runs of every scenario; figures are medians")
 	fs.DurationVar(&r.duration, "duration", 5*time.Second, "length of one timed run")
 	out := fs.String("out", "docs/benchmarks.md", "Markdown report to write")
-	only := fs.String("only", "", "run only this part: ca, jwt, dataplane or transparent (latency and new connections of every path, the transparent pair's section of --out rewritten)")
+	only := fs.String("only", "", "run only this part: ca, jwt, dataplane, transparent (latency and new connections of every path, the transparent pair's section of --out rewritten) or requests (the explicit pair with and without 20 request rules, its section of --out rewritten)")
 	conc := fs.String("concurrency", "1,16,64", "CA client concurrencies")
 	keep := fs.Bool("keep", false, "keep the work folder (logs) after the run")
 	fs.StringVar(&r.profiles, "profiles", "", "write CPU profiles (pprof) of meshid-ca and meshid-proxy under load to this folder")
@@ -216,13 +217,22 @@ func runMain(args []string) error {
 			return fmt.Errorf("data plane: %w", err)
 		}
 	}
+	if *only == "" || *only == "requests" {
+		if err := r.requests(ctx); err != nil {
+			return fmt.Errorf("request policy: %w", err)
+		}
+	}
 	report := r.report(*only, *out, time.Since(started))
-	if *only == "transparent" {
+	if *only == "transparent" || *only == "requests" {
 		old, err := os.ReadFile(*out)
 		if err != nil {
 			return err
 		}
-		if report, err = spliceTransparent(string(old), r.transparentSection()); err != nil {
+		section, begin, end, what := r.transparentSection(), transparentBegin, transparentEnd, "the transparent pair"
+		if *only == "requests" {
+			section, begin, end, what = r.requestsSection(), requestsBegin, requestsEnd, "the request-policy pair"
+		}
+		if report, err = splice(string(old), section, begin, end, what); err != nil {
 			return fmt.Errorf("--out %s: %w", *out, err)
 		}
 	}

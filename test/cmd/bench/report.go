@@ -189,6 +189,9 @@ func (r *runner) report(only, out string, took time.Duration) string {
 			w("%s", s)
 		}
 	}
+	if s := r.requestsSection(); s != "" && only == "" {
+		w("%s", s)
+	}
 	if len(r.notes) > 0 {
 		w("## Notes from this run")
 		w("")

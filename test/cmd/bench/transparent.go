@@ -254,16 +254,17 @@ func (r *runner) transparentSection() string {
 	return b.String()
 }
 
-// spliceTransparent puts section in place of the transparent pair's in
-// report: between its lines, else before the notes, else before the
-// hand-written part.
-func spliceTransparent(report, section string) (string, error) {
+// splice puts section, which begins with the line begin and ends with end,
+// in place of the same section in report: between its lines, else before
+// the notes, else before the hand-written part. what names the section in
+// errors.
+func splice(report, section, begin, end, what string) (string, error) {
 	if section == "" {
-		return "", errors.New("the transparent pair was not measured")
+		return "", fmt.Errorf("%s was not measured", what)
 	}
-	if i := strings.Index(report, transparentBegin); i >= 0 {
-		if j := strings.Index(report[i:], transparentEnd); j >= 0 {
-			return report[:i] + section + strings.TrimPrefix(report[i+j+len(transparentEnd):], "\n"), nil
+	if i := strings.Index(report, begin); i >= 0 {
+		if j := strings.Index(report[i:], end); j >= 0 {
+			return report[:i] + section + strings.TrimPrefix(report[i+j+len(end):], "\n"), nil
 		}
 	}
 	for _, at := range []string{"## Notes from this run", handWritten} {
@@ -271,5 +272,5 @@ func spliceTransparent(report, section string) (string, error) {
 			return report[:i] + section + "\n" + report[i:], nil
 		}
 	}
-	return "", errors.New("no place for the transparent pair: not a report make bench wrote")
+	return "", fmt.Errorf("no place for %s: not a report make bench wrote", what)
 }
