@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -67,36 +68,12 @@ func (r *runner) dataPlane(ctx context.Context, only string) error {
 	} else {
 		caArgs = append(caArgs, "--discovery")
 	}
-	ca, err := r.startCA(bench.Pinned{}, "meshid-ca-dataplane", caArgs...)
+	env, err := r.newPairEnv(ctx, "dp", "meshid-ca-dataplane", caArgs...)
 	if err != nil {
 		return err
 	}
-	defer ca.Stop()
-	if err := r.serviceAccounts(ctx, "dp", dataplaneSAs); err != nil {
-		return err
-	}
-	toks, err := r.tokens(ctx, "dp", dataplaneSAs)
-	if err != nil {
-		return err
-	}
-	anchorsFile := filepath.Join(r.work, "anchors.pem")
-	if err := os.WriteFile(anchorsFile, r.pki.Anchor.CertPEM(), 0o600); err != nil {
-		return err
-	}
-
-	// The apps, on the load CPUs.
-	echoL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer bench.ServeEcho(echoL).Close()
-	bulkL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer bulkL.Close()
-	bench.ServeBulk(bulkL)
-	direct := &path{name: "direct", echo: echoL.Addr().String(), bulk: bulkL.Addr().String()}
+	defer env.close()
+	ca, toks, anchorsFile, direct := env.ca, env.toks, env.anchorsFile, env.app
 
 	mesh, err := r.meshPair(ca, toks, anchorsFile, direct, "dp", "meshid", nil)
 	if err != nil {
@@ -197,6 +174,62 @@ func (r *runner) dataPlane(ctx context.Context, only string) error {
 func rotate[T any](s []T, run int) []T {
 	k := run % len(s)
 	return append(append([]T{}, s[k:]...), s[:k]...)
+}
+
+// pairEnv is what a proxy pair needs: a meshid-ca, the tokens of
+// dataplaneSAs service accounts, the anchors' file and the apps (the echo
+// and bulk servers, on the load CPUs) as the direct path.
+type pairEnv struct {
+	ca          *caProc
+	toks        []string
+	anchorsFile string
+	app         *path
+	close       func()
+}
+
+// newPairEnv starts the CA caName (with caArgs) and the apps, for the
+// service accounts of namespace ns.
+func (r *runner) newPairEnv(ctx context.Context, ns, caName string, caArgs ...string) (_ *pairEnv, err error) {
+	env := &pairEnv{}
+	var stops []func()
+	env.close = func() {
+		for _, stop := range slices.Backward(stops) {
+			stop()
+		}
+	}
+	defer func() {
+		if err != nil {
+			env.close()
+		}
+	}()
+	if env.ca, err = r.startCA(bench.Pinned{}, caName, caArgs...); err != nil {
+		return nil, err
+	}
+	stops = append(stops, env.ca.Stop)
+	if err := r.serviceAccounts(ctx, ns, dataplaneSAs); err != nil {
+		return nil, err
+	}
+	if env.toks, err = r.tokens(ctx, ns, dataplaneSAs); err != nil {
+		return nil, err
+	}
+	env.anchorsFile = filepath.Join(r.work, ns+"-anchors.pem")
+	if err := os.WriteFile(env.anchorsFile, r.pki.Anchor.CertPEM(), 0o600); err != nil {
+		return nil, err
+	}
+	echoL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	echo := bench.ServeEcho(echoL)
+	stops = append(stops, func() { echo.Close() })
+	bulkL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	stops = append(stops, func() { bulkL.Close() })
+	bench.ServeBulk(bulkL)
+	env.app = &path{name: "direct", echo: echoL.Addr().String(), bulk: bulkL.Addr().String()}
+	return env, nil
 }
 
 // meshPair starts the web (outbound) and db (inbound) meshid-proxies of

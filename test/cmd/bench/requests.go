@@ -42,34 +42,11 @@ func requestPolicy(port, rules int) string {
 
 // requests measures the request-policy pair against the L4 pair.
 func (r *runner) requests(ctx context.Context) error {
-	ca, err := r.startCA(bench.Pinned{}, "meshid-ca-requests")
+	env, err := r.newPairEnv(ctx, requestsNS, "meshid-ca-requests")
 	if err != nil {
 		return err
 	}
-	defer ca.Stop()
-	if err := r.serviceAccounts(ctx, requestsNS, dataplaneSAs); err != nil {
-		return err
-	}
-	toks, err := r.tokens(ctx, requestsNS, dataplaneSAs)
-	if err != nil {
-		return err
-	}
-	anchorsFile := filepath.Join(r.work, "requests-anchors.pem")
-	if err := os.WriteFile(anchorsFile, r.pki.Anchor.CertPEM(), 0o600); err != nil {
-		return err
-	}
-	echoL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer bench.ServeEcho(echoL).Close()
-	bulkL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer bulkL.Close()
-	bench.ServeBulk(bulkL)
-	app := &path{echo: echoL.Addr().String(), bulk: bulkL.Addr().String()}
+	defer env.close()
 
 	withRules := func(in string) ([]string, error) {
 		_, p, err := net.SplitHostPort(in)
@@ -88,7 +65,7 @@ func (r *runner) requests(ctx context.Context) error {
 		name  string
 		authz func(string) ([]string, error)
 	}{{l4Path, nil}, {rulesPath, withRules}} {
-		p, err := r.meshPair(ca, toks, anchorsFile, app, requestsNS, pair.name, pair.authz)
+		p, err := r.meshPair(env.ca, env.toks, env.anchorsFile, env.app, requestsNS, pair.name, pair.authz)
 		if err != nil {
 			return err
 		}
