@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshid/meshid/test/ports"
 )
 
 // SPIRETrustDomain is the trust domain StartSPIRE configures; the SPIFFE ID
@@ -169,10 +170,9 @@ func (s *SPIRE) Stop() {
 
 // freePort returns a free TCP port on 127.0.0.1.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free(1)
 	if err != nil {
-		return 0, fmt.Errorf("spire: free port: %w", err)
+		return 0, fmt.Errorf("spire: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return p[0], nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"github.com/meshid/meshid/issuer"
 	"github.com/meshid/meshid/issuer/issuertest"
 	"github.com/meshid/meshid/rotation"
+	"github.com/meshid/meshid/test/ports"
 )
 
 const audience = identity.DefaultAudience
@@ -75,15 +75,8 @@ func bundleConfigMap(pem []byte) *corev1.ConfigMap {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr is a free address on loopback for a process to listen on.
+func freeAddr(t *testing.T) string { return ports.Addr(t) }
 
 // startCA starts meshid-ca in a new namespace and waits until it is ready.
 func startCA(t *testing.T, extraArgs ...string) *caProcess {

@@ -19,6 +19,7 @@ import (
 	"go.step.sm/crypto/jose"
 
 	"github.com/meshid/meshid/issuer"
+	"github.com/meshid/meshid/test/ports"
 )
 
 // Template is the provisioner's X.509 template: an intermediate CA that
@@ -148,14 +149,7 @@ func (s *Server) Stop(t testing.TB) {
 	<-s.done
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t testing.TB) int { return ports.Port(t) }
 
 func write(t testing.TB, path string, data []byte, mode os.FileMode) {
 	t.Helper()
