@@ -126,6 +126,26 @@ func rawJWTMain(args []string) error {
 }
 
 // jwtReport is the JWT-SVID section of the report.
+// The JWT-SVID section's markers, so that --only jwt rewrites it alone.
+const (
+	jwtBegin = "<!-- The JWT-SVIDs: written by make bench, or alone by meshid-bench --only jwt. -->"
+	jwtEnd   = "<!-- End of the JWT-SVIDs. -->"
+)
+
+// jwtSection is the JWT-SVID section between its markers; empty when the
+// run did not measure it.
+func (r *runner) jwtSection() string {
+	if len(r.fig("jwt/raw").Runs) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	w("%s", jwtBegin)
+	r.jwtReport(w, r.cell)
+	w("%s", jwtEnd)
+	return b.String()
+}
+
 func (r *runner) jwtReport(w func(string, ...any), cell func(string) string) {
 	c := jwtConcurrency
 	w("## JWT-SVIDs")

@@ -223,14 +223,17 @@ func runMain(args []string) error {
 		}
 	}
 	report := r.report(*only, *out, time.Since(started))
-	if *only == "transparent" || *only == "requests" {
+	if *only == "transparent" || *only == "requests" || *only == "jwt" {
 		old, err := os.ReadFile(*out)
 		if err != nil {
 			return err
 		}
 		section, begin, end, what := r.transparentSection(), transparentBegin, transparentEnd, "the transparent pair"
-		if *only == "requests" {
+		switch *only {
+		case "requests":
 			section, begin, end, what = r.requestsSection(), requestsBegin, requestsEnd, "the request-policy pair"
+		case "jwt":
+			section, begin, end, what = r.jwtSection(), jwtBegin, jwtEnd, "the JWT-SVIDs"
 		}
 		if report, err = splice(string(old), section, begin, end, what); err != nil {
 			return fmt.Errorf("--out %s: %w", *out, err)

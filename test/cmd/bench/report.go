@@ -100,8 +100,8 @@ func (r *runner) report(only, out string, took time.Duration) string {
 		w("")
 	}
 
-	if only == "" || only == "jwt" {
-		r.jwtReport(w, cell)
+	if s := r.jwtSection(); s != "" && only == "" {
+		w("%s", s)
 	}
 	if only == "" || only == "dataplane" {
 		w("## Data plane")
