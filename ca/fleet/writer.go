@@ -144,10 +144,9 @@ func (w *Writer) Next(r Report) []Object {
 	}
 
 	type candidate struct {
-		o        Object
-		gate     bool
-		since    time.Time
-		tooLarge bool
+		o     Object
+		gate  bool
+		since time.Time
 	}
 	var todo []candidate
 	for i, ps := range parts {

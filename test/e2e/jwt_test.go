@@ -33,7 +33,7 @@ import (
 // kid is the key ID in a JWT's header.
 func kid(t *testing.T, token string) string {
 	t.Helper()
-	tok, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
+	tok, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
