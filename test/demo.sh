@@ -75,6 +75,7 @@ step "A workload: service account shop/checkout asks for its identity"
 k create namespace shop
 k -n shop create serviceaccount checkout
 k -n shop create token checkout --audience identity.meshid.dev --duration 1h > "$work/token"
+mkdir -m 700 "$work/svid"
 bin/meshid certify --ca "$ca_addr" --ca-id spiffe://cluster.local/ns/meshid/sa/meshid-ca \
   --token-file "$work/token" --trust-bundle-file "$work/anchor.crt" --out-dir "$work/svid"
 

@@ -198,6 +198,9 @@ func TestRequestPolicy(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := filepath.Join(dir, "svid")
+		if err := os.Mkdir(out, 0o700); err != nil {
+			t.Fatal(err)
+		}
 		if b, err := exec.Command(filepath.Join(need(t).bin, "meshid"), "certify", "--ca", ca.addr, "--ca-id", ca.id(t).String(),
 			"--token-file", tokenFile, "--trust-bundle-file", web.bundleFile, "--out-dir", out).CombinedOutput(); err != nil {
 			t.Fatalf("meshid certify: %v\n%s", err, b)
