@@ -228,19 +228,7 @@ func TestMesh(t *testing.T) {
 	})
 
 	t.Run("curl and openssl with web's certificate", func(t *testing.T) {
-		dir := t.TempDir()
-		tokenFile := filepath.Join(dir, "token")
-		if err := os.WriteFile(tokenFile, []byte(token(t, ns, "web", audience, nil)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		out := filepath.Join(dir, "svid")
-		if err := os.Mkdir(out, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if b, err := exec.Command(filepath.Join(need(t).bin, "meshid"), "certify", "--ca", ca.addr, "--ca-id", ca.id(t).String(),
-			"--token-file", tokenFile, "--trust-bundle-file", web.bundleFile, "--out-dir", out).CombinedOutput(); err != nil {
-			t.Fatalf("meshid certify: %v\n%s", err, b)
-		}
+		out := certifyAs(t, ca, ns, "web", web.bundleFile)
 		cert, key, anchors := filepath.Join(out, "svid.pem"), filepath.Join(out, "svid.key"), filepath.Join(out, "bundle.pem")
 		// curl checks host names, which SPIFFE certificates do not carry:
 		// -k skips that; the client certificate is what db checks.
@@ -333,4 +321,25 @@ func TestMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// certifyAs runs meshid certify as service account ns/sa, with a token of
+// the CA's audience and the anchors in bundleFile, into a new folder, and
+// returns that folder (svid.pem, svid.key, bundle.pem).
+func certifyAs(t *testing.T, ca *caProcess, ns, sa, bundleFile string) string {
+	t.Helper()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token(t, ns, sa, audience, nil)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "svid")
+	if err := os.Mkdir(out, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(filepath.Join(need(t).bin, "meshid"), "certify", "--ca", ca.addr, "--ca-id", ca.id(t).String(),
+		"--token-file", tokenFile, "--trust-bundle-file", bundleFile, "--out-dir", out).CombinedOutput(); err != nil {
+		t.Fatalf("meshid certify: %v\n%s", err, b)
+	}
+	return out
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -192,19 +191,7 @@ func TestRequestPolicy(t *testing.T) {
 	})
 
 	t.Run("curl with web's certificate", func(t *testing.T) {
-		dir := t.TempDir()
-		tokenFile := filepath.Join(dir, "token")
-		if err := os.WriteFile(tokenFile, []byte(token(t, ns, "web", audience, nil)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		out := filepath.Join(dir, "svid")
-		if err := os.Mkdir(out, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if b, err := exec.Command(filepath.Join(need(t).bin, "meshid"), "certify", "--ca", ca.addr, "--ca-id", ca.id(t).String(),
-			"--token-file", tokenFile, "--trust-bundle-file", web.bundleFile, "--out-dir", out).CombinedOutput(); err != nil {
-			t.Fatalf("meshid certify: %v\n%s", err, b)
-		}
+		out := certifyAs(t, ca, ns, "web", web.bundleFile)
 		cert, key := filepath.Join(out, "svid.pem"), filepath.Join(out, "svid.key")
 		for _, proto := range []string{"--http1.1", "--http2"} {
 			curl := func(method, path string) string {
